@@ -1,0 +1,296 @@
+//! Wiring: [`App::build`] turns a [`Config`] into a running-ready handle; [`App::run_until_stopped`]
+//! runs the daemon (cron pollers, dispatcher, admin HTTP) until the shutdown token fires.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::ledger::Ledger;
+use crate::notify::dispatcher::{EmailGroup, EmailSettings, WebhookTarget};
+use crate::notify::email::Mailer;
+use crate::notify::{Channel, Dispatcher, RetrySchedule, Route, Routing};
+use crate::singapay::{ClientConfig, SingapayClient};
+use crate::sync::{SyncContext, SyncError, SyncSummary, Syncer};
+use crate::time::{Clock, SystemClock};
+use crate::types::{AccountId, Trigger};
+
+/// The process-wide Prometheus recorder (installed once; later apps share it).
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok().map(|_| handle)
+        })
+        .clone()
+}
+
+/// A built application: ledger open and migrated, clients ready, admin listener bound.
+pub struct App {
+    /// The configuration it was built from.
+    pub config: Config,
+    /// The ledger.
+    pub ledger: Ledger,
+    /// Starts and coalesces passes.
+    pub syncer: Arc<Syncer>,
+    /// The outbox dispatcher.
+    pub dispatcher: Arc<Dispatcher>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    work: CancellationToken,
+    listener: Option<TcpListener>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("ledger", &self.config.ledger_path)
+            .field("listen", &self.local_addr())
+            .finish()
+    }
+}
+
+/// The routing (who gets which event) of a config.
+pub fn routing(config: &Config) -> Routing {
+    let mut routes: Vec<Route> = config
+        .webhooks
+        .iter()
+        .map(|w| Route {
+            name: w.name.clone(),
+            channel: Channel::Webhook,
+            events: w.events.clone(),
+        })
+        .collect();
+    if let Some(e) = &config.email {
+        routes.extend(e.recipients.iter().map(|r| Route {
+            name: r.name.clone(),
+            channel: Channel::Email,
+            events: r.events.clone(),
+        }));
+    }
+    Routing { routes }
+}
+
+impl App {
+    /// Builds the app with the system clock. See [`App::build_with_clock`].
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        Self::build_with_clock(config, Arc::new(SystemClock), true).await
+    }
+
+    /// Opens the ledger (applying migrations, marking runs a crash left `running` as failed),
+    /// builds the SingaPay client, the dispatcher and the syncer, and, if `bind`, binds the admin
+    /// listener (`http.listen`; port 0 picks a free one).
+    ///
+    /// Errors: ledger, TLS or bind failures, with context.
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        bind: bool,
+    ) -> anyhow::Result<App> {
+        let ledger = Ledger::open(&config.ledger_path)
+            .await
+            .with_context(|| format!("opening the ledger {}", config.ledger_path.display()))?;
+        let abandoned = ledger.fail_abandoned_runs(clock.now()).await?;
+        if abandoned > 0 {
+            warn!(abandoned, "sync.abandoned_runs_marked_failed");
+        }
+        let s = &config.singapay;
+        let client = SingapayClient::new(ClientConfig {
+            base_url: s.base_url.clone(),
+            partner_id: s.partner_id.clone(),
+            client_id: s.client_id.clone(),
+            client_secret: s.client_secret.clone(),
+            timeout: s.timeout,
+            max_retries: s.max_retries,
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+        })?;
+        let email = match &config.email {
+            None => None,
+            Some(e) => Some(EmailSettings {
+                mailer: Mailer::from_url(&e.smtp_url, e.timeout).map_err(anyhow::Error::msg)?,
+                from: e.from.clone(),
+                groups: e
+                    .recipients
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.name.clone(),
+                            EmailGroup {
+                                name: r.name.clone(),
+                                to: r.to.clone(),
+                            },
+                        )
+                    })
+                    .collect(),
+            }),
+        };
+        let dispatcher = Arc::new(
+            Dispatcher::new(
+                ledger.clone(),
+                config
+                    .webhooks
+                    .iter()
+                    .map(|w| WebhookTarget {
+                        name: w.name.clone(),
+                        url: w.url.to_string(),
+                        secret: w.secret.clone(),
+                    })
+                    .collect(),
+                email,
+                RetrySchedule {
+                    delays: config.delivery.retry_schedule.clone(),
+                    jitter: 0.2,
+                },
+                config.delivery.timeout,
+                config.delivery.concurrency,
+                Arc::clone(&clock),
+            )
+            .map_err(anyhow::Error::msg)?,
+        );
+        let work = CancellationToken::new();
+        let ctx = Arc::new(SyncContext {
+            ledger: ledger.clone(),
+            client,
+            routing: routing(&config),
+            per_page: config.singapay.per_page,
+            notify_on_baseline: config.sync.notify_on_baseline,
+            clock: Arc::clone(&clock),
+            wake: Some(Arc::clone(&dispatcher.wake)),
+        });
+        let syncer = Syncer::new(ctx, work.clone());
+        let listener = if bind {
+            Some(
+                TcpListener::bind(config.http.listen)
+                    .await
+                    .with_context(|| format!("binding http.listen {}", config.http.listen))?,
+            )
+        } else {
+            None
+        };
+        Ok(App {
+            config,
+            ledger,
+            syncer,
+            dispatcher,
+            clock,
+            work,
+            listener,
+        })
+    }
+
+    /// The bound admin address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// One pass of each configured account (or only `only`), one after another, then one
+    /// dispatch of what is due. Used by the `sync` command and tests.
+    pub async fn sync_all(
+        &self,
+        only: Option<&AccountId>,
+    ) -> Vec<(AccountId, Result<SyncSummary, SyncError>)> {
+        let mut out = Vec::new();
+        for a in &self.config.accounts {
+            if only.is_some_and(|o| *o != a.id) {
+                continue;
+            }
+            let r = self.syncer.sync_now(&a.id, Trigger::Manual).await;
+            out.push((a.id.clone(), r));
+        }
+        out
+    }
+
+    /// Runs the daemon until `shutdown` fires: admin HTTP, one cron poller per account, the
+    /// dispatcher; tells systemd READY=1 when up and pings its watchdog. On shutdown, stops
+    /// taking work, lets the page and delivery batch in flight finish, and returns `Ok`.
+    ///
+    /// Errors: the scheduler cannot start.
+    pub async fn run_until_stopped(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let listener = self
+            .listener
+            .take()
+            .context("the admin listener was not bound (build with bind = true)")?;
+        let addr = listener.local_addr().ok();
+        let state = crate::http::AdminState {
+            ledger: self.ledger.clone(),
+            syncer: Arc::clone(&self.syncer),
+            wake: Arc::clone(&self.dispatcher.wake),
+            admin_token: self.config.http.admin_token.clone(),
+            accounts: self.config.accounts.clone(),
+            clock: Arc::clone(&self.clock),
+            metrics: metrics_handle(),
+        };
+        let http_stop = shutdown.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, crate::http::router(state))
+                .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                .await
+        });
+        let mut sched = crate::sync::schedule::start(
+            Arc::clone(&self.syncer),
+            self.config
+                .accounts
+                .iter()
+                .map(|a| (a.id.clone(), a.schedule.clone()))
+                .collect(),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        let dispatcher = Arc::clone(&self.dispatcher);
+        let work = self.work.clone();
+        let disp = tokio::spawn(async move { dispatcher.run(work, Duration::from_secs(30)).await });
+
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        let watchdog = watchdog_task(shutdown.clone());
+        info!(listen = ?addr, accounts = self.config.accounts.len(), "daemon.ready");
+
+        shutdown.cancelled().await;
+        info!("daemon.stopping");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        if let Err(e) = sched.shutdown().await {
+            warn!(error = %e, "daemon.scheduler_shutdown_failed");
+        }
+        self.work.cancel();
+        self.syncer.wait().await;
+        if let Err(e) = disp.await {
+            error!(error = %e, "daemon.dispatcher_panicked");
+        }
+        match http.await {
+            Ok(Err(e)) => error!(error = %e, "daemon.http_failed"),
+            Err(e) => error!(error = %e, "daemon.http_panicked"),
+            Ok(Ok(())) => {}
+        }
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        self.ledger.close().await;
+        info!("daemon.stopped");
+        Ok(())
+    }
+}
+
+fn watchdog_task(stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+    let every = sd_notify::watchdog_enabled()? / 2;
+    if every.is_zero() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(every) => {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
+    }))
+}

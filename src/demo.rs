@@ -1,0 +1,348 @@
+//! `singapay-sync demo`: the newcomer's first command. Starts the sandbox, a webhook receiver that
+//! verifies Standard Webhooks signatures, and the daemon on a temporary ledger; runs the baseline;
+//! has customers pay, a link get closed and one expire; and prints what the daemon saw and
+//! delivered. Needs no credentials and no network (everything is on 127.0.0.1).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::notify::webhook::{WebhookSecret, verify};
+use crate::sandbox::{
+    SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SANDBOX_PARTNER_ID, SEED_ACCOUNT, Sandbox,
+    SandboxOptions,
+};
+
+/// A callback the demo's receiver accepted.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// `webhook-id`.
+    pub id: String,
+    /// The body, parsed.
+    pub body: Value,
+}
+
+#[derive(Clone)]
+struct Rx {
+    secret: Arc<WebhookSecret>,
+    got: Arc<Mutex<Vec<Received>>>,
+    rejected: Arc<Mutex<usize>>,
+}
+
+async fn receive(State(rx): State<Rx>, h: HeaderMap, body: Bytes) -> StatusCode {
+    let hv = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    let now = chrono::Utc::now().timestamp();
+    match verify(
+        &rx.secret,
+        hv("webhook-id"),
+        hv("webhook-timestamp"),
+        hv("webhook-signature"),
+        &body,
+        now,
+        300,
+    ) {
+        Ok(()) => {
+            let parsed = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if let Ok(mut g) = rx.got.lock() {
+                g.push(Received {
+                    id: hv("webhook-id").unwrap_or_default().to_string(),
+                    body: parsed,
+                });
+            }
+            StatusCode::NO_CONTENT
+        }
+        Err(_) => {
+            if let Ok(mut r) = rx.rejected.lock() {
+                *r += 1;
+            }
+            StatusCode::UNAUTHORIZED
+        }
+    }
+}
+
+struct Admin {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Admin {
+    async fn post(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        Ok(r.error_for_status()?.json().await?)
+    }
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        Ok(r.error_for_status()?.json().await?)
+    }
+    /// Triggers a pass and waits for it to finish; returns the run.
+    async fn resync(&self) -> anyhow::Result<Value> {
+        let runs = self.post("/resync").await?;
+        let id = runs["runs"][0]["run_id"]
+            .as_i64()
+            .context("resync returned no run id")?;
+        for _ in 0..600 {
+            let run = self.get(&format!("/sync-runs/{id}")).await?;
+            if run["outcome"] != "running" {
+                if run["outcome"] != "succeeded" {
+                    bail!("sync run {id} failed: {}", run["error"]);
+                }
+                return Ok(run);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("sync run {id} did not finish in 30 s")
+    }
+}
+
+async fn sandbox_post(http: &reqwest::Client, base: &str, path: &str, body: Value) -> anyhow::Result<Value> {
+    let r = http.post(format!("{base}{path}")).json(&body).send().await?;
+    Ok(r.error_for_status()?.json().await?)
+}
+
+fn rupiah(v: &Value) -> String {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .map(crate::money::format_rupiah)
+        .unwrap_or_else(|| v.to_string())
+}
+
+fn describe(e: &Value) -> String {
+    let o = &e["data"]["object"];
+    let p = &e["data"]["previous_attributes"];
+    let what = match e["type"].as_str().unwrap_or_default() {
+        "payment_link.paid" => format!(
+            "usage {} → {} (+{}), {} each",
+            p["current_usage"], o["current_usage"], e["data"]["usage_delta"], rupiah(&o["total_amount"])
+        ),
+        "payment_link.exhausted" => format!("usage {}/{}", o["current_usage"], o["max_usage"]),
+        "payment_link.status_changed" => format!(
+            "status_computed {} → {} (status {}, is_expired {})",
+            p["status_computed"], o["status_computed"], o["status"], o["is_expired"]
+        ),
+        "payment_link.updated" => format!("changed {}", p),
+        _ => String::new(),
+    };
+    format!(
+        "{:<28} link {:>3} seq {}  {:<24} {}",
+        e["type"].as_str().unwrap_or_default(),
+        o["id"],
+        e["sequence"],
+        o["title"].as_str().unwrap_or_default(),
+        what
+    )
+}
+
+fn newest_mail(dir: &Path) -> Option<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .collect();
+    files.sort();
+    files.pop()
+}
+
+/// Runs the demo, writing its report to `out`.
+///
+/// Errors: any step that fails (with what it was doing).
+pub async fn run(out: &mut dyn Write) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let dir = std::env::temp_dir().join(format!("singapay-sync-demo-{}", ulid::Ulid::new()));
+    let mail_dir = dir.join("mail");
+    std::fs::create_dir_all(&mail_dir)?;
+
+    let sandbox = Sandbox::new(SandboxOptions::default());
+    let sb_addr = sandbox
+        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)), stop.clone())
+        .await?;
+    let sb = format!("http://{sb_addr}");
+
+    let (secret, secret_text) = WebhookSecret::generate();
+    let rx = Rx {
+        secret: Arc::new(secret),
+        got: Arc::new(Mutex::new(Vec::new())),
+        rejected: Arc::new(Mutex::new(0)),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let rx_addr = listener.local_addr()?;
+    let rx_app = Router::new().route("/hooks/singapay", post(receive)).with_state(rx.clone());
+    let rx_stop = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, rx_app)
+            .with_graceful_shutdown(async move { rx_stop.cancelled().await })
+            .await;
+    });
+
+    let admin_token = hex::encode(rand::random::<[u8; 16]>());
+    let toml = format!(
+        r#"
+[ledger]
+path = "{ledger}"
+[singapay]
+base_url = "{sb}"
+partner_id = "{SANDBOX_PARTNER_ID}"
+client_id = "{SANDBOX_CLIENT_ID}"
+client_secret = "{SANDBOX_CLIENT_SECRET}"
+per_page = 25
+[sync]
+schedule = "0 0 0 1 1 *"
+[[accounts]]
+id = "{SEED_ACCOUNT}"
+name = "Toko Utama"
+[http]
+listen = "127.0.0.1:0"
+admin_token = "{admin_token}"
+[delivery]
+retry_schedule = ["1s", "2s"]
+[[webhooks]]
+name = "erp"
+url = "http://{rx_addr}/hooks/singapay"
+secret = "{secret_text}"
+[email]
+smtp_url = "file://{mail}"
+from = "SingaPay Sync <sync@toko-utama.example>"
+[[email.recipients]]
+name = "finance"
+to = ["Finance <finance@toko-utama.example>"]
+events = ["payment_link.paid", "payment_link.exhausted", "payment_link.status_changed"]
+"#,
+        ledger = dir.join("ledger.db").display(),
+        mail = mail_dir.display(),
+    );
+    let cfg = Config::from_toml_str(&toml).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let app = App::build(cfg).await?;
+    let admin_addr = app.local_addr().context("admin listener")?;
+    let daemon_stop = CancellationToken::new();
+    let daemon = tokio::spawn(app.run_until_stopped(daemon_stop.clone()));
+    let admin = Admin {
+        http: reqwest::Client::new(),
+        base: format!("http://{admin_addr}"),
+        token: admin_token,
+    };
+
+    writeln!(out, "singapay-sync demo: sandbox {sb}, webhook receiver http://{rx_addr}, daemon admin http://{admin_addr}")?;
+    writeln!(out, "ledger {}\n", dir.join("ledger.db").display())?;
+
+    // 1. Baseline.
+    let run = admin.resync().await?;
+    writeln!(
+        out,
+        "1. Baseline of account {SEED_ACCOUNT}: {} links mirrored from {} pages, {} events (a baseline is recorded silently).",
+        run["links_seen"], run["pages"], run["changes"]
+    )?;
+
+    // 2. Customers and time act on SingaPay.
+    let acct = format!("/_sandbox/accounts/{SEED_ACCOUNT}/links");
+    let http = reqwest::Client::new();
+    sandbox_post(&http, &sb, &format!("{acct}/103/pay"), json!({"method": "VA BRI"})).await?;
+    sandbox_post(&http, &sb, &format!("{acct}/103/pay"), json!({"method": "QRIS"})).await?;
+    sandbox_post(&http, &sb, &format!("{acct}/101/close"), json!({})).await?;
+    sandbox_post(&http, &sb, "/_sandbox/clock/advance", json!({"seconds": 25 * 3600})).await?;
+    writeln!(
+        out,
+        "\n2. On SingaPay: link 103 paid twice (Rp 20.000 each), link 101 closed, then 25 hours pass and link 78 expires."
+    )?;
+
+    // 3. The next pass.
+    let run = admin.resync().await?;
+    let events = admin.get("/events?limit=100").await?;
+    let list = events["events"].as_array().cloned().unwrap_or_default();
+    writeln!(
+        out,
+        "\n3. Next pass (run {}): {} events detected and committed with their deliveries:",
+        run["id"],
+        list.len()
+    )?;
+    for e in &list {
+        writeln!(out, "   {}", describe(e))?;
+    }
+
+    // 4. Webhooks, verified by the receiver.
+    let want = list.len();
+    for _ in 0..200 {
+        if rx.got.lock().map(|g| g.len()).unwrap_or(0) >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = rx.got.lock().map(|g| g.clone()).unwrap_or_default();
+    let rejected = rx.rejected.lock().map(|r| *r).unwrap_or(0);
+    writeln!(
+        out,
+        "\n4. Webhook callbacks received by the ERP stand-in ({} verified, {} rejected):",
+        got.len(),
+        rejected
+    )?;
+    for r in &got {
+        writeln!(
+            out,
+            "   ✓ signature verified  webhook-id {}  {}",
+            r.id,
+            r.body["type"].as_str().unwrap_or_default()
+        )?;
+    }
+    if got.len() != want {
+        bail!("expected {want} callbacks, the receiver verified {}", got.len());
+    }
+
+    // 5. The finance e-mail.
+    let mut mail = None;
+    for _ in 0..200 {
+        mail = newest_mail(&mail_dir);
+        if mail.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let path = mail.context("no finance e-mail was written")?;
+    let raw = std::fs::read(&path)?;
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&raw)
+        .context("the e-mail file is not a message")?;
+    writeln!(out, "\n5. Finance e-mail ({}):", path.display())?;
+    writeln!(
+        out,
+        "   To: {}",
+        parsed
+            .to()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .unwrap_or_default()
+    )?;
+    writeln!(out, "   Subject: {}", parsed.subject().unwrap_or_default())?;
+    writeln!(out)?;
+    for line in parsed.body_text(0).unwrap_or_default().lines() {
+        writeln!(out, "   | {line}")?;
+    }
+
+    daemon_stop.cancel();
+    daemon.await??;
+    stop.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+    writeln!(out, "\nDone: the daemon stopped cleanly. Next: `singapay-sync sandbox` and `singapay-sync run --config config/example.toml`.")?;
+    Ok(())
+}

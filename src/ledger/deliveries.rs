@@ -1,0 +1,364 @@
+//! `delivery`, `delivery_attempt` and `subscriber_state`: the outbox and its log.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::time::ledger_ts;
+use crate::types::EventType;
+
+use super::{Ledger, LedgerResult, parse_event_type, parse_opt_ts, parse_ts};
+
+/// A delivery owed, enqueued with its event.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// Event delivered.
+    pub event_id: String,
+    /// Subscriber name (`[[webhooks]]` or `[[email.recipients]]`).
+    pub subscriber: String,
+    /// `webhook` or `email`.
+    pub channel: &'static str,
+    /// First attempt time (normally the commit time).
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+/// A due delivery with what the dispatcher needs to send it.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    /// Delivery id.
+    pub id: i64,
+    /// Event id (the `webhook-id`).
+    pub event_id: String,
+    /// Subscriber name.
+    pub subscriber: String,
+    /// `webhook` or `email`.
+    pub channel: String,
+    /// Attempts made so far.
+    pub attempts: i64,
+    /// Envelope JSON to send.
+    pub envelope: String,
+    /// Event type.
+    pub event_type: EventType,
+    /// Pass that produced the event (e-mail digests group by it).
+    pub run_id: Option<i64>,
+    /// Link id (the dispatcher keeps one link's deliveries in order).
+    pub link_id: i64,
+    /// Account id.
+    pub account_id: String,
+    /// Per-link sequence.
+    pub sequence: i64,
+}
+
+/// How an attempt ended, and what becomes of the delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptResult {
+    /// 2xx / SMTP accepted: done.
+    Delivered,
+    /// Failed; try again at this time.
+    Retry(DateTime<Utc>),
+    /// Failed and the schedule is exhausted.
+    Dead,
+    /// The subscriber answered 410 Gone: it and its pending deliveries are disabled.
+    Disabled,
+}
+
+/// One attempt to record.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    /// Delivery id.
+    pub delivery_id: i64,
+    /// Start of the attempt, UTC.
+    pub attempted_at: DateTime<Utc>,
+    /// How long it took, milliseconds.
+    pub duration_ms: i64,
+    /// HTTP status or SMTP reply code.
+    pub status: Option<i64>,
+    /// Error text (response body truncated), `None` on success.
+    pub error: Option<String>,
+    /// Outcome.
+    pub result: AttemptResult,
+}
+
+/// A delivery as listed by `GET /deliveries`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeliveryRow {
+    /// Delivery id.
+    pub id: i64,
+    /// Event id.
+    pub event_id: String,
+    /// Event type.
+    pub event_type: EventType,
+    /// Subscriber name.
+    pub subscriber: String,
+    /// `webhook` or `email`.
+    pub channel: String,
+    /// `pending`, `delivered`, `dead` or `disabled`.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Next attempt (pending only), UTC.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Last HTTP status or SMTP code.
+    pub last_status: Option<i64>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// When it was delivered, UTC.
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// One logged attempt.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeliveryAttemptRow {
+    /// When, UTC.
+    pub attempted_at: DateTime<Utc>,
+    /// Duration, milliseconds.
+    pub duration_ms: i64,
+    /// HTTP status or SMTP code.
+    pub status: Option<i64>,
+    /// Error text.
+    pub error: Option<String>,
+}
+
+pub(super) async fn insert(tx: &mut Transaction<'_, Sqlite>, d: &NewDelivery) -> LedgerResult<()> {
+    // A subscriber disabled by a 410 gets its new deliveries parked as `disabled`.
+    sqlx::query(
+        "INSERT INTO delivery (event_id, subscriber, channel, state, next_attempt_at, created_at) \
+         SELECT ?1, ?2, ?3, \
+           CASE WHEN EXISTS (SELECT 1 FROM subscriber_state WHERE name = ?2 AND disabled_at IS NOT NULL) \
+                THEN 'disabled' ELSE 'pending' END, \
+           CASE WHEN EXISTS (SELECT 1 FROM subscriber_state WHERE name = ?2 AND disabled_at IS NOT NULL) \
+                THEN NULL ELSE ?4 END, ?4",
+    )
+    .bind(&d.event_id)
+    .bind(&d.subscriber)
+    .bind(d.channel)
+    .bind(ledger_ts(d.next_attempt_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn row_to_delivery(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<DeliveryRow> {
+    Ok(DeliveryRow {
+        id: r.try_get("id")?,
+        event_id: r.try_get("event_id")?,
+        event_type: parse_event_type(&r.try_get::<String, _>("type")?)?,
+        subscriber: r.try_get("subscriber")?,
+        channel: r.try_get("channel")?,
+        state: r.try_get("state")?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_at: parse_opt_ts(r.try_get("next_attempt_at")?)?,
+        last_status: r.try_get("last_status")?,
+        last_error: r.try_get("last_error")?,
+        delivered_at: parse_opt_ts(r.try_get("delivered_at")?)?,
+    })
+}
+
+impl Ledger {
+    /// Pending deliveries due at `now`, oldest event first, at most `limit`. A delivery waits while
+    /// an earlier event of the same link for the same subscriber is pending a retry, so each
+    /// subscriber receives a link's events in `sequence` order.
+    pub async fn due_deliveries(&self, now: DateTime<Utc>, limit: i64) -> LedgerResult<Vec<DueDelivery>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.event_id, d.subscriber, d.channel, d.attempts, e.envelope, e.type, e.run_id, \
+             e.link_id, e.account_id, e.sequence FROM delivery d JOIN link_event e ON e.id = d.event_id \
+             WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 \
+             AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
+                 WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' AND d2.next_attempt_at > ?1 \
+                 AND e2.account_id = e.account_id AND e2.link_id = e.link_id AND e2.sequence < e.sequence) \
+             ORDER BY e.seq, d.id LIMIT ?2",
+        )
+        .bind(ledger_ts(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueDelivery {
+                    id: r.try_get("id")?,
+                    event_id: r.try_get("event_id")?,
+                    subscriber: r.try_get("subscriber")?,
+                    channel: r.try_get("channel")?,
+                    attempts: r.try_get("attempts")?,
+                    envelope: r.try_get("envelope")?,
+                    event_type: parse_event_type(&r.try_get::<String, _>("type")?)?,
+                    run_id: r.try_get("run_id")?,
+                    link_id: r.try_get("link_id")?,
+                    account_id: r.try_get("account_id")?,
+                    sequence: r.try_get("sequence")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The earliest `next_attempt_at` of any pending delivery.
+    pub async fn next_due_at(&self) -> LedgerResult<Option<DateTime<Utc>>> {
+        let r = sqlx::query("SELECT MIN(next_attempt_at) FROM delivery WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await?;
+        parse_opt_ts(r.try_get(0)?)
+    }
+
+    /// Records a batch of attempts and their outcomes in one transaction.
+    pub async fn record_attempts(&self, outcomes: &[AttemptOutcome]) -> LedgerResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for o in outcomes {
+            sqlx::query(
+                "INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status, error) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(o.delivery_id)
+            .bind(ledger_ts(o.attempted_at))
+            .bind(o.duration_ms)
+            .bind(o.status)
+            .bind(&o.error)
+            .execute(&mut *tx)
+            .await?;
+            let (state, next, delivered) = match &o.result {
+                AttemptResult::Delivered => ("delivered", None, Some(ledger_ts(o.attempted_at))),
+                AttemptResult::Retry(at) => ("pending", Some(ledger_ts(*at)), None),
+                AttemptResult::Dead => ("dead", None, None),
+                AttemptResult::Disabled => ("disabled", None, None),
+            };
+            sqlx::query(
+                "UPDATE delivery SET state = ?, attempts = attempts + 1, next_attempt_at = ?, \
+                 last_status = ?, last_error = ?, delivered_at = COALESCE(?, delivered_at) WHERE id = ?",
+            )
+            .bind(state)
+            .bind(next)
+            .bind(o.status)
+            .bind(&o.error)
+            .bind(delivered)
+            .bind(o.delivery_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Disables a subscriber (410 Gone): its pending deliveries become `disabled`. Returns how
+    /// many were parked.
+    pub async fn disable_subscriber(
+        &self,
+        name: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> LedgerResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO subscriber_state (name, disabled_at, disabled_reason) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET disabled_at = ?2, disabled_reason = ?3",
+        )
+        .bind(name)
+        .bind(ledger_ts(now))
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        let r = sqlx::query(
+            "UPDATE delivery SET state = 'disabled', next_attempt_at = NULL \
+             WHERE subscriber = ? AND state = 'pending'",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Re-enables a subscriber: its `disabled` deliveries become due now. Returns how many.
+    pub async fn enable_subscriber(&self, name: &str, now: DateTime<Utc>) -> LedgerResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM subscriber_state WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let r = sqlx::query(
+            "UPDATE delivery SET state = 'pending', next_attempt_at = ? \
+             WHERE subscriber = ? AND state = 'disabled'",
+        )
+        .bind(ledger_ts(now))
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Names of disabled subscribers.
+    pub async fn disabled_subscribers(&self) -> LedgerResult<Vec<String>> {
+        let rows = sqlx::query("SELECT name FROM subscriber_state WHERE disabled_at IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// Makes a `dead` or `disabled` delivery due now. `false` if no such delivery in those states.
+    pub async fn retry_delivery(&self, id: i64, now: DateTime<Utc>) -> LedgerResult<bool> {
+        let r = sqlx::query(
+            "UPDATE delivery SET state = 'pending', next_attempt_at = ? \
+             WHERE id = ? AND state IN ('dead', 'disabled')",
+        )
+        .bind(ledger_ts(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Deliveries filtered by state and subscriber, newest first.
+    pub async fn list_deliveries(
+        &self,
+        state: Option<&str>,
+        subscriber: Option<&str>,
+        limit: i64,
+    ) -> LedgerResult<Vec<DeliveryRow>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.event_id, e.type, d.subscriber, d.channel, d.state, d.attempts, \
+             d.next_attempt_at, d.last_status, d.last_error, d.delivered_at \
+             FROM delivery d JOIN link_event e ON e.id = d.event_id \
+             WHERE (?1 IS NULL OR d.state = ?1) AND (?2 IS NULL OR d.subscriber = ?2) \
+             ORDER BY d.id DESC LIMIT ?3",
+        )
+        .bind(state)
+        .bind(subscriber)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_delivery).collect()
+    }
+
+    /// The attempts of one delivery, oldest first.
+    pub async fn delivery_attempts(&self, delivery_id: i64) -> LedgerResult<Vec<DeliveryAttemptRow>> {
+        let rows = sqlx::query(
+            "SELECT attempted_at, duration_ms, status, error FROM delivery_attempt \
+             WHERE delivery_id = ? ORDER BY id",
+        )
+        .bind(delivery_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeliveryAttemptRow {
+                    attempted_at: parse_ts(&r.try_get::<String, _>(0)?)?,
+                    duration_ms: r.try_get(1)?,
+                    status: r.try_get(2)?,
+                    error: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Count of deliveries per state, for `/metrics`.
+    pub async fn delivery_state_counts(&self) -> LedgerResult<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM delivery GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+}

@@ -1,0 +1,156 @@
+//! `link_event`: the append-only change log.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::time::ledger_ts;
+use crate::types::{AccountId, EventId, EventType, LinkId};
+
+use super::{Ledger, LedgerError, LedgerResult, parse_event_type, parse_ts};
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Public id (`evt_…`).
+    pub id: EventId,
+    /// Account.
+    pub account_id: AccountId,
+    /// Link.
+    pub link_id: LinkId,
+    /// Type.
+    pub event_type: EventType,
+    /// Per-link sequence.
+    pub sequence: i64,
+    /// The pass that detected it.
+    pub run_id: i64,
+    /// Detection time, UTC.
+    pub created_at: DateTime<Utc>,
+    /// For `payment_link.paid`: how much `current_usage` rose.
+    pub usage_delta: Option<i64>,
+    /// The envelope JSON exactly as it will be delivered.
+    pub envelope: String,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EventRow {
+    /// Commit order (internal cursor).
+    #[serde(skip)]
+    pub seq: i64,
+    /// Public id.
+    pub id: String,
+    /// Account.
+    pub account_id: String,
+    /// Link.
+    pub link_id: i64,
+    /// Type.
+    pub event_type: EventType,
+    /// Per-link sequence.
+    pub sequence: i64,
+    /// Pass that detected it.
+    pub run_id: Option<i64>,
+    /// Detection time, UTC.
+    pub created_at: DateTime<Utc>,
+    /// For paid events.
+    pub usage_delta: Option<i64>,
+    /// The delivered envelope.
+    pub envelope: serde_json::Value,
+}
+
+/// Filters of the pull feed (`GET /events`).
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only events committed after this event id.
+    pub after: Option<String>,
+    /// Only this type.
+    pub event_type: Option<EventType>,
+    /// Only this account.
+    pub account_id: Option<AccountId>,
+    /// Only this link.
+    pub link_id: Option<LinkId>,
+    /// Only this run.
+    pub run_id: Option<i64>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+pub(super) async fn insert(tx: &mut Transaction<'_, Sqlite>, e: &NewEvent) -> LedgerResult<()> {
+    sqlx::query(
+        "INSERT INTO link_event (id, account_id, link_id, type, sequence, run_id, created_at, \
+         usage_delta, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&e.id.0)
+    .bind(e.account_id.as_str())
+    .bind(e.link_id.0)
+    .bind(e.event_type.as_str())
+    .bind(e.sequence)
+    .bind(e.run_id)
+    .bind(ledger_ts(e.created_at))
+    .bind(e.usage_delta)
+    .bind(&e.envelope)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn row_to_event(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<EventRow> {
+    let env: String = r.try_get("envelope")?;
+    Ok(EventRow {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        account_id: r.try_get("account_id")?,
+        link_id: r.try_get("link_id")?,
+        event_type: parse_event_type(&r.try_get::<String, _>("type")?)?,
+        sequence: r.try_get("sequence")?,
+        run_id: r.try_get("run_id")?,
+        created_at: parse_ts(&r.try_get::<String, _>("created_at")?)?,
+        usage_delta: r.try_get("usage_delta")?,
+        envelope: serde_json::from_str(&env)
+            .map_err(|e| LedgerError::Corrupt(format!("link_event.envelope: {e}")))?,
+    })
+}
+
+impl Ledger {
+    /// Events in commit order matching `f`. `f.after` names an event id; an unknown id is an
+    /// error (`Ok(None)`), so a client never silently restarts from the beginning.
+    pub async fn events(&self, f: &EventFilter) -> LedgerResult<Option<Vec<EventRow>>> {
+        let after_seq = match &f.after {
+            None => 0,
+            Some(id) => {
+                match sqlx::query("SELECT seq FROM link_event WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                {
+                    Some(r) => r.try_get::<i64, _>(0)?,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let rows = sqlx::query(
+            "SELECT seq, id, account_id, link_id, type, sequence, run_id, created_at, usage_delta, envelope \
+             FROM link_event WHERE seq > ?1 \
+             AND (?2 IS NULL OR type = ?2) AND (?3 IS NULL OR account_id = ?3) \
+             AND (?4 IS NULL OR link_id = ?4) AND (?5 IS NULL OR run_id = ?5) \
+             ORDER BY seq LIMIT ?6",
+        )
+        .bind(after_seq)
+        .bind(f.event_type.map(|t| t.as_str()))
+        .bind(f.account_id.as_ref().map(|a| a.as_str().to_string()))
+        .bind(f.link_id.map(|l| l.0))
+        .bind(f.run_id)
+        .bind(f.limit.max(0))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(rows.iter().map(row_to_event).collect::<LedgerResult<_>>()?))
+    }
+
+    /// Number of events recorded.
+    pub async fn count_events(&self) -> LedgerResult<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM link_event")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+}

@@ -1,0 +1,167 @@
+//! The SQLite ledger: the only module that writes SQL.
+//!
+//! One file in WAL mode with `synchronous = FULL`; migrations embedded (`migrations/`) and applied at
+//! open. A sync page's link rows, events and deliveries commit in one transaction (the
+//! transactional outbox of DESIGN §1), so a notification is owed exactly when a change is recorded.
+
+mod deliveries;
+mod events;
+mod links;
+mod runs;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use deliveries::{
+    AttemptOutcome, AttemptResult, DeliveryAttemptRow, DeliveryRow, DueDelivery, NewDelivery,
+};
+pub use events::{EventFilter, EventRow, NewEvent};
+pub use links::{LinkWrite, StoredLink};
+pub use runs::SyncRunRow;
+
+/// A ledger error: SQLite or a row that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// SQLite refused or failed.
+    #[error("ledger: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("ledger migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value does not parse (the ledger was edited by hand or is corrupt).
+    #[error("ledger row unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// Result alias for ledger operations.
+pub type LedgerResult<T> = Result<T, LedgerError>;
+
+/// Handle to the ledger (a small connection pool). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    pool: SqlitePool,
+}
+
+/// The embedded migrations (`migrations/*.sql`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Everything one sync page commits atomically.
+#[derive(Debug, Default)]
+pub struct PageCommit {
+    /// Link rows to insert or update (only changed ones).
+    pub writes: Vec<LinkWrite>,
+    /// Events, in emission order.
+    pub events: Vec<NewEvent>,
+    /// Deliveries owed for those events.
+    pub deliveries: Vec<NewDelivery>,
+    /// Links confirmed deleted: `(account, link, sequence after the deleted event, time)`.
+    pub deletions: Vec<(crate::types::AccountId, crate::types::LinkId, i64, chrono::DateTime<chrono::Utc>)>,
+    /// Pages to add to the run's count (0 for the deletion check).
+    pub pages: i64,
+    /// Distinct links read on this page.
+    pub links_seen: i64,
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger at `path`, in WAL mode, and applies migrations.
+    ///
+    /// Errors: the file cannot be created or opened, or a migration fails.
+    pub async fn open(path: &Path) -> LedgerResult<Self> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Opens the ledger from a path string (`sqlite://` prefix accepted).
+    pub async fn open_str(path: &str) -> LedgerResult<Self> {
+        let p = path.strip_prefix("sqlite://").unwrap_or(path);
+        Self::open(Path::new(p)).await
+    }
+
+    /// Checks the ledger answers (`SELECT 1`), for `/healthz`.
+    pub async fn ping(&self) -> LedgerResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool (waits for connections to return).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Commits one page: upserts the changed link rows, appends the events, enqueues the
+    /// deliveries and bumps the run's counters, all in one transaction. Nothing is written if
+    /// any statement fails.
+    pub async fn commit_page(&self, run_id: i64, commit: &PageCommit) -> LedgerResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for w in &commit.writes {
+            links::upsert(&mut tx, w).await?;
+        }
+        for (account, link, sequence, at) in &commit.deletions {
+            sqlx::query(
+                "UPDATE payment_link SET deleted_at = ?, sequence = ?, last_seen_at = ? \
+                 WHERE account_id = ? AND link_id = ?",
+            )
+            .bind(crate::time::ledger_ts(*at))
+            .bind(sequence)
+            .bind(crate::time::ledger_ts(*at))
+            .bind(account.as_str())
+            .bind(link.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for e in &commit.events {
+            events::insert(&mut tx, e).await?;
+        }
+        for d in &commit.deliveries {
+            deliveries::insert(&mut tx, d).await?;
+        }
+        sqlx::query(
+            "UPDATE sync_run SET pages = pages + ?, links_seen = links_seen + ?, \
+             links_written = links_written + ?, changes = changes + ? WHERE id = ?",
+        )
+        .bind(commit.pages)
+        .bind(commit.links_seen)
+        .bind((commit.writes.len() + commit.deletions.len()) as i64)
+        .bind(commit.events.len() as i64)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+pub(crate) fn parse_ts(s: &str) -> LedgerResult<chrono::DateTime<chrono::Utc>> {
+    crate::time::parse_ledger_ts(s).ok_or_else(|| LedgerError::Corrupt(format!("bad time {s:?}")))
+}
+
+pub(crate) fn parse_opt_ts(
+    s: Option<String>,
+) -> LedgerResult<Option<chrono::DateTime<chrono::Utc>>> {
+    s.as_deref().map(parse_ts).transpose()
+}
+
+pub(crate) fn parse_event_type(s: &str) -> LedgerResult<crate::types::EventType> {
+    crate::types::EventType::from_str(s).map_err(LedgerError::Corrupt)
+}

@@ -1,0 +1,370 @@
+//! E-mail digests for finance: one mail per sync pass per recipient group, text and HTML parts,
+//! amounts in Rupiah, times in WIB. Rendered from `templates/digest.{txt,html}.j2` (minijinja,
+//! HTML auto-escaped) and sent through lettre (SMTP, pooled; or a directory of `.eml` files).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use minijinja::{Environment, context};
+use rust_decimal::Decimal;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::money::format_rupiah;
+use crate::time::{format_wib, parse_ledger_ts};
+
+const TEXT_TEMPLATE: &str = include_str!("../../templates/digest.txt.j2");
+const HTML_TEMPLATE: &str = include_str!("../../templates/digest.html.j2");
+
+/// A rendered digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digest {
+    /// Subject summarising the pass, e.g. `SingaPay: 3 payments received, 1 link expired`.
+    pub subject: String,
+    /// Plain-text part.
+    pub text: String,
+    /// HTML part.
+    pub html: String,
+}
+
+#[derive(Serialize)]
+struct Item {
+    headline: String,
+    title: String,
+    reff_no: String,
+    link_id: String,
+    lines: Vec<String>,
+    payment_url: Option<String>,
+}
+
+fn s(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn dec(v: &Value) -> Option<Decimal> {
+    s(v).and_then(|t| t.parse().ok())
+}
+
+fn wib(v: &Value) -> Option<String> {
+    s(v).and_then(|t| parse_ledger_ts(&t)).map(format_wib)
+}
+
+fn plural(n: i64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Renders the digest of `envelopes` (event envelopes of one pass, in commit order, DESIGN §5).
+///
+/// Errors: a template error (a defect, reported as the delivery's error rather than a crash).
+pub fn render_digest(envelopes: &[Value]) -> Result<Digest, String> {
+    let mut payments = 0i64;
+    let mut received = Decimal::ZERO;
+    let (mut exhausted, mut expired, mut closed, mut reopened, mut created, mut edited, mut deleted) =
+        (0, 0, 0, 0, 0, 0, 0);
+    let mut items = Vec::new();
+    let mut ids = Vec::new();
+    let mut accounts = std::collections::BTreeSet::new();
+    let mut detected_at = None;
+    for env in envelopes {
+        let obj = &env["data"]["object"];
+        let prev = &env["data"]["previous_attributes"];
+        let ty = env["type"].as_str().unwrap_or_default();
+        ids.push(s(&env["id"]).unwrap_or_default());
+        if let Some(a) = s(&env["account_id"]) {
+            accounts.insert(a);
+        }
+        detected_at = detected_at.or_else(|| wib(&env["created_at"]));
+        let amount = dec(&obj["total_amount"]);
+        let amount_text = amount.map(format_rupiah).unwrap_or_else(|| "—".into());
+        let usage = format!(
+            "usage {}/{}",
+            s(&obj["current_usage"]).unwrap_or_else(|| "?".into()),
+            match obj["max_usage"].as_i64() {
+                Some(0) | None => "unlimited".to_string(),
+                Some(m) => m.to_string(),
+            }
+        );
+        let mut lines = Vec::new();
+        let headline = match ty {
+            "payment_link.paid" => {
+                let delta = env["data"]["usage_delta"].as_i64().unwrap_or(0);
+                let n = delta.max(1);
+                payments += n;
+                if let Some(a) = amount {
+                    let got = a * Decimal::from(delta);
+                    received += got;
+                    lines.push(format!(
+                        "{} × {} = {}",
+                        plural(delta, "payment", "payments"),
+                        format_rupiah(a),
+                        format_rupiah(got)
+                    ));
+                }
+                lines.push(usage.clone());
+                if let Some(p) = wib(&obj["payment_date"]) {
+                    lines.push(format!("last paid {p}"));
+                }
+                "Payment received".to_string()
+            }
+            "payment_link.exhausted" => {
+                exhausted += 1;
+                lines.push(usage.clone());
+                "Link fully used".to_string()
+            }
+            "payment_link.status_changed" => {
+                let now = s(&obj["status_computed"]).unwrap_or_default();
+                let before = s(&prev["status_computed"]).unwrap_or_default();
+                lines.push(format!("status {before} → {now}"));
+                if let Some(e) = wib(&obj["expired_at"]) {
+                    lines.push(format!("expiry {e}"));
+                }
+                match now.as_str() {
+                    "expired" => {
+                        expired += 1;
+                        "Link expired".to_string()
+                    }
+                    "closed" => {
+                        closed += 1;
+                        "Link closed".to_string()
+                    }
+                    "open" => {
+                        reopened += 1;
+                        "Link reopened".to_string()
+                    }
+                    _ => {
+                        edited += 1;
+                        "Status changed".to_string()
+                    }
+                }
+            }
+            "payment_link.created" => {
+                created += 1;
+                lines.push(format!("amount {amount_text}"));
+                lines.push(usage.clone());
+                "New link".to_string()
+            }
+            "payment_link.updated" => {
+                edited += 1;
+                if let Value::Object(p) = prev {
+                    for (k, before) in p {
+                        let after = &obj[k];
+                        let fmt = |v: &Value| match (k.as_str(), dec(v)) {
+                            ("total_amount", Some(d)) => format_rupiah(d),
+                            _ => s(v).unwrap_or_else(|| "none".into()),
+                        };
+                        lines.push(format!("{k}: {} → {}", fmt(before), fmt(after)));
+                    }
+                }
+                "Link edited".to_string()
+            }
+            "payment_link.deleted" => {
+                deleted += 1;
+                lines.push(format!("amount {amount_text}"));
+                "Link deleted".to_string()
+            }
+            other => other.to_string(),
+        };
+        items.push(Item {
+            headline,
+            title: s(&obj["title"]).unwrap_or_else(|| "(untitled)".into()),
+            reff_no: s(&obj["reff_no"]).unwrap_or_default(),
+            link_id: s(&obj["id"]).unwrap_or_default(),
+            lines,
+            payment_url: s(&obj["payment_url"]),
+        });
+    }
+    let mut parts = Vec::new();
+    if payments > 0 {
+        parts.push(format!("{} received", plural(payments, "payment", "payments")));
+    }
+    for (n, one, many) in [
+        (exhausted, "link fully used", "links fully used"),
+        (expired, "link expired", "links expired"),
+        (closed, "link closed", "links closed"),
+        (reopened, "link reopened", "links reopened"),
+        (created, "new link", "new links"),
+        (edited, "link edited", "links edited"),
+        (deleted, "link deleted", "links deleted"),
+    ] {
+        if n > 0 {
+            parts.push(plural(n, one, many));
+        }
+    }
+    let subject = if parts.is_empty() {
+        "SingaPay: no changes".to_string()
+    } else {
+        format!("SingaPay: {}", parts.join(", "))
+    };
+    let account_line = if accounts.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "Account {}",
+            accounts.into_iter().collect::<Vec<_>>().join(", ")
+        ))
+    };
+    let total_received = (received > Decimal::ZERO).then(|| format_rupiah(received));
+    let ctx = context! {
+        subject => subject.clone(),
+        account_line => account_line,
+        total_received => total_received,
+        items => minijinja::Value::from(minijinja::value::Serde(&items)),
+        event_ids => ids.join(", "),
+        detected_at => detected_at.unwrap_or_default(),
+    };
+    let mut env = Environment::new();
+    env.add_template("digest.txt", TEXT_TEMPLATE)
+        .map_err(|e| e.to_string())?;
+    env.add_template("digest.html", HTML_TEMPLATE)
+        .map_err(|e| e.to_string())?;
+    let text = env
+        .get_template("digest.txt")
+        .and_then(|t| t.render(&ctx))
+        .map_err(|e| format!("digest text template: {e}"))?;
+    let html = env
+        .get_template("digest.html")
+        .and_then(|t| t.render(&ctx))
+        .map_err(|e| format!("digest HTML template: {e}"))?;
+    Ok(Digest {
+        subject,
+        text,
+        html,
+    })
+}
+
+/// Where mail goes.
+#[derive(Clone)]
+pub enum Mailer {
+    /// SMTP (`smtp://`, `smtps://`, `smtp://…?tls=required` for STARTTLS, with auth in the URL).
+    /// Connections are pooled by lettre.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// One `.eml` file per message in a directory (`file:///path`): the demo's transport.
+    File(AsyncFileTransport<Tokio1Executor>, PathBuf),
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mailer::Smtp(_) => f.write_str("Mailer::Smtp([REDACTED URL])"),
+            Mailer::File(_, p) => write!(f, "Mailer::File({})", p.display()),
+        }
+    }
+}
+
+/// A failed send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailError {
+    /// SMTP reply code, if the server answered.
+    pub code: Option<u16>,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl Mailer {
+    /// Builds the transport from `email.smtp_url`. `timeout` bounds each SMTP command.
+    ///
+    /// Errors: an unparsable URL or an unknown scheme (the message never contains the URL).
+    pub fn from_url(url: &SecretString, timeout: Duration) -> Result<Self, String> {
+        let u = url.expose_secret();
+        if let Some(path) = u.strip_prefix("file://") {
+            let dir = PathBuf::from(path);
+            return Ok(Mailer::File(AsyncFileTransport::new(&dir), dir));
+        }
+        if !(u.starts_with("smtp://") || u.starts_with("smtps://")) {
+            return Err("email.smtp_url must start with smtp://, smtps:// or file://".into());
+        }
+        let t = AsyncSmtpTransport::<Tokio1Executor>::from_url(u)
+            .map_err(|e| format!("email.smtp_url is invalid: {e}"))?
+            .timeout(Some(timeout))
+            .build();
+        Ok(Mailer::Smtp(t))
+    }
+
+    /// Sends one message: `Ok(reply code)` (250 for SMTP, `None` for files) or the failure.
+    pub async fn send(&self, msg: Message) -> Result<Option<u16>, MailError> {
+        match self {
+            Mailer::Smtp(t) => match t.send(msg).await {
+                Ok(resp) => Ok(Some(u16::from(resp.code()))),
+                Err(e) => Err(MailError {
+                    code: e.status().map(u16::from),
+                    message: {
+                        let mut m = e.to_string();
+                        let mut src = std::error::Error::source(&e);
+                        while let Some(s) = src {
+                            m.push_str(": ");
+                            m.push_str(&s.to_string());
+                            src = s.source();
+                        }
+                        m
+                    },
+                }),
+            },
+            Mailer::File(t, _) => t.send(msg).await.map(|_| None).map_err(|e| MailError {
+                code: None,
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Builds the multipart (text + HTML) message of a digest.
+///
+/// Errors: an invalid address (config validation normally catches these first).
+pub fn build_message(from: &Mailbox, to: &[Mailbox], digest: &Digest) -> Result<Message, String> {
+    let mut b = Message::builder().from(from.clone()).subject(&digest.subject);
+    for t in to {
+        b = b.to(t.clone());
+    }
+    b.multipart(MultiPart::alternative_plain_html(
+        digest.text.clone(),
+        digest.html.clone(),
+    ))
+    .map_err(|e| format!("cannot build the digest mail: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(ty: &str, object: Value, prev: Value, delta: Option<i64>) -> Value {
+        json!({"id": format!("evt_{ty}"), "type": ty, "created_at": "2026-11-21T03:04:05Z",
+               "account_id": "01K7P073Q8RE2A9PQT8Q7MXPN4", "sequence": 1,
+               "data": {"object": object, "previous_attributes": prev, "usage_delta": delta}})
+    }
+
+    #[test]
+    fn digest_summarises_the_pass_in_rupiah_and_wib() {
+        let paid = env(
+            "payment_link.paid",
+            json!({"id": 103, "title": "tes <b>", "reff_no": "PL1", "total_amount": "1250000.00",
+                   "current_usage": 4, "max_usage": 1000, "payment_date": "2026-11-21T03:00:00Z",
+                   "payment_url": "https://pay.example/b2b/PL1"}),
+            json!({"current_usage": 2, "payment_date": null}),
+            Some(2),
+        );
+        let expired = env(
+            "payment_link.status_changed",
+            json!({"id": 78, "title": "Order #78", "reff_no": "PL78", "total_amount": "50000.00",
+                   "status_computed": "expired", "expired_at": "2026-11-22T03:00:00Z"}),
+            json!({"status_computed": "open"}),
+            None,
+        );
+        let d = render_digest(&[paid, expired]).unwrap();
+        assert_eq!(d.subject, "SingaPay: 2 payments received, 1 link expired");
+        assert!(d.text.contains("Received in this pass: Rp 2.500.000"), "{}", d.text);
+        assert!(d.text.contains("2 payments × Rp 1.250.000 = Rp 2.500.000"));
+        assert!(d.text.contains("last paid 21 Nov 2026 10:00 WIB"));
+        assert!(d.text.contains("https://pay.example/b2b/PL1"));
+        assert!(d.text.contains("status open → expired"));
+        assert!(d.html.contains("tes &lt;b&gt;"), "HTML must be escaped: {}", d.html);
+        assert!(d.html.contains("Rp 2.500.000"));
+    }
+}

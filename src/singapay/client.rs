@@ -1,0 +1,341 @@
+//! The SingaPay HTTP client: token handling, requests, bounded in-process retries, classification.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::Utc;
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+use url::Url;
+
+use crate::types::{AccountId, LinkId};
+
+use super::auth::{CachedToken, TokenCache, token_signature, usable_lifetime};
+use super::error::SingapayError;
+use super::model::{
+    Envelope, ListPage, PaymentLink, PaymentMethod, decode_list, decode_payment_methods,
+    decode_show, envelope_error,
+};
+
+/// What a [`SingapayClient`] needs (from `[singapay]` in the config).
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// Host, e.g. `https://sandbox-payment-b2b.singapay.id`; paths start with `/api`.
+    pub base_url: Url,
+    /// `X-PARTNER-ID`: the dashboard's API key.
+    pub partner_id: String,
+    /// `X-CLIENT-ID`.
+    pub client_id: String,
+    /// The client secret (signs the token request; never sent).
+    pub client_secret: SecretString,
+    /// Timeout of one HTTP request.
+    pub timeout: Duration,
+    /// In-process retries of a transient failure (5xx, 429, timeouts) before the call fails.
+    pub max_retries: usize,
+    /// First backoff delay; doubles each retry, with jitter, capped at `max_backoff`.
+    pub min_backoff: Duration,
+    /// Largest backoff delay (a longer `Retry-After` is honoured up to this).
+    pub max_backoff: Duration,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field("partner_id", &self.partner_id)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[REDACTED]")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// A SingaPay API client for one credential. Cheap to clone (shared token cache and connections).
+#[derive(Clone, Debug)]
+pub struct SingapayClient {
+    cfg: std::sync::Arc<ClientConfig>,
+    http: reqwest::Client,
+    token: std::sync::Arc<TokenCache>,
+}
+
+#[derive(Deserialize)]
+struct TokenData {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let secs = (at.with_timezone(&Utc) - Utc::now()).num_seconds().max(0);
+    Some(Duration::from_secs(secs as u64))
+}
+
+fn transport_error(e: reqwest::Error) -> SingapayError {
+    SingapayError::Retryable {
+        status: None,
+        code: None,
+        message: if e.is_timeout() {
+            "request timed out".to_string()
+        } else {
+            // The cause chain says "connection refused", "reset by peer", …
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                src = s.source();
+            }
+            msg
+        },
+    }
+}
+
+impl SingapayClient {
+    /// Builds a client. Errors when the TLS stack cannot be initialised.
+    pub fn new(cfg: ClientConfig) -> Result<Self, SingapayError> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("singapay-sync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| SingapayError::Fatal {
+                status: 0,
+                code: None,
+                message: format!("cannot build HTTP client: {e}"),
+            })?;
+        Ok(Self {
+            cfg: std::sync::Arc::new(cfg),
+            http,
+            token: std::sync::Arc::new(TokenCache::default()),
+        })
+    }
+
+    fn url(&self, path: &str) -> Result<Url, SingapayError> {
+        self.cfg.base_url.join(path).map_err(|e| SingapayError::Fatal {
+            status: 0,
+            code: None,
+            message: format!("bad URL {path}: {e}"),
+        })
+    }
+
+    async fn fetch_token(&self) -> Result<CachedToken, SingapayError> {
+        let url = self.url("/api/v1.1/access-token/b2b")?;
+        let sig = token_signature(&self.cfg.client_id, &self.cfg.client_secret, Utc::now());
+        let resp = self
+            .http
+            .post(url)
+            .header("X-PARTNER-ID", &self.cfg.partner_id)
+            .header("X-CLIENT-ID", &self.cfg.client_id)
+            .header("X-Signature", sig)
+            .header("Accept", "application/json")
+            .json(&serde_json::json!({"grant_type": "client_credentials"}))
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = resp.status().as_u16();
+        let ra = retry_after(resp.headers());
+        let body = resp.text().await.map_err(transport_error)?;
+        let env = Envelope::parse(&body).map_err(|e| {
+            if (200..300).contains(&status) {
+                SingapayError::Malformed(format!("token answer: {e}"))
+            } else {
+                SingapayError::classify(status, None, truncate(&body), ra)
+            }
+        })?;
+        if !(200..300).contains(&status) || !env.is_success() {
+            let mut err = envelope_error(status, &env);
+            if let SingapayError::RateLimited { retry_after, .. } = &mut err {
+                *retry_after = ra;
+            }
+            // A 401 from the token endpoint means the credentials themselves are wrong: retrying
+            // with a new token cannot help, so it is fatal rather than `Auth`.
+            if let SingapayError::Auth {
+                status,
+                code,
+                message,
+            } = err
+            {
+                return Err(SingapayError::Fatal {
+                    status,
+                    code,
+                    message: format!("token request refused: {message}"),
+                });
+            }
+            return Err(err);
+        }
+        let data = env
+            .data
+            .ok_or_else(|| SingapayError::Malformed("token answer has no `data`".into()))?;
+        let td: TokenData = serde_json::from_str(data.get())
+            .map_err(|e| SingapayError::Malformed(format!("token answer: {e}")))?;
+        let expires_in = td.expires_in.and_then(|v| match v {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        });
+        debug!(target: "singapay", expires_in, "singapay.token_fetched");
+        Ok(CachedToken {
+            token: SecretString::from(td.access_token),
+            refresh_at: Instant::now() + usable_lifetime(expires_in),
+        })
+    }
+
+    async fn token(&self, stale: Option<&SecretString>) -> Result<SecretString, SingapayError> {
+        self.token
+            .get_or_fetch(stale, || self.fetch_token())
+            .await
+    }
+
+    /// One authenticated GET: `(status, body)` of a 2xx, else the classified error. On 401/`SP013`
+    /// the token is refreshed and the request sent once more.
+    async fn get_once(&self, path: &str, query: &[(&str, String)]) -> Result<(u16, String), SingapayError> {
+        let mut stale: Option<SecretString> = None;
+        for attempt in 0..2 {
+            let token = self.token(stale.as_ref()).await?;
+            let resp = self
+                .http
+                .get(self.url(path)?)
+                .query(query)
+                .header("Authorization", format!("Bearer {}", token.expose_secret()))
+                .header("X-PARTNER-ID", &self.cfg.partner_id)
+                .header("Accept", HeaderValue::from_static("application/json"))
+                .send()
+                .await
+                .map_err(transport_error)?;
+            let status = resp.status().as_u16();
+            let ra = retry_after(resp.headers());
+            let body = resp.text().await.map_err(transport_error)?;
+            if (200..300).contains(&status) {
+                // A 200 may still carry SP013 in a v2 envelope.
+                if let Ok(env) = Envelope::parse(&body)
+                    && !env.is_success()
+                {
+                    let err = envelope_error(status, &env);
+                    if err.is_auth() && attempt == 0 {
+                        warn!(target: "singapay", "singapay.token_refused");
+                        stale = Some(token);
+                        continue;
+                    }
+                    return Err(err);
+                }
+                return Ok((status, body));
+            }
+            let err = match Envelope::parse(&body) {
+                Ok(env) => {
+                    let mut e = envelope_error(status, &env);
+                    if let SingapayError::RateLimited { retry_after, .. } = &mut e {
+                        *retry_after = ra;
+                    }
+                    e
+                }
+                Err(_) => SingapayError::classify(status, None, truncate(&body), ra),
+            };
+            if err.is_auth() && attempt == 0 {
+                warn!(target: "singapay", status, "singapay.token_refused");
+                stale = Some(token);
+                continue;
+            }
+            return Err(err);
+        }
+        Err(SingapayError::Auth {
+            status: 401,
+            code: None,
+            message: "a freshly issued token was refused too".into(),
+        })
+    }
+
+    /// [`Self::get_once`] with bounded exponential backoff (backon, jittered) on transient errors;
+    /// a `Retry-After` longer than the computed delay is honoured up to `max_backoff`.
+    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<(u16, String), SingapayError> {
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(self.cfg.min_backoff)
+            .with_max_delay(self.cfg.max_backoff)
+            .with_max_times(self.cfg.max_retries)
+            .with_jitter();
+        let max = self.cfg.max_backoff;
+        (|| self.get_once(path, query))
+            .retry(policy)
+            .when(SingapayError::is_retryable)
+            .adjust(move |e, dur| match e {
+                SingapayError::RateLimited {
+                    retry_after: Some(ra),
+                    ..
+                } => dur.map(|d| d.max((*ra).min(max))),
+                _ => dur,
+            })
+            .notify(|e, dur| {
+                warn!(target: "singapay", error = %e, retry_in_ms = dur.as_millis() as u64, path, "singapay.retry");
+            })
+            .await
+    }
+
+    /// One page of an account's links (`GET /api/v1.0/payment-link-manage/{account_id}`, newest id
+    /// first; seeds/004). `page` is 1-based.
+    ///
+    /// Errors: classified [`SingapayError`]; [`SingapayError::Malformed`] if any link on the page
+    /// cannot be decoded (the page is all or nothing).
+    pub async fn list_page(
+        &self,
+        account: &AccountId,
+        page: u64,
+        per_page: u64,
+    ) -> Result<ListPage, SingapayError> {
+        let path = format!("/api/v1.0/payment-link-manage/{}", account.as_str());
+        let (status, body) = self
+            .get(
+                &path,
+                &[("page", page.to_string()), ("per_page", per_page.to_string())],
+            )
+            .await?;
+        decode_list(status, &body)
+    }
+
+    /// One link (`GET /api/v1.0/payment-link-manage/{account_id}/{id}`, seeds/000): `Ok(None)` when
+    /// SingaPay answers 404 (the link is gone).
+    pub async fn show(
+        &self,
+        account: &AccountId,
+        id: LinkId,
+    ) -> Result<Option<(PaymentLink, String)>, SingapayError> {
+        let path = format!("/api/v1.0/payment-link-manage/{}/{}", account.as_str(), id.0);
+        match self.get(&path, &[]).await {
+            Ok((status, body)) => decode_show(status, &body).map(Some),
+            Err(SingapayError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The merchant's payment methods (`GET /api/v1.0/payment-link-manage/payment-methods`).
+    pub async fn payment_methods(&self) -> Result<Vec<PaymentMethod>, SingapayError> {
+        let (status, body) = self
+            .get("/api/v1.0/payment-link-manage/payment-methods", &[])
+            .await?;
+        decode_payment_methods(status, &body)
+    }
+
+    /// Fetches a token now (used by `check-config --online`).
+    pub async fn check_credentials(&self) -> Result<(), SingapayError> {
+        self.token.clear().await;
+        self.token(None).await.map(|_| ())
+    }
+}
+
+fn truncate(body: &str) -> String {
+    let t = body.trim();
+    if t.chars().count() > 300 {
+        format!("{}…", t.chars().take(300).collect::<String>())
+    } else if t.is_empty() {
+        "empty body".into()
+    } else {
+        t.to_string()
+    }
+}

@@ -1,0 +1,737 @@
+//! SingaPay's Payment Link wire format, decoded leniently and losslessly.
+//!
+//! Every field of the seeds' examples is read whatever its encoding (SingaPay reference §3.2, §6):
+//! amounts and quantities as numbers or decimal strings, counts as numbers or strings, nulls,
+//! timestamps with `+07:00`, `Z` or microseconds. The decoded [`PaymentLink`] is canonical (money
+//! with two or more decimals, times in UTC, whitelist sorted), so two encodings of the same link
+//! compare equal; the verbatim JSON is kept beside it for audit.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::money::{canonical_money, canonical_quantity, parse_decimal_text};
+use crate::time::parse_singapay_time;
+use crate::types::LinkId;
+
+use super::SingapayError;
+
+/// One line of a link's `items` (SingaPay list/show API, seeds/004 and seeds/000).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkItem {
+    /// Item name.
+    pub name: String,
+    /// Quantity; SingaPay sends `1` or `"1"`.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub quantity: Decimal,
+    /// Unit price in Rupiah; negative for a discount line.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub unit_price: Decimal,
+    /// `quantity × unit_price` in Rupiah as SingaPay computed it, when sent.
+    #[serde(with = "rust_decimal::serde::str_option", default)]
+    pub subtotal: Option<Decimal>,
+}
+
+/// A payment link as mirrored: every documented field, typed and canonical, plus any field SingaPay
+/// sends that this version does not know (`extra`, compared and mirrored like the others).
+///
+/// Serialised (the event `data.object` and the ledger's `object_json`), amounts are decimal strings
+/// in Rupiah and times RFC 3339 UTC (DESIGN §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentLink {
+    /// SingaPay's numeric `payment_links.id`.
+    pub id: LinkId,
+    /// Merchant reference (`reff_no`), at most 40 characters.
+    pub reff_no: String,
+    /// Title shown to the payer.
+    pub title: Option<String>,
+    /// The hosted payment page.
+    pub payment_url: Option<String>,
+    /// The stored status: `open` or `closed` (stays `open` after expiry, reference §3.2).
+    pub status: String,
+    /// The status SingaPay computes at read time: `open`, `closed` or `expired`.
+    pub status_computed: String,
+    /// Whether `expired_at` has passed.
+    pub is_expired: bool,
+    /// Whether the payer must enter contact details.
+    pub required_customer_detail: Option<bool>,
+    /// Maximum number of payments; `0` means unlimited (v2).
+    pub max_usage: Option<i64>,
+    /// Number of payments so far.
+    pub current_usage: i64,
+    /// When the link stops accepting payments (UTC); `None` = never.
+    pub expired_at: Option<DateTime<Utc>>,
+    /// Total to pay, Rupiah.
+    #[serde(with = "rust_decimal::serde::str_option", default)]
+    pub total_amount: Option<Decimal>,
+    /// Line items, or `None` when SingaPay sends `null`.
+    pub items: Option<Vec<LinkItem>>,
+    /// Allowed payment method codes, sorted (SingaPay does not keep their order); `None` = all.
+    pub whitelisted_payment_method: Option<Vec<String>>,
+    /// Where the payer is sent afterwards.
+    pub redirect_url: Option<String>,
+    /// Time of the last successful payment (UTC).
+    pub payment_date: Option<DateTime<Utc>>,
+    /// Creation time (UTC).
+    pub created_at: Option<DateTime<Utc>>,
+    /// Last update time (UTC).
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Merchant-defined metadata (`{}` when empty).
+    pub optional_metadata: Option<Value>,
+    /// The owning account as SingaPay describes it (`id`, `name`, …).
+    pub account: Option<Value>,
+    /// Fields this version does not know (e.g. v2's `description`, `success_redirect_url`).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// The documented field names, in SingaPay's order; everything else goes to `extra`.
+const KNOWN_FIELDS: &[&str] = &[
+    "id",
+    "reff_no",
+    "title",
+    "payment_url",
+    "status",
+    "status_computed",
+    "is_expired",
+    "required_customer_detail",
+    "max_usage",
+    "current_usage",
+    "expired_at",
+    "total_amount",
+    "items",
+    "whitelisted_payment_method",
+    "redirect_url",
+    "payment_date",
+    "created_at",
+    "updated_at",
+    "optional_metadata",
+    "account",
+];
+
+/// Pagination metadata of a list page, from `pagination` or `meta`, camelCase or snake_case
+/// (SingaPay reference §3.1). Every field is optional: SingaPay may send `meta: {}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Pagination {
+    /// Items across all pages.
+    pub total: Option<u64>,
+    /// Items on this page.
+    pub count: Option<u64>,
+    /// Page size the server used (it may cap what was asked).
+    pub per_page: Option<u64>,
+    /// This page's number, 1-based.
+    pub current_page: Option<u64>,
+    /// Number of pages.
+    pub total_pages: Option<u64>,
+    /// URL of the next page, `None` on the last one.
+    pub next: Option<String>,
+}
+
+/// One decoded list page: the links in SingaPay's order (newest id first), each with its verbatim
+/// JSON, and the pagination block.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    /// `(link, verbatim JSON of that link)`.
+    pub links: Vec<(PaymentLink, String)>,
+    /// Pagination metadata (all `None` when absent).
+    pub pagination: Pagination,
+}
+
+/// A payment method from `GET /api/v1.0/payment-link-manage/payment-methods` (reference §3.6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentMethod {
+    /// Case-sensitive code, e.g. `VA_BRI`.
+    pub code: String,
+    /// Label, e.g. `VA BRI`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Group: `va`, `qris`, `ewallet`, `offline_store`, `card`.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+type RawMap<'a> = BTreeMap<String, &'a RawValue>;
+
+fn bad(field: &str, msg: impl std::fmt::Display) -> String {
+    format!("field `{field}`: {msg}")
+}
+
+fn is_null(r: &RawValue) -> bool {
+    r.get().trim() == "null"
+}
+
+fn opt_string(m: &RawMap<'_>, f: &str) -> Result<Option<String>, String> {
+    match m.get(f) {
+        None => Ok(None),
+        Some(r) if is_null(r) => Ok(None),
+        Some(r) => match serde_json::from_str::<Value>(r.get()).map_err(|e| bad(f, e))? {
+            Value::String(s) => Ok(Some(s)),
+            Value::Number(n) => Ok(Some(n.to_string())),
+            Value::Bool(b) => Ok(Some(b.to_string())),
+            other => Err(bad(f, format!("expected a string, got {other}"))),
+        },
+    }
+}
+
+fn opt_i64(m: &RawMap<'_>, f: &str) -> Result<Option<i64>, String> {
+    match m.get(f) {
+        None => Ok(None),
+        Some(r) if is_null(r) => Ok(None),
+        Some(r) => {
+            let d = parse_decimal_text(r.get()).map_err(|e| bad(f, e))?;
+            if !d.fract().is_zero() {
+                return Err(bad(f, format!("expected a whole number, got {}", r.get())));
+            }
+            d.to_i64().map(Some).ok_or_else(|| bad(f, "out of range"))
+        }
+    }
+}
+
+fn opt_bool(m: &RawMap<'_>, f: &str) -> Result<Option<bool>, String> {
+    match m.get(f) {
+        None => Ok(None),
+        Some(r) if is_null(r) => Ok(None),
+        Some(r) => match serde_json::from_str::<Value>(r.get()).map_err(|e| bad(f, e))? {
+            Value::Bool(b) => Ok(Some(b)),
+            Value::Number(n) if n.as_i64() == Some(0) => Ok(Some(false)),
+            Value::Number(n) if n.as_i64() == Some(1) => Ok(Some(true)),
+            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(Some(true)),
+                "false" | "0" | "" => Ok(Some(false)),
+                _ => Err(bad(f, format!("expected a boolean, got {s:?}"))),
+            },
+            other => Err(bad(f, format!("expected a boolean, got {other}"))),
+        },
+    }
+}
+
+fn opt_decimal(m: &RawMap<'_>, f: &str) -> Result<Option<Decimal>, String> {
+    match m.get(f) {
+        None => Ok(None),
+        Some(r) if is_null(r) => Ok(None),
+        Some(r) => parse_decimal_text(r.get()).map(Some).map_err(|e| bad(f, e)),
+    }
+}
+
+fn opt_time(m: &RawMap<'_>, f: &str) -> Result<Option<DateTime<Utc>>, String> {
+    match m.get(f) {
+        None => Ok(None),
+        Some(r) if is_null(r) => Ok(None),
+        Some(r) => {
+            let text = match serde_json::from_str::<Value>(r.get()).map_err(|e| bad(f, e))? {
+                Value::String(s) if s.trim().is_empty() => return Ok(None),
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                other => return Err(bad(f, format!("expected a time, got {other}"))),
+            };
+            parse_singapay_time(&text).map(Some).map_err(|e| bad(f, e))
+        }
+    }
+}
+
+fn opt_value(m: &RawMap<'_>, f: &str) -> Result<Option<Value>, String> {
+    match m.get(f) {
+        None => Ok(None),
+        Some(r) if is_null(r) => Ok(None),
+        Some(r) => serde_json::from_str(r.get()).map(Some).map_err(|e| bad(f, e)),
+    }
+}
+
+fn decode_item(raw: &RawValue, idx: usize) -> Result<LinkItem, String> {
+    let field = format!("items[{idx}]");
+    let m: RawMap<'_> = serde_json::from_str(raw.get()).map_err(|e| bad(&field, e))?;
+    let name = opt_string(&m, "name")
+        .map_err(|e| format!("{field}.{e}"))?
+        .unwrap_or_default();
+    let quantity = opt_decimal(&m, "quantity")
+        .map_err(|e| format!("{field}.{e}"))?
+        .ok_or_else(|| bad(&field, "missing quantity"))?;
+    let unit_price = opt_decimal(&m, "unit_price")
+        .map_err(|e| format!("{field}.{e}"))?
+        .ok_or_else(|| bad(&field, "missing unit_price"))?;
+    let subtotal = opt_decimal(&m, "subtotal").map_err(|e| format!("{field}.{e}"))?;
+    Ok(LinkItem {
+        name,
+        quantity: canonical_quantity(quantity),
+        unit_price: canonical_money(unit_price),
+        subtotal: subtotal.map(canonical_money),
+    })
+}
+
+impl PaymentLink {
+    /// Decodes one link object from its JSON text (a list entry or a show `data`).
+    ///
+    /// Errors: a message naming the field and the offending value when a required field (`id`,
+    /// `reff_no`, `current_usage`…) is missing or a field cannot be read in any known encoding.
+    pub fn decode(raw: &str) -> Result<PaymentLink, String> {
+        let m: RawMap<'_> =
+            serde_json::from_str(raw).map_err(|e| format!("link is not a JSON object: {e}"))?;
+        let id = opt_i64(&m, "id")?.ok_or_else(|| bad("id", "missing"))?;
+        let ctx = |e: String| format!("link {id}: {e}");
+        let reff_no = opt_string(&m, "reff_no")
+            .map_err(ctx)?
+            .ok_or_else(|| ctx(bad("reff_no", "missing")))?;
+        let status = opt_string(&m, "status")
+            .map_err(ctx)?
+            .ok_or_else(|| ctx(bad("status", "missing")))?;
+        let expired_at = opt_time(&m, "expired_at").map_err(ctx)?;
+        let is_expired = opt_bool(&m, "is_expired").map_err(ctx)?.unwrap_or(false);
+        let status_computed = opt_string(&m, "status_computed")
+            .map_err(ctx)?
+            .unwrap_or_else(|| {
+                if status != "closed" && is_expired {
+                    "expired".to_string()
+                } else {
+                    status.clone()
+                }
+            });
+        let items = match m.get("items") {
+            None => None,
+            Some(r) if is_null(r) => None,
+            Some(r) => {
+                let list: Vec<&RawValue> = serde_json::from_str(r.get())
+                    .map_err(|e| ctx(bad("items", format!("expected an array: {e}"))))?;
+                Some(
+                    list.iter()
+                        .enumerate()
+                        .map(|(i, it)| decode_item(it, i))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(ctx)?,
+                )
+            }
+        };
+        let whitelisted_payment_method = match opt_value(&m, "whitelisted_payment_method")
+            .map_err(ctx)?
+        {
+            None => None,
+            Some(Value::Array(a)) => {
+                let mut set = BTreeSet::new();
+                for v in a {
+                    match v {
+                        Value::String(s) => {
+                            set.insert(s);
+                        }
+                        other => {
+                            return Err(ctx(bad(
+                                "whitelisted_payment_method",
+                                format!("expected codes, got {other}"),
+                            )));
+                        }
+                    }
+                }
+                Some(set.into_iter().collect())
+            }
+            Some(other) => {
+                return Err(ctx(bad(
+                    "whitelisted_payment_method",
+                    format!("expected an array, got {other}"),
+                )));
+            }
+        };
+        let mut extra = BTreeMap::new();
+        for (k, v) in &m {
+            if !KNOWN_FIELDS.contains(&k.as_str()) {
+                let value: Value = serde_json::from_str(v.get()).map_err(|e| ctx(bad(k, e)))?;
+                extra.insert(k.clone(), value);
+            }
+        }
+        Ok(PaymentLink {
+            id: LinkId(id),
+            reff_no,
+            title: opt_string(&m, "title").map_err(ctx)?,
+            payment_url: opt_string(&m, "payment_url").map_err(ctx)?,
+            status,
+            status_computed,
+            is_expired,
+            required_customer_detail: opt_bool(&m, "required_customer_detail").map_err(ctx)?,
+            max_usage: opt_i64(&m, "max_usage").map_err(ctx)?,
+            current_usage: opt_i64(&m, "current_usage").map_err(ctx)?.unwrap_or(0),
+            expired_at,
+            total_amount: opt_decimal(&m, "total_amount")
+                .map_err(ctx)?
+                .map(canonical_money),
+            items,
+            whitelisted_payment_method,
+            redirect_url: opt_string(&m, "redirect_url").map_err(ctx)?,
+            payment_date: opt_time(&m, "payment_date").map_err(ctx)?,
+            created_at: opt_time(&m, "created_at").map_err(ctx)?,
+            updated_at: opt_time(&m, "updated_at").map_err(ctx)?,
+            optional_metadata: opt_value(&m, "optional_metadata").map_err(ctx)?,
+            account: opt_value(&m, "account").map_err(ctx)?,
+            extra,
+        })
+    }
+
+    /// Whether the link has taken as many payments as it allows (`max_usage` > 0 and
+    /// `current_usage` ≥ `max_usage`; `0` means unlimited).
+    pub fn is_exhausted(&self) -> bool {
+        matches!(self.max_usage, Some(m) if m > 0 && self.current_usage >= m)
+    }
+}
+
+/// The envelope fields of a v1 or v2 answer (SingaPay reference §2).
+#[derive(Debug, Default)]
+pub(crate) struct Envelope<'a> {
+    pub success: Option<bool>,
+    pub response_code: Option<String>,
+    pub message: Option<String>,
+    pub code: Option<String>,
+    pub data: Option<&'a RawValue>,
+    pub pagination: Option<Value>,
+}
+
+impl<'a> Envelope<'a> {
+    /// Splits a body into envelope fields. Errors when the body is not a JSON object.
+    pub(crate) fn parse(body: &'a str) -> Result<Envelope<'a>, String> {
+        let m: BTreeMap<String, &'a RawValue> = serde_json::from_str(body)
+            .map_err(|e| format!("body is not a JSON object: {e}"))?;
+        let mut env = Envelope {
+            data: m.get("data").copied(),
+            ..Default::default()
+        };
+        if let Some(r) = m.get("success") {
+            env.success = serde_json::from_str::<bool>(r.get()).ok();
+        }
+        if let Some(r) = m.get("response_code") {
+            env.response_code = serde_json::from_str::<String>(r.get()).ok();
+        }
+        if let Some(r) = m.get("response_message") {
+            env.message = serde_json::from_str::<String>(r.get()).ok();
+        }
+        if let Some(r) = m.get("error")
+            && let Ok(Value::Object(e)) = serde_json::from_str::<Value>(r.get())
+        {
+            env.message = e
+                .get("message")
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .or(env.message);
+            env.code = e.get("code").map(|c| match c {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            if let Some(errs) = e.get("errors") {
+                let detail = errs.to_string();
+                env.message = Some(match env.message {
+                    Some(m) => format!("{m} {detail}"),
+                    None => detail,
+                });
+            }
+        }
+        if let Some(r) = m.get("message")
+            && env.message.is_none()
+        {
+            env.message = serde_json::from_str::<String>(r.get()).ok();
+        }
+        for key in ["pagination", "meta"] {
+            if env.pagination.is_none()
+                && let Some(r) = m.get(key)
+            {
+                env.pagination = serde_json::from_str::<Value>(r.get()).ok();
+            }
+        }
+        Ok(env)
+    }
+
+    /// Whether the envelope reports success: `success == true`, or `response_code == "SP000"`, or
+    /// neither key present (reference §2).
+    pub(crate) fn is_success(&self) -> bool {
+        match (&self.success, &self.response_code) {
+            (Some(s), _) => *s,
+            (None, Some(code)) => code == "SP000",
+            (None, None) => true,
+        }
+    }
+
+    /// The SingaPay code to report: `response_code`, else the v1 `error.code`.
+    pub(crate) fn sp_code(&self) -> Option<String> {
+        self.response_code.clone().or_else(|| self.code.clone())
+    }
+}
+
+fn num(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+impl Pagination {
+    /// Reads a `pagination`/`meta` block in either spelling; also looks one level down
+    /// (`meta.pagination`, as some Laravel "fractal" responses nest it).
+    pub fn from_value(v: &Value) -> Pagination {
+        let obj = match v {
+            Value::Object(o) => o,
+            _ => return Pagination::default(),
+        };
+        if let Some(inner @ Value::Object(_)) = obj.get("pagination") {
+            return Pagination::from_value(inner);
+        }
+        let get = |a: &str, b: &str| num(obj.get(a).or_else(|| obj.get(b)));
+        let next = obj
+            .get("links")
+            .and_then(|l| l.get("next"))
+            .or_else(|| obj.get("next_page_url"))
+            .and_then(|n| n.as_str().map(str::to_owned));
+        Pagination {
+            total: get("total", "total_count"),
+            count: get("count", "count"),
+            per_page: get("perPage", "per_page"),
+            current_page: get("currentPage", "current_page"),
+            total_pages: get("totalPages", "total_pages")
+                .or_else(|| get("lastPage", "last_page")),
+            next,
+        }
+    }
+}
+
+/// Decodes a list answer (`GET /api/v1.0/payment-link-manage/{account_id}`, seeds/004).
+///
+/// Errors: [`SingapayError::Malformed`] when the body or any link cannot be decoded (the whole
+/// page fails; nothing is half-read), or the classified error of a non-success envelope.
+pub fn decode_list(http_status: u16, body: &str) -> Result<ListPage, SingapayError> {
+    let env = Envelope::parse(body).map_err(SingapayError::Malformed)?;
+    if !env.is_success() {
+        return Err(envelope_error(http_status, &env));
+    }
+    let data = env
+        .data
+        .ok_or_else(|| SingapayError::Malformed("list answer has no `data`".into()))?;
+    let raws: Vec<&RawValue> = if is_null(data) {
+        Vec::new()
+    } else {
+        serde_json::from_str(data.get()).map_err(|e| {
+            SingapayError::Malformed(format!("list `data` is not an array of links: {e}"))
+        })?
+    };
+    let mut links = Vec::with_capacity(raws.len());
+    for r in raws {
+        let link = PaymentLink::decode(r.get()).map_err(SingapayError::Malformed)?;
+        links.push((link, r.get().to_string()));
+    }
+    Ok(ListPage {
+        links,
+        pagination: env
+            .pagination
+            .as_ref()
+            .map(Pagination::from_value)
+            .unwrap_or_default(),
+    })
+}
+
+/// Decodes a show answer (`GET …/{account_id}/{id}`, seeds/000) into the link and its verbatim JSON.
+///
+/// Errors: as [`decode_list`].
+pub fn decode_show(http_status: u16, body: &str) -> Result<(PaymentLink, String), SingapayError> {
+    let env = Envelope::parse(body).map_err(SingapayError::Malformed)?;
+    if !env.is_success() {
+        return Err(envelope_error(http_status, &env));
+    }
+    let data = env
+        .data
+        .ok_or_else(|| SingapayError::Malformed("show answer has no `data`".into()))?;
+    let link = PaymentLink::decode(data.get()).map_err(SingapayError::Malformed)?;
+    Ok((link, data.get().to_string()))
+}
+
+/// Decodes the payment methods answer: `data.payment_methods[]` (reference §3.6).
+pub fn decode_payment_methods(
+    http_status: u16,
+    body: &str,
+) -> Result<Vec<PaymentMethod>, SingapayError> {
+    let env = Envelope::parse(body).map_err(SingapayError::Malformed)?;
+    if !env.is_success() {
+        return Err(envelope_error(http_status, &env));
+    }
+    #[derive(Deserialize)]
+    struct Data {
+        #[serde(default)]
+        payment_methods: Vec<PaymentMethod>,
+    }
+    let data = env
+        .data
+        .ok_or_else(|| SingapayError::Malformed("payment methods answer has no `data`".into()))?;
+    serde_json::from_str::<Data>(data.get())
+        .map(|d| d.payment_methods)
+        .map_err(|e| SingapayError::Malformed(format!("payment methods: {e}")))
+}
+
+/// The classified error for a non-success envelope (HTTP status wins over a 200 with an error code).
+pub(crate) fn envelope_error(http_status: u16, env: &Envelope<'_>) -> SingapayError {
+    let code = env.sp_code();
+    let status = if (200..300).contains(&http_status) {
+        code.as_deref()
+            .and_then(|c| c.parse::<u16>().ok())
+            .filter(|s| (400..600).contains(s))
+            .unwrap_or(http_status)
+    } else {
+        http_status
+    };
+    let message = env
+        .message
+        .clone()
+        .unwrap_or_else(|| "no message".to_string());
+    SingapayError::classify(status, code, message, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    const SEED_004: &str = include_str!("../../tests/fixtures/seed_004_list_page1.json");
+    const SEED_000: &str = include_str!("../../tests/fixtures/seed_000_show.json");
+    const SEED_001: &str = include_str!("../../tests/fixtures/seed_001_create_response.json");
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn seed_004_list_page_decodes_with_every_field() {
+        let page = decode_list(200, SEED_004).unwrap();
+        assert_eq!(page.links.len(), 25);
+        assert_eq!(
+            page.pagination,
+            Pagination {
+                total: Some(103),
+                count: Some(25),
+                per_page: Some(25),
+                current_page: Some(1),
+                total_pages: Some(5),
+                next: Some("https://pg-b2b.singapay.test/api/v1.0/payment-link-manage/01K7P073Q8RE2A9PQT8Q7MXPN4?page=2".into()),
+            }
+        );
+        let by_id = |id: i64| &page.links.iter().find(|(l, _)| l.id.0 == id).unwrap().0;
+
+        let l103 = by_id(103);
+        assert_eq!(l103.reff_no, "PL2025102113590968f72f3df34e5");
+        assert_eq!(l103.total_amount, Some(d("20000.00")));
+        assert_eq!(l103.total_amount.unwrap().to_string(), "20000.00");
+        let items = l103.items.as_ref().unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].quantity, d("1"));
+        assert_eq!(items[0].unit_price, d("20000"));
+        assert_eq!(items[0].subtotal, Some(d("20000")));
+        assert_eq!(l103.max_usage, Some(1000));
+        assert_eq!(l103.current_usage, 2);
+        assert_eq!(l103.expired_at, None);
+        assert_eq!(
+            l103.whitelisted_payment_method.as_deref().unwrap(),
+            ["QRIS", "VA_BRI", "VA_DANAMON", "VA_MAYBANK"]
+        );
+        assert_eq!(l103.payment_date, Some(utc("2025-10-21T06:59:40Z")));
+        assert_eq!(l103.updated_at, Some(utc("2025-10-21T08:16:05Z")));
+        assert_eq!(l103.redirect_url, None);
+        assert_eq!(
+            l103.account.as_ref().unwrap()["id"],
+            "01K7P073Q8RE2A9PQT8Q7MXPN4"
+        );
+
+        let l100 = by_id(100);
+        assert_eq!(l100.items, None);
+        assert_eq!(l100.whitelisted_payment_method, None);
+        assert_eq!(l100.expired_at, Some(utc("2025-10-17T07:54:40Z")));
+        assert_eq!(l100.status, "open");
+        assert_eq!(l100.status_computed, "expired");
+        assert!(l100.is_expired);
+        assert_eq!(l100.total_amount, Some(d("980000")));
+
+        let l95 = by_id(95);
+        assert_eq!(l95.status, "closed");
+        assert_eq!(l95.status_computed, "closed");
+
+        let l102 = by_id(102);
+        assert!(l102.is_exhausted());
+        assert!(!l103.is_exhausted());
+        // Link 102 has no `redirect_url` key at all: absent and null decode alike.
+        assert_eq!(l102.redirect_url, None);
+        // The verbatim JSON is kept.
+        let raw103 = &page.links[0].1;
+        assert!(raw103.contains("\"total_amount\": \"20000.00\""));
+    }
+
+    #[test]
+    fn seed_000_show_and_seed_001_create_decode() {
+        let (l, _) = decode_show(200, SEED_000).unwrap();
+        assert_eq!(l.id, LinkId(104));
+        assert_eq!(l.total_amount.unwrap().to_string(), "100000.00");
+        assert_eq!(l.expired_at, Some(utc("2025-01-31T17:00:00Z")));
+        assert_eq!(l.status_computed, "expired");
+        assert_eq!(l.items.as_ref().unwrap()[1].name, "Mouse Wireless");
+        assert_eq!(l.items.as_ref().unwrap()[1].unit_price.to_string(), "50000.00");
+        assert_eq!(l.redirect_url.as_deref(), Some("https://example.com/thank-you"));
+
+        // seeds/001: numeric total, `Z` timestamps, account id as a number, optional_metadata {}.
+        let (c, _) = decode_show(200, SEED_001).unwrap();
+        assert_eq!(c.total_amount.unwrap().to_string(), "150000.00");
+        assert_eq!(c.expired_at, Some(utc("2024-05-13T00:00:00Z")));
+        assert_eq!(c.optional_metadata, Some(serde_json::json!({})));
+        assert_eq!(c.account.as_ref().unwrap()["id"], 1);
+    }
+
+    #[test]
+    fn encodings_of_the_same_link_decode_equal() {
+        let a = r#"{"id":7,"reff_no":"R","status":"open","status_computed":"open","is_expired":false,
+            "max_usage":"3","current_usage":1,"total_amount":20000,"expired_at":"2025-10-17T14:54:40+07:00",
+            "items":[{"name":"x","quantity":"1","unit_price":"20000","subtotal":20000}],
+            "whitelisted_payment_method":["VA_BRI","QRIS"]}"#;
+        let b = r#"{"id":"7","reff_no":"R","status":"open","status_computed":"open","is_expired":"false",
+            "max_usage":3,"current_usage":"1","total_amount":"20000.00","expired_at":"2025-10-17T07:54:40.000000Z",
+            "items":[{"name":"x","quantity":1,"unit_price":20000.0,"subtotal":"20000.00"}],
+            "whitelisted_payment_method":["QRIS","VA_BRI"]}"#;
+        assert_eq!(PaymentLink::decode(a).unwrap(), PaymentLink::decode(b).unwrap());
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_and_bad_fields_name_themselves() {
+        let l = PaymentLink::decode(
+            r#"{"id":1,"reff_no":"R","status":"open","current_usage":0,"description":"v2 field"}"#,
+        )
+        .unwrap();
+        assert_eq!(l.extra["description"], "v2 field");
+        let obj = serde_json::to_value(&l).unwrap();
+        assert_eq!(obj["description"], "v2 field");
+
+        let e = PaymentLink::decode(r#"{"id":9,"reff_no":"R","status":"open","total_amount":"lots"}"#)
+            .unwrap_err();
+        assert!(e.contains("link 9") && e.contains("total_amount"), "{e}");
+        assert!(PaymentLink::decode(r#"{"reff_no":"R"}"#).unwrap_err().contains("`id`"));
+    }
+
+    #[test]
+    fn error_envelopes_v1_and_v2_are_classified_with_singapay_words() {
+        let v1 = r#"{"status":403,"success":false,"error":{"code":403,"message":"Your IP address (1.2.3.4) is not registered"}}"#;
+        match decode_list(403, v1).unwrap_err() {
+            SingapayError::Fatal { status, message, .. } => {
+                assert_eq!(status, 403);
+                assert!(message.contains("not registered"));
+            }
+            e => panic!("{e:?}"),
+        }
+        let v2 = r#"{"response_code":"SP013","response_message":"Unauthorized"}"#;
+        assert!(decode_list(200, v2).unwrap_err().is_auth());
+        assert!(matches!(
+            decode_list(200, "<html>").unwrap_err(),
+            SingapayError::Malformed(_)
+        ));
+    }
+
+    #[test]
+    fn pagination_reads_every_spelling() {
+        let snake = serde_json::json!({"total":"47","count":25,"per_page":25,"current_page":1,"total_pages":2});
+        let p = Pagination::from_value(&snake);
+        assert_eq!((p.total, p.total_pages, p.per_page), (Some(47), Some(2), Some(25)));
+        let nested = serde_json::json!({"pagination":{"totalPages":3}});
+        assert_eq!(Pagination::from_value(&nested).total_pages, Some(3));
+        assert_eq!(Pagination::from_value(&serde_json::json!({})), Pagination::default());
+    }
+}

@@ -1,0 +1,115 @@
+//! Sync: page through an account's links, diff each against the ledger, commit per page.
+//!
+//! [`diff`] is pure; [`pass`] runs one pass ([`pass::sync_once`]); [`Syncer`] makes sure one account
+//! never has two passes at once (a trigger during a pass coalesces into it) and [`schedule`] calls
+//! it on each account's cron schedule.
+
+pub mod diff;
+pub mod pass;
+pub mod schedule;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info};
+
+use crate::types::{AccountId, Trigger};
+
+pub use pass::{SyncContext, SyncError, SyncSummary};
+
+/// Starts passes, one at a time per account, in the background.
+#[derive(Debug)]
+pub struct Syncer {
+    ctx: Arc<SyncContext>,
+    running: Mutex<HashMap<AccountId, i64>>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// The answer to a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Triggered {
+    /// The run that will cover the trigger.
+    pub run_id: i64,
+    /// `true` if a pass was already running and the trigger joined it.
+    pub coalesced: bool,
+}
+
+impl Syncer {
+    /// A syncer; passes stop at their next page boundary when `cancel` fires.
+    pub fn new(ctx: Arc<SyncContext>, cancel: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            ctx,
+            running: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            cancel,
+        })
+    }
+
+    /// The shared context.
+    pub fn context(&self) -> &Arc<SyncContext> {
+        &self.ctx
+    }
+
+    /// Starts a pass of `account` in the background, or joins the one running. Returns its run id.
+    ///
+    /// Errors: the ledger cannot record the run.
+    pub async fn trigger(
+        self: &Arc<Self>,
+        account: &AccountId,
+        trigger: Trigger,
+    ) -> Result<Triggered, SyncError> {
+        let mut running = self.running.lock().await;
+        if let Some(id) = running.get(account) {
+            return Ok(Triggered {
+                run_id: *id,
+                coalesced: true,
+            });
+        }
+        let (run_id, baseline) = pass::start_run(&self.ctx, account, trigger).await?;
+        running.insert(account.clone(), run_id);
+        drop(running);
+        let me = Arc::clone(self);
+        let account = account.clone();
+        self.tasks.spawn(async move {
+            let r = pass::finish(&me.ctx, &account, run_id, baseline, &me.cancel).await;
+            match r {
+                Ok(s) => info!(account_id = %account, run_id, events = s.events, "sync.pass_succeeded"),
+                Err(e) => error!(account_id = %account, run_id, error = %e, "sync.pass_failed"),
+            }
+            me.running.lock().await.remove(&account);
+        });
+        Ok(Triggered {
+            run_id,
+            coalesced: false,
+        })
+    }
+
+    /// Runs a pass now and waits for it (the `sync` command). If a pass of the account is running,
+    /// fails with [`SyncError::Busy`].
+    pub async fn sync_now(
+        &self,
+        account: &AccountId,
+        trigger: Trigger,
+    ) -> Result<SyncSummary, SyncError> {
+        {
+            let mut running = self.running.lock().await;
+            if let Some(id) = running.get(account) {
+                return Err(SyncError::Busy(*id));
+            }
+            running.insert(account.clone(), 0);
+        }
+        let r = pass::sync_once(&self.ctx, account, trigger, &self.cancel).await;
+        self.running.lock().await.remove(account);
+        r
+    }
+
+    /// Waits for background passes to end (after `cancel`, at their next page boundary).
+    pub async fn wait(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
