@@ -157,12 +157,15 @@ fn row_to_delivery(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<DeliveryRow> {
 impl Ledger {
     /// Pending deliveries due at `now`, oldest event first, at most `limit`. A delivery waits while
     /// an earlier event of the same link for the same subscriber is pending a retry, so each
-    /// subscriber receives a link's events in `sequence` order.
+    /// subscriber receives a link's events in `sequence` order. E-mail deliveries wait for their
+    /// pass to finish, so that each pass makes one digest per recipient group.
     pub async fn due_deliveries(&self, now: DateTime<Utc>, limit: i64) -> LedgerResult<Vec<DueDelivery>> {
         let rows = sqlx::query(
             "SELECT d.id, d.event_id, d.subscriber, d.channel, d.attempts, e.envelope, e.type, e.run_id, \
              e.link_id, e.account_id, e.sequence FROM delivery d JOIN link_event e ON e.id = d.event_id \
              WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 \
+             AND (d.channel <> 'email' OR e.run_id IS NULL \
+                  OR EXISTS (SELECT 1 FROM sync_run r WHERE r.id = e.run_id AND r.finished_at IS NOT NULL)) \
              AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
                  WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' AND d2.next_attempt_at > ?1 \
                  AND e2.account_id = e.account_id AND e2.link_id = e.link_id AND e2.sequence < e.sequence) \

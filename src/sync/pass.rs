@@ -127,6 +127,10 @@ pub async fn finish(
     ctx.ledger
         .finish_run(run_id, account, outcome, ctx.clock.now())
         .await?;
+    // E-mail digests wait for the end of their pass: let the dispatcher know.
+    if let Some(w) = &ctx.wake {
+        w.notify_one();
+    }
     let label = if result.is_ok() { "succeeded" } else { "failed" };
     metrics::counter!("singapay_sync_passes_total", "outcome" => label).increment(1);
     metrics::histogram!("singapay_sync_pass_duration_seconds").record(started.elapsed().as_secs_f64());

@@ -1,0 +1,141 @@
+//! `singapay-sync run` as a real child process: health, auth on /resync, clean SIGTERM.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn the_daemon_answers_health_guards_resync_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = TestSandbox::start().await;
+    let mut setup = new_setup(&dir, &sandbox);
+    // A fixed free port: bind, read it, release, hand it to the daemon.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    setup.listen = format!("127.0.0.1:{port}");
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, setup.toml()).unwrap();
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut healthy = None;
+    for _ in 0..200 {
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
+            healthy = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let healthy = healthy.expect("daemon never answered /healthz");
+    assert_eq!(healthy.status(), 200);
+    assert_eq!(healthy.json::<serde_json::Value>().await.unwrap()["status"], "ok");
+
+    // Not ready before the first successful pass.
+    assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status(), 503);
+
+    let denied = http.post(format!("{base}/resync")).send().await.unwrap();
+    assert_eq!(denied.status(), 401);
+    let body: serde_json::Value = denied.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let wrong = http
+        .post(format!("{base}/resync"))
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    let ok = http
+        .post(format!("{base}/resync"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 202);
+    let runs: serde_json::Value = ok.json().await.unwrap();
+    let run_id = runs["runs"][0]["run_id"].as_i64().unwrap();
+    let mut outcome = serde_json::Value::Null;
+    for _ in 0..200 {
+        let r: serde_json::Value = http
+            .get(format!("{base}/sync-runs/{run_id}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["outcome"] != "running" {
+            outcome = r;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(outcome["outcome"], "succeeded", "{outcome}");
+    assert_eq!(outcome["links_seen"], 103);
+    assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+
+    // Bad requests get JSON errors.
+    let bad = http
+        .get(format!("{base}/events?limit=abc"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.json::<serde_json::Value>().await.unwrap()["error"]["code"], "bad_parameter");
+
+    let pid = child.id().unwrap();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("daemon did not stop within 20 s of SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn check_config_exits_2_listing_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "[singapay]\nper_page = 0\n[[accounts]]\nid = \"nope\"\n[http]\nadmin_token = \"x\"\n",
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check-config")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "singapay.partner_id is required",
+        "singapay.client_secret is required",
+        "singapay.per_page",
+        "accounts[0].id",
+        "http.admin_token must be at least 16",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in {err}");
+    }
+}

@@ -1,0 +1,239 @@
+//! The whole path over real HTTP: sandbox → sync → ledger → webhooks (verified) and SMTP digest.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use singapay_sync::ledger::EventFilter;
+use singapay_sync::types::{AccountId, EventType};
+
+use crate::harness::*;
+
+fn mail_parts(data: &[u8]) -> (String, Vec<String>, String, String) {
+    let m = mail_parser::MessageParser::default().parse(data).unwrap();
+    let subject = m.subject().unwrap_or_default().to_string();
+    let to = m
+        .to()
+        .map(|a| a.iter().filter_map(|x| x.address().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    (
+        subject,
+        to,
+        m.body_text(0).unwrap_or_default().to_string(),
+        m.body_html(0).unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = TestSandbox::start().await;
+    let erp = Receiver::start(vec![]).await;
+    let payments_only = Receiver::start(vec![]).await;
+    let smtp = SmtpSink::start().await;
+    let mut setup = new_setup(&dir, &sandbox);
+    setup.webhooks.push(("erp".into(), erp.clone(), None));
+    setup
+        .webhooks
+        .push(("cashier".into(), payments_only.clone(), Some(vec!["payment_link.paid"])));
+    setup.smtp = Some((
+        smtp.clone(),
+        vec!["finance@toko.example", "Owner <owner@toko.example>"],
+        Some(vec![
+            "payment_link.paid",
+            "payment_link.exhausted",
+            "payment_link.status_changed",
+        ]),
+    ));
+    let app = setup.app().await;
+    let account = AccountId::parse(ACCOUNT).unwrap();
+
+    // Baseline: 103 links, 5 pages of 25, nothing to tell anyone.
+    let r = app.sync_all(None).await;
+    let base = r[0].1.as_ref().unwrap();
+    assert!(base.baseline);
+    assert_eq!((base.links_seen, base.pages, base.events), (103, 5, 0));
+    assert_eq!(base.links_written, 103);
+    assert_eq!(app.ledger.count_live_links(&account).await.unwrap(), 103);
+    assert_eq!(app.dispatcher.dispatch_due().await.unwrap().attempted, 0);
+
+    // Customers and the merchant act; the clock moves 25 h (link 78 expires).
+    sandbox.pay(103).await;
+    sandbox.pay(103).await;
+    sandbox.close(102).await;
+    sandbox.advance(25 * 3600).await;
+    sandbox.edit(60, json!({"title": "Order #60 (revised)"})).await;
+    sandbox.delete(50).await;
+    let added = sandbox.add(json!({"title": "Walk-in order", "total_amount": 75000})).await;
+    let new_id = added["data"]["id"].as_i64().unwrap();
+    assert_eq!(new_id, 104);
+
+    let r = app.sync_all(None).await;
+    let pass = r[0].1.as_ref().unwrap();
+    assert!(!pass.baseline);
+    assert_eq!(pass.events, 6, "{pass:?}");
+    // Only the changed rows were written (5 changed + 1 new; the deleted one is marked).
+    assert_eq!(pass.links_written, 6);
+
+    let events = app
+        .ledger
+        .events(&EventFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let by_link: BTreeMap<i64, Vec<&singapay_sync::ledger::EventRow>> =
+        events.iter().fold(BTreeMap::new(), |mut m, e| {
+            m.entry(e.link_id).or_default().push(e);
+            m
+        });
+    assert_eq!(by_link.keys().copied().collect::<Vec<_>>(), [50, 60, 78, 102, 103, 104]);
+    for evs in by_link.values() {
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].sequence, 1);
+    }
+    let ev = |id: i64| &by_link[&id][0];
+
+    let paid = ev(103);
+    assert_eq!(paid.event_type, EventType::Paid);
+    assert_eq!(paid.usage_delta, Some(2));
+    assert_eq!(paid.envelope["data"]["usage_delta"], 2);
+    assert_eq!(
+        paid.envelope["data"]["previous_attributes"],
+        json!({"current_usage": 2, "payment_date": "2025-10-21T06:59:40Z"})
+    );
+    assert_eq!(paid.envelope["data"]["object"]["current_usage"], 4);
+    assert_eq!(paid.envelope["data"]["object"]["total_amount"], "20000.00");
+    assert_eq!(paid.envelope["account_id"], ACCOUNT);
+
+    let closed = ev(102);
+    assert_eq!(closed.event_type, EventType::StatusChanged);
+    assert_eq!(
+        closed.envelope["data"]["previous_attributes"],
+        json!({"status": "open", "status_computed": "open", "is_expired": false})
+    );
+    assert_eq!(closed.envelope["data"]["object"]["status_computed"], "closed");
+
+    let expired = ev(78);
+    assert_eq!(expired.event_type, EventType::StatusChanged);
+    assert_eq!(expired.envelope["data"]["object"]["status"], "open");
+    assert_eq!(expired.envelope["data"]["object"]["status_computed"], "expired");
+    assert_eq!(expired.envelope["data"]["object"]["is_expired"], true);
+    assert_eq!(
+        expired.envelope["data"]["previous_attributes"]["status_computed"],
+        "open"
+    );
+
+    let retitled = ev(60);
+    assert_eq!(retitled.event_type, EventType::Updated);
+    assert_eq!(
+        retitled.envelope["data"]["previous_attributes"],
+        json!({"title": "Payment for Order #60"})
+    );
+
+    let deleted = ev(50);
+    assert_eq!(deleted.event_type, EventType::Deleted);
+    assert_eq!(deleted.envelope["data"]["object"]["id"], 50);
+    assert!(app
+        .ledger
+        .get_link(&account, singapay_sync::types::LinkId(50))
+        .await
+        .unwrap()
+        .unwrap()
+        .deleted_at
+        .is_some());
+
+    let created = ev(104);
+    assert_eq!(created.event_type, EventType::Created);
+    assert_eq!(created.envelope["data"]["object"]["total_amount"], "75000.00");
+    assert!(created.envelope["data"].get("previous_attributes").is_none());
+
+    // Deliver: 6 to the ERP, 1 to the payments-only hook, 3 e-mail deliveries in one digest.
+    let d = app.dispatcher.dispatch_due().await.unwrap();
+    assert_eq!((d.attempted, d.delivered, d.retrying), (10, 10, 0), "{d:?}");
+
+    let hits = erp.hits();
+    assert_eq!(hits.len(), 6);
+    assert!(hits.iter().all(|h| h.verified && h.answered == 200));
+    let mut ids: Vec<&str> = hits.iter().map(|h| h.webhook_id.as_str()).collect();
+    ids.sort();
+    let mut want: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    want.sort();
+    assert_eq!(ids, want, "each event delivered once, webhook-id = event id");
+    for h in &hits {
+        assert_eq!(h.body["id"], h.webhook_id.as_str());
+    }
+    let cashier = payments_only.hits();
+    assert_eq!(cashier.len(), 1);
+    assert_eq!(cashier[0].body["type"], "payment_link.paid");
+    assert!(cashier[0].verified);
+
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "one digest per pass per group");
+    let mut rcpt = mails[0].rcpt_to.clone();
+    rcpt.sort();
+    assert_eq!(rcpt, ["finance@toko.example", "owner@toko.example"]);
+    let (subject, to, text, html) = mail_parts(&mails[0].data);
+    assert_eq!(
+        subject,
+        "SingaPay: 2 payments received, 1 link expired, 1 link closed"
+    );
+    assert_eq!(to, ["finance@toko.example", "owner@toko.example"]);
+    assert!(text.contains("Received in this pass: Rp 40.000"), "{text}");
+    assert!(text.contains("2 payments × Rp 20.000 = Rp 40.000"), "{text}");
+    assert!(text.contains("usage 4/1000"), "{text}");
+    assert!(text.contains("Payment for Order #78"), "{text}");
+    assert!(!text.contains("Order #60"), "updated is not in finance's filter: {text}");
+    assert!(html.contains("Rp 40.000"), "{html}");
+
+    // Nothing changed: no event, no delivery, no row written.
+    let r = app.sync_all(None).await;
+    let idle = r[0].1.as_ref().unwrap();
+    assert_eq!((idle.events, idle.links_written, idle.links_seen), (0, 0, 103));
+    assert_eq!(app.dispatcher.dispatch_due().await.unwrap().attempted, 0);
+    assert_eq!(erp.hits().len(), 6);
+    assert_eq!(smtp.mails().len(), 1);
+    assert_eq!(app.ledger.count_events().await.unwrap(), 6);
+}
+
+#[tokio::test]
+async fn a_pass_that_exhausts_a_link_emits_paid_then_exhausted_with_rising_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = TestSandbox::start().await;
+    let setup = new_setup(&dir, &sandbox);
+    let app = setup.app().await;
+    app.sync_all(None).await[0].1.as_ref().unwrap();
+    // Link 78 allows 3 payments; pay 2, sync, pay the last one, sync.
+    sandbox.pay(78).await;
+    sandbox.pay(78).await;
+    app.sync_all(None).await[0].1.as_ref().unwrap();
+    sandbox.pay(78).await;
+    let s = app.sync_all(None).await;
+    let s = s[0].1.as_ref().unwrap();
+    assert_eq!(s.events_by_type.get("payment_link.paid"), Some(&1));
+    assert_eq!(s.events_by_type.get("payment_link.exhausted"), Some(&1));
+    let events = app
+        .ledger
+        .events(&EventFilter {
+            link_id: Some(singapay_sync::types::LinkId(78)),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let seen: Vec<(EventType, i64, Option<i64>)> = events
+        .iter()
+        .map(|e| (e.event_type, e.sequence, e.usage_delta))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (EventType::Paid, 1, Some(2)),
+            (EventType::Paid, 2, Some(1)),
+            (EventType::Exhausted, 3, None),
+        ]
+    );
+    let _: &Value = &events[2].envelope;
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the daemon's library against the sandbox over real HTTP on 127.0.0.1,
+//! callbacks to a receiver verifying signatures with the `standardwebhooks` crate, e-mail over real
+//! SMTP to a listener. One binary, a module per feature.
+
+mod daemon;
+mod e2e;
+mod harness;
+mod retries;
