@@ -321,7 +321,11 @@ fn secret(
     }
 }
 
-fn events(problems: &mut Vec<String>, key: &str, v: Option<Vec<String>>) -> Option<BTreeSet<EventType>> {
+fn events(
+    problems: &mut Vec<String>,
+    key: &str,
+    v: Option<Vec<String>>,
+) -> Option<BTreeSet<EventType>> {
     let list = v?;
     let mut set = BTreeSet::new();
     for e in list {
@@ -335,7 +339,12 @@ fn events(problems: &mut Vec<String>, key: &str, v: Option<Vec<String>>) -> Opti
     Some(set)
 }
 
-fn duration(problems: &mut Vec<String>, key: &str, v: Option<String>, default: Duration) -> Duration {
+fn duration(
+    problems: &mut Vec<String>,
+    key: &str,
+    v: Option<String>,
+    default: Duration,
+) -> Duration {
     match v {
         None => default,
         Some(s) => match parse_duration(&s) {
@@ -409,7 +418,10 @@ impl Config {
         let base_url = match Url::parse(s.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL)) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => u,
             Ok(u) => {
-                p.push(format!("singapay.base_url: scheme {:?} is not http(s)", u.scheme()));
+                p.push(format!(
+                    "singapay.base_url: scheme {:?} is not http(s)",
+                    u.scheme()
+                ));
                 Url::parse(DEFAULT_BASE_URL).expect("the default URL parses")
             }
             Err(e) => {
@@ -426,11 +438,18 @@ impl Config {
             s.client_secret_file,
             true,
         );
-        let timeout = duration(&mut p, "singapay.timeout", s.timeout, Duration::from_secs(30));
+        let timeout = duration(
+            &mut p,
+            "singapay.timeout",
+            s.timeout,
+            Duration::from_secs(30),
+        );
         let per_page = match s.per_page.unwrap_or(100) {
             n @ 1..=100 => n as u64,
             n => {
-                p.push(format!("singapay.per_page must be 1 to 100 (SingaPay caps pages at 100), got {n}"));
+                p.push(format!(
+                    "singapay.per_page must be 1 to 100 (SingaPay caps pages at 100), got {n}"
+                ));
                 100
             }
         };
@@ -564,14 +583,22 @@ impl Config {
                     None
                 }
             };
-            let secret = secret(&mut p, &format!("{key}.secret"), w.secret, w.secret_file, true)
-                .and_then(|s| match WebhookSecret::parse(secrecy::ExposeSecret::expose_secret(&s)) {
+            let secret = secret(
+                &mut p,
+                &format!("{key}.secret"),
+                w.secret,
+                w.secret_file,
+                true,
+            )
+            .and_then(|s| {
+                match WebhookSecret::parse(secrecy::ExposeSecret::expose_secret(&s)) {
                     Ok(s) => Some(s),
                     Err(e) => {
                         p.push(format!("{key}.secret: {e}"));
                         None
                     }
-                });
+                }
+            });
             let events = events(&mut p, &format!("{key}.events"), w.events);
             if let (Some(url), Some(secret)) = (url, secret) {
                 webhooks.push(WebhookConfig {
@@ -638,7 +665,9 @@ impl Config {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
                 other => {
-                    p.push(format!("log.format must be \"text\" or \"json\", got {other:?}"));
+                    p.push(format!(
+                        "log.format must be \"text\" or \"json\", got {other:?}"
+                    ));
                     LogFormat::Text
                 }
             },
@@ -723,13 +752,21 @@ to = ["finance@example.com"]
         assert_eq!(c.delivery.timeout, Duration::from_secs(15));
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:8787");
         assert_eq!(
-            c.webhooks[0].events.as_ref().unwrap().iter().collect::<Vec<_>>(),
+            c.webhooks[0]
+                .events
+                .as_ref()
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>(),
             [&EventType::Paid]
         );
         assert!(c.email.as_ref().unwrap().recipients[0].events.is_none());
         // Secrets stay out of Debug output.
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("0123456789abcdef") && !dbg.contains("MfKQ9r8"), "{dbg}");
+        assert!(
+            !dbg.contains("0123456789abcdef") && !dbg.contains("MfKQ9r8"),
+            "{dbg}"
+        );
     }
 
     #[test]
@@ -773,6 +810,42 @@ events = ["payment_link.nope"]
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
         assert!(e.0.len() >= 13, "{all}");
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_documents_every_section() {
+        let text = include_str!("../config/example.toml");
+        let c = Config::from_toml_str(text).unwrap();
+        assert_eq!(c.accounts[0].id.as_str(), "01K7P073Q8RE2A9PQT8Q7MXPN4");
+        for key in [
+            "path",
+            "base_url",
+            "partner_id",
+            "client_id",
+            "client_secret",
+            "timeout",
+            "per_page",
+            "max_retries",
+            "schedule",
+            "notify_on_baseline",
+            "listen",
+            "admin_token",
+            "retry_schedule",
+            "concurrency",
+            "url",
+            "secret",
+            "events",
+            "smtp_url",
+            "from",
+            "to",
+            "format",
+            "level",
+        ] {
+            assert!(
+                text.contains(&format!("\n{key} = ")),
+                "example.toml lacks {key}"
+            );
+        }
     }
 
     #[test]

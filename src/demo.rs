@@ -118,8 +118,17 @@ impl Admin {
     }
 }
 
-async fn sandbox_post(http: &reqwest::Client, base: &str, path: &str, body: Value) -> anyhow::Result<Value> {
-    let r = http.post(format!("{base}{path}")).json(&body).send().await?;
+async fn sandbox_post(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let r = http
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await?;
     Ok(r.error_for_status()?.json().await?)
 }
 
@@ -136,7 +145,10 @@ fn describe(e: &Value) -> String {
     let what = match e["type"].as_str().unwrap_or_default() {
         "payment_link.paid" => format!(
             "usage {} → {} (+{}), {} each",
-            p["current_usage"], o["current_usage"], e["data"]["usage_delta"], rupiah(&o["total_amount"])
+            p["current_usage"],
+            o["current_usage"],
+            e["data"]["usage_delta"],
+            rupiah(&o["total_amount"])
         ),
         "payment_link.exhausted" => format!("usage {}/{}", o["current_usage"], o["max_usage"]),
         "payment_link.status_changed" => format!(
@@ -189,7 +201,9 @@ pub async fn run(out: &mut dyn Write) -> anyhow::Result<()> {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let rx_addr = listener.local_addr()?;
-    let rx_app = Router::new().route("/hooks/singapay", post(receive)).with_state(rx.clone());
+    let rx_app = Router::new()
+        .route("/hooks/singapay", post(receive))
+        .with_state(rx.clone());
     let rx_stop = stop.clone();
     tokio::spawn(async move {
         let _ = axum::serve(listener, rx_app)
@@ -244,7 +258,10 @@ events = ["payment_link.paid", "payment_link.exhausted", "payment_link.status_ch
         token: admin_token,
     };
 
-    writeln!(out, "singapay-sync demo: sandbox {sb}, webhook receiver http://{rx_addr}, daemon admin http://{admin_addr}")?;
+    writeln!(
+        out,
+        "singapay-sync demo: sandbox {sb}, webhook receiver http://{rx_addr}, daemon admin http://{admin_addr}"
+    )?;
     writeln!(out, "ledger {}\n", dir.join("ledger.db").display())?;
 
     // 1. Baseline.
@@ -258,10 +275,28 @@ events = ["payment_link.paid", "payment_link.exhausted", "payment_link.status_ch
     // 2. Customers and time act on SingaPay.
     let acct = format!("/_sandbox/accounts/{SEED_ACCOUNT}/links");
     let http = reqwest::Client::new();
-    sandbox_post(&http, &sb, &format!("{acct}/103/pay"), json!({"method": "VA BRI"})).await?;
-    sandbox_post(&http, &sb, &format!("{acct}/103/pay"), json!({"method": "QRIS"})).await?;
+    sandbox_post(
+        &http,
+        &sb,
+        &format!("{acct}/103/pay"),
+        json!({"method": "VA BRI"}),
+    )
+    .await?;
+    sandbox_post(
+        &http,
+        &sb,
+        &format!("{acct}/103/pay"),
+        json!({"method": "QRIS"}),
+    )
+    .await?;
     sandbox_post(&http, &sb, &format!("{acct}/101/close"), json!({})).await?;
-    sandbox_post(&http, &sb, "/_sandbox/clock/advance", json!({"seconds": 25 * 3600})).await?;
+    sandbox_post(
+        &http,
+        &sb,
+        "/_sandbox/clock/advance",
+        json!({"seconds": 25 * 3600}),
+    )
+    .await?;
     writeln!(
         out,
         "\n2. On SingaPay: link 103 paid twice (Rp 20.000 each), link 101 closed, then 25 hours pass and link 78 expires."
@@ -306,7 +341,10 @@ events = ["payment_link.paid", "payment_link.exhausted", "payment_link.status_ch
         )?;
     }
     if got.len() != want {
-        bail!("expected {want} callbacks, the receiver verified {}", got.len());
+        bail!(
+            "expected {want} callbacks, the receiver verified {}",
+            got.len()
+        );
     }
 
     // 5. The finance e-mail.
@@ -343,6 +381,9 @@ events = ["payment_link.paid", "payment_link.exhausted", "payment_link.status_ch
     daemon.await??;
     stop.cancel();
     let _ = std::fs::remove_dir_all(&dir);
-    writeln!(out, "\nDone: the daemon stopped cleanly. Next: `singapay-sync sandbox` and `singapay-sync run --config config/example.toml`.")?;
+    writeln!(
+        out,
+        "\nDone: the daemon stopped cleanly. Next: `singapay-sync sandbox` and `singapay-sync run --config config/example.toml`."
+    )?;
     Ok(())
 }

@@ -19,7 +19,10 @@ async fn shutdown_signal(token: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}
@@ -126,7 +129,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             telemetry::init(cfg.log.format, &cfg.log.level);
-            let only = match account.as_deref().map(singapay_sync::types::AccountId::parse) {
+            let only = match account
+                .as_deref()
+                .map(singapay_sync::types::AccountId::parse)
+            {
                 None => None,
                 Some(Ok(a)) if cfg.accounts.iter().any(|c| c.id == a) => Some(a),
                 Some(Ok(a)) => {
@@ -183,11 +189,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 println!(
                     "deliveries: {} attempted, {} delivered, {} to retry, {} dead",
-                    dispatched.attempted, dispatched.delivered, dispatched.retrying, dispatched.dead
+                    dispatched.attempted,
+                    dispatched.delivered,
+                    dispatched.retrying,
+                    dispatched.dead
                 );
             }
             app.ledger.close().await;
-            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Run => {
             let cfg = match load(&cli) {

@@ -84,7 +84,9 @@ mod tests {
         assert_eq!(parse_decimal_text("119.84").unwrap().to_string(), "119.84");
         assert_eq!(parse_decimal_text("1e5").unwrap(), d("100000"));
         assert_eq!(
-            parse_decimal_text("12345678901234567.89").unwrap().to_string(),
+            parse_decimal_text("12345678901234567.89")
+                .unwrap()
+                .to_string(),
             "12345678901234567.89"
         );
         assert!(parse_decimal_text("\"abc\"").is_err());

@@ -73,7 +73,9 @@ pub fn ledger_ts(at: DateTime<Utc>) -> String {
 
 /// Parses a ledger timestamp written by [`ledger_ts`] (or any RFC 3339 text).
 pub fn parse_ledger_ts(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
 }
 
 /// Formats an instant for the outside world (event envelopes, API answers): RFC 3339 UTC with `Z`,
@@ -84,7 +86,9 @@ pub fn rfc3339_utc(at: DateTime<Utc>) -> String {
 
 /// Formats an instant in WIB for people, e.g. `21 Nov 2026 10:04 WIB`.
 pub fn format_wib(at: DateTime<Utc>) -> String {
-    at.with_timezone(&jakarta()).format("%d %b %Y %H:%M WIB").to_string()
+    at.with_timezone(&jakarta())
+        .format("%d %b %Y %H:%M WIB")
+        .to_string()
 }
 
 /// Parses every timestamp form SingaPay sends (SingaPay reference §6.3):

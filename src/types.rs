@@ -44,9 +44,7 @@ impl fmt::Display for AccountId {
 }
 
 /// A payment link id: SingaPay's numeric `payment_links.id` (SingaPay reference §3 "IDs").
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct LinkId(pub i64);
 
@@ -174,7 +172,10 @@ mod tests {
     fn event_types_round_trip_by_name() {
         for t in EventType::ALL {
             assert_eq!(t.as_str().parse::<EventType>().unwrap(), t);
-            assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{}\"", t.as_str()));
+            assert_eq!(
+                serde_json::to_string(&t).unwrap(),
+                format!("\"{}\"", t.as_str())
+            );
         }
         assert!("payment_link.nope".parse::<EventType>().is_err());
     }
@@ -182,7 +183,9 @@ mod tests {
     #[test]
     fn account_ids_must_be_ulids() {
         assert_eq!(
-            AccountId::parse("01k7p073q8re2a9pqt8q7mxpn4").unwrap().as_str(),
+            AccountId::parse("01k7p073q8re2a9pqt8q7mxpn4")
+                .unwrap()
+                .as_str(),
             "01K7P073Q8RE2A9PQT8Q7MXPN4"
         );
         assert!(AccountId::parse("toko-utama").is_err());

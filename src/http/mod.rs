@@ -2,6 +2,10 @@
 //! `{"error": {"code", "message"}}`. All routes but `/healthz`, `/readyz` and `/metrics` need
 //! `Authorization: Bearer <http.admin_token>`.
 
+// Handlers return `Result<_, Response>`: the error is the HTTP answer itself, built once and
+// handed straight to axum, so boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -73,7 +77,11 @@ pub fn router(state: AdminState) -> Router {
         .merge(protected)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
         })
         .with_state(state)
 }
@@ -95,8 +103,10 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
             "unauthorized",
             "missing or wrong bearer token (http.admin_token)",
         );
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header value"));
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            "Bearer".parse().expect("static header value"),
+        );
         return r;
     }
     next.run(req).await
@@ -105,7 +115,11 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
 async fn healthz(State(st): State<AdminState>) -> Response {
     match st.ledger.ping().await {
         Ok(()) => Json(json!({"status": "ok"})).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable", e.to_string()),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ledger_unavailable",
+            e.to_string(),
+        ),
     }
 }
 
@@ -116,7 +130,13 @@ async fn readyz(State(st): State<AdminState>) -> Response {
     for a in &st.accounts {
         let last = match st.ledger.last_success(&a.id).await {
             Ok(l) => l,
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable", e.to_string()),
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ledger_unavailable",
+                    e.to_string(),
+                );
+            }
         };
         let interval = crate::sync::schedule::interval(&a.schedule, now)
             .unwrap_or(std::time::Duration::from_secs(300));
@@ -141,7 +161,11 @@ async fn readyz(State(st): State<AdminState>) -> Response {
 async fn metrics_text(State(st): State<AdminState>) -> Response {
     if let Ok(counts) = st.ledger.delivery_state_counts().await {
         for state in ["pending", "delivered", "dead", "disabled"] {
-            let n = counts.iter().find(|(s, _)| s == state).map(|c| c.1).unwrap_or(0);
+            let n = counts
+                .iter()
+                .find(|(s, _)| s == state)
+                .map(|c| c.1)
+                .unwrap_or(0);
             metrics::gauge!("singapay_sync_deliveries", "state" => state).set(n as f64);
         }
     }
@@ -151,15 +175,23 @@ async fn metrics_text(State(st): State<AdminState>) -> Response {
             h.render(),
         )
             .into_response(),
-        None => error(StatusCode::NOT_FOUND, "not_found", "metrics are not enabled"),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "metrics are not enabled",
+        ),
     }
 }
 
-fn account_param(st: &AdminState, q: &HashMap<String, String>) -> Result<Option<AccountId>, Response> {
+fn account_param(
+    st: &AdminState,
+    q: &HashMap<String, String>,
+) -> Result<Option<AccountId>, Response> {
     match q.get("account_id") {
         None => Ok(None),
         Some(a) => {
-            let id = AccountId::parse(a).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_account_id", e))?;
+            let id = AccountId::parse(a)
+                .map_err(|e| error(StatusCode::BAD_REQUEST, "bad_account_id", e))?;
             if !st.accounts.iter().any(|c| c.id == id) {
                 return Err(error(
                     StatusCode::NOT_FOUND,
@@ -172,7 +204,12 @@ fn account_param(st: &AdminState, q: &HashMap<String, String>) -> Result<Option<
     }
 }
 
-fn int_param(q: &HashMap<String, String>, k: &str, default: i64, max: i64) -> Result<i64, Response> {
+fn int_param(
+    q: &HashMap<String, String>,
+    k: &str,
+    default: i64,
+    max: i64,
+) -> Result<i64, Response> {
     match q.get(k) {
         None => Ok(default),
         Some(v) => match v.parse::<i64>() {
@@ -186,15 +223,24 @@ fn int_param(q: &HashMap<String, String>, k: &str, default: i64, max: i64) -> Re
     }
 }
 
-async fn resync(State(st): State<AdminState>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn resync(
+    State(st): State<AdminState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let only = match account_param(&st, &q) {
         Ok(a) => a,
         Err(r) => return r,
     };
     let mut runs = Vec::new();
-    for a in st.accounts.iter().filter(|a| only.as_ref().is_none_or(|o| *o == a.id)) {
+    for a in st
+        .accounts
+        .iter()
+        .filter(|a| only.as_ref().is_none_or(|o| *o == a.id))
+    {
         match st.syncer.trigger(&a.id, Trigger::Manual).await {
-            Ok(t) => runs.push(json!({"account_id": a.id.as_str(), "run_id": t.run_id, "coalesced": t.coalesced})),
+            Ok(t) => runs.push(
+                json!({"account_id": a.id.as_str(), "run_id": t.run_id, "coalesced": t.coalesced}),
+            ),
             Err(e) => return internal(e),
         }
     }
@@ -203,11 +249,19 @@ async fn resync(State(st): State<AdminState>, Query(q): Query<HashMap<String, St
 
 async fn sync_run(State(st): State<AdminState>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<i64>() else {
-        return error(StatusCode::BAD_REQUEST, "bad_id", "run id must be an integer");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+            "run id must be an integer",
+        );
     };
     match st.ledger.get_run(id).await {
         Ok(Some(r)) => Json(r).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no sync run {id}")),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no sync run {id}"),
+        ),
         Err(e) => internal(e),
     }
 }
@@ -217,11 +271,20 @@ async fn links(State(st): State<AdminState>, Query(q): Query<HashMap<String, Str
         Ok(Some(a)) => a,
         Ok(None) => match st.accounts.as_slice() {
             [only] => only.id.clone(),
-            _ => return error(StatusCode::BAD_REQUEST, "missing_account_id", "account_id is required"),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "missing_account_id",
+                    "account_id is required",
+                );
+            }
         },
         Err(r) => return r,
     };
-    let (limit, offset) = match (int_param(&q, "limit", 100, 1000), int_param(&q, "offset", 0, i64::MAX)) {
+    let (limit, offset) = match (
+        int_param(&q, "limit", 100, 1000),
+        int_param(&q, "offset", 0, i64::MAX),
+    ) {
         (Ok(l), Ok(o)) => (l, o),
         (Err(r), _) | (_, Err(r)) => return r,
     };
@@ -239,17 +302,30 @@ async fn links(State(st): State<AdminState>, Query(q): Query<HashMap<String, Str
     }
 }
 
-async fn link(State(st): State<AdminState>, Path((account, id)): Path<(String, String)>) -> Response {
+async fn link(
+    State(st): State<AdminState>,
+    Path((account, id)): Path<(String, String)>,
+) -> Response {
     let account = match AccountId::parse(&account) {
         Ok(a) => a,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_account_id", e),
     };
     let Ok(id) = id.parse::<i64>() else {
-        return error(StatusCode::BAD_REQUEST, "bad_id", "link id must be an integer");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+            "link id must be an integer",
+        );
     };
     let stored = match st.ledger.get_link(&account, LinkId(id)).await {
         Ok(Some(s)) => s,
-        Ok(None) => return error(StatusCode::NOT_FOUND, "not_found", format!("no link {id} in account {account}")),
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no link {id} in account {account}"),
+            );
+        }
         Err(e) => return internal(e),
     };
     let f = EventFilter {
@@ -270,7 +346,10 @@ async fn link(State(st): State<AdminState>, Path((account, id)): Path<(String, S
     }
 }
 
-async fn events(State(st): State<AdminState>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn events(
+    State(st): State<AdminState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let account_id = match account_param(&st, &q) {
         Ok(a) => a,
         Err(r) => return r,
@@ -293,19 +372,29 @@ async fn events(State(st): State<AdminState>, Query(q): Query<HashMap<String, St
     };
     match st.ledger.events(&f).await {
         Ok(Some(rows)) => {
-            let next = rows.last().map(|r| r.id.clone()).or_else(|| f.after.clone());
+            let next = rows
+                .last()
+                .map(|r| r.id.clone())
+                .or_else(|| f.after.clone());
             Json(json!({
                 "events": rows.into_iter().map(|r| r.envelope).collect::<Vec<Value>>(),
                 "next_after": next,
             }))
             .into_response()
         }
-        Ok(None) => error(StatusCode::NOT_FOUND, "unknown_cursor", "no event with the id given in `after`"),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "unknown_cursor",
+            "no event with the id given in `after`",
+        ),
         Err(e) => internal(e),
     }
 }
 
-async fn deliveries(State(st): State<AdminState>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn deliveries(
+    State(st): State<AdminState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let state = q.get("state").map(String::as_str);
     if let Some(s) = state
         && !matches!(s, "pending" | "delivered" | "dead" | "disabled")
@@ -332,12 +421,20 @@ async fn deliveries(State(st): State<AdminState>, Query(q): Query<HashMap<String
 
 async fn retry_delivery(State(st): State<AdminState>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<i64>() else {
-        return error(StatusCode::BAD_REQUEST, "bad_id", "delivery id must be an integer");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+            "delivery id must be an integer",
+        );
     };
     match st.ledger.retry_delivery(id, st.clock.now()).await {
         Ok(true) => {
             st.wake.notify_one();
-            (StatusCode::ACCEPTED, Json(json!({"id": id, "state": "pending"}))).into_response()
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"id": id, "state": "pending"})),
+            )
+                .into_response()
         }
         Ok(false) => error(
             StatusCode::CONFLICT,
@@ -348,7 +445,11 @@ async fn retry_delivery(State(st): State<AdminState>, Path(id): Path<String>) ->
     }
 }
 
-async fn enable_subscriber(State(st): State<AdminState>, Path(name): Path<String>, _h: HeaderMap) -> Response {
+async fn enable_subscriber(
+    State(st): State<AdminState>,
+    Path(name): Path<String>,
+    _h: HeaderMap,
+) -> Response {
     match st.ledger.enable_subscriber(&name, st.clock.now()).await {
         Ok(n) => {
             st.wake.notify_one();

@@ -159,7 +159,11 @@ impl Ledger {
     /// an earlier event of the same link for the same subscriber is pending a retry, so each
     /// subscriber receives a link's events in `sequence` order. E-mail deliveries wait for their
     /// pass to finish, so that each pass makes one digest per recipient group.
-    pub async fn due_deliveries(&self, now: DateTime<Utc>, limit: i64) -> LedgerResult<Vec<DueDelivery>> {
+    pub async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> LedgerResult<Vec<DueDelivery>> {
         let rows = sqlx::query(
             "SELECT d.id, d.event_id, d.subscriber, d.channel, d.attempts, e.envelope, e.type, e.run_id, \
              e.link_id, e.account_id, e.sequence FROM delivery d JOIN link_event e ON e.id = d.event_id \
@@ -335,7 +339,10 @@ impl Ledger {
     }
 
     /// The attempts of one delivery, oldest first.
-    pub async fn delivery_attempts(&self, delivery_id: i64) -> LedgerResult<Vec<DeliveryAttemptRow>> {
+    pub async fn delivery_attempts(
+        &self,
+        delivery_id: i64,
+    ) -> LedgerResult<Vec<DeliveryAttemptRow>> {
         let rows = sqlx::query(
             "SELECT attempted_at, duration_ms, status, error FROM delivery_attempt \
              WHERE delivery_id = ? ORDER BY id",

@@ -143,7 +143,9 @@ impl Ledger {
         .bind(f.limit.max(0))
         .fetch_all(&self.pool)
         .await?;
-        Ok(Some(rows.iter().map(row_to_event).collect::<LedgerResult<_>>()?))
+        Ok(Some(
+            rows.iter().map(row_to_event).collect::<LedgerResult<_>>()?,
+        ))
     }
 
     /// Number of events recorded.

@@ -142,13 +142,15 @@ impl Ledger {
         .bind(account.as_str())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok(LinkId(r.try_get(0)?)))
-            .collect()
+        rows.iter().map(|r| Ok(LinkId(r.try_get(0)?))).collect()
     }
 
     /// One stored link.
-    pub async fn get_link(&self, account: &AccountId, id: LinkId) -> LedgerResult<Option<StoredLink>> {
+    pub async fn get_link(
+        &self,
+        account: &AccountId,
+        id: LinkId,
+    ) -> LedgerResult<Option<StoredLink>> {
         Ok(self.load_links(account, &[id]).await?.remove(&id))
     }
 
@@ -173,7 +175,12 @@ impl Ledger {
             .fetch_one(&self.pool)
             .await?
             .try_get(0)?;
-        Ok((rows.iter().map(stored_from_row).collect::<LedgerResult<_>>()?, total))
+        Ok((
+            rows.iter()
+                .map(stored_from_row)
+                .collect::<LedgerResult<_>>()?,
+            total,
+        ))
     }
 
     /// Number of mirrored links of an account that are not deleted.

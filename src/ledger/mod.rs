@@ -60,7 +60,12 @@ pub struct PageCommit {
     /// Deliveries owed for those events.
     pub deliveries: Vec<NewDelivery>,
     /// Links confirmed deleted: `(account, link, sequence after the deleted event, time)`.
-    pub deletions: Vec<(crate::types::AccountId, crate::types::LinkId, i64, chrono::DateTime<chrono::Utc>)>,
+    pub deletions: Vec<(
+        crate::types::AccountId,
+        crate::types::LinkId,
+        i64,
+        chrono::DateTime<chrono::Utc>,
+    )>,
     /// Pages to add to the run's count (0 for the deletion check).
     pub pages: i64,
     /// Distinct links read on this page.

@@ -41,12 +41,11 @@ pub struct SyncRunRow {
 impl Ledger {
     /// Whether the account's baseline (first complete pass) is done.
     pub async fn baseline_done(&self, account: &AccountId) -> LedgerResult<bool> {
-        let row = sqlx::query(
-            "SELECT baseline_completed_at FROM account_state WHERE account_id = ?",
-        )
-        .bind(account.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT baseline_completed_at FROM account_state WHERE account_id = ?")
+                .bind(account.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(match row {
             Some(r) => r.try_get::<Option<String>, _>(0)?.is_some(),
             None => false,

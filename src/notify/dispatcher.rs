@@ -171,7 +171,10 @@ impl Dispatcher {
                     attempted_at: at,
                     duration_ms: 0,
                     status: None,
-                    error: Some(format!("webhook {:?} is no longer configured", d.subscriber)),
+                    error: Some(format!(
+                        "webhook {:?} is no longer configured",
+                        d.subscriber
+                    )),
                     result: AttemptResult::Dead,
                 });
                 continue;
@@ -232,7 +235,10 @@ impl Dispatcher {
         };
         let Some(g) = settings.groups.get(&first.subscriber) else {
             return fail_all(
-                format!("recipient group {:?} is no longer configured", first.subscriber),
+                format!(
+                    "recipient group {:?} is no longer configured",
+                    first.subscriber
+                ),
                 None,
             );
         };
@@ -276,7 +282,10 @@ impl Dispatcher {
             let mut mails: BTreeMap<(String, Option<i64>), Vec<DueDelivery>> = BTreeMap::new();
             for d in due {
                 if d.channel == "email" {
-                    mails.entry((d.subscriber.clone(), d.run_id)).or_default().push(d);
+                    mails
+                        .entry((d.subscriber.clone(), d.run_id))
+                        .or_default()
+                        .push(d);
                 } else {
                     hooks
                         .entry((d.subscriber.clone(), d.account_id.clone(), d.link_id))
@@ -317,8 +326,12 @@ impl Dispatcher {
                     }
                     AttemptResult::Dead => {
                         summary.dead += 1;
-                        error!(delivery_id = o.delivery_id, status = o.status,
-                               error = o.error.as_deref().unwrap_or(""), "delivery.dead");
+                        error!(
+                            delivery_id = o.delivery_id,
+                            status = o.status,
+                            error = o.error.as_deref().unwrap_or(""),
+                            "delivery.dead"
+                        );
                     }
                     AttemptResult::Disabled => summary.disabled += 1,
                 }

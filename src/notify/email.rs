@@ -66,8 +66,15 @@ fn plural(n: i64, one: &str, many: &str) -> String {
 pub fn render_digest(envelopes: &[Value]) -> Result<Digest, String> {
     let mut payments = 0i64;
     let mut received = Decimal::ZERO;
-    let (mut exhausted, mut expired, mut closed, mut reopened, mut created, mut edited, mut deleted) =
-        (0, 0, 0, 0, 0, 0, 0);
+    let (
+        mut exhausted,
+        mut expired,
+        mut closed,
+        mut reopened,
+        mut created,
+        mut edited,
+        mut deleted,
+    ) = (0, 0, 0, 0, 0, 0, 0);
     let mut items = Vec::new();
     let mut ids = Vec::new();
     let mut accounts = std::collections::BTreeSet::new();
@@ -182,7 +189,10 @@ pub fn render_digest(envelopes: &[Value]) -> Result<Digest, String> {
     }
     let mut parts = Vec::new();
     if payments > 0 {
-        parts.push(format!("{} received", plural(payments, "payment", "payments")));
+        parts.push(format!(
+            "{} received",
+            plural(payments, "payment", "payments")
+        ));
     }
     for (n, one, many) in [
         (exhausted, "link fully used", "links fully used"),
@@ -318,7 +328,9 @@ impl Mailer {
 ///
 /// Errors: an invalid address (config validation normally catches these first).
 pub fn build_message(from: &Mailbox, to: &[Mailbox], digest: &Digest) -> Result<Message, String> {
-    let mut b = Message::builder().from(from.clone()).subject(&digest.subject);
+    let mut b = Message::builder()
+        .from(from.clone())
+        .subject(&digest.subject);
     for t in to {
         b = b.to(t.clone());
     }
@@ -359,12 +371,20 @@ mod tests {
         );
         let d = render_digest(&[paid, expired]).unwrap();
         assert_eq!(d.subject, "SingaPay: 2 payments received, 1 link expired");
-        assert!(d.text.contains("Received in this pass: Rp 2.500.000"), "{}", d.text);
+        assert!(
+            d.text.contains("Received in this pass: Rp 2.500.000"),
+            "{}",
+            d.text
+        );
         assert!(d.text.contains("2 payments × Rp 1.250.000 = Rp 2.500.000"));
         assert!(d.text.contains("last paid 21 Nov 2026 10:00 WIB"));
         assert!(d.text.contains("https://pay.example/b2b/PL1"));
         assert!(d.text.contains("status open → expired"));
-        assert!(d.html.contains("tes &lt;b&gt;"), "HTML must be escaped: {}", d.html);
+        assert!(
+            d.html.contains("tes &lt;b&gt;"),
+            "HTML must be escaped: {}",
+            d.html
+        );
         assert!(d.html.contains("Rp 2.500.000"));
     }
 }

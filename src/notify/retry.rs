@@ -94,7 +94,10 @@ mod tests {
     fn jitter_stays_within_twenty_percent() {
         let s = RetrySchedule::default();
         for _ in 0..200 {
-            let d = s.next_delay(2, FailureKind::Other(None)).unwrap().as_secs_f64();
+            let d = s
+                .next_delay(2, FailureKind::Other(None))
+                .unwrap()
+                .as_secs_f64();
             assert!((240.0..=360.0).contains(&d), "{d}");
         }
     }
@@ -106,9 +109,18 @@ mod tests {
         assert_eq!(s.next_delay(1, ra(7200)), Some(Duration::from_secs(10)));
         assert_eq!(s.next_delay(1, ra(1)), Some(Duration::from_secs(5)));
         assert_eq!(s.next_delay(1, ra(7)), Some(Duration::from_secs(7)));
-        assert_eq!(s.next_delay(1, FailureKind::Timeout), Some(Duration::from_secs(60)));
-        assert_eq!(s.next_delay(1, FailureKind::RateLimited(None)), Some(Duration::from_secs(60)));
-        assert_eq!(s.next_delay(2, FailureKind::Timeout), Some(Duration::from_secs(300)));
+        assert_eq!(
+            s.next_delay(1, FailureKind::Timeout),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            s.next_delay(1, FailureKind::RateLimited(None)),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            s.next_delay(2, FailureKind::Timeout),
+            Some(Duration::from_secs(300))
+        );
         assert_eq!(s.next_delay(3, FailureKind::Other(None)), None);
         assert_eq!(s.next_delay(0, FailureKind::Other(None)), None);
     }

@@ -7,6 +7,10 @@
 //! The `/_sandbox/` control plane acts as customers and as the clock: pay, close, reopen, edit, add
 //! or delete a link, advance time, expire tokens, inject faults, read the request log.
 
+// Handlers return `Result<_, Response>`: the error is the HTTP answer itself, built once and
+// handed straight to axum, so boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
 pub mod seed;
 
 use std::collections::{BTreeMap, HashMap};
@@ -328,7 +332,11 @@ impl Sandbox {
     }
 
     /// Serves the sandbox on `listener` until `shutdown`.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let app = self.router();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -336,7 +344,11 @@ impl Sandbox {
     }
 
     /// Binds `addr` and serves in the background; returns the bound address.
-    pub async fn spawn(self, addr: SocketAddr, shutdown: CancellationToken) -> std::io::Result<SocketAddr> {
+    pub async fn spawn(
+        self,
+        addr: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<SocketAddr> {
         let listener = TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
         tokio::spawn(async move {
@@ -351,8 +363,14 @@ impl Sandbox {
     pub fn router(self) -> Router {
         let api = Router::new()
             .route("/api/v1.1/access-token/b2b", post(token))
-            .route("/api/v1.0/payment-link-manage/payment-methods", get(methods))
-            .route("/api/v1.0/payment-link-manage/{account}", get(list).post(create))
+            .route(
+                "/api/v1.0/payment-link-manage/payment-methods",
+                get(methods),
+            )
+            .route(
+                "/api/v1.0/payment-link-manage/{account}",
+                get(list).post(create),
+            )
             .route(
                 "/api/v1.0/payment-link-manage/{account}/{id}",
                 get(show).put(update).delete(delete),
@@ -368,8 +386,14 @@ impl Sandbox {
                 axum::routing::patch(ctl_edit).delete(ctl_delete),
             )
             .route("/_sandbox/accounts/{account}/links/{id}/pay", post(ctl_pay))
-            .route("/_sandbox/accounts/{account}/links/{id}/close", post(ctl_close))
-            .route("/_sandbox/accounts/{account}/links/{id}/reopen", post(ctl_reopen))
+            .route(
+                "/_sandbox/accounts/{account}/links/{id}/close",
+                post(ctl_close),
+            )
+            .route(
+                "/_sandbox/accounts/{account}/links/{id}/reopen",
+                post(ctl_reopen),
+            )
             .route("/_sandbox/faults", post(ctl_fault).delete(ctl_clear_faults))
             .route("/_sandbox/tokens/expire", post(ctl_expire_tokens))
             .route("/_sandbox/requests", get(ctl_log).delete(ctl_clear_log));
@@ -429,7 +453,8 @@ async fn faults_and_log(State(sb): State<Sandbox>, req: Request, next: Next) -> 
             match (f.status, f.body) {
                 (None, None) => next.run(req).await,
                 (status, Some(body)) => {
-                    let code = StatusCode::from_u16(status.unwrap_or(200)).unwrap_or(StatusCode::OK);
+                    let code =
+                        StatusCode::from_u16(status.unwrap_or(200)).unwrap_or(StatusCode::OK);
                     let mut r = (code, body).into_response();
                     if let Some(ra) = f.retry_after.and_then(|v| v.parse().ok()) {
                         r.headers_mut().insert("retry-after", ra);
@@ -469,7 +494,11 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 fn authorize(sb: &Sandbox, h: &HeaderMap) -> Result<(), Response> {
     if header(h, "x-partner-id") != Some(SANDBOX_PARTNER_ID) {
-        return Err(v1_error(StatusCode::UNAUTHORIZED, "Invalid X-PARTNER-ID", None));
+        return Err(v1_error(
+            StatusCode::UNAUTHORIZED,
+            "Invalid X-PARTNER-ID",
+            None,
+        ));
     }
     let token = header(h, "authorization")
         .and_then(|a| a.strip_prefix("Bearer "))
@@ -485,7 +514,11 @@ async fn token(State(sb): State<Sandbox>, h: HeaderMap, body: String) -> ApiResu
     if header(&h, "x-partner-id") != Some(SANDBOX_PARTNER_ID)
         || header(&h, "x-client-id") != Some(SANDBOX_CLIENT_ID)
     {
-        return Err(v1_error(StatusCode::UNAUTHORIZED, "Invalid credentials", None));
+        return Err(v1_error(
+            StatusCode::UNAUTHORIZED,
+            "Invalid credentials",
+            None,
+        ));
     }
     let grant: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     if grant["grant_type"] != "client_credentials" {
@@ -501,7 +534,11 @@ async fn token(State(sb): State<Sandbox>, h: HeaderMap, body: String) -> ApiResu
     let today = jakarta_yyyymmdd(Utc::now());
     let want = token_signature_for_date(SANDBOX_CLIENT_ID, &secret, &today);
     if header(&h, "x-signature").map(str::to_ascii_lowercase) != Some(want) {
-        return Err(v1_error(StatusCode::UNAUTHORIZED, "Invalid signature", None));
+        return Err(v1_error(
+            StatusCode::UNAUTHORIZED,
+            "Invalid signature",
+            None,
+        ));
     }
     let tok = format!("sbx_{}", hex::encode(rand::random::<[u8; 24]>()));
     let ttl = {
@@ -511,17 +548,23 @@ async fn token(State(sb): State<Sandbox>, h: HeaderMap, body: String) -> ApiResu
             .insert(tok.clone(), Utc::now() + chrono::Duration::seconds(ttl));
         ttl
     };
-    Ok(ok(json!({"access_token": tok, "token_type": "Bearer", "expires_in": ttl.to_string()})))
+    Ok(ok(
+        json!({"access_token": tok, "token_type": "Bearer", "expires_in": ttl.to_string()}),
+    ))
 }
 
 async fn methods(State(sb): State<Sandbox>, h: HeaderMap) -> ApiResult {
     authorize(&sb, &h)?;
     let list: Vec<Value> = METHODS
         .iter()
-        .map(|(code, name, group)| json!({"code": code, "name": name, "group": group, "desc": null}))
+        .map(
+            |(code, name, group)| json!({"code": code, "name": name, "group": group, "desc": null}),
+        )
         .collect();
     let codes: Vec<&str> = METHODS.iter().map(|m| m.0).collect();
-    Ok(ok(json!({"payment_methods": list, "available_codes": codes})))
+    Ok(ok(
+        json!({"payment_methods": list, "available_codes": codes}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -583,7 +626,10 @@ async fn list(
         header(&h, "host").unwrap_or("localhost")
     );
     let p = pagination(&base, links.len(), data.len(), page, per);
-    Ok(Json(json!({"status": 200, "success": true, "data": data, "pagination": p})).into_response())
+    Ok(
+        Json(json!({"status": 200, "success": true, "data": data, "pagination": p}))
+            .into_response(),
+    )
 }
 
 fn not_found() -> Response {
@@ -627,7 +673,10 @@ fn ms13(v: &Value) -> Result<Option<DateTime<Utc>>, String> {
     parse_singapay_time(&s).map(Some)
 }
 
-fn validate_whitelist(v: &Value, errors: &mut serde_json::Map<String, Value>) -> Option<Vec<String>> {
+fn validate_whitelist(
+    v: &Value,
+    errors: &mut serde_json::Map<String, Value>,
+) -> Option<Vec<String>> {
     match v {
         Value::Null => None,
         Value::Array(a) if a.is_empty() => None,
@@ -648,7 +697,10 @@ fn validate_whitelist(v: &Value, errors: &mut serde_json::Map<String, Value>) ->
             Some(out)
         }
         _ => {
-            errors.insert("whitelisted_payment_method".into(), json!(["Must be an array."]));
+            errors.insert(
+                "whitelisted_payment_method".into(),
+                json!(["Must be an array."]),
+            );
             None
         }
     }
@@ -664,7 +716,10 @@ fn build_link(st: &St, account: &str, b: &Value) -> Result<SLink, Response> {
     if reff_no.is_empty() {
         err("reff_no", "The reff no field is required.");
     } else if reff_no.len() > 40 || reff_no.contains(char::is_whitespace) || reff_no.contains('/') {
-        err("reff_no", "The reff no format is invalid (at most 40 characters, no spaces or slashes).");
+        err(
+            "reff_no",
+            "The reff no format is invalid (at most 40 characters, no spaces or slashes).",
+        );
     } else if st
         .accounts
         .get(account)
@@ -698,7 +753,10 @@ fn build_link(st: &St, account: &str, b: &Value) -> Result<SLink, Response> {
             }
             let sum: Decimal = items.iter().map(|i| i.quantity * i.unit_price).sum();
             if sum != total {
-                err("total_amount", "The total amount must equal the sum of the items.");
+                err(
+                    "total_amount",
+                    "The total amount must equal the sum of the items.",
+                );
             }
         }
         _ => err("items", "The items field is required."),
@@ -712,7 +770,10 @@ fn build_link(st: &St, account: &str, b: &Value) -> Result<SLink, Response> {
     };
     let redirect_url = b["redirect_url"].as_str().map(str::to_owned);
     if redirect_url.as_ref().is_some_and(|u| u.len() > 2048) {
-        err("redirect_url", "The redirect url may not be greater than 2048 characters.");
+        err(
+            "redirect_url",
+            "The redirect url may not be greater than 2048 characters.",
+        );
     }
     let whitelist = validate_whitelist(&b["whitelisted_payment_method"], &mut errors);
     if !errors.is_empty() {
@@ -909,7 +970,10 @@ async fn histories(
         header(&h, "host").unwrap_or("localhost")
     );
     let p = pagination(&base, rows.len(), data.len(), page, per);
-    Ok(Json(json!({"status": 200, "success": true, "data": data, "pagination": p})).into_response())
+    Ok(
+        Json(json!({"status": 200, "success": true, "data": data, "pagination": p}))
+            .into_response(),
+    )
 }
 
 // ---- control plane ----
@@ -991,7 +1055,10 @@ async fn ctl_pay(
             account: account.clone(),
             link_id: id,
             link_reff_no: link_reff,
-            reff_no: format!("{id}{}", at.with_timezone(&jakarta()).format("%Y%m%d%H%M%S")),
+            reff_no: format!(
+                "{id}{}",
+                at.with_timezone(&jakarta()).format("%Y%m%d%H%M%S")
+            ),
             method,
             amount,
             at,
@@ -1000,7 +1067,10 @@ async fn ctl_pay(
     Ok(r)
 }
 
-async fn ctl_close(State(sb): State<Sandbox>, Path((account, id)): Path<(String, i64)>) -> ApiResult {
+async fn ctl_close(
+    State(sb): State<Sandbox>,
+    Path((account, id)): Path<(String, i64)>,
+) -> ApiResult {
     with_link(&sb, &account, id, |l, now| {
         l.status = "closed".into();
         l.updated_at = now;
@@ -1008,7 +1078,10 @@ async fn ctl_close(State(sb): State<Sandbox>, Path((account, id)): Path<(String,
     })
 }
 
-async fn ctl_reopen(State(sb): State<Sandbox>, Path((account, id)): Path<(String, i64)>) -> ApiResult {
+async fn ctl_reopen(
+    State(sb): State<Sandbox>,
+    Path((account, id)): Path<(String, i64)>,
+) -> ApiResult {
     with_link(&sb, &account, id, |l, now| {
         l.status = "open".into();
         l.updated_at = now;
@@ -1040,12 +1113,19 @@ async fn ctl_edit(
         if let Some(e) = b.get("expired_at") {
             l.expired_at = match e {
                 Value::Null => None,
-                Value::String(s) => Some(parse_singapay_time(s).map_err(|m| ctl_error(StatusCode::BAD_REQUEST, &m))?),
+                Value::String(s) => Some(
+                    parse_singapay_time(s).map_err(|m| ctl_error(StatusCode::BAD_REQUEST, &m))?,
+                ),
                 Value::Number(n) => Some(
                     parse_singapay_time(&n.to_string())
                         .map_err(|m| ctl_error(StatusCode::BAD_REQUEST, &m))?,
                 ),
-                _ => return Err(ctl_error(StatusCode::BAD_REQUEST, "expired_at: time or null")),
+                _ => {
+                    return Err(ctl_error(
+                        StatusCode::BAD_REQUEST,
+                        "expired_at: time or null",
+                    ));
+                }
             };
         }
         if let Some(r) = b.get("redirect_url") {

@@ -14,7 +14,11 @@ use crate::time::jakarta_yyyymmdd;
 /// The `X-Signature` of the token request: lowercase hex HMAC-SHA512 keyed with `client_secret`
 /// over `{client_id}_{client_secret}_{YYYYMMDD}`, where the date is the **Asia/Jakarta** calendar day
 /// of `now` (SingaPay reference §1.2; DESIGN §3 has the test vector).
-pub fn token_signature(client_id: &str, client_secret: &SecretString, now: DateTime<Utc>) -> String {
+pub fn token_signature(
+    client_id: &str,
+    client_secret: &SecretString,
+    now: DateTime<Utc>,
+) -> String {
     token_signature_for_date(client_id, client_secret, &jakarta_yyyymmdd(now))
 }
 

@@ -120,11 +120,14 @@ impl SingapayClient {
     }
 
     fn url(&self, path: &str) -> Result<Url, SingapayError> {
-        self.cfg.base_url.join(path).map_err(|e| SingapayError::Fatal {
-            status: 0,
-            code: None,
-            message: format!("bad URL {path}: {e}"),
-        })
+        self.cfg
+            .base_url
+            .join(path)
+            .map_err(|e| SingapayError::Fatal {
+                status: 0,
+                code: None,
+                message: format!("bad URL {path}: {e}"),
+            })
     }
 
     async fn fetch_token(&self) -> Result<CachedToken, SingapayError> {
@@ -190,14 +193,16 @@ impl SingapayClient {
     }
 
     async fn token(&self, stale: Option<&SecretString>) -> Result<SecretString, SingapayError> {
-        self.token
-            .get_or_fetch(stale, || self.fetch_token())
-            .await
+        self.token.get_or_fetch(stale, || self.fetch_token()).await
     }
 
     /// One authenticated GET: `(status, body)` of a 2xx, else the classified error. On 401/`SP013`
     /// the token is refreshed and the request sent once more.
-    async fn get_once(&self, path: &str, query: &[(&str, String)]) -> Result<(u16, String), SingapayError> {
+    async fn get_once(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<(u16, String), SingapayError> {
         let mut stale: Option<SecretString> = None;
         for attempt in 0..2 {
             let token = self.token(stale.as_ref()).await?;
@@ -255,7 +260,11 @@ impl SingapayClient {
 
     /// [`Self::get_once`] with bounded exponential backoff (backon, jittered) on transient errors;
     /// a `Retry-After` longer than the computed delay is honoured up to `max_backoff`.
-    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<(u16, String), SingapayError> {
+    async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<(u16, String), SingapayError> {
         let policy = ExponentialBuilder::default()
             .with_min_delay(self.cfg.min_backoff)
             .with_max_delay(self.cfg.max_backoff)
@@ -293,7 +302,10 @@ impl SingapayClient {
         let (status, body) = self
             .get(
                 &path,
-                &[("page", page.to_string()), ("per_page", per_page.to_string())],
+                &[
+                    ("page", page.to_string()),
+                    ("per_page", per_page.to_string()),
+                ],
             )
             .await?;
         decode_list(status, &body)
@@ -306,7 +318,11 @@ impl SingapayClient {
         account: &AccountId,
         id: LinkId,
     ) -> Result<Option<(PaymentLink, String)>, SingapayError> {
-        let path = format!("/api/v1.0/payment-link-manage/{}/{}", account.as_str(), id.0);
+        let path = format!(
+            "/api/v1.0/payment-link-manage/{}/{}",
+            account.as_str(),
+            id.0
+        );
         match self.get(&path, &[]).await {
             Ok((status, body)) => decode_show(status, &body).map(Some),
             Err(SingapayError::NotFound { .. }) => Ok(None),

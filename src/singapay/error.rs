@@ -142,7 +142,12 @@ mod tests {
         assert!(SingapayError::classify(401, None, "x".into(), None).is_auth());
         assert!(SingapayError::classify(200, Some("SP013".into()), "x".into(), None).is_auth());
         assert!(matches!(
-            SingapayError::classify(403, None, "Your IP address (1.2.3.4) is not registered".into(), None),
+            SingapayError::classify(
+                403,
+                None,
+                "Your IP address (1.2.3.4) is not registered".into(),
+                None
+            ),
             SingapayError::Fatal { status: 403, .. }
         ));
         assert!(matches!(

@@ -238,7 +238,9 @@ fn opt_value(m: &RawMap<'_>, f: &str) -> Result<Option<Value>, String> {
     match m.get(f) {
         None => Ok(None),
         Some(r) if is_null(r) => Ok(None),
-        Some(r) => serde_json::from_str(r.get()).map(Some).map_err(|e| bad(f, e)),
+        Some(r) => serde_json::from_str(r.get())
+            .map(Some)
+            .map_err(|e| bad(f, e)),
     }
 }
 
@@ -305,34 +307,33 @@ impl PaymentLink {
                 )
             }
         };
-        let whitelisted_payment_method = match opt_value(&m, "whitelisted_payment_method")
-            .map_err(ctx)?
-        {
-            None => None,
-            Some(Value::Array(a)) => {
-                let mut set = BTreeSet::new();
-                for v in a {
-                    match v {
-                        Value::String(s) => {
-                            set.insert(s);
-                        }
-                        other => {
-                            return Err(ctx(bad(
-                                "whitelisted_payment_method",
-                                format!("expected codes, got {other}"),
-                            )));
+        let whitelisted_payment_method =
+            match opt_value(&m, "whitelisted_payment_method").map_err(ctx)? {
+                None => None,
+                Some(Value::Array(a)) => {
+                    let mut set = BTreeSet::new();
+                    for v in a {
+                        match v {
+                            Value::String(s) => {
+                                set.insert(s);
+                            }
+                            other => {
+                                return Err(ctx(bad(
+                                    "whitelisted_payment_method",
+                                    format!("expected codes, got {other}"),
+                                )));
+                            }
                         }
                     }
+                    Some(set.into_iter().collect())
                 }
-                Some(set.into_iter().collect())
-            }
-            Some(other) => {
-                return Err(ctx(bad(
-                    "whitelisted_payment_method",
-                    format!("expected an array, got {other}"),
-                )));
-            }
-        };
+                Some(other) => {
+                    return Err(ctx(bad(
+                        "whitelisted_payment_method",
+                        format!("expected an array, got {other}"),
+                    )));
+                }
+            };
         let mut extra = BTreeMap::new();
         for (k, v) in &m {
             if !KNOWN_FIELDS.contains(&k.as_str()) {
@@ -388,8 +389,8 @@ pub(crate) struct Envelope<'a> {
 impl<'a> Envelope<'a> {
     /// Splits a body into envelope fields. Errors when the body is not a JSON object.
     pub(crate) fn parse(body: &'a str) -> Result<Envelope<'a>, String> {
-        let m: BTreeMap<String, &'a RawValue> = serde_json::from_str(body)
-            .map_err(|e| format!("body is not a JSON object: {e}"))?;
+        let m: BTreeMap<String, &'a RawValue> =
+            serde_json::from_str(body).map_err(|e| format!("body is not a JSON object: {e}"))?;
         let mut env = Envelope {
             data: m.get("data").copied(),
             ..Default::default()
@@ -483,8 +484,7 @@ impl Pagination {
             count: get("count", "count"),
             per_page: get("perPage", "per_page"),
             current_page: get("currentPage", "current_page"),
-            total_pages: get("totalPages", "total_pages")
-                .or_else(|| get("lastPage", "last_page")),
+            total_pages: get("totalPages", "total_pages").or_else(|| get("lastPage", "last_page")),
             next,
         }
     }
@@ -667,8 +667,14 @@ mod tests {
         assert_eq!(l.expired_at, Some(utc("2025-01-31T17:00:00Z")));
         assert_eq!(l.status_computed, "expired");
         assert_eq!(l.items.as_ref().unwrap()[1].name, "Mouse Wireless");
-        assert_eq!(l.items.as_ref().unwrap()[1].unit_price.to_string(), "50000.00");
-        assert_eq!(l.redirect_url.as_deref(), Some("https://example.com/thank-you"));
+        assert_eq!(
+            l.items.as_ref().unwrap()[1].unit_price.to_string(),
+            "50000.00"
+        );
+        assert_eq!(
+            l.redirect_url.as_deref(),
+            Some("https://example.com/thank-you")
+        );
 
         // seeds/001: numeric total, `Z` timestamps, account id as a number, optional_metadata {}.
         let (c, _) = decode_show(200, SEED_001).unwrap();
@@ -688,7 +694,10 @@ mod tests {
             "max_usage":3,"current_usage":"1","total_amount":"20000.00","expired_at":"2025-10-17T07:54:40.000000Z",
             "items":[{"name":"x","quantity":1,"unit_price":20000.0,"subtotal":"20000.00"}],
             "whitelisted_payment_method":["QRIS","VA_BRI"]}"#;
-        assert_eq!(PaymentLink::decode(a).unwrap(), PaymentLink::decode(b).unwrap());
+        assert_eq!(
+            PaymentLink::decode(a).unwrap(),
+            PaymentLink::decode(b).unwrap()
+        );
     }
 
     #[test]
@@ -701,17 +710,24 @@ mod tests {
         let obj = serde_json::to_value(&l).unwrap();
         assert_eq!(obj["description"], "v2 field");
 
-        let e = PaymentLink::decode(r#"{"id":9,"reff_no":"R","status":"open","total_amount":"lots"}"#)
-            .unwrap_err();
+        let e =
+            PaymentLink::decode(r#"{"id":9,"reff_no":"R","status":"open","total_amount":"lots"}"#)
+                .unwrap_err();
         assert!(e.contains("link 9") && e.contains("total_amount"), "{e}");
-        assert!(PaymentLink::decode(r#"{"reff_no":"R"}"#).unwrap_err().contains("`id`"));
+        assert!(
+            PaymentLink::decode(r#"{"reff_no":"R"}"#)
+                .unwrap_err()
+                .contains("`id`")
+        );
     }
 
     #[test]
     fn error_envelopes_v1_and_v2_are_classified_with_singapay_words() {
         let v1 = r#"{"status":403,"success":false,"error":{"code":403,"message":"Your IP address (1.2.3.4) is not registered"}}"#;
         match decode_list(403, v1).unwrap_err() {
-            SingapayError::Fatal { status, message, .. } => {
+            SingapayError::Fatal {
+                status, message, ..
+            } => {
                 assert_eq!(status, 403);
                 assert!(message.contains("not registered"));
             }
@@ -729,9 +745,15 @@ mod tests {
     fn pagination_reads_every_spelling() {
         let snake = serde_json::json!({"total":"47","count":25,"per_page":25,"current_page":1,"total_pages":2});
         let p = Pagination::from_value(&snake);
-        assert_eq!((p.total, p.total_pages, p.per_page), (Some(47), Some(2), Some(25)));
+        assert_eq!(
+            (p.total, p.total_pages, p.per_page),
+            (Some(47), Some(2), Some(25))
+        );
         let nested = serde_json::json!({"pagination":{"totalPages":3}});
         assert_eq!(Pagination::from_value(&nested).total_pages, Some(3));
-        assert_eq!(Pagination::from_value(&serde_json::json!({})), Pagination::default());
+        assert_eq!(
+            Pagination::from_value(&serde_json::json!({})),
+            Pagination::default()
+        );
     }
 }

@@ -246,7 +246,10 @@ mod tests {
         // Link 99: max_usage 5, current_usage 0; four more payments would leave it open, five
         // exhaust it. Seed 102 is already exhausted (1 of 1).
         let old = edited(99, json!({"current_usage": 4}));
-        let new = edited(99, json!({"current_usage": 5, "payment_date": "2025-10-17T10:00:00+07:00"}));
+        let new = edited(
+            99,
+            json!({"current_usage": 5, "payment_date": "2025-10-17T10:00:00+07:00"}),
+        );
         let c = diff(Some(&old), &new, NewLink::Full);
         assert_eq!(types(&c), [EventType::Paid, EventType::Exhausted]);
         assert_eq!(c[0].usage_delta, Some(1));
@@ -256,7 +259,10 @@ mod tests {
     #[test]
     fn closing_a_link_is_a_status_change() {
         let old = seed(103);
-        let new = edited(103, json!({"status": "closed", "status_computed": "closed"}));
+        let new = edited(
+            103,
+            json!({"status": "closed", "status_computed": "closed"}),
+        );
         let c = diff(Some(&old), &new, NewLink::Full);
         assert_eq!(types(&c), [EventType::StatusChanged]);
         assert_eq!(
@@ -326,7 +332,12 @@ mod tests {
         let c = diff(Some(&old), &new, NewLink::Full);
         assert_eq!(
             types(&c),
-            [EventType::Paid, EventType::Exhausted, EventType::StatusChanged, EventType::Updated]
+            [
+                EventType::Paid,
+                EventType::Exhausted,
+                EventType::StatusChanged,
+                EventType::Updated
+            ]
         );
     }
 
@@ -347,14 +358,20 @@ mod tests {
         let new = edited(103, json!({"current_usage": 1}));
         let c = diff(Some(&old), &new, NewLink::Full);
         assert_eq!(types(&c), [EventType::Updated]);
-        assert_eq!(c[0].previous_attributes.clone().unwrap()["current_usage"], 2);
+        assert_eq!(
+            c[0].previous_attributes.clone().unwrap()["current_usage"],
+            2
+        );
     }
 
     #[test]
     fn new_links_depend_on_the_baseline() {
         let l = seed(103);
         assert!(diff(None, &l, NewLink::Silent).is_empty());
-        assert_eq!(types(&diff(None, &l, NewLink::CreatedOnly)), [EventType::Created]);
+        assert_eq!(
+            types(&diff(None, &l, NewLink::CreatedOnly)),
+            [EventType::Created]
+        );
         let c = diff(None, &l, NewLink::Full);
         assert_eq!(types(&c), [EventType::Created, EventType::Paid]);
         assert_eq!(c[1].usage_delta, Some(2));
@@ -364,7 +381,10 @@ mod tests {
             [EventType::Created, EventType::Paid, EventType::Exhausted]
         );
         // An unpaid new link is just created.
-        assert_eq!(types(&diff(None, &seed(100), NewLink::Full)), [EventType::Created]);
+        assert_eq!(
+            types(&diff(None, &seed(100), NewLink::Full)),
+            [EventType::Created]
+        );
     }
 
     #[test]

@@ -77,7 +77,9 @@ impl Syncer {
         self.tasks.spawn(async move {
             let r = pass::finish(&me.ctx, &account, run_id, baseline, &me.cancel).await;
             match r {
-                Ok(s) => info!(account_id = %account, run_id, events = s.events, "sync.pass_succeeded"),
+                Ok(s) => {
+                    info!(account_id = %account, run_id, events = s.events, "sync.pass_succeeded")
+                }
                 Err(e) => error!(account_id = %account, run_id, error = %e, "sync.pass_failed"),
             }
             me.running.lock().await.remove(&account);

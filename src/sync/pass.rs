@@ -13,7 +13,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::ledger::{Ledger, LedgerError, LinkWrite, NewDelivery, NewEvent, PageCommit, StoredLink};
+use crate::ledger::{
+    Ledger, LedgerError, LinkWrite, NewDelivery, NewEvent, PageCommit, StoredLink,
+};
 use crate::notify::Routing;
 use crate::singapay::{PaymentLink, SingapayClient, SingapayError};
 use crate::time::{Clock, rfc3339_utc};
@@ -131,9 +133,14 @@ pub async fn finish(
     if let Some(w) = &ctx.wake {
         w.notify_one();
     }
-    let label = if result.is_ok() { "succeeded" } else { "failed" };
+    let label = if result.is_ok() {
+        "succeeded"
+    } else {
+        "failed"
+    };
     metrics::counter!("singapay_sync_passes_total", "outcome" => label).increment(1);
-    metrics::histogram!("singapay_sync_pass_duration_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("singapay_sync_pass_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
     result.map(|mut s| {
         s.duration_ms = started.elapsed().as_millis() as u64;
         s
@@ -194,7 +201,11 @@ async fn run_pass(
             .filter(|(l, _)| seen.insert(l.id))
             .collect();
         if fresh.len() < n {
-            info!(page, duplicates = n - fresh.len(), "sync.page_duplicates_skipped");
+            info!(
+                page,
+                duplicates = n - fresh.len(),
+                "sync.page_duplicates_skipped"
+            );
         }
         commit_links(ctx, account, run_id, baseline, fresh, 1, &mut summary).await?;
         info!(page, links = n, "sync.page_committed");
@@ -209,7 +220,8 @@ async fn run_pass(
     {
         warn!(
             seen = seen.len(),
-            total, "sync.drift_detected: fewer links read than SingaPay reported; missing ones are checked one by one"
+            total,
+            "sync.drift_detected: fewer links read than SingaPay reported; missing ones are checked one by one"
         );
     }
     // Links the ledger has that this complete pass did not see: confirm each with show.
@@ -229,8 +241,16 @@ async fn run_pass(
                 // Skipped by a shifting page but still there: diff it like any other.
                 info!(link_id = %id, "sync.skipped_link_recovered");
                 seen.insert(id);
-                commit_links(ctx, account, run_id, baseline, vec![(link, raw)], 0, &mut summary)
-                    .await?;
+                commit_links(
+                    ctx,
+                    account,
+                    run_id,
+                    baseline,
+                    vec![(link, raw)],
+                    0,
+                    &mut summary,
+                )
+                .await?;
             }
             Ok(None) => commit_deletion(ctx, account, run_id, id, &mut summary).await?,
             Err(source) => return Err(SyncError::Upstream { page: 0, source }),
@@ -343,8 +363,9 @@ async fn commit_links(
     };
     let now = ctx.clock.now();
     for (link, raw) in links {
-        let object = serde_json::to_value(&link)
-            .map_err(|e| LedgerError::Corrupt(format!("link {} does not serialise: {e}", link.id)))?;
+        let object = serde_json::to_value(&link).map_err(|e| {
+            LedgerError::Corrupt(format!("link {} does not serialise: {e}", link.id))
+        })?;
         let object_json = object.to_string();
         let hash = content_hash(&object_json);
         let old: Option<&StoredLink> = stored.get(&link.id);

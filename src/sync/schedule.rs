@@ -87,7 +87,13 @@ mod tests {
         assert!(validate_cron("*/5 * * * *").is_ok());
         assert!(validate_cron("every five minutes").is_err());
         let now = chrono::Utc::now();
-        assert_eq!(interval("0 */5 * * * *", now), Some(std::time::Duration::from_secs(300)));
-        assert_eq!(interval("*/5 * * * *", now), Some(std::time::Duration::from_secs(300)));
+        assert_eq!(
+            interval("0 */5 * * * *", now),
+            Some(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(
+            interval("*/5 * * * *", now),
+            Some(std::time::Duration::from_secs(300))
+        );
     }
 }

@@ -41,10 +41,20 @@ async fn the_daemon_answers_health_guards_resync_and_exits_0_on_sigterm() {
     }
     let healthy = healthy.expect("daemon never answered /healthz");
     assert_eq!(healthy.status(), 200);
-    assert_eq!(healthy.json::<serde_json::Value>().await.unwrap()["status"], "ok");
+    assert_eq!(
+        healthy.json::<serde_json::Value>().await.unwrap()["status"],
+        "ok"
+    );
 
     // Not ready before the first successful pass.
-    assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status(), 503);
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
 
     let denied = http.post(format!("{base}/resync")).send().await.unwrap();
     assert_eq!(denied.status(), 401);
@@ -86,7 +96,14 @@ async fn the_daemon_answers_health_guards_resync_and_exits_0_on_sigterm() {
     }
     assert_eq!(outcome["outcome"], "succeeded", "{outcome}");
     assert_eq!(outcome["links_seen"], 103);
-    assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // Bad requests get JSON errors.
     let bad = http
@@ -96,7 +113,10 @@ async fn the_daemon_answers_health_guards_resync_and_exits_0_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
-    assert_eq!(bad.json::<serde_json::Value>().await.unwrap()["error"]["code"], "bad_parameter");
+    assert_eq!(
+        bad.json::<serde_json::Value>().await.unwrap()["error"]["code"],
+        "bad_parameter"
+    );
 
     let pid = child.id().unwrap();
     let kill = std::process::Command::new("kill")

@@ -13,7 +13,11 @@ fn mail_parts(data: &[u8]) -> (String, Vec<String>, String, String) {
     let subject = m.subject().unwrap_or_default().to_string();
     let to = m
         .to()
-        .map(|a| a.iter().filter_map(|x| x.address().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.address().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     (
         subject,
@@ -32,9 +36,11 @@ async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_onc
     let smtp = SmtpSink::start().await;
     let mut setup = new_setup(&dir, &sandbox);
     setup.webhooks.push(("erp".into(), erp.clone(), None));
-    setup
-        .webhooks
-        .push(("cashier".into(), payments_only.clone(), Some(vec!["payment_link.paid"])));
+    setup.webhooks.push((
+        "cashier".into(),
+        payments_only.clone(),
+        Some(vec!["payment_link.paid"]),
+    ));
     setup.smtp = Some((
         smtp.clone(),
         vec!["finance@toko.example", "Owner <owner@toko.example>"],
@@ -61,9 +67,13 @@ async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_onc
     sandbox.pay(103).await;
     sandbox.close(102).await;
     sandbox.advance(25 * 3600).await;
-    sandbox.edit(60, json!({"title": "Order #60 (revised)"})).await;
+    sandbox
+        .edit(60, json!({"title": "Order #60 (revised)"}))
+        .await;
     sandbox.delete(50).await;
-    let added = sandbox.add(json!({"title": "Walk-in order", "total_amount": 75000})).await;
+    let added = sandbox
+        .add(json!({"title": "Walk-in order", "total_amount": 75000}))
+        .await;
     let new_id = added["data"]["id"].as_i64().unwrap();
     assert_eq!(new_id, 104);
 
@@ -88,7 +98,10 @@ async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_onc
             m.entry(e.link_id).or_default().push(e);
             m
         });
-    assert_eq!(by_link.keys().copied().collect::<Vec<_>>(), [50, 60, 78, 102, 103, 104]);
+    assert_eq!(
+        by_link.keys().copied().collect::<Vec<_>>(),
+        [50, 60, 78, 102, 103, 104]
+    );
     for evs in by_link.values() {
         assert_eq!(evs.len(), 1);
         assert_eq!(evs[0].sequence, 1);
@@ -113,12 +126,18 @@ async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_onc
         closed.envelope["data"]["previous_attributes"],
         json!({"status": "open", "status_computed": "open", "is_expired": false})
     );
-    assert_eq!(closed.envelope["data"]["object"]["status_computed"], "closed");
+    assert_eq!(
+        closed.envelope["data"]["object"]["status_computed"],
+        "closed"
+    );
 
     let expired = ev(78);
     assert_eq!(expired.event_type, EventType::StatusChanged);
     assert_eq!(expired.envelope["data"]["object"]["status"], "open");
-    assert_eq!(expired.envelope["data"]["object"]["status_computed"], "expired");
+    assert_eq!(
+        expired.envelope["data"]["object"]["status_computed"],
+        "expired"
+    );
     assert_eq!(expired.envelope["data"]["object"]["is_expired"], true);
     assert_eq!(
         expired.envelope["data"]["previous_attributes"]["status_computed"],
@@ -135,19 +154,27 @@ async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_onc
     let deleted = ev(50);
     assert_eq!(deleted.event_type, EventType::Deleted);
     assert_eq!(deleted.envelope["data"]["object"]["id"], 50);
-    assert!(app
-        .ledger
-        .get_link(&account, singapay_sync::types::LinkId(50))
-        .await
-        .unwrap()
-        .unwrap()
-        .deleted_at
-        .is_some());
+    assert!(
+        app.ledger
+            .get_link(&account, singapay_sync::types::LinkId(50))
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted_at
+            .is_some()
+    );
 
     let created = ev(104);
     assert_eq!(created.event_type, EventType::Created);
-    assert_eq!(created.envelope["data"]["object"]["total_amount"], "75000.00");
-    assert!(created.envelope["data"].get("previous_attributes").is_none());
+    assert_eq!(
+        created.envelope["data"]["object"]["total_amount"],
+        "75000.00"
+    );
+    assert!(
+        created.envelope["data"]
+            .get("previous_attributes")
+            .is_none()
+    );
 
     // Deliver: 6 to the ERP, 1 to the payments-only hook, 3 e-mail deliveries in one digest.
     let d = app.dispatcher.dispatch_due().await.unwrap();
@@ -160,7 +187,10 @@ async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_onc
     ids.sort();
     let mut want: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
     want.sort();
-    assert_eq!(ids, want, "each event delivered once, webhook-id = event id");
+    assert_eq!(
+        ids, want,
+        "each event delivered once, webhook-id = event id"
+    );
     for h in &hits {
         assert_eq!(h.body["id"], h.webhook_id.as_str());
     }
@@ -181,16 +211,25 @@ async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_onc
     );
     assert_eq!(to, ["finance@toko.example", "owner@toko.example"]);
     assert!(text.contains("Received in this pass: Rp 40.000"), "{text}");
-    assert!(text.contains("2 payments × Rp 20.000 = Rp 40.000"), "{text}");
+    assert!(
+        text.contains("2 payments × Rp 20.000 = Rp 40.000"),
+        "{text}"
+    );
     assert!(text.contains("usage 4/1000"), "{text}");
     assert!(text.contains("Payment for Order #78"), "{text}");
-    assert!(!text.contains("Order #60"), "updated is not in finance's filter: {text}");
+    assert!(
+        !text.contains("Order #60"),
+        "updated is not in finance's filter: {text}"
+    );
     assert!(html.contains("Rp 40.000"), "{html}");
 
     // Nothing changed: no event, no delivery, no row written.
     let r = app.sync_all(None).await;
     let idle = r[0].1.as_ref().unwrap();
-    assert_eq!((idle.events, idle.links_written, idle.links_seen), (0, 0, 103));
+    assert_eq!(
+        (idle.events, idle.links_written, idle.links_seen),
+        (0, 0, 103)
+    );
     assert_eq!(app.dispatcher.dispatch_due().await.unwrap().attempted, 0);
     assert_eq!(erp.hits().len(), 6);
     assert_eq!(smtp.mails().len(), 1);

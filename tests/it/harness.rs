@@ -44,11 +44,20 @@ impl TestSandbox {
     }
 
     fn link_path(&self, id: i64, action: &str) -> String {
-        format!("{}/_sandbox/accounts/{ACCOUNT}/links/{id}{action}", self.base)
+        format!(
+            "{}/_sandbox/accounts/{ACCOUNT}/links/{id}{action}",
+            self.base
+        )
     }
 
     pub async fn ctl(&self, method: reqwest::Method, url: String, body: Value) -> Value {
-        let r = self.http.request(method, url).json(&body).send().await.unwrap();
+        let r = self
+            .http
+            .request(method, url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status();
         let v: Value = r.json().await.unwrap_or(Value::Null);
         assert!(status.is_success(), "control plane refused: {status} {v}");
@@ -56,15 +65,24 @@ impl TestSandbox {
     }
 
     pub async fn pay(&self, id: i64) -> Value {
-        self.ctl(reqwest::Method::POST, self.link_path(id, "/pay"), serde_json::json!({}))
-            .await
+        self.ctl(
+            reqwest::Method::POST,
+            self.link_path(id, "/pay"),
+            serde_json::json!({}),
+        )
+        .await
     }
     pub async fn close(&self, id: i64) -> Value {
-        self.ctl(reqwest::Method::POST, self.link_path(id, "/close"), serde_json::json!({}))
-            .await
+        self.ctl(
+            reqwest::Method::POST,
+            self.link_path(id, "/close"),
+            serde_json::json!({}),
+        )
+        .await
     }
     pub async fn edit(&self, id: i64, patch: Value) -> Value {
-        self.ctl(reqwest::Method::PATCH, self.link_path(id, ""), patch).await
+        self.ctl(reqwest::Method::PATCH, self.link_path(id, ""), patch)
+            .await
     }
     pub async fn delete(&self, id: i64) -> Value {
         self.ctl(reqwest::Method::DELETE, self.link_path(id, ""), Value::Null)
@@ -144,7 +162,9 @@ impl Receiver {
             hits: Arc::new(Mutex::new(Vec::new())),
             script: Arc::new(Mutex::new(script)),
         };
-        let app = Router::new().route("/hooks", post(receive)).with_state(rx.clone());
+        let app = Router::new()
+            .route("/hooks", post(receive))
+            .with_state(rx.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -197,7 +217,12 @@ impl SmtpSink {
                         let reply: &[u8] = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
                             b"250-sink\r\n250 8BITMIME\r\n"
                         } else if cmd.starts_with("RCPT TO:") {
-                            rcpt.push(line.trim_end()[8..].trim().trim_matches(['<', '>']).to_string());
+                            rcpt.push(
+                                line.trim_end()[8..]
+                                    .trim()
+                                    .trim_matches(['<', '>'])
+                                    .to_string(),
+                            );
                             b"250 OK\r\n"
                         } else if cmd.starts_with("DATA") {
                             let _ = w.write_all(b"354 go ahead\r\n").await;
@@ -207,7 +232,9 @@ impl SmtpSink {
                                 if r.read_line(&mut l).await.unwrap_or(0) == 0 || l == ".\r\n" {
                                     break;
                                 }
-                                data.extend_from_slice(l.strip_prefix('.').unwrap_or(&l).as_bytes());
+                                data.extend_from_slice(
+                                    l.strip_prefix('.').unwrap_or(&l).as_bytes(),
+                                );
                             }
                             mails.lock().unwrap().push(Mail {
                                 rcpt_to: std::mem::take(&mut rcpt),
@@ -235,12 +262,15 @@ impl SmtpSink {
     }
 }
 
+/// An SMTP sink, its recipient addresses and their event filter.
+pub type EmailSetup = (SmtpSink, Vec<&'static str>, Option<Vec<&'static str>>);
+
 /// What a test's config wires together.
 pub struct Setup {
     pub sandbox_url: String,
     pub ledger: PathBuf,
     pub webhooks: Vec<(String, Receiver, Option<Vec<&'static str>>)>,
-    pub smtp: Option<(SmtpSink, Vec<&'static str>, Option<Vec<&'static str>>)>,
+    pub smtp: Option<EmailSetup>,
     pub retry_schedule: Vec<&'static str>,
     pub listen: String,
 }

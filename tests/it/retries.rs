@@ -42,7 +42,11 @@ async fn a_receiver_failing_twice_gets_the_event_on_the_third_attempt_with_the_s
     assert!(hits.iter().all(|h| h.verified));
     assert!(hits.iter().all(|h| h.webhook_id == hits[0].webhook_id));
 
-    let rows = app.ledger.list_deliveries(None, Some("erp"), 10).await.unwrap();
+    let rows = app
+        .ledger
+        .list_deliveries(None, Some("erp"), 10)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].state, "delivered");
     assert_eq!(rows[0].attempts, 3);
@@ -85,11 +89,20 @@ async fn an_exhausted_schedule_leaves_the_delivery_dead() {
     }
     assert_eq!(dead, 1);
     assert_eq!(erp.hits().len(), 2, "1 attempt + 1 retry");
-    let rows = app.ledger.list_deliveries(Some("dead"), None, 10).await.unwrap();
+    let rows = app
+        .ledger
+        .list_deliveries(Some("dead"), None, 10)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].last_status, Some(503));
     // A dead delivery can be retried by hand.
-    assert!(app.ledger.retry_delivery(rows[0].id, chrono::Utc::now()).await.unwrap());
+    assert!(
+        app.ledger
+            .retry_delivery(rows[0].id, chrono::Utc::now())
+            .await
+            .unwrap()
+    );
     let d = app.dispatcher.dispatch_due().await.unwrap();
     assert_eq!(d.delivered, 1);
     assert_eq!(erp.hits().len(), 3);
