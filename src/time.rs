@@ -28,6 +28,41 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock that only moves when told to (tests: run a 27-hour retry schedule in milliseconds).
+#[derive(Debug)]
+pub struct ManualClock {
+    now: std::sync::Mutex<DateTime<Utc>>,
+}
+
+impl ManualClock {
+    /// A clock reading `at`.
+    pub fn new(at: DateTime<Utc>) -> Self {
+        Self {
+            now: std::sync::Mutex::new(at),
+        }
+    }
+
+    /// Sets the time (never backwards: an earlier `at` is ignored).
+    pub fn set(&self, at: DateTime<Utc>) {
+        let mut n = self.now.lock().unwrap_or_else(|p| p.into_inner());
+        if at > *n {
+            *n = at;
+        }
+    }
+
+    /// Moves the time forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        let mut n = self.now.lock().unwrap_or_else(|p| p.into_inner());
+        *n += chrono::Duration::from_std(by).unwrap_or_else(|_| chrono::Duration::zero());
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// A clock that starts at the wall-clock time of its creation and then advances with
 /// `tokio::time::Instant`, so `tokio::time::pause()` / `advance()` move it.
 #[derive(Debug, Clone, Copy)]

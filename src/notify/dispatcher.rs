@@ -179,12 +179,14 @@ impl Dispatcher {
                 });
                 continue;
             };
+            // `webhook-timestamp` is the real send time: receivers check it against their own
+            // clock (replay window), whatever clock schedules the retries.
             let r = send(
                 &self.http,
                 &target.url,
                 &target.secret,
                 &d.event_id,
-                at.timestamp(),
+                chrono::Utc::now().timestamp(),
                 &d.envelope,
             )
             .await;

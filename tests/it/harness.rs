@@ -125,7 +125,12 @@ pub struct Receiver {
     script: Arc<Mutex<Vec<u16>>>,
 }
 
-async fn receive(State(rx): State<Receiver>, h: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(
+    State(rx): State<Receiver>,
+    h: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let wh = standardwebhooks::Webhook::new(&rx.secret).unwrap();
     let verified = wh.verify(&body, &h).is_ok();
     let answered = {
@@ -148,7 +153,12 @@ async fn receive(State(rx): State<Receiver>, h: HeaderMap, body: Bytes) -> Statu
         answered,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     });
-    StatusCode::from_u16(answered).unwrap()
+    let mut resp = StatusCode::from_u16(answered).unwrap().into_response();
+    if answered == 429 {
+        resp.headers_mut()
+            .insert("retry-after", "7200".parse().unwrap());
+    }
+    resp
 }
 
 impl Receiver {
@@ -336,13 +346,14 @@ timeout = "2s"
     }
 
     pub async fn app(&self) -> App {
-        App::build_with_clock(
-            self.config(),
-            Arc::new(singapay_sync::time::SystemClock),
-            false,
-        )
-        .await
-        .unwrap()
+        self.app_with_clock(Arc::new(singapay_sync::time::SystemClock))
+            .await
+    }
+
+    pub async fn app_with_clock(&self, clock: Arc<dyn singapay_sync::time::Clock>) -> App {
+        App::build_with_clock(self.config(), clock, false)
+            .await
+            .unwrap()
     }
 }
 

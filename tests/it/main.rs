@@ -6,3 +6,4 @@ mod daemon;
 mod e2e;
 mod harness;
 mod retries;
+mod schedule;
