@@ -154,6 +154,15 @@ pub struct Fault {
     /// Raw body to send instead (e.g. malformed JSON) with status 200 unless `status` is given.
     #[serde(default)]
     pub body: Option<String>,
+    /// Invalidate every issued token before answering (the request then gets a 401).
+    #[serde(default)]
+    pub expire_tokens: bool,
+    /// Scripted mutation: add this many links (newest ids) before answering.
+    #[serde(default)]
+    pub add_links: u32,
+    /// Scripted mutation: delete these links (of the seeded account) before answering.
+    #[serde(default)]
+    pub delete_links: Vec<i64>,
 }
 
 fn any() -> String {
@@ -447,6 +456,45 @@ async fn faults_and_log(State(sb): State<Sandbox>, req: Request, next: Next) -> 
     };
     let resp = match fault {
         Some(f) => {
+            if f.expire_tokens || f.add_links > 0 || !f.delete_links.is_empty() {
+                let mut st = sb.lock();
+                if f.expire_tokens {
+                    st.tokens.clear();
+                }
+                let now = st.now();
+                for _ in 0..f.add_links {
+                    let id = st.next_link_id;
+                    st.next_link_id += 1;
+                    let link = SLink {
+                        id,
+                        reff_no: format!("PLMIDPASS{id:08}"),
+                        title: format!("Created mid-pass #{id}"),
+                        status: "open".into(),
+                        required_customer_detail: false,
+                        max_usage: 1,
+                        current_usage: 0,
+                        expired_at: None,
+                        total_amount: Decimal::from(25_000),
+                        items: None,
+                        whitelisted_payment_method: None,
+                        redirect_url: None,
+                        payment_date: None,
+                        created_at: now,
+                        updated_at: now,
+                        optional_metadata: None,
+                        has_history: false,
+                    };
+                    st.accounts
+                        .entry(SEED_ACCOUNT.to_string())
+                        .or_default()
+                        .insert(id, link);
+                }
+                if let Some(a) = st.accounts.get_mut(SEED_ACCOUNT) {
+                    for id in &f.delete_links {
+                        a.remove(id);
+                    }
+                }
+            }
             if let Some(ms) = f.delay_ms {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }

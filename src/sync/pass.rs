@@ -175,53 +175,31 @@ async fn run_pass(
         ..Default::default()
     };
     let mut seen: HashSet<LinkId> = HashSet::new();
-    let mut page = 1u64;
-    let mut reported_total = None;
-    loop {
-        if cancel.is_cancelled() {
-            return Err(SyncError::Interrupted);
-        }
-        if page > MAX_PAGES {
-            return Err(SyncError::Runaway(MAX_PAGES));
-        }
-        let p = ctx
-            .client
-            .list_page(account, page, ctx.per_page)
-            .await
-            .map_err(|source| SyncError::Upstream { page, source })?;
-        summary.pages += 1;
-        if p.links.is_empty() {
+    // A sweep reads every page; a second sweep (only links not yet seen) runs when the list
+    // shifted under the first one: its total changed between pages, or fewer links were read
+    // than it reports (a deletion pulls items to earlier pages, so one can be skipped).
+    for sweep in 0..2 {
+        let (first_total, last_total) = sweep_pages(
+            ctx,
+            account,
+            run_id,
+            baseline,
+            cancel,
+            &mut seen,
+            &mut summary,
+        )
+        .await?;
+        let drifted =
+            first_total != last_total || last_total.is_some_and(|t| (seen.len() as u64) < t);
+        if !drifted {
             break;
         }
-        reported_total = p.pagination.total.or(reported_total);
-        let n = p.links.len();
-        let fresh: Vec<(PaymentLink, String)> = p
-            .links
-            .into_iter()
-            .filter(|(l, _)| seen.insert(l.id))
-            .collect();
-        if fresh.len() < n {
-            info!(
-                page,
-                duplicates = n - fresh.len(),
-                "sync.page_duplicates_skipped"
-            );
-        }
-        commit_links(ctx, account, run_id, baseline, fresh, 1, &mut summary).await?;
-        info!(page, links = n, "sync.page_committed");
-        match p.pagination.total_pages {
-            Some(tp) if page >= tp => break,
-            _ => page += 1,
-        }
-    }
-    summary.links_seen = seen.len() as u64;
-    if let Some(total) = reported_total
-        && (seen.len() as u64) < total
-    {
         warn!(
+            sweep,
             seen = seen.len(),
-            total,
-            "sync.drift_detected: fewer links read than SingaPay reported; missing ones are checked one by one"
+            first_total,
+            last_total,
+            "sync.drift_detected: the list shifted during the pass; reading it again for skipped links"
         );
     }
     // Links the ledger has that this complete pass did not see: confirm each with show.
@@ -258,6 +236,62 @@ async fn run_pass(
     }
     summary.links_seen = seen.len() as u64;
     Ok(summary)
+}
+
+/// Reads every page once, committing links not in `seen`. Returns the `total` SingaPay reported
+/// on the first and on the last page.
+async fn sweep_pages(
+    ctx: &SyncContext,
+    account: &AccountId,
+    run_id: i64,
+    baseline: bool,
+    cancel: &CancellationToken,
+    seen: &mut HashSet<LinkId>,
+    summary: &mut SyncSummary,
+) -> Result<(Option<u64>, Option<u64>), SyncError> {
+    let mut page = 1u64;
+    let (mut first_total, mut last_total) = (None, None);
+    loop {
+        if cancel.is_cancelled() {
+            return Err(SyncError::Interrupted);
+        }
+        if page > MAX_PAGES {
+            return Err(SyncError::Runaway(MAX_PAGES));
+        }
+        let p = ctx
+            .client
+            .list_page(account, page, ctx.per_page)
+            .await
+            .map_err(|source| SyncError::Upstream { page, source })?;
+        summary.pages += 1;
+        if page == 1 {
+            first_total = p.pagination.total;
+        }
+        last_total = p.pagination.total.or(last_total);
+        if p.links.is_empty() {
+            break;
+        }
+        let n = p.links.len();
+        let fresh: Vec<(PaymentLink, String)> = p
+            .links
+            .into_iter()
+            .filter(|(l, _)| seen.insert(l.id))
+            .collect();
+        if fresh.len() < n {
+            info!(
+                page,
+                duplicates = n - fresh.len(),
+                "sync.page_duplicates_skipped"
+            );
+        }
+        commit_links(ctx, account, run_id, baseline, fresh, 1, summary).await?;
+        info!(page, links = n, "sync.page_committed");
+        match p.pagination.total_pages {
+            Some(tp) if page >= tp => break,
+            _ => page += 1,
+        }
+    }
+    Ok((first_total, last_total))
 }
 
 /// SHA-256 (hex) of a link's canonical JSON.

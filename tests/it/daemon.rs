@@ -159,3 +159,30 @@ async fn check_config_exits_2_listing_every_problem() {
         assert!(err.contains(needle), "missing {needle:?} in {err}");
     }
 }
+
+#[tokio::test]
+async fn a_fatal_403_stops_sync_after_one_request_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = TestSandbox::start().await;
+    let setup = new_setup(&dir, &sandbox);
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, setup.toml()).unwrap();
+    sandbox
+        .fault(serde_json::json!({"route": "token", "status": 403, "count": 100}))
+        .await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("sync")
+        .env("RUST_LOG", "off")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not registered") && err.contains("403"),
+        "{err}"
+    );
+    assert_eq!(sandbox.requests().await.len(), 1, "no retry storm");
+}

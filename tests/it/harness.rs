@@ -96,6 +96,42 @@ impl TestSandbox {
         )
         .await
     }
+    pub async fn fault(&self, f: Value) {
+        let r = self
+            .http
+            .post(format!("{}/_sandbox/faults", self.base))
+            .json(&f)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
+    /// The request log: `(method, path, query, status)`.
+    pub async fn requests(&self) -> Vec<(String, String, Option<String>, u16)> {
+        let v: Value = self
+            .http
+            .get(format!("{}/_sandbox/requests", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["method"].as_str().unwrap().to_string(),
+                    r["path"].as_str().unwrap().to_string(),
+                    r["query"].as_str().map(str::to_owned),
+                    r["status"].as_u64().unwrap() as u16,
+                )
+            })
+            .collect()
+    }
+
     pub async fn advance(&self, seconds: i64) {
         self.ctl(
             reqwest::Method::POST,

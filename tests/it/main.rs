@@ -4,6 +4,7 @@
 
 mod daemon;
 mod e2e;
+mod faults;
 mod harness;
 mod retries;
 mod schedule;
