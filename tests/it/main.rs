@@ -5,6 +5,7 @@
 mod daemon;
 mod e2e;
 mod faults;
+mod feed;
 mod harness;
 mod retries;
 mod schedule;
