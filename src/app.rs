@@ -162,6 +162,7 @@ impl App {
             client,
             routing: routing(&config),
             per_page: config.singapay.per_page,
+            concurrency: config.singapay.concurrency,
             notify_on_baseline: config.sync.notify_on_baseline,
             clock: Arc::clone(&clock),
             wake: Some(Arc::clone(&dispatcher.wake)),
@@ -192,21 +193,22 @@ impl App {
         self.listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// One pass of each configured account (or only `only`), one after another, then one
-    /// dispatch of what is due. Used by the `sync` command and tests.
+    /// One pass of each configured account (or only `only`), accounts concurrently. Used by the
+    /// `sync` command and tests (which then call [`Dispatcher::dispatch_due`]).
     pub async fn sync_all(
         &self,
         only: Option<&AccountId>,
     ) -> Vec<(AccountId, Result<SyncSummary, SyncError>)> {
-        let mut out = Vec::new();
-        for a in &self.config.accounts {
-            if only.is_some_and(|o| *o != a.id) {
-                continue;
-            }
-            let r = self.syncer.sync_now(&a.id, Trigger::Manual).await;
-            out.push((a.id.clone(), r));
-        }
-        out
+        let passes = self
+            .config
+            .accounts
+            .iter()
+            .filter(|a| only.is_none_or(|o| *o == a.id))
+            .map(|a| async move {
+                let r = self.syncer.sync_now(&a.id, Trigger::Manual).await;
+                (a.id.clone(), r)
+            });
+        futures_util::future::join_all(passes).await
     }
 
     /// Runs the daemon until `shutdown` fires: admin HTTP, one cron poller per account, the

@@ -64,6 +64,7 @@ struct RawSingapay {
     timeout: Option<String>,
     per_page: Option<i64>,
     max_retries: Option<i64>,
+    concurrency: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +144,8 @@ pub struct SingapayConfig {
     pub per_page: u64,
     /// In-process retries of transient failures per request (default 3).
     pub max_retries: usize,
+    /// List pages fetched at once after page 1 (default 4).
+    pub concurrency: usize,
 }
 
 /// `[sync]`.
@@ -461,6 +464,14 @@ impl Config {
             }
         };
 
+        let page_concurrency = match s.concurrency.unwrap_or(4) {
+            n @ 1..=16 => n as usize,
+            n => {
+                p.push(format!("singapay.concurrency must be 1 to 16, got {n}"));
+                4
+            }
+        };
+
         let schedule = raw
             .sync
             .schedule
@@ -696,6 +707,7 @@ impl Config {
                 timeout,
                 per_page,
                 max_retries,
+                concurrency: page_concurrency,
             },
             sync: SyncConfig {
                 schedule,

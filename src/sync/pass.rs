@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -34,6 +35,8 @@ pub struct SyncContext {
     pub routing: Routing,
     /// Links per list page to ask for (`singapay.per_page`, SingaPay caps it at 100).
     pub per_page: u64,
+    /// List pages fetched at once after page 1 (`singapay.concurrency`).
+    pub concurrency: usize,
     /// `sync.notify_on_baseline`: emit `payment_link.created` for baseline links.
     pub notify_on_baseline: bool,
     /// Clock.
@@ -238,8 +241,11 @@ async fn run_pass(
     Ok(summary)
 }
 
-/// Reads every page once, committing links not in `seen`. Returns the `total` SingaPay reported
-/// on the first and on the last page.
+/// Reads every page once, committing links not in `seen`, in page order. Page 1 is read first;
+/// once it reveals the page count, pages 2… are fetched up to `ctx.concurrency` at a time (memory
+/// stays bounded by page size × concurrency) and committed in order. Without a page count, pages
+/// are read one by one until an empty page (a short page does not prove the end). Returns the
+/// `total` SingaPay reported on the first and on the last page.
 async fn sweep_pages(
     ctx: &SyncContext,
     account: &AccountId,
@@ -249,49 +255,83 @@ async fn sweep_pages(
     seen: &mut HashSet<LinkId>,
     summary: &mut SyncSummary,
 ) -> Result<(Option<u64>, Option<u64>), SyncError> {
-    let mut page = 1u64;
-    let (mut first_total, mut last_total) = (None, None);
-    loop {
-        if cancel.is_cancelled() {
-            return Err(SyncError::Interrupted);
-        }
-        if page > MAX_PAGES {
-            return Err(SyncError::Runaway(MAX_PAGES));
-        }
-        let p = ctx
-            .client
+    let fetch = |page: u64| async move {
+        ctx.client
             .list_page(account, page, ctx.per_page)
             .await
-            .map_err(|source| SyncError::Upstream { page, source })?;
-        summary.pages += 1;
-        if page == 1 {
-            first_total = p.pagination.total;
+            .map_err(|source| SyncError::Upstream { page, source })
+    };
+    let first = fetch(1).await?;
+    let first_total = first.pagination.total;
+    let mut last_total = first_total;
+    let total_pages = first.pagination.total_pages;
+    let mut more = !first.links.is_empty();
+    commit_page(ctx, account, run_id, baseline, 1, first, seen, summary).await?;
+    match total_pages {
+        Some(tp) if more => {
+            let mut pages = futures_util::stream::iter(2..=tp.min(MAX_PAGES))
+                .map(fetch)
+                .buffered(ctx.concurrency.max(1));
+            let mut page = 1;
+            while let Some(p) = pages.next().await {
+                page += 1;
+                if cancel.is_cancelled() {
+                    return Err(SyncError::Interrupted);
+                }
+                let p = p?;
+                last_total = p.pagination.total.or(last_total);
+                commit_page(ctx, account, run_id, baseline, page, p, seen, summary).await?;
+            }
         }
-        last_total = p.pagination.total.or(last_total);
-        if p.links.is_empty() {
-            break;
-        }
-        let n = p.links.len();
-        let fresh: Vec<(PaymentLink, String)> = p
-            .links
-            .into_iter()
-            .filter(|(l, _)| seen.insert(l.id))
-            .collect();
-        if fresh.len() < n {
-            info!(
-                page,
-                duplicates = n - fresh.len(),
-                "sync.page_duplicates_skipped"
-            );
-        }
-        commit_links(ctx, account, run_id, baseline, fresh, 1, summary).await?;
-        info!(page, links = n, "sync.page_committed");
-        match p.pagination.total_pages {
-            Some(tp) if page >= tp => break,
-            _ => page += 1,
+        _ => {
+            let mut page = 1;
+            while more {
+                page += 1;
+                if page > MAX_PAGES {
+                    return Err(SyncError::Runaway(MAX_PAGES));
+                }
+                if cancel.is_cancelled() {
+                    return Err(SyncError::Interrupted);
+                }
+                let p = fetch(page).await?;
+                last_total = p.pagination.total.or(last_total);
+                more = !p.links.is_empty();
+                commit_page(ctx, account, run_id, baseline, page, p, seen, summary).await?;
+            }
         }
     }
     Ok((first_total, last_total))
+}
+
+/// Dedupes one fetched page against `seen` and commits it.
+#[allow(clippy::too_many_arguments)]
+async fn commit_page(
+    ctx: &SyncContext,
+    account: &AccountId,
+    run_id: i64,
+    baseline: bool,
+    page: u64,
+    p: crate::singapay::ListPage,
+    seen: &mut HashSet<LinkId>,
+    summary: &mut SyncSummary,
+) -> Result<(), SyncError> {
+    summary.pages += 1;
+    let n = p.links.len();
+    let fresh: Vec<(PaymentLink, String)> = p
+        .links
+        .into_iter()
+        .filter(|(l, _)| seen.insert(l.id))
+        .collect();
+    if fresh.len() < n {
+        info!(
+            page,
+            duplicates = n - fresh.len(),
+            "sync.page_duplicates_skipped"
+        );
+    }
+    commit_links(ctx, account, run_id, baseline, fresh, 1, summary).await?;
+    info!(page, links = n, "sync.page_committed");
+    Ok(())
 }
 
 /// SHA-256 (hex) of a link's canonical JSON.

@@ -81,8 +81,14 @@ async fn a_token_expiring_mid_pass_is_refreshed_once() {
     let log = sandbox.requests().await;
     let tokens = log.iter().filter(|r| r.1.contains("access-token")).count();
     assert_eq!(tokens, 2, "initial token + one refresh: {log:?}");
+    // Pages in flight together with page 3 may each see one 401; they share the one new token.
     let refused = log.iter().filter(|r| r.3 == 401).count();
-    assert_eq!(refused, 1);
+    assert!((1..=4).contains(&refused), "{log:?}");
+    let listed_ok = log
+        .iter()
+        .filter(|r| r.1.ends_with(ACCOUNT) && r.3 == 200)
+        .count();
+    assert_eq!(listed_ok, 5, "every page read once successfully");
 }
 
 #[tokio::test]
