@@ -24,6 +24,28 @@ pub struct StoredLink {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
+/// What a pass needs to know of a stored row to decide whether it changed: the hash, and the
+/// canonical object only to be parsed when the hash differs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkState {
+    /// SHA-256 (hex) of the canonical object JSON.
+    pub content_hash: String,
+    /// Sequence of the link's last event.
+    pub sequence: i64,
+    /// When it was confirmed deleted, if it was.
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// The canonical object JSON.
+    pub object_json: String,
+}
+
+impl LinkState {
+    /// Parses the stored object. Errors if the ledger row is corrupt.
+    pub fn link(&self) -> LedgerResult<PaymentLink> {
+        serde_json::from_str(&self.object_json)
+            .map_err(|e| LedgerError::Corrupt(format!("payment_link.object_json: {e}")))
+    }
+}
+
 /// A row to insert or update.
 #[derive(Debug, Clone)]
 pub struct LinkWrite {
@@ -130,6 +152,37 @@ impl Ledger {
         let mut out = HashMap::with_capacity(rows.len());
         for r in &rows {
             out.insert(LinkId(r.try_get("link_id")?), stored_from_row(r)?);
+        }
+        Ok(out)
+    }
+
+    /// The stored state of `ids` in `account` (deleted ones included), without parsing objects.
+    pub async fn load_link_states(
+        &self,
+        account: &AccountId,
+        ids: &[LinkId],
+    ) -> LedgerResult<HashMap<LinkId, LinkState>> {
+        let ids_json = serde_json::to_string(&ids.iter().map(|i| i.0).collect::<Vec<_>>())
+            .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT link_id, object_json, content_hash, sequence, deleted_at FROM payment_link \
+             WHERE account_id = ? AND link_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(account.as_str())
+        .bind(ids_json)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            out.insert(
+                LinkId(r.try_get("link_id")?),
+                LinkState {
+                    content_hash: r.try_get("content_hash")?,
+                    sequence: r.try_get("sequence")?,
+                    deleted_at: parse_opt_ts(r.try_get("deleted_at")?)?,
+                    object_json: r.try_get("object_json")?,
+                },
+            );
         }
         Ok(out)
     }

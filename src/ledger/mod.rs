@@ -21,7 +21,7 @@ pub use deliveries::{
     AttemptOutcome, AttemptResult, DeliveryAttemptRow, DeliveryRow, DueDelivery, NewDelivery,
 };
 pub use events::{EventFilter, EventRow, NewEvent};
-pub use links::{LinkWrite, StoredLink};
+pub use links::{LinkState, LinkWrite, StoredLink};
 pub use runs::SyncRunRow;
 
 /// A ledger error: SQLite or a row that cannot be read back.
@@ -66,10 +66,6 @@ pub struct PageCommit {
         i64,
         chrono::DateTime<chrono::Utc>,
     )>,
-    /// Pages to add to the run's count (0 for the deletion check).
-    pub pages: i64,
-    /// Distinct links read on this page.
-    pub links_seen: i64,
 }
 
 impl Ledger {
@@ -116,8 +112,15 @@ impl Ledger {
 
     /// Commits one page: upserts the changed link rows, appends the events, enqueues the
     /// deliveries and bumps the run's counters, all in one transaction. Nothing is written if
-    /// any statement fails.
+    /// any statement fails, and nothing at all (no transaction) if the page changed nothing.
     pub async fn commit_page(&self, run_id: i64, commit: &PageCommit) -> LedgerResult<()> {
+        if commit.writes.is_empty()
+            && commit.events.is_empty()
+            && commit.deliveries.is_empty()
+            && commit.deletions.is_empty()
+        {
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await?;
         for w in &commit.writes {
             links::upsert(&mut tx, w).await?;
@@ -142,11 +145,8 @@ impl Ledger {
             deliveries::insert(&mut tx, d).await?;
         }
         sqlx::query(
-            "UPDATE sync_run SET pages = pages + ?, links_seen = links_seen + ?, \
-             links_written = links_written + ?, changes = changes + ? WHERE id = ?",
+            "UPDATE sync_run SET links_written = links_written + ?, changes = changes + ? WHERE id = ?",
         )
-        .bind(commit.pages)
-        .bind(commit.links_seen)
         .bind((commit.writes.len() + commit.deletions.len()) as i64)
         .bind(commit.events.len() as i64)
         .bind(run_id)

@@ -72,13 +72,14 @@ impl Ledger {
         Ok(r.last_insert_rowid())
     }
 
-    /// Records the end of a pass. On success also marks the account's baseline done (if this was
+    /// Records the end of a pass with its page and link counts. On success also marks the account's baseline done (if this was
     /// it) and its last success time.
     pub async fn finish_run(
         &self,
         run_id: i64,
         account: &AccountId,
         result: Result<(), String>,
+        (pages, links_seen): (i64, i64),
         now: DateTime<Utc>,
     ) -> LedgerResult<()> {
         let mut tx = self.pool.begin().await?;
@@ -86,11 +87,16 @@ impl Ledger {
             Ok(()) => ("succeeded", None),
             Err(e) => ("failed", Some(e.clone())),
         };
-        sqlx::query("UPDATE sync_run SET finished_at = ?, outcome = ?, error = ? WHERE id = ?")
-            .bind(ledger_ts(now))
-            .bind(outcome)
-            .bind(error)
-            .bind(run_id)
+        sqlx::query(
+            "UPDATE sync_run SET finished_at = ?, outcome = ?, error = ?, pages = ?, links_seen = ? \
+             WHERE id = ?",
+        )
+        .bind(ledger_ts(now))
+        .bind(outcome)
+        .bind(error)
+        .bind(pages)
+        .bind(links_seen)
+        .bind(run_id)
             .execute(&mut *tx)
             .await?;
         if result.is_ok() {

@@ -14,9 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::ledger::{
-    Ledger, LedgerError, LinkWrite, NewDelivery, NewEvent, PageCommit, StoredLink,
-};
+use crate::ledger::{Ledger, LedgerError, LinkState, LinkWrite, NewDelivery, NewEvent, PageCommit};
 use crate::notify::Routing;
 use crate::singapay::{PaymentLink, SingapayClient, SingapayError};
 use crate::time::{Clock, rfc3339_utc};
@@ -122,15 +120,27 @@ pub async fn finish(
 ) -> Result<SyncSummary, SyncError> {
     let span = info_span!("sync_pass", account_id = %account, run_id, baseline);
     let started = Instant::now();
-    let result = run_pass(ctx, account, run_id, baseline, cancel)
+    let mut summary = SyncSummary {
+        run_id,
+        account_id: account.to_string(),
+        baseline,
+        ..Default::default()
+    };
+    let result = run_pass(ctx, account, run_id, baseline, cancel, &mut summary)
         .instrument(span)
         .await;
     let outcome = match &result {
-        Ok(_) => Ok(()),
+        Ok(()) => Ok(()),
         Err(e) => Err(e.to_string()),
     };
     ctx.ledger
-        .finish_run(run_id, account, outcome, ctx.clock.now())
+        .finish_run(
+            run_id,
+            account,
+            outcome,
+            (summary.pages as i64, summary.links_seen as i64),
+            ctx.clock.now(),
+        )
         .await?;
     // E-mail digests wait for the end of their pass: let the dispatcher know.
     if let Some(w) = &ctx.wake {
@@ -144,9 +154,9 @@ pub async fn finish(
     metrics::counter!("singapay_sync_passes_total", "outcome" => label).increment(1);
     metrics::histogram!("singapay_sync_pass_duration_seconds")
         .record(started.elapsed().as_secs_f64());
-    result.map(|mut s| {
-        s.duration_ms = started.elapsed().as_millis() as u64;
-        s
+    result.map(|()| {
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        summary
     })
 }
 
@@ -170,28 +180,15 @@ async fn run_pass(
     run_id: i64,
     baseline: bool,
     cancel: &CancellationToken,
-) -> Result<SyncSummary, SyncError> {
-    let mut summary = SyncSummary {
-        run_id,
-        account_id: account.to_string(),
-        baseline,
-        ..Default::default()
-    };
+    summary: &mut SyncSummary,
+) -> Result<(), SyncError> {
     let mut seen: HashSet<LinkId> = HashSet::new();
     // A sweep reads every page; a second sweep (only links not yet seen) runs when the list
     // shifted under the first one: its total changed between pages, or fewer links were read
     // than it reports (a deletion pulls items to earlier pages, so one can be skipped).
     for sweep in 0..2 {
-        let (first_total, last_total) = sweep_pages(
-            ctx,
-            account,
-            run_id,
-            baseline,
-            cancel,
-            &mut seen,
-            &mut summary,
-        )
-        .await?;
+        let (first_total, last_total) =
+            sweep_pages(ctx, account, run_id, baseline, cancel, &mut seen, summary).await?;
         let drifted =
             first_total != last_total || last_total.is_some_and(|t| (seen.len() as u64) < t);
         if !drifted {
@@ -222,23 +219,14 @@ async fn run_pass(
                 // Skipped by a shifting page but still there: diff it like any other.
                 info!(link_id = %id, "sync.skipped_link_recovered");
                 seen.insert(id);
-                commit_links(
-                    ctx,
-                    account,
-                    run_id,
-                    baseline,
-                    vec![(link, raw)],
-                    0,
-                    &mut summary,
-                )
-                .await?;
+                commit_links(ctx, account, run_id, baseline, vec![(link, raw)], summary).await?;
             }
-            Ok(None) => commit_deletion(ctx, account, run_id, id, &mut summary).await?,
+            Ok(None) => commit_deletion(ctx, account, run_id, id, summary).await?,
             Err(source) => return Err(SyncError::Upstream { page: 0, source }),
         }
     }
     summary.links_seen = seen.len() as u64;
-    Ok(summary)
+    Ok(())
 }
 
 /// Reads every page once, committing links not in `seen`, in page order. Page 1 is read first;
@@ -255,33 +243,57 @@ async fn sweep_pages(
     seen: &mut HashSet<LinkId>,
     summary: &mut SyncSummary,
 ) -> Result<(Option<u64>, Option<u64>), SyncError> {
-    let fetch = |page: u64| async move {
-        ctx.client
-            .list_page(account, page, ctx.per_page)
-            .await
-            .map_err(|source| SyncError::Upstream { page, source })
-    };
-    let first = fetch(1).await?;
+    let first = ctx
+        .client
+        .list_page(account, 1, ctx.per_page)
+        .await
+        .map_err(|source| SyncError::Upstream { page: 1, source })?;
     let first_total = first.pagination.total;
     let mut last_total = first_total;
     let total_pages = first.pagination.total_pages;
     let mut more = !first.links.is_empty();
     commit_page(ctx, account, run_id, baseline, 1, first, seen, summary).await?;
     match total_pages {
-        Some(tp) if more => {
-            let mut pages = futures_util::stream::iter(2..=tp.min(MAX_PAGES))
-                .map(fetch)
-                .buffered(ctx.concurrency.max(1));
-            let mut page = 1;
-            while let Some(p) = pages.next().await {
-                page += 1;
+        Some(tp) if more && tp > 1 => {
+            // A fetcher task keeps up to `concurrency` pages in flight while this task commits,
+            // so network and ledger work overlap; pages arrive in order.
+            let conc = ctx.concurrency.max(1);
+            let (tx, mut rx) = tokio::sync::mpsc::channel(conc);
+            let client = ctx.client.clone();
+            let acc = account.clone();
+            let per_page = ctx.per_page;
+            let stop = cancel.child_token();
+            let fetcher = tokio::spawn({
+                let stop = stop.clone();
+                async move {
+                    let mut pages = futures_util::stream::iter(2..=tp.min(MAX_PAGES))
+                        .map(|page| {
+                            let client = client.clone();
+                            let acc = acc.clone();
+                            async move {
+                                let r = client.list_page(&acc, page, per_page).await;
+                                (page, r)
+                            }
+                        })
+                        .buffered(conc);
+                    while let Some(item) = pages.next().await {
+                        let failed = item.1.is_err();
+                        if stop.is_cancelled() || tx.send(item).await.is_err() || failed {
+                            break;
+                        }
+                    }
+                }
+            });
+            let _abort = AbortOnDrop(fetcher);
+            while let Some((page, r)) = rx.recv().await {
                 if cancel.is_cancelled() {
                     return Err(SyncError::Interrupted);
                 }
-                let p = p?;
+                let p = r.map_err(|source| SyncError::Upstream { page, source })?;
                 last_total = p.pagination.total.or(last_total);
                 commit_page(ctx, account, run_id, baseline, page, p, seen, summary).await?;
             }
+            stop.cancel();
         }
         _ => {
             let mut page = 1;
@@ -293,7 +305,11 @@ async fn sweep_pages(
                 if cancel.is_cancelled() {
                     return Err(SyncError::Interrupted);
                 }
-                let p = fetch(page).await?;
+                let p = ctx
+                    .client
+                    .list_page(account, page, ctx.per_page)
+                    .await
+                    .map_err(|source| SyncError::Upstream { page, source })?;
                 last_total = p.pagination.total.or(last_total);
                 more = !p.links.is_empty();
                 commit_page(ctx, account, run_id, baseline, page, p, seen, summary).await?;
@@ -301,6 +317,15 @@ async fn sweep_pages(
         }
     }
     Ok((first_total, last_total))
+}
+
+/// Aborts the page fetcher if the pass ends early (error or shutdown).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Dedupes one fetched page against `seen` and commits it.
@@ -329,7 +354,8 @@ async fn commit_page(
             "sync.page_duplicates_skipped"
         );
     }
-    commit_links(ctx, account, run_id, baseline, fresh, 1, summary).await?;
+    summary.links_seen = seen.len() as u64;
+    commit_links(ctx, account, run_id, baseline, fresh, summary).await?;
     info!(page, links = n, "sync.page_committed");
     Ok(())
 }
@@ -418,11 +444,13 @@ async fn commit_links(
     run_id: i64,
     baseline: bool,
     links: Vec<(PaymentLink, String)>,
-    pages: i64,
     summary: &mut SyncSummary,
 ) -> Result<(), SyncError> {
+    if links.is_empty() {
+        return Ok(());
+    }
     let ids: Vec<LinkId> = links.iter().map(|(l, _)| l.id).collect();
-    let stored = ctx.ledger.load_links(account, &ids).await?;
+    let stored = ctx.ledger.load_link_states(account, &ids).await?;
     let mode = if !baseline {
         NewLink::Full
     } else if ctx.notify_on_baseline {
@@ -430,38 +458,43 @@ async fn commit_links(
     } else {
         NewLink::Silent
     };
-    let mut commit = PageCommit {
-        pages,
-        links_seen: links.len() as i64,
-        ..Default::default()
-    };
+    let mut commit = PageCommit::default();
     let now = ctx.clock.now();
     for (link, raw) in links {
-        let object = serde_json::to_value(&link).map_err(|e| {
+        let object_json = serde_json::to_string(&link).map_err(|e| {
             LedgerError::Corrupt(format!("link {} does not serialise: {e}", link.id))
         })?;
-        let object_json = object.to_string();
         let hash = content_hash(&object_json);
-        let old: Option<&StoredLink> = stored.get(&link.id);
+        let old: Option<&LinkState> = stored.get(&link.id);
         if let Some(o) = old
             && o.content_hash == hash
             && o.deleted_at.is_none()
         {
             continue; // unchanged: no write at all
         }
-        let previous = old.filter(|o| o.deleted_at.is_none()).map(|o| &o.link);
-        let changes = diff(previous, &link, mode);
-        let sequence = push_events(
-            ctx,
-            account,
-            run_id,
-            link.id,
-            &object,
-            &changes,
-            old.map(|o| o.sequence).unwrap_or(0),
-            &mut commit,
-            summary,
-        );
+        let previous = match old.filter(|o| o.deleted_at.is_none()) {
+            Some(o) => Some(o.link()?),
+            None => None,
+        };
+        let changes = diff(previous.as_ref(), &link, mode);
+        let sequence = if changes.is_empty() {
+            old.map(|o| o.sequence).unwrap_or(0)
+        } else {
+            let object = serde_json::to_value(&link).map_err(|e| {
+                LedgerError::Corrupt(format!("link {} does not serialise: {e}", link.id))
+            })?;
+            push_events(
+                ctx,
+                account,
+                run_id,
+                link.id,
+                &object,
+                &changes,
+                old.map(|o| o.sequence).unwrap_or(0),
+                &mut commit,
+                summary,
+            )
+        };
         commit.writes.push(LinkWrite {
             account_id: account.clone(),
             link,
