@@ -30,9 +30,10 @@ CREATE TABLE payment_link (
     payment_date               TEXT,                 -- UTC
     created_at                 TEXT,                 -- UTC (SingaPay's)
     updated_at                 TEXT,                 -- UTC (SingaPay's)
-    object_json                TEXT    NOT NULL,     -- the canonical object (event data.object)
-    content_hash               TEXT    NOT NULL,     -- SHA-256 of object_json: unchanged => no write
-    raw_json                   TEXT    NOT NULL,     -- SingaPay's JSON for this link, verbatim
+    content_hash               TEXT    NOT NULL,     -- SHA-256 of the canonical object JSON
+    raw_json                   TEXT    NOT NULL,     -- SingaPay's JSON for this link, verbatim; the
+                                                     -- canonical object is decoded from it
+    raw_hash                   TEXT    NOT NULL,     -- SHA-256 of raw_json: identical read => no work
     first_seen_at              TEXT    NOT NULL,     -- when this daemon first saw the link
     last_seen_at               TEXT    NOT NULL,     -- when a pass last wrote the row (it changed)
     deleted_at                 TEXT,                 -- set when confirmed deleted (404 on show)

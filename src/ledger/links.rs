@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::singapay::PaymentLink;
 use crate::time::ledger_ts;
@@ -24,8 +24,8 @@ pub struct StoredLink {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-/// What a pass needs to know of a stored row to decide whether it changed: the hash, and the
-/// canonical object only to be parsed when the hash differs.
+/// What a pass needs to know of a stored row to decide whether it changed (the stored object is
+/// loaded separately, only for rows whose hash differs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkState {
     /// SHA-256 (hex) of the canonical object JSON.
@@ -34,16 +34,8 @@ pub struct LinkState {
     pub sequence: i64,
     /// When it was confirmed deleted, if it was.
     pub deleted_at: Option<DateTime<Utc>>,
-    /// The canonical object JSON.
-    pub object_json: String,
-}
-
-impl LinkState {
-    /// Parses the stored object. Errors if the ledger row is corrupt.
-    pub fn link(&self) -> LedgerResult<PaymentLink> {
-        serde_json::from_str(&self.object_json)
-            .map_err(|e| LedgerError::Corrupt(format!("payment_link.object_json: {e}")))
-    }
+    /// SHA-256 (hex) of SingaPay's verbatim JSON when last written.
+    pub raw_hash: String,
 }
 
 /// A row to insert or update.
@@ -53,12 +45,12 @@ pub struct LinkWrite {
     pub account_id: AccountId,
     /// The canonical link.
     pub link: PaymentLink,
-    /// Canonical JSON of `link` (also the events' `data.object`).
-    pub object_json: String,
-    /// SHA-256 (hex) of `object_json`.
+    /// SHA-256 (hex) of the canonical JSON of `link`.
     pub content_hash: String,
     /// SingaPay's JSON, verbatim.
     pub raw_json: String,
+    /// SHA-256 (hex) of `raw_json`.
+    pub raw_hash: String,
     /// Sequence after this pass's events.
     pub sequence: i64,
     /// `Some` when the link is being marked deleted.
@@ -71,59 +63,82 @@ fn json_opt<T: serde::Serialize>(v: &Option<T>) -> Option<String> {
     v.as_ref().and_then(|x| serde_json::to_string(x).ok())
 }
 
-pub(super) async fn upsert(tx: &mut Transaction<'_, Sqlite>, w: &LinkWrite) -> LedgerResult<()> {
-    let l = &w.link;
-    sqlx::query(
-        "INSERT INTO payment_link (account_id, link_id, reff_no, title, payment_url, status, \
-         status_computed, is_expired, required_customer_detail, max_usage, current_usage, expired_at, \
-         total_amount, items_json, whitelisted_payment_method, redirect_url, payment_date, created_at, \
-         updated_at, object_json, content_hash, raw_json, first_seen_at, last_seen_at, deleted_at, sequence) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
-         ?21, ?22, ?23, ?23, ?24, ?25) \
-         ON CONFLICT (account_id, link_id) DO UPDATE SET reff_no = excluded.reff_no, title = excluded.title, \
-         payment_url = excluded.payment_url, status = excluded.status, status_computed = excluded.status_computed, \
-         is_expired = excluded.is_expired, required_customer_detail = excluded.required_customer_detail, \
-         max_usage = excluded.max_usage, current_usage = excluded.current_usage, expired_at = excluded.expired_at, \
-         total_amount = excluded.total_amount, items_json = excluded.items_json, \
-         whitelisted_payment_method = excluded.whitelisted_payment_method, redirect_url = excluded.redirect_url, \
-         payment_date = excluded.payment_date, created_at = excluded.created_at, updated_at = excluded.updated_at, \
-         object_json = excluded.object_json, content_hash = excluded.content_hash, raw_json = excluded.raw_json, \
-         last_seen_at = excluded.last_seen_at, deleted_at = excluded.deleted_at, sequence = excluded.sequence",
-    )
-    .bind(w.account_id.as_str())
-    .bind(l.id.0)
-    .bind(&l.reff_no)
-    .bind(&l.title)
-    .bind(&l.payment_url)
-    .bind(&l.status)
-    .bind(&l.status_computed)
-    .bind(l.is_expired as i64)
-    .bind(l.required_customer_detail.map(|b| b as i64))
-    .bind(l.max_usage)
-    .bind(l.current_usage)
-    .bind(l.expired_at.map(ledger_ts))
-    .bind(l.total_amount.map(|d| d.to_string()))
-    .bind(json_opt(&l.items))
-    .bind(json_opt(&l.whitelisted_payment_method))
-    .bind(&l.redirect_url)
-    .bind(l.payment_date.map(ledger_ts))
-    .bind(l.created_at.map(ledger_ts))
-    .bind(l.updated_at.map(ledger_ts))
-    .bind(&w.object_json)
-    .bind(&w.content_hash)
-    .bind(&w.raw_json)
-    .bind(ledger_ts(w.now))
-    .bind(w.deleted_at.map(ledger_ts))
-    .bind(w.sequence)
-    .execute(&mut **tx)
-    .await?;
+/// Columns of `payment_link`, in insert order.
+const COLUMNS: &str = "account_id, link_id, reff_no, title, payment_url, status, status_computed, \
+    is_expired, required_customer_detail, max_usage, current_usage, expired_at, total_amount, \
+    items_json, whitelisted_payment_method, redirect_url, payment_date, created_at, updated_at, \
+    content_hash, raw_json, first_seen_at, last_seen_at, deleted_at, sequence, raw_hash";
+
+/// Rows per INSERT statement (26 parameters each, well under SQLite's 32,766).
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// Inserts or updates rows, many per statement (one round trip per 200 rows, not per row).
+pub(super) async fn upsert_many(
+    tx: &mut Transaction<'_, Sqlite>,
+    writes: &[LinkWrite],
+) -> LedgerResult<()> {
+    for chunk in writes.chunks(ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("INSERT INTO payment_link ({COLUMNS}) "));
+        qb.push_values(chunk, |mut b, w| {
+            let l = &w.link;
+            b.push_bind(w.account_id.as_str().to_string())
+                .push_bind(l.id.0)
+                .push_bind(l.reff_no.clone())
+                .push_bind(l.title.clone())
+                .push_bind(l.payment_url.clone())
+                .push_bind(l.status.clone())
+                .push_bind(l.status_computed.clone())
+                .push_bind(l.is_expired as i64)
+                .push_bind(l.required_customer_detail.map(|b| b as i64))
+                .push_bind(l.max_usage)
+                .push_bind(l.current_usage)
+                .push_bind(l.expired_at.map(ledger_ts))
+                .push_bind(l.total_amount.map(|d| d.to_string()))
+                .push_bind(json_opt(&l.items))
+                .push_bind(json_opt(&l.whitelisted_payment_method))
+                .push_bind(l.redirect_url.clone())
+                .push_bind(l.payment_date.map(ledger_ts))
+                .push_bind(l.created_at.map(ledger_ts))
+                .push_bind(l.updated_at.map(ledger_ts))
+                .push_bind(w.content_hash.clone())
+                .push_bind(w.raw_json.clone())
+                .push_bind(ledger_ts(w.now))
+                .push_bind(ledger_ts(w.now))
+                .push_bind(w.deleted_at.map(ledger_ts))
+                .push_bind(w.sequence)
+                .push_bind(w.raw_hash.clone());
+        });
+        qb.push(
+            " ON CONFLICT (account_id, link_id) DO UPDATE SET reff_no = excluded.reff_no, \
+             title = excluded.title, payment_url = excluded.payment_url, status = excluded.status, \
+             status_computed = excluded.status_computed, is_expired = excluded.is_expired, \
+             required_customer_detail = excluded.required_customer_detail, \
+             max_usage = excluded.max_usage, current_usage = excluded.current_usage, \
+             expired_at = excluded.expired_at, total_amount = excluded.total_amount, \
+             items_json = excluded.items_json, \
+             whitelisted_payment_method = excluded.whitelisted_payment_method, \
+             redirect_url = excluded.redirect_url, payment_date = excluded.payment_date, \
+             created_at = excluded.created_at, updated_at = excluded.updated_at, \
+             content_hash = excluded.content_hash, \
+             raw_json = excluded.raw_json, last_seen_at = excluded.last_seen_at, \
+             deleted_at = excluded.deleted_at, sequence = excluded.sequence, \
+             raw_hash = excluded.raw_hash",
+        );
+        qb.build().execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
+fn ids_json(ids: &[LinkId]) -> LedgerResult<String> {
+    serde_json::to_string(&ids.iter().map(|i| i.0).collect::<Vec<_>>())
+        .map_err(|e| LedgerError::Corrupt(e.to_string()))
+}
+
 fn stored_from_row(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<StoredLink> {
-    let object: String = r.try_get("object_json")?;
-    let link: PaymentLink = serde_json::from_str(&object)
-        .map_err(|e| LedgerError::Corrupt(format!("payment_link.object_json: {e}")))?;
+    let raw: String = r.try_get("raw_json")?;
+    let link = PaymentLink::decode(&raw)
+        .map_err(|e| LedgerError::Corrupt(format!("payment_link.raw_json: {e}")))?;
     Ok(StoredLink {
         link,
         content_hash: r.try_get("content_hash")?,
@@ -139,14 +154,12 @@ impl Ledger {
         account: &AccountId,
         ids: &[LinkId],
     ) -> LedgerResult<HashMap<LinkId, StoredLink>> {
-        let ids_json = serde_json::to_string(&ids.iter().map(|i| i.0).collect::<Vec<_>>())
-            .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
         let rows = sqlx::query(
-            "SELECT link_id, object_json, content_hash, sequence, deleted_at FROM payment_link \
+            "SELECT link_id, raw_json, content_hash, sequence, deleted_at FROM payment_link \
              WHERE account_id = ? AND link_id IN (SELECT value FROM json_each(?))",
         )
         .bind(account.as_str())
-        .bind(ids_json)
+        .bind(ids_json(ids)?)
         .fetch_all(&self.pool)
         .await?;
         let mut out = HashMap::with_capacity(rows.len());
@@ -156,20 +169,24 @@ impl Ledger {
         Ok(out)
     }
 
-    /// The stored state of `ids` in `account` (deleted ones included), without parsing objects.
+    /// The stored state of the links with ids in `[min, max]` of `account` (deleted ones
+    /// included): hashes, sequence, deletion. A list page is a contiguous id range (newest
+    /// first), so this is one primary-key range scan.
     pub async fn load_link_states(
         &self,
         account: &AccountId,
         ids: &[LinkId],
     ) -> LedgerResult<HashMap<LinkId, LinkState>> {
-        let ids_json = serde_json::to_string(&ids.iter().map(|i| i.0).collect::<Vec<_>>())
-            .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        let (Some(min), Some(max)) = (ids.iter().min(), ids.iter().max()) else {
+            return Ok(HashMap::new());
+        };
         let rows = sqlx::query(
-            "SELECT link_id, object_json, content_hash, sequence, deleted_at FROM payment_link \
-             WHERE account_id = ? AND link_id IN (SELECT value FROM json_each(?))",
+            "SELECT link_id, content_hash, sequence, deleted_at, raw_hash FROM payment_link \
+             WHERE account_id = ? AND link_id BETWEEN ? AND ?",
         )
         .bind(account.as_str())
-        .bind(ids_json)
+        .bind(min.0)
+        .bind(max.0)
         .fetch_all(&self.pool)
         .await?;
         let mut out = HashMap::with_capacity(rows.len());
@@ -180,9 +197,37 @@ impl Ledger {
                     content_hash: r.try_get("content_hash")?,
                     sequence: r.try_get("sequence")?,
                     deleted_at: parse_opt_ts(r.try_get("deleted_at")?)?,
-                    object_json: r.try_get("object_json")?,
+                    raw_hash: r.try_get("raw_hash")?,
                 },
             );
+        }
+        Ok(out)
+    }
+
+    /// The stored links of `ids`, decoded from their verbatim JSON (rows whose hash differs from
+    /// a fresh read).
+    pub async fn load_objects(
+        &self,
+        account: &AccountId,
+        ids: &[LinkId],
+    ) -> LedgerResult<HashMap<LinkId, PaymentLink>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(
+            "SELECT link_id, raw_json FROM payment_link \
+             WHERE account_id = ? AND link_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(account.as_str())
+        .bind(ids_json(ids)?)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let raw: String = r.try_get("raw_json")?;
+            let link = PaymentLink::decode(&raw)
+                .map_err(|e| LedgerError::Corrupt(format!("payment_link.raw_json: {e}")))?;
+            out.insert(LinkId(r.try_get("link_id")?), link);
         }
         Ok(out)
     }
@@ -215,7 +260,7 @@ impl Ledger {
         offset: i64,
     ) -> LedgerResult<(Vec<StoredLink>, i64)> {
         let rows = sqlx::query(
-            "SELECT link_id, object_json, content_hash, sequence, deleted_at FROM payment_link \
+            "SELECT link_id, raw_json, content_hash, sequence, deleted_at FROM payment_link \
              WHERE account_id = ? ORDER BY link_id DESC LIMIT ? OFFSET ?",
         )
         .bind(account.as_str())

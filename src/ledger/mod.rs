@@ -82,7 +82,7 @@ impl Ledger {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
@@ -122,9 +122,7 @@ impl Ledger {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for w in &commit.writes {
-            links::upsert(&mut tx, w).await?;
-        }
+        links::upsert_many(&mut tx, &commit.writes).await?;
         for (account, link, sequence, at) in &commit.deletions {
             sqlx::query(
                 "UPDATE payment_link SET deleted_at = ?, sequence = ?, last_seen_at = ? \

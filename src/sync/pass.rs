@@ -360,7 +360,7 @@ async fn commit_page(
     Ok(())
 }
 
-/// SHA-256 (hex) of a link's canonical JSON.
+/// SHA-256 (hex) of a link's canonical JSON (or of any text).
 pub fn content_hash(object_json: &str) -> String {
     hex::encode(Sha256::digest(object_json.as_bytes()))
 }
@@ -460,23 +460,35 @@ async fn commit_links(
     };
     let mut commit = PageCommit::default();
     let now = ctx.clock.now();
+    // Hash every fresh link; keep only those whose stored hash differs (or that are new).
+    let mut changed = Vec::new();
     for (link, raw) in links {
+        let raw_hash = content_hash(&raw);
+        let state = stored.get(&link.id).filter(|o| o.deleted_at.is_none());
+        if state.is_some_and(|o| o.raw_hash == raw_hash) {
+            continue; // byte-identical to the stored read: unchanged, nothing to do
+        }
         let object_json = serde_json::to_string(&link).map_err(|e| {
             LedgerError::Corrupt(format!("link {} does not serialise: {e}", link.id))
         })?;
         let hash = content_hash(&object_json);
-        let old: Option<&LinkState> = stored.get(&link.id);
-        if let Some(o) = old
-            && o.content_hash == hash
-            && o.deleted_at.is_none()
-        {
-            continue; // unchanged: no write at all
+        if state.is_some_and(|o| o.content_hash == hash) {
+            // Same content in another encoding (e.g. `20000` vs "20000.00"): no event, and the
+            // row is left alone; the new encoding is simply compared canonically next time.
+            continue;
         }
-        let previous = match old.filter(|o| o.deleted_at.is_none()) {
-            Some(o) => Some(o.link()?),
-            None => None,
-        };
-        let changes = diff(previous.as_ref(), &link, mode);
+        changed.push((link, raw, raw_hash, hash));
+    }
+    // The stored objects are read (and parsed) only for the rows that changed.
+    let previous_ids: Vec<LinkId> = changed
+        .iter()
+        .filter(|(l, ..)| stored.get(&l.id).is_some_and(|o| o.deleted_at.is_none()))
+        .map(|(l, ..)| l.id)
+        .collect();
+    let previous_objects = ctx.ledger.load_objects(account, &previous_ids).await?;
+    for (link, raw, raw_hash, hash) in changed {
+        let old: Option<&LinkState> = stored.get(&link.id);
+        let changes = diff(previous_objects.get(&link.id), &link, mode);
         let sequence = if changes.is_empty() {
             old.map(|o| o.sequence).unwrap_or(0)
         } else {
@@ -498,9 +510,9 @@ async fn commit_links(
         commit.writes.push(LinkWrite {
             account_id: account.clone(),
             link,
-            object_json,
             content_hash: hash,
             raw_json: raw,
+            raw_hash,
             sequence,
             deleted_at: None,
             now,
