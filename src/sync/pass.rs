@@ -219,7 +219,10 @@ async fn run_pass(
                 // Skipped by a shifting page but still there: diff it like any other.
                 info!(link_id = %id, "sync.skipped_link_recovered");
                 seen.insert(id);
-                commit_links(ctx, account, run_id, baseline, vec![(link, raw)], summary).await?;
+                let commit =
+                    prepare_links(ctx, account, run_id, baseline, vec![(link, raw)], summary)
+                        .await?;
+                commit_now(ctx, run_id, commit).await?;
             }
             Ok(None) => commit_deletion(ctx, account, run_id, id, summary).await?,
             Err(source) => return Err(SyncError::Upstream { page: 0, source }),
@@ -243,6 +246,36 @@ async fn sweep_pages(
     seen: &mut HashSet<LinkId>,
     summary: &mut SyncSummary,
 ) -> Result<(Option<u64>, Option<u64>), SyncError> {
+    let mut writer = PageWriter::start(ctx, run_id);
+    let read = read_pages(
+        ctx,
+        account,
+        run_id,
+        baseline,
+        cancel,
+        seen,
+        summary,
+        &mut writer,
+    )
+    .await;
+    // Whatever happened, let the pages already queued reach the ledger before returning.
+    let written = writer.finish().await;
+    let totals = read?;
+    written?;
+    Ok(totals)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_pages(
+    ctx: &SyncContext,
+    account: &AccountId,
+    run_id: i64,
+    baseline: bool,
+    cancel: &CancellationToken,
+    seen: &mut HashSet<LinkId>,
+    summary: &mut SyncSummary,
+    writer: &mut PageWriter,
+) -> Result<(Option<u64>, Option<u64>), SyncError> {
     let first = ctx
         .client
         .list_page(account, 1, ctx.per_page)
@@ -252,7 +285,10 @@ async fn sweep_pages(
     let mut last_total = first_total;
     let total_pages = first.pagination.total_pages;
     let mut more = !first.links.is_empty();
-    commit_page(ctx, account, run_id, baseline, 1, first, seen, summary).await?;
+    commit_page(
+        ctx, account, run_id, baseline, 1, first, seen, summary, writer,
+    )
+    .await?;
     match total_pages {
         Some(tp) if more && tp > 1 => {
             // A fetcher task keeps up to `concurrency` pages in flight while this task commits,
@@ -291,7 +327,10 @@ async fn sweep_pages(
                 }
                 let p = r.map_err(|source| SyncError::Upstream { page, source })?;
                 last_total = p.pagination.total.or(last_total);
-                commit_page(ctx, account, run_id, baseline, page, p, seen, summary).await?;
+                commit_page(
+                    ctx, account, run_id, baseline, page, p, seen, summary, writer,
+                )
+                .await?;
             }
             stop.cancel();
         }
@@ -312,7 +351,10 @@ async fn sweep_pages(
                     .map_err(|source| SyncError::Upstream { page, source })?;
                 last_total = p.pagination.total.or(last_total);
                 more = !p.links.is_empty();
-                commit_page(ctx, account, run_id, baseline, page, p, seen, summary).await?;
+                commit_page(
+                    ctx, account, run_id, baseline, page, p, seen, summary, writer,
+                )
+                .await?;
             }
         }
     }
@@ -328,7 +370,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Dedupes one fetched page against `seen` and commits it.
+/// Dedupes one fetched page against `seen`, diffs it and queues it on the writer.
 #[allow(clippy::too_many_arguments)]
 async fn commit_page(
     ctx: &SyncContext,
@@ -339,6 +381,7 @@ async fn commit_page(
     p: crate::singapay::ListPage,
     seen: &mut HashSet<LinkId>,
     summary: &mut SyncSummary,
+    writer: &mut PageWriter,
 ) -> Result<(), SyncError> {
     summary.pages += 1;
     let n = p.links.len();
@@ -355,8 +398,9 @@ async fn commit_page(
         );
     }
     summary.links_seen = seen.len() as u64;
-    commit_links(ctx, account, run_id, baseline, fresh, summary).await?;
-    info!(page, links = n, "sync.page_committed");
+    let commit = prepare_links(ctx, account, run_id, baseline, fresh, summary).await?;
+    writer.send(commit).await?;
+    info!(page, links = n, "sync.page_prepared");
     Ok(())
 }
 
@@ -438,16 +482,18 @@ fn push_events(
     sequence
 }
 
-async fn commit_links(
+/// Diffs fresh links against the ledger and prepares what to commit (rows, events, deliveries);
+/// counts them in `summary`.
+async fn prepare_links(
     ctx: &SyncContext,
     account: &AccountId,
     run_id: i64,
     baseline: bool,
     links: Vec<(PaymentLink, String)>,
     summary: &mut SyncSummary,
-) -> Result<(), SyncError> {
+) -> Result<PageCommit, SyncError> {
     if links.is_empty() {
-        return Ok(());
+        return Ok(PageCommit::default());
     }
     let ids: Vec<LinkId> = links.iter().map(|(l, _)| l.id).collect();
     let stored = ctx.ledger.load_link_states(account, &ids).await?;
@@ -518,16 +564,81 @@ async fn commit_links(
             now,
         });
     }
-    ctx.ledger.commit_page(run_id, &commit).await?;
     summary.links_written += commit.writes.len() as u64;
     summary.events += commit.events.len() as u64;
     summary.deliveries += commit.deliveries.len() as u64;
+    Ok(commit)
+}
+
+/// Commits one prepared page now and wakes the dispatcher if it owes deliveries.
+async fn commit_now(ctx: &SyncContext, run_id: i64, commit: PageCommit) -> Result<(), SyncError> {
+    ctx.ledger.commit_page(run_id, &commit).await?;
     if !commit.deliveries.is_empty()
         && let Some(w) = &ctx.wake
     {
         w.notify_one();
     }
     Ok(())
+}
+
+/// Commits prepared pages in order on a background task, so that the next page is decoded and
+/// diffed while the previous one is written. A failed commit stops it: later pages are not
+/// written (each page is its own transaction, so the ledger stays consistent).
+struct PageWriter {
+    tx: Option<tokio::sync::mpsc::Sender<PageCommit>>,
+    handle: tokio::task::JoinHandle<Result<(), LedgerError>>,
+}
+
+impl PageWriter {
+    fn start(ctx: &SyncContext, run_id: i64) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<PageCommit>(2);
+        let ledger = ctx.ledger.clone();
+        let wake = ctx.wake.clone();
+        let handle = tokio::spawn(async move {
+            while let Some(commit) = rx.recv().await {
+                ledger.commit_page(run_id, &commit).await?;
+                if !commit.deliveries.is_empty()
+                    && let Some(w) = &wake
+                {
+                    w.notify_one();
+                }
+            }
+            Ok(())
+        });
+        Self {
+            tx: Some(tx),
+            handle,
+        }
+    }
+
+    /// Queues a page; if the writer already failed, returns its error.
+    async fn send(&mut self, commit: PageCommit) -> Result<(), SyncError> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(commit).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            self.tx = None;
+            self.wait().await
+        }
+    }
+
+    /// Waits until every queued page is committed.
+    async fn finish(mut self) -> Result<(), SyncError> {
+        self.tx = None;
+        self.wait().await
+    }
+
+    async fn wait(&mut self) -> Result<(), SyncError> {
+        match (&mut self.handle).await {
+            Ok(r) => r.map_err(SyncError::from),
+            Err(e) => Err(SyncError::Ledger(LedgerError::Corrupt(format!(
+                "ledger writer stopped: {e}"
+            )))),
+        }
+    }
 }
 
 async fn commit_deletion(
