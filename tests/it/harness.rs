@@ -31,11 +31,18 @@ pub struct TestSandbox {
 
 impl TestSandbox {
     pub async fn start() -> Self {
+        Self::start_with(103).await
+    }
+
+    pub async fn start_with(links: usize) -> Self {
         let stop = CancellationToken::new();
-        let addr = Sandbox::new(SandboxOptions::default())
-            .spawn(SocketAddr::from(([127, 0, 0, 1], 0)), stop.clone())
-            .await
-            .unwrap();
+        let addr = Sandbox::new(SandboxOptions {
+            links,
+            ..Default::default()
+        })
+        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)), stop.clone())
+        .await
+        .unwrap();
         Self {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
@@ -48,6 +55,23 @@ impl TestSandbox {
             "{}/_sandbox/accounts/{ACCOUNT}/links/{id}{action}",
             self.base
         )
+    }
+
+    /// A control-plane call that may be refused (e.g. paying a closed link): `(status, body)`.
+    pub async fn try_ctl(&self, method: reqwest::Method, url: String, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .request(method, url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub fn link_url(&self, id: i64, action: &str) -> String {
+        self.link_path(id, action)
     }
 
     pub async fn ctl(&self, method: reqwest::Method, url: String, body: Value) -> Value {

@@ -7,5 +7,6 @@ mod e2e;
 mod faults;
 mod feed;
 mod harness;
+mod replay;
 mod retries;
 mod schedule;
