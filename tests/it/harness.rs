@@ -183,6 +183,8 @@ pub struct Receiver {
     pub secret: String,
     pub hits: Arc<Mutex<Vec<Hit>>>,
     script: Arc<Mutex<Vec<u16>>>,
+    /// Milliseconds to wait before answering (stretches a burst).
+    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 async fn receive(
@@ -191,6 +193,10 @@ async fn receive(
     body: Bytes,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let delay = rx.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let wh = standardwebhooks::Webhook::new(&rx.secret).unwrap();
     let verified = wh.verify(&body, &h).is_ok();
     let answered = {
@@ -231,6 +237,7 @@ impl Receiver {
             secret,
             hits: Arc::new(Mutex::new(Vec::new())),
             script: Arc::new(Mutex::new(script)),
+            delay_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
         let app = Router::new()
             .route("/hooks", post(receive))

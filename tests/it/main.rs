@@ -2,6 +2,7 @@
 //! callbacks to a receiver verifying signatures with the `standardwebhooks` crate, e-mail over real
 //! SMTP to a listener. One binary, a module per feature.
 
+mod crash;
 mod daemon;
 mod e2e;
 mod faults;
