@@ -92,6 +92,8 @@ CREATE TABLE delivery (
     UNIQUE (event_id, subscriber)
 ) STRICT;
 CREATE INDEX delivery_due ON delivery (state, next_attempt_at);
+-- The dispatcher claims pending deliveries in id order (= event commit order).
+CREATE INDEX delivery_pending ON delivery (id) WHERE state = 'pending';
 
 -- Every delivery attempt, for diagnosis.
 CREATE TABLE delivery_attempt (

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::time::ledger_ts;
 use crate::types::EventType;
@@ -155,7 +155,8 @@ fn row_to_delivery(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<DeliveryRow> {
 }
 
 impl Ledger {
-    /// Pending deliveries due at `now`, oldest event first, at most `limit`. A delivery waits while
+    /// Pending deliveries due at `now`, oldest first (delivery ids follow event commit order),
+    /// at most `limit`. A delivery waits while
     /// an earlier event of the same link for the same subscriber is pending a retry, so each
     /// subscriber receives a link's events in `sequence` order. E-mail deliveries wait for their
     /// pass to finish, so that each pass makes one digest per recipient group.
@@ -173,7 +174,7 @@ impl Ledger {
              AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
                  WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' AND d2.next_attempt_at > ?1 \
                  AND e2.account_id = e.account_id AND e2.link_id = e.link_id AND e2.sequence < e.sequence) \
-             ORDER BY e.seq, d.id LIMIT ?2",
+             ORDER BY d.id LIMIT ?2",
         )
         .bind(ledger_ts(now))
         .bind(limit)
@@ -206,42 +207,52 @@ impl Ledger {
         parse_opt_ts(r.try_get(0)?)
     }
 
-    /// Records a batch of attempts and their outcomes in one transaction.
+    /// Records a batch of attempts and their outcomes in one transaction, a few statements per
+    /// 300 attempts (one multi-row INSERT into `delivery_attempt`, one `UPDATE … FROM (VALUES …)`).
     pub async fn record_attempts(&self, outcomes: &[AttemptOutcome]) -> LedgerResult<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for o in outcomes {
-            sqlx::query(
-                "INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status, error) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(o.delivery_id)
-            .bind(ledger_ts(o.attempted_at))
-            .bind(o.duration_ms)
-            .bind(o.status)
-            .bind(&o.error)
-            .execute(&mut *tx)
-            .await?;
-            let (state, next, delivered) = match &o.result {
-                AttemptResult::Delivered => ("delivered", None, Some(ledger_ts(o.attempted_at))),
-                AttemptResult::Retry(at) => ("pending", Some(ledger_ts(*at)), None),
-                AttemptResult::Dead => ("dead", None, None),
-                AttemptResult::Disabled => ("disabled", None, None),
-            };
-            sqlx::query(
-                "UPDATE delivery SET state = ?, attempts = attempts + 1, next_attempt_at = ?, \
-                 last_status = ?, last_error = ?, delivered_at = COALESCE(?, delivered_at) WHERE id = ?",
-            )
-            .bind(state)
-            .bind(next)
-            .bind(o.status)
-            .bind(&o.error)
-            .bind(delivered)
-            .bind(o.delivery_id)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in outcomes.chunks(300) {
+            let mut ins: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status, error) ",
+            );
+            ins.push_values(chunk, |mut b, o| {
+                b.push_bind(o.delivery_id)
+                    .push_bind(ledger_ts(o.attempted_at))
+                    .push_bind(o.duration_ms)
+                    .push_bind(o.status)
+                    .push_bind(o.error.clone());
+            });
+            ins.build().execute(&mut *tx).await?;
+
+            let mut upd: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "WITH v(id, state, next_attempt_at, last_status, last_error, delivered_at) AS (",
+            );
+            upd.push_values(chunk, |mut b, o| {
+                let (state, next, delivered) = match &o.result {
+                    AttemptResult::Delivered => {
+                        ("delivered", None, Some(ledger_ts(o.attempted_at)))
+                    }
+                    AttemptResult::Retry(at) => ("pending", Some(ledger_ts(*at)), None),
+                    AttemptResult::Dead => ("dead", None, None),
+                    AttemptResult::Disabled => ("disabled", None, None),
+                };
+                b.push_bind(o.delivery_id)
+                    .push_bind(state)
+                    .push_bind(next)
+                    .push_bind(o.status)
+                    .push_bind(o.error.clone())
+                    .push_bind(delivered);
+            });
+            upd.push(
+                ") UPDATE delivery SET state = v.state, attempts = attempts + 1, \
+                 next_attempt_at = v.next_attempt_at, last_status = v.last_status, \
+                 last_error = v.last_error, delivered_at = COALESCE(v.delivered_at, delivery.delivered_at) \
+                 FROM v WHERE delivery.id = v.id",
+            );
+            upd.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -113,7 +113,7 @@ impl Dispatcher {
             email,
             schedule,
             clock,
-            batch: 500,
+            batch: 2000,
             concurrency: concurrency.max(1),
             wake: Arc::new(Notify::new()),
         })
