@@ -154,7 +154,8 @@ impl App {
                 config.delivery.concurrency,
                 Arc::clone(&clock),
             )
-            .map_err(anyhow::Error::msg)?,
+            .map_err(anyhow::Error::msg)?
+            .with_per_subscriber_limit(config.delivery.per_subscriber_concurrency),
         );
         let work = CancellationToken::new();
         let ctx = Arc::new(SyncContext {

@@ -50,4 +50,52 @@ pub enum Command {
     },
     /// The end-to-end demo: sandbox, webhook receiver, daemon, payments, deliveries. No network.
     Demo,
+    /// Inspect deliveries and retry dead or disabled ones (works on the ledger directly; a running
+    /// daemon picks retried deliveries up within its idle interval).
+    Deliveries {
+        /// What to do.
+        #[command(subcommand)]
+        action: DeliveriesCommand,
+    },
+    /// Manage webhook subscribers disabled by a 410 Gone.
+    Subscribers {
+        /// What to do.
+        #[command(subcommand)]
+        action: SubscribersCommand,
+    },
+}
+
+/// `deliveries …`.
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// List deliveries, newest first.
+    List {
+        /// Only this state: pending, delivered, dead or disabled.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this subscriber.
+        #[arg(long)]
+        subscriber: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a dead or disabled delivery due now.
+    Retry {
+        /// Delivery id.
+        id: i64,
+    },
+}
+
+/// `subscribers …`.
+#[derive(Debug, Subcommand)]
+pub enum SubscribersCommand {
+    /// Re-enable a subscriber disabled by a 410 Gone: its parked deliveries become due now.
+    Enable {
+        /// `[[webhooks]].name`.
+        name: String,
+    },
 }

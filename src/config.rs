@@ -92,6 +92,7 @@ struct RawDelivery {
     retry_schedule: Option<Vec<String>>,
     timeout: Option<String>,
     concurrency: Option<i64>,
+    per_subscriber_concurrency: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,6 +187,8 @@ pub struct DeliveryConfig {
     pub timeout: Duration,
     /// Webhook requests in flight at most (default 16).
     pub concurrency: usize,
+    /// Webhook requests in flight to one subscriber at most (default 8).
+    pub per_subscriber_concurrency: usize,
 }
 
 /// `[[webhooks]]`.
@@ -567,6 +570,15 @@ impl Config {
                 n => {
                     p.push(format!("delivery.concurrency must be 1 to 1024, got {n}"));
                     16
+                }
+            },
+            per_subscriber_concurrency: match raw.delivery.per_subscriber_concurrency.unwrap_or(8) {
+                n @ 1..=1024 => n as usize,
+                n => {
+                    p.push(format!(
+                        "delivery.per_subscriber_concurrency must be 1 to 1024, got {n}"
+                    ));
+                    8
                 }
             },
         };

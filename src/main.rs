@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use singapay_sync::cli::{Cli, Command};
+use singapay_sync::cli::{Cli, Command, DeliveriesCommand, SubscribersCommand};
 use singapay_sync::config::{Config, LogFormat};
 use singapay_sync::{app, demo, ledger, sandbox, telemetry};
 use tokio_util::sync::CancellationToken;
@@ -201,6 +201,73 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Deliveries { action } => {
+            let cfg = match load(&cli) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let ledger = ledger::Ledger::open(&cfg.ledger_path).await?;
+            let code = match action {
+                DeliveriesCommand::List {
+                    state,
+                    subscriber,
+                    limit,
+                    json,
+                } => {
+                    if let Some(s) = state
+                        && !matches!(s.as_str(), "pending" | "delivered" | "dead" | "disabled")
+                    {
+                        eprintln!("--state must be pending, delivered, dead or disabled");
+                        return Ok(ExitCode::from(2));
+                    }
+                    let rows = ledger
+                        .list_deliveries(state.as_deref(), subscriber.as_deref(), *limit)
+                        .await?;
+                    for r in &rows {
+                        if *json {
+                            println!("{}", serde_json::to_string(r)?);
+                        } else {
+                            println!(
+                                "{:>6}  {:<9} {:<10} {:<8} attempts {:<2} {:<28} {}  {}",
+                                r.id,
+                                r.state,
+                                r.subscriber,
+                                r.channel,
+                                r.attempts,
+                                r.event_type.as_str(),
+                                r.event_id,
+                                r.last_error.as_deref().unwrap_or("")
+                            );
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                DeliveriesCommand::Retry { id } => {
+                    if ledger.retry_delivery(*id, chrono::Utc::now()).await? {
+                        println!("delivery {id} is due now");
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("delivery {id} does not exist or is not dead or disabled");
+                        ExitCode::FAILURE
+                    }
+                }
+            };
+            ledger.close().await;
+            Ok(code)
+        }
+        Command::Subscribers {
+            action: SubscribersCommand::Enable { name },
+        } => {
+            let cfg = match load(&cli) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let ledger = ledger::Ledger::open(&cfg.ledger_path).await?;
+            let n = ledger.enable_subscriber(name, chrono::Utc::now()).await?;
+            println!("subscriber {name} enabled; {n} parked deliveries are due now");
+            ledger.close().await;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run => {
             let cfg = match load(&cli) {

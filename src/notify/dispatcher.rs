@@ -76,6 +76,7 @@ pub struct Dispatcher {
     clock: Arc<dyn Clock>,
     batch: i64,
     concurrency: usize,
+    per_subscriber: usize,
     /// Notified after a sync commits deliveries, so they go out at once.
     pub wake: Arc<Notify>,
 }
@@ -115,6 +116,7 @@ impl Dispatcher {
             clock,
             batch: 2000,
             concurrency: concurrency.max(1),
+            per_subscriber: concurrency.max(1),
             wake: Arc::new(Notify::new()),
         })
     }
@@ -267,6 +269,13 @@ impl Dispatcher {
         }
     }
 
+    /// Bounds requests in flight to any one subscriber (default: the total bound), so that a
+    /// slow receiver cannot take every slot from the others.
+    pub fn with_per_subscriber_limit(mut self, n: usize) -> Self {
+        self.per_subscriber = n.clamp(1, self.concurrency);
+        self
+    }
+
     /// Sends everything due now and records the attempts. Returns what happened.
     ///
     /// Errors: the ledger failed (nothing is lost: unrecorded attempts are simply tried again,
@@ -295,16 +304,35 @@ impl Dispatcher {
                         .push(d);
                 }
             }
+            let limits: HashMap<String, Arc<tokio::sync::Semaphore>> = hooks
+                .keys()
+                .map(|(sub, ..)| {
+                    (
+                        sub.clone(),
+                        Arc::new(tokio::sync::Semaphore::new(self.per_subscriber)),
+                    )
+                })
+                .collect();
             let groups = hooks
                 .into_values()
                 .map(Group::Webhook)
                 .chain(mails.into_values().map(Group::Email));
             let results: Vec<(Vec<AttemptOutcome>, Option<String>)> =
                 futures_util::stream::iter(groups)
-                    .map(|g| async move {
-                        match g {
-                            Group::Webhook(v) => self.run_webhook_group(v).await,
-                            Group::Email(v) => (self.run_email_group(v).await, None),
+                    .map(|g| {
+                        let limits = &limits;
+                        async move {
+                            match g {
+                                Group::Webhook(v) => {
+                                    let sem = v.first().and_then(|d| limits.get(&d.subscriber));
+                                    let _permit = match sem {
+                                        Some(s) => s.acquire().await.ok(),
+                                        None => None,
+                                    };
+                                    self.run_webhook_group(v).await
+                                }
+                                Group::Email(v) => (self.run_email_group(v).await, None),
+                            }
                         }
                     })
                     .buffer_unordered(self.concurrency)
@@ -352,12 +380,51 @@ impl Dispatcher {
                     .disable_subscriber(&name, "receiver answered 410 Gone", now)
                     .await?;
                 error!(subscriber = %name, parked, "delivery.subscriber_disabled");
+                self.tell_finance_disabled(&name, parked).await;
             }
             if n < self.batch as usize {
                 break;
             }
         }
         Ok(summary)
+    }
+
+    /// E-mails every recipient group that a webhook subscriber was disabled (410 Gone), if
+    /// e-mail is configured. Best effort: a failure is logged (the disable itself is recorded).
+    async fn tell_finance_disabled(&self, name: &str, parked: u64) {
+        let Some(settings) = &self.email else {
+            return;
+        };
+        let to: Vec<Mailbox> = settings
+            .groups
+            .values()
+            .flat_map(|g| g.to.iter().cloned())
+            .collect();
+        if to.is_empty() {
+            return;
+        }
+        let text = format!(
+            "The webhook subscriber \"{name}\" answered 410 Gone, so singapay-sync stopped sending to it.\n\
+             {parked} pending deliveries are parked as \"disabled\"; new events for it are parked too.\n\
+             Nothing is lost: re-enable it with `singapay-sync subscribers enable {name}` or\n\
+             POST /subscribers/{name}/enable, and every parked delivery is sent.\n"
+        );
+        let mut b = lettre::Message::builder()
+            .from(settings.from.clone())
+            .subject(format!(
+                "SingaPay: webhook subscriber {name} disabled (410 Gone)"
+            ));
+        for t in to {
+            b = b.to(t);
+        }
+        match b.body(text) {
+            Ok(msg) => {
+                if let Err(e) = settings.mailer.send(msg).await {
+                    warn!(subscriber = %name, error = %e.message, "delivery.disable_notice_failed");
+                }
+            }
+            Err(e) => warn!(subscriber = %name, error = %e, "delivery.disable_notice_failed"),
+        }
     }
 
     /// The dispatcher loop: dispatch what is due, then sleep until the next due time, a wake-up

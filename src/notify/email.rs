@@ -387,4 +387,76 @@ mod tests {
         );
         assert!(d.html.contains("Rp 2.500.000"));
     }
+
+    /// A pass with every kind of event, as finance receives it.
+    fn full_pass() -> Vec<Value> {
+        let link = |id: i64, title: &str, amount: &str| {
+            json!({"id": id, "title": title, "reff_no": format!("PL{id}"), "total_amount": amount,
+                   "current_usage": 3, "max_usage": 3, "status": "open", "status_computed": "open",
+                   "payment_date": "2026-11-21T03:00:00Z", "expired_at": "2026-11-22T17:00:00Z",
+                   "payment_url": format!("https://sandbox-paymentlink.singapay.id/b2b/PL{id}")})
+        };
+        let mut closed = link(101, "Kue & Kopi", "10000.00");
+        closed["status"] = json!("closed");
+        closed["status_computed"] = json!("closed");
+        let mut expired = link(78, "Payment for Order #78", "50000.00");
+        expired["status_computed"] = json!("expired");
+        vec![
+            env(
+                "payment_link.created",
+                link(104, "Walk-in order", "75000.00"),
+                Value::Null,
+                None,
+            ),
+            env(
+                "payment_link.paid",
+                link(103, "Invoice <Toko> \"Maju\"", "1250000.00"),
+                json!({"current_usage": 1, "payment_date": null}),
+                Some(2),
+            ),
+            env(
+                "payment_link.exhausted",
+                link(103, "Invoice <Toko> \"Maju\"", "1250000.00"),
+                Value::Null,
+                None,
+            ),
+            env(
+                "payment_link.status_changed",
+                closed,
+                json!({"status": "open", "status_computed": "open", "is_expired": false}),
+                None,
+            ),
+            env(
+                "payment_link.status_changed",
+                expired,
+                json!({"status": "open", "status_computed": "open", "is_expired": false}),
+                None,
+            ),
+            env(
+                "payment_link.updated",
+                link(60, "Order #60 (revised)", "119.84"),
+                json!({"title": "Order #60", "total_amount": "100000.00"}),
+                None,
+            ),
+            env(
+                "payment_link.deleted",
+                link(50, "Payment for Order #50", "510000.00"),
+                Value::Null,
+                None,
+            ),
+        ]
+    }
+
+    #[test]
+    fn digest_text_snapshot() {
+        let d = render_digest(&full_pass()).unwrap();
+        insta::assert_snapshot!(d.subject, @"SingaPay: 2 payments received, 1 link fully used, 1 link expired, 1 link closed, 1 new link, 1 link edited, 1 link deleted");
+        insta::assert_snapshot!("digest_text", d.text);
+    }
+
+    #[test]
+    fn digest_html_snapshot() {
+        let d = render_digest(&full_pass()).unwrap();
+        insta::assert_snapshot!("digest_html", d.html);
+    }
 }

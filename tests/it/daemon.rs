@@ -186,3 +186,54 @@ async fn a_fatal_403_stops_sync_after_one_request_with_exit_1() {
     );
     assert_eq!(sandbox.requests().await.len(), 1, "no retry storm");
 }
+
+#[tokio::test]
+async fn the_cli_lists_dead_deliveries_and_retries_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = TestSandbox::start().await;
+    let erp = Receiver::start(vec![500, 500]).await;
+    let mut setup = new_setup(&dir, &sandbox);
+    setup.webhooks.push(("erp".into(), erp.clone(), None));
+    setup.retry_schedule = vec!["10ms"];
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, setup.toml()).unwrap();
+    let app = setup.app().await;
+    app.sync_all(None).await;
+    sandbox.pay(103).await;
+    app.sync_all(None).await;
+    app.dispatcher.dispatch_due().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(app.dispatcher.dispatch_due().await.unwrap().dead, 1);
+
+    let cli = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_singapay-sync"));
+        c.arg("--config").arg(&cfg).args(args);
+        c.output().unwrap()
+    };
+    let out = cli(&["deliveries", "list", "--state", "dead", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["state"], "dead");
+    assert_eq!(lines[0]["last_status"], 500);
+    let id = lines[0]["id"].as_i64().unwrap();
+    assert_eq!(
+        cli(&["deliveries", "retry", &id.to_string()]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        cli(&["deliveries", "retry", "999999"]).status.code(),
+        Some(1)
+    );
+    let d = app.dispatcher.dispatch_due().await.unwrap();
+    assert_eq!(d.delivered, 1);
+    let log = app.ledger.delivery_attempts(id).await.unwrap();
+    assert_eq!(
+        log.iter().map(|a| a.status).collect::<Vec<_>>(),
+        [Some(500), Some(500), Some(200)],
+        "the manual retry is logged like any attempt"
+    );
+}

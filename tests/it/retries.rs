@@ -107,3 +107,60 @@ async fn an_exhausted_schedule_leaves_the_delivery_dead() {
     assert_eq!(d.delivered, 1);
     assert_eq!(erp.hits().len(), 3);
 }
+
+#[tokio::test]
+async fn smtp_failures_are_retried_through_the_delivery_table() {
+    use singapay_sync::time::{Clock, ManualClock};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = TestSandbox::start().await;
+    // Nothing listens on this port yet: connection refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut setup = new_setup(&dir, &sandbox);
+    let placeholder = SmtpSink::start().await;
+    setup.smtp = Some((placeholder, vec!["finance@toko.example"], None));
+    setup.retry_schedule = vec!["5s", "5m"];
+    let toml = setup.toml().replace(
+        &setup.smtp.as_ref().unwrap().0.url,
+        &format!("smtp://127.0.0.1:{port}"),
+    );
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let app = singapay_sync::app::App::build_with_clock(
+        singapay_sync::config::Config::from_toml_str(&toml).unwrap(),
+        clock.clone(),
+        false,
+    )
+    .await
+    .unwrap();
+    app.sync_all(None).await;
+    sandbox.pay(103).await;
+    app.sync_all(None).await;
+    let d = app.dispatcher.dispatch_due().await.unwrap();
+    assert_eq!((d.attempted, d.retrying), (1, 1));
+    let row = &app
+        .ledger
+        .list_deliveries(None, Some("finance"), 10)
+        .await
+        .unwrap()[0];
+    assert_eq!(row.channel, "email");
+    assert!(row.last_error.is_some(), "{row:?}");
+    // The mail server comes up; the retry goes through at its scheduled time.
+    let sink = SmtpSink::start_on(port).await;
+    assert_eq!(
+        app.dispatcher.dispatch_due().await.unwrap().attempted,
+        0,
+        "not due yet"
+    );
+    clock.set(app.ledger.next_due_at().await.unwrap().unwrap());
+    let d = app.dispatcher.dispatch_due().await.unwrap();
+    assert_eq!(d.delivered, 1);
+    assert_eq!(sink.mails().len(), 1);
+    let log = app.ledger.delivery_attempts(row.id).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1].status, Some(250), "SMTP reply code logged");
+    let _ = clock.now();
+}

@@ -117,13 +117,36 @@ async fn gone_disables_the_subscriber_after_one_attempt_until_re_enabled() {
     let dir = tempfile::tempdir().unwrap();
     let sandbox = TestSandbox::start().await;
     let erp = Receiver::start(vec![410]).await;
+    let smtp = SmtpSink::start().await;
     let mut setup = new_setup(&dir, &sandbox);
     setup.webhooks.push(("erp".into(), erp.clone(), None));
+    // Finance only wants status changes, so the payment below makes no digest: the one mail
+    // is the notice that the ERP's hook was disabled.
+    setup.smtp = Some((
+        smtp.clone(),
+        vec!["finance@toko.example"],
+        Some(vec!["payment_link.status_changed"]),
+    ));
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let app = one_event(&setup, &sandbox, &clock).await;
     let d = app.dispatcher.dispatch_due().await.unwrap();
     assert_eq!((d.attempted, d.disabled), (1, 1));
     assert_eq!(app.ledger.disabled_subscribers().await.unwrap(), ["erp"]);
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    let notice = mail_parser::MessageParser::default()
+        .parse(&mails[0].data)
+        .unwrap();
+    assert_eq!(
+        notice.subject().unwrap(),
+        "SingaPay: webhook subscriber erp disabled (410 Gone)"
+    );
+    assert!(
+        notice
+            .body_text(0)
+            .unwrap()
+            .contains("subscribers enable erp")
+    );
     // A later event for the disabled subscriber is parked, not sent.
     sandbox.pay(103).await;
     app.sync_all(None).await;
