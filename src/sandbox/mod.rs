@@ -181,7 +181,7 @@ pub struct LoggedRequest {
     pub path: String,
     /// Query string.
     pub query: Option<String>,
-    /// Status answered.
+    /// Status answered; 0 if no answer was sent (the client gave up first).
     pub status: u16,
 }
 
@@ -438,6 +438,17 @@ async fn faults_and_log(State(sb): State<Sandbox>, req: Request, next: Next) -> 
     let query = req.uri().query().map(str::to_owned);
     let kind = route_kind(&path);
     let page = query_page(query.as_deref());
+    // Logged on arrival (status 0 until answered: a request whose client gave up stays 0).
+    let slot = {
+        let mut st = sb.lock();
+        st.log.push(LoggedRequest {
+            method,
+            path,
+            query,
+            status: 0,
+        });
+        st.log.len() - 1
+    };
     let fault = {
         let mut st = sb.lock();
         let pos = st.faults.iter().position(|f| {
@@ -527,12 +538,9 @@ async fn faults_and_log(State(sb): State<Sandbox>, req: Request, next: Next) -> 
         }
         None => next.run(req).await,
     };
-    sb.lock().log.push(LoggedRequest {
-        method,
-        path,
-        query,
-        status: resp.status().as_u16(),
-    });
+    if let Some(entry) = sb.lock().log.get_mut(slot) {
+        entry.status = resp.status().as_u16();
+    }
     resp
 }
 

@@ -196,3 +196,32 @@ async fn a_link_deleted_mid_pass_causes_no_false_deletion_and_the_skipped_link_i
         ])
     );
 }
+
+#[tokio::test]
+async fn a_page_that_times_out_is_fetched_again_and_the_pass_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = TestSandbox::start().await;
+    let setup = new_setup(&dir, &sandbox);
+    let toml = setup
+        .toml()
+        .replace("timeout = \"5s\"", "timeout = \"300ms\"");
+    let app = singapay_sync::app::App::build_with_clock(
+        singapay_sync::config::Config::from_toml_str(&toml).unwrap(),
+        std::sync::Arc::new(singapay_sync::time::SystemClock),
+        false,
+    )
+    .await
+    .unwrap();
+    sandbox
+        .fault(json!({"route": "list", "page": 4, "delay_ms": 1000}))
+        .await;
+    let r = app.sync_all(None).await;
+    assert_eq!(r[0].1.as_ref().unwrap().links_seen, 103);
+    let page4 = sandbox
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.2.as_deref().is_some_and(|q| q.starts_with("page=4&")))
+        .count();
+    assert!(page4 >= 2, "the timed-out page was asked again ({page4})");
+}
