@@ -389,6 +389,7 @@ impl Sandbox {
         let control = Router::new()
             .route("/_sandbox/clock", get(clock))
             .route("/_sandbox/clock/advance", post(advance))
+            .route("/_sandbox/accounts/{account}", post(ctl_add_account))
             .route("/_sandbox/accounts/{account}/links", post(ctl_add))
             .route(
                 "/_sandbox/accounts/{account}/links/{id}",
@@ -1241,6 +1242,35 @@ async fn ctl_add(
         }
     }
     insert_link(&sb, &account, &body)
+}
+
+#[derive(Deserialize)]
+struct NewAccount {
+    #[serde(default)]
+    links: usize,
+}
+
+/// Adds (or replaces) an account seeded with `links` links like the default one.
+async fn ctl_add_account(
+    State(sb): State<Sandbox>,
+    Path(account): Path<String>,
+    Json(b): Json<NewAccount>,
+) -> ApiResult {
+    if ulid::Ulid::from_string(&account).is_err() {
+        return Err(ctl_error(
+            StatusCode::BAD_REQUEST,
+            "account id must be a ULID",
+        ));
+    }
+    let mut st = sb.lock();
+    let now = st.now();
+    let links = seed::seed_links(b.links, now);
+    let n = links.len();
+    st.accounts.insert(
+        account.clone(),
+        links.into_iter().map(|l| (l.id, l)).collect(),
+    );
+    Ok(ok(json!({"account_id": account, "links": n})))
 }
 
 async fn ctl_fault(State(sb): State<Sandbox>, Json(f): Json<Fault>) -> StatusCode {

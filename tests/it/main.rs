@@ -8,6 +8,7 @@ mod e2e;
 mod faults;
 mod feed;
 mod harness;
+mod multi;
 mod replay;
 mod retries;
 mod schedule;

@@ -1,0 +1,115 @@
+//! Several accounts: each its own pass, schedule and run history; `sync --account` picks one.
+
+use serde_json::json;
+use singapay_sync::ledger::EventFilter;
+use singapay_sync::types::AccountId;
+
+use crate::harness::*;
+
+const SECOND: &str = "01K946KF851RK7FX075GJHBVKF";
+
+#[tokio::test]
+async fn accounts_sync_side_by_side_and_sync_account_picks_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = TestSandbox::start().await;
+    sandbox
+        .ctl(
+            reqwest::Method::POST,
+            format!("{}/_sandbox/accounts/{SECOND}", sandbox.base),
+            json!({"links": 40}),
+        )
+        .await;
+    let setup = new_setup(&dir, &sandbox);
+    let toml = setup.toml().replace(
+        "[http]",
+        &format!("[[accounts]]\nid = \"{SECOND}\"\nname = \"Cabang Dua\"\nschedule = \"0 */2 * * * *\"\n[http]"),
+    );
+    let cfg_path = dir.path().join("config.toml");
+    std::fs::write(&cfg_path, &toml).unwrap();
+    let cfg = singapay_sync::config::Config::from_toml_str(&toml).unwrap();
+    assert_eq!(cfg.accounts[1].schedule, "0 */2 * * * *");
+    assert_eq!(cfg.accounts[0].schedule, "0 */5 * * * *");
+    let app = singapay_sync::app::App::build_with_clock(
+        cfg,
+        std::sync::Arc::new(singapay_sync::time::SystemClock),
+        false,
+    )
+    .await
+    .unwrap();
+
+    let r = app.sync_all(None).await;
+    let seen: Vec<(String, u64)> = r
+        .iter()
+        .map(|(a, s)| (a.to_string(), s.as_ref().unwrap().links_seen))
+        .collect();
+    assert_eq!(seen, [(ACCOUNT.to_string(), 103), (SECOND.to_string(), 40)]);
+    for (_, s) in &r {
+        let run = app
+            .ledger
+            .get_run(s.as_ref().unwrap().run_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(run.baseline);
+        assert_eq!(run.outcome, "succeeded");
+    }
+
+    // A payment on the second account's link 40 (seed 004's link 103 shape, renumbered).
+    sandbox
+        .ctl(
+            reqwest::Method::POST,
+            format!("{}/_sandbox/accounts/{SECOND}/links/40/pay", sandbox.base),
+            json!({}),
+        )
+        .await;
+    app.ledger.close().await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
+        .arg("--config")
+        .arg(&cfg_path)
+        .args(["sync", "--account", SECOND, "--json"])
+        .env("RUST_LOG", "off")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let accounts = summary["accounts"].as_array().unwrap();
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(accounts[0]["account_id"], SECOND);
+    assert_eq!(
+        accounts[0]["summary"]["events_by_type"]["payment_link.paid"],
+        1
+    );
+
+    let ledger = singapay_sync::ledger::Ledger::open(&setup.ledger)
+        .await
+        .unwrap();
+    let events = ledger
+        .events(&EventFilter {
+            account_id: Some(AccountId::parse(SECOND).unwrap()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].envelope["account_id"], SECOND);
+    assert_eq!(events[0].link_id, 40);
+    let first_account = ledger
+        .events(&EventFilter {
+            account_id: Some(AccountId::parse(ACCOUNT).unwrap()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first_account.is_empty());
+    ledger.close().await;
+}
