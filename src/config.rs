@@ -285,6 +285,98 @@ impl std::fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// The keys each section accepts (a misspelt key is reported, not silently ignored).
+const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    ("ledger", &["path"]),
+    (
+        "singapay",
+        &[
+            "base_url",
+            "partner_id",
+            "client_id",
+            "client_secret",
+            "client_secret_file",
+            "timeout",
+            "per_page",
+            "max_retries",
+            "concurrency",
+        ],
+    ),
+    ("sync", &["schedule", "notify_on_baseline"]),
+    ("accounts", &["id", "name", "schedule"]),
+    ("http", &["listen", "admin_token", "admin_token_file"]),
+    (
+        "delivery",
+        &[
+            "retry_schedule",
+            "timeout",
+            "concurrency",
+            "per_subscriber_concurrency",
+        ],
+    ),
+    (
+        "webhooks",
+        &["name", "url", "secret", "secret_file", "events"],
+    ),
+    (
+        "email",
+        &["smtp_url", "smtp_url_file", "from", "timeout", "recipients"],
+    ),
+    ("log", &["format", "level"]),
+];
+
+const RECIPIENT_KEYS: &[&str] = &["name", "to", "events"];
+
+/// Every key of the merged sources that no section accepts, as "unknown key `a.b`".
+fn unknown_keys(fig: &Figment) -> Vec<String> {
+    use figment::value::Value as V;
+    let mut out = Vec::new();
+    let Ok(V::Dict(_, top)) = fig.extract::<figment::value::Value>() else {
+        return out;
+    };
+    let check = |path: &str, dict: &figment::value::Dict, known: &[&str], out: &mut Vec<String>| {
+        for k in dict.keys() {
+            if !known.contains(&k.as_str()) {
+                out.push(format!("unknown key `{path}.{k}`"));
+            }
+        }
+    };
+    for (section, value) in &top {
+        let Some((_, known)) = KNOWN_KEYS.iter().find(|(s, _)| s == section) else {
+            out.push(format!("unknown section `{section}`"));
+            continue;
+        };
+        match value {
+            V::Dict(_, d) => {
+                check(section, d, known, &mut out);
+                if section == "email"
+                    && let Some(V::Array(_, rs)) = d.get("recipients")
+                {
+                    for (i, r) in rs.iter().enumerate() {
+                        if let V::Dict(_, rd) = r {
+                            check(
+                                &format!("email.recipients[{i}]"),
+                                rd,
+                                RECIPIENT_KEYS,
+                                &mut out,
+                            );
+                        }
+                    }
+                }
+            }
+            V::Array(_, items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let V::Dict(_, d) = item {
+                        check(&format!("{section}[{i}]"), d, known, &mut out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Parses `"5s"`, `"30m"`, `"2h"`, `"1d"` (humantime).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration: {e}"))
@@ -405,10 +497,20 @@ impl Config {
     }
 
     fn from_figment(fig: Figment) -> Result<Config, ConfigErrors> {
-        let raw: Raw = fig
-            .extract()
-            .map_err(|e| ConfigErrors(e.into_iter().map(|e| e.to_string()).collect()))?;
-        Self::validate(raw)
+        let unknown = unknown_keys(&fig);
+        let raw: Raw = fig.extract().map_err(|e| {
+            let mut all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            all.extend(unknown.iter().cloned());
+            ConfigErrors(all)
+        })?;
+        match Self::validate(raw) {
+            Ok(c) if unknown.is_empty() => Ok(c),
+            Ok(_) => Err(ConfigErrors(unknown)),
+            Err(ConfigErrors(mut p)) => {
+                p.extend(unknown);
+                Err(ConfigErrors(p))
+            }
+        }
     }
 
     fn validate(raw: Raw) -> Result<Config, ConfigErrors> {
@@ -814,8 +916,9 @@ url = "ftp://x"
 secret = "whsec_!!"
 events = ["payment_link.nope"]
 "#;
-        let e = Config::from_toml_str(bad).unwrap_err();
+        let e = Config::from_toml_str(&format!("{bad}\n[log]\nlevle = \"debug\"\n")).unwrap_err();
         let all = e.to_string();
+        assert!(all.contains("unknown key `log.levle`"), "{all}");
         for needle in [
             "singapay.partner_id is required",
             "singapay.client_id is required",

@@ -97,14 +97,16 @@ impl Syncer {
         account: &AccountId,
         trigger: Trigger,
     ) -> Result<SyncSummary, SyncError> {
-        {
+        let (run_id, baseline) = {
             let mut running = self.running.lock().await;
             if let Some(id) = running.get(account) {
                 return Err(SyncError::Busy(*id));
             }
-            running.insert(account.clone(), 0);
-        }
-        let r = pass::sync_once(&self.ctx, account, trigger, &self.cancel).await;
+            let (run_id, baseline) = pass::start_run(&self.ctx, account, trigger).await?;
+            running.insert(account.clone(), run_id);
+            (run_id, baseline)
+        };
+        let r = pass::finish(&self.ctx, account, run_id, baseline, &self.cancel).await;
         self.running.lock().await.remove(account);
         r
     }
