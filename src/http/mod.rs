@@ -370,6 +370,9 @@ async fn events(
         limit,
         ..Default::default()
     };
+    if let Err(e) = st.ledger.make_durable().await {
+        return internal(e);
+    }
     match st.ledger.events(&f).await {
         Ok(Some(rows)) => {
             let next = rows

@@ -1,7 +1,10 @@
 //! The SQLite ledger: the only module that writes SQL.
 //!
-//! One file in WAL mode with `synchronous = FULL`; migrations embedded (`migrations/`) and applied at
-//! open. A sync page's link rows, events and deliveries commit in one transaction (the
+//! One file in WAL mode with `synchronous = NORMAL`: a commit survives a crash of the process at
+//! once, and survives an OS crash or power loss once the WAL is synced. Nothing is announced before
+//! that: [`Ledger::make_durable`] syncs the WAL before the dispatcher sends a batch and before the
+//! pull feed answers, so an event that a receiver has seen can never be rolled back (and then
+//! re-detected under another id). Migrations are embedded (`migrations/`) and applied at open. A sync page's link rows, events and deliveries commit in one transaction (the
 //! transactional outbox of DESIGN §1), so a notification is owed exactly when a change is recorded.
 
 mod deliveries;
@@ -97,6 +100,16 @@ impl Ledger {
     pub async fn open_str(path: &str) -> LedgerResult<Self> {
         let p = path.strip_prefix("sqlite://").unwrap_or(path);
         Self::open(Path::new(p)).await
+    }
+
+    /// Makes every committed transaction durable: a passive checkpoint, which syncs the WAL
+    /// before copying it (SQLite, `PRAGMA synchronous`: "in WAL mode when synchronous is NORMAL,
+    /// the WAL file is synchronized before each checkpoint"). Does not wait for readers.
+    pub async fn make_durable(&self) -> LedgerResult<()> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Checks the ledger answers (`SELECT 1`), for `/healthz`.

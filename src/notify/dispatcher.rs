@@ -289,6 +289,8 @@ impl Dispatcher {
             if n == 0 {
                 break;
             }
+            // Never announce an event that an OS crash could still roll back.
+            self.ledger.make_durable().await?;
             let mut hooks: BTreeMap<(String, String, i64), Vec<DueDelivery>> = BTreeMap::new();
             let mut mails: BTreeMap<(String, Option<i64>), Vec<DueDelivery>> = BTreeMap::new();
             for d in due {
