@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
-use singapay_sync::ledger::{EventFilter, Ledger};
+use singapay_sync::ledger::Ledger;
 use singapay_sync::types::AccountId;
 use tokio::process::{Child, Command};
 
@@ -34,53 +34,8 @@ async fn spawn_daemon(cfg: &Path, port: u16) -> Child {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
-    for _ in 0..400 {
-        if http
-            .get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("daemon did not come up");
-}
-
-async fn resync(port: u16) -> i64 {
-    let v: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/resync"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["runs"][0]["run_id"].as_i64().unwrap()
-}
-
-async fn wait_run(port: u16, id: i64) {
-    let http = reqwest::Client::new();
-    for _ in 0..1200 {
-        let r: serde_json::Value = http
-            .get(format!("http://127.0.0.1:{port}/sync-runs/{id}"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if r["outcome"] == "succeeded" {
-            return;
-        }
-        assert_ne!(r["outcome"], "failed", "{r}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("run {id} did not finish");
+    Admin::on_port(port).wait_healthy().await;
+    child
 }
 
 async fn sigkill(mut child: Child) {
@@ -116,14 +71,7 @@ async fn await_all_delivered(
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let ledger = Ledger::open(ledger_path).await.unwrap();
-    let events = ledger
-        .events(&EventFilter {
-            limit: 100_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let events = all_events(&ledger).await;
     ledger.close().await;
     events.into_iter().map(|e| e.id).collect()
 }
@@ -135,14 +83,7 @@ async fn check_ledger(ledger_path: &Path) {
     let account = AccountId::parse(ACCOUNT).unwrap();
     let (rows, total) = ledger.list_links(&account, 100_000, 0).await.unwrap();
     assert_eq!(total as usize, LINKS);
-    let events = ledger
-        .events(&EventFilter {
-            limit: 100_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let events = all_events(&ledger).await;
     let mut last: BTreeMap<i64, i64> = BTreeMap::new();
     let mut per_link: BTreeMap<i64, usize> = BTreeMap::new();
     for e in &events {
@@ -197,8 +138,7 @@ async fn a_daemon_killed_during_a_delivery_burst_delivers_every_event_after_rest
     let ledger_path = dir.path().join("ledger.db");
 
     let daemon = spawn_daemon(&cfg, port).await;
-    let run = resync(port).await;
-    wait_run(port, run).await;
+    Admin::on_port(port).resync_and_wait().await;
     // Kill mid-burst: some deliveries made, most still owed.
     for _ in 0..2000 {
         if rx.hits().len() >= 300 {
@@ -246,7 +186,7 @@ async fn a_daemon_killed_in_the_middle_of_a_pass_loses_and_doubles_nothing() {
         .await;
 
     let daemon = spawn_daemon(&cfg, port).await;
-    resync(port).await;
+    Admin::on_port(port).resync().await;
     let probe = Ledger::open(&ledger_path).await.unwrap();
     let account = AccountId::parse(ACCOUNT).unwrap();
     let mut committed = 0;
@@ -265,8 +205,7 @@ async fn a_daemon_killed_in_the_middle_of_a_pass_loses_and_doubles_nothing() {
     );
 
     let daemon = spawn_daemon(&cfg, port).await;
-    let run = resync(port).await;
-    wait_run(port, run).await;
+    Admin::on_port(port).resync_and_wait().await;
     let ids = await_all_delivered(&rx, &ledger_path, LINKS).await;
     sigterm(daemon).await;
 

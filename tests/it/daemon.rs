@@ -77,23 +77,7 @@ async fn the_daemon_answers_health_guards_resync_and_exits_0_on_sigterm() {
     assert_eq!(ok.status(), 202);
     let runs: serde_json::Value = ok.json().await.unwrap();
     let run_id = runs["runs"][0]["run_id"].as_i64().unwrap();
-    let mut outcome = serde_json::Value::Null;
-    for _ in 0..200 {
-        let r: serde_json::Value = http
-            .get(format!("{base}/sync-runs/{run_id}"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if r["outcome"] != "running" {
-            outcome = r;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let outcome = Admin::new(base.clone()).wait_run(run_id).await;
     assert_eq!(outcome["outcome"], "succeeded", "{outcome}");
     assert_eq!(outcome["links_seen"], 103);
     assert_eq!(

@@ -3,21 +3,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use singapay_sync::ledger::EventFilter;
 use singapay_sync::types::EventType;
 
 use crate::harness::*;
-
-async fn all_events(app: &singapay_sync::app::App) -> Vec<singapay_sync::ledger::EventRow> {
-    app.ledger
-        .events(&EventFilter {
-            limit: 10_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .unwrap()
-}
 
 fn count_by(events: &[singapay_sync::ledger::EventRow]) -> BTreeMap<(i64, EventType), usize> {
     let mut m = BTreeMap::new();
@@ -63,7 +51,7 @@ async fn rate_limits_and_server_errors_are_retried_and_the_pass_completes() {
     let r = app.sync_all(None).await;
     assert_eq!(r[0].1.as_ref().unwrap().events, 1);
     assert_eq!(
-        count_by(&all_events(&app).await).get(&(103, EventType::Paid)),
+        count_by(&all_events(&app.ledger).await).get(&(103, EventType::Paid)),
         Some(&1)
     );
 }
@@ -113,7 +101,7 @@ async fn a_malformed_page_fails_the_pass_without_touching_the_ledger_and_the_nex
     assert_eq!(run.outcome, "failed");
     assert!(run.error.unwrap().contains("page 2"));
     // Page 1 committed (its payment is recorded); page 2 and later untouched.
-    let after_fail = count_by(&all_events(&app).await);
+    let after_fail = count_by(&all_events(&app.ledger).await);
     assert_eq!(after_fail.len(), 1);
     assert_eq!(after_fail.get(&(103, EventType::Paid)), Some(&1));
     let account = singapay_sync::types::AccountId::parse(ACCOUNT).unwrap();
@@ -127,7 +115,7 @@ async fn a_malformed_page_fails_the_pass_without_touching_the_ledger_and_the_nex
 
     let r = app.sync_all(None).await;
     assert_eq!(r[0].1.as_ref().unwrap().events, 2);
-    let all = count_by(&all_events(&app).await);
+    let all = count_by(&all_events(&app.ledger).await);
     assert_eq!(
         all,
         BTreeMap::from([
@@ -151,7 +139,7 @@ async fn links_created_during_a_pass_make_no_duplicate_events() {
     let r = app.sync_all(None).await;
     let s = r[0].1.as_ref().unwrap();
     assert_eq!(s.links_seen, 105);
-    let events = count_by(&all_events(&app).await);
+    let events = count_by(&all_events(&app.ledger).await);
     assert_eq!(
         events,
         BTreeMap::from([
@@ -179,7 +167,7 @@ async fn a_link_deleted_mid_pass_causes_no_false_deletion_and_the_skipped_link_i
         .await;
     let r = app.sync_all(None).await;
     r[0].1.as_ref().unwrap();
-    let first = count_by(&all_events(&app).await);
+    let first = count_by(&all_events(&app.ledger).await);
     assert!(
         !first
             .keys()
@@ -187,7 +175,7 @@ async fn a_link_deleted_mid_pass_causes_no_false_deletion_and_the_skipped_link_i
         "{first:?}"
     );
     app.sync_all(None).await[0].1.as_ref().unwrap();
-    let all = count_by(&all_events(&app).await);
+    let all = count_by(&all_events(&app.ledger).await);
     assert_eq!(
         all,
         BTreeMap::from([

@@ -1,7 +1,5 @@
 //! The pull feed `GET /events?after=` over the real admin API, across a daemon restart.
 
-use std::time::Duration;
-
 use serde_json::Value;
 use singapay_sync::app::App;
 use tokio_util::sync::CancellationToken;
@@ -20,36 +18,6 @@ async fn start(
     let stop = CancellationToken::new();
     let h = tokio::spawn(app.run_until_stopped(stop.clone()));
     (base, stop, h)
-}
-
-async fn resync(http: &reqwest::Client, base: &str) {
-    let v: Value = http
-        .post(format!("{base}/resync"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = v["runs"][0]["run_id"].as_i64().unwrap();
-    for _ in 0..400 {
-        let r: Value = http
-            .get(format!("{base}/sync-runs/{id}"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if r["outcome"] == "succeeded" {
-            return;
-        }
-        assert_ne!(r["outcome"], "failed", "{r}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("run {id} did not finish");
 }
 
 async fn page(
@@ -87,7 +55,7 @@ async fn the_pull_feed_returns_every_event_once_across_pages_and_restarts() {
     let http = reqwest::Client::new();
 
     let (base, stop, h) = start(&setup).await;
-    resync(&http, &base).await; // baseline
+    Admin::new(&base).resync_and_wait().await; // baseline
     for id in [103, 103, 70] {
         sandbox.pay(id).await;
     }
@@ -95,7 +63,7 @@ async fn the_pull_feed_returns_every_event_once_across_pages_and_restarts() {
     sandbox
         .edit(60, serde_json::json!({"title": "renamed"}))
         .await;
-    resync(&http, &base).await; // 4 events: 103 paid, 101 status, 70 paid, 60 updated
+    Admin::new(&base).resync_and_wait().await; // 4 events: 103 paid, 101 status, 70 paid, 60 updated
 
     let mut seen = Vec::new();
     let (ids, mut cursor) = page(&http, &base, None).await;
@@ -107,7 +75,7 @@ async fn the_pull_feed_returns_every_event_once_across_pages_and_restarts() {
     // Restart on the same ledger; more changes arrive; the cursor still works.
     let (base, stop, h) = start(&setup).await;
     sandbox.pay(78).await;
-    resync(&http, &base).await; // +1 event
+    Admin::new(&base).resync_and_wait().await; // +1 event
     loop {
         let (ids, next) = page(&http, &base, cursor.as_deref()).await;
         if ids.is_empty() {

@@ -440,3 +440,101 @@ pub fn new_setup(dir: &tempfile::TempDir, sandbox: &TestSandbox) -> Setup {
         listen: "127.0.0.1:0".into(),
     }
 }
+
+/// A client of a running daemon's admin API (bearer [`ADMIN_TOKEN`]).
+#[derive(Clone)]
+pub struct Admin {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Admin {
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            base: base.into(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn on_port(port: u16) -> Self {
+        Self::new(format!("http://127.0.0.1:{port}"))
+    }
+
+    /// `GET path` with the token, parsed as JSON.
+    pub async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `/healthz` answers (the daemon is up).
+    pub async fn wait_healthy(&self) {
+        for _ in 0..400 {
+            if self
+                .http
+                .get(format!("{}/healthz", self.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("daemon at {} did not come up", self.base);
+    }
+
+    /// `POST /resync`: the run id of the (first) account.
+    pub async fn resync(&self) -> i64 {
+        let v: Value = self
+            .http
+            .post(format!("{}/resync", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["runs"][0]["run_id"].as_i64().unwrap()
+    }
+
+    /// Waits for run `id` to succeed (fails the test if it fails) and returns it.
+    pub async fn wait_run(&self, id: i64) -> Value {
+        for _ in 0..1200 {
+            let r = self.get(&format!("/sync-runs/{id}")).await;
+            if r["outcome"] == "succeeded" {
+                return r;
+            }
+            assert_ne!(r["outcome"], "failed", "{r}");
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("run {id} did not finish");
+    }
+
+    /// `POST /resync` and wait for the run.
+    pub async fn resync_and_wait(&self) -> Value {
+        let id = self.resync().await;
+        self.wait_run(id).await
+    }
+}
+
+/// Every event in the ledger, in commit order.
+pub async fn all_events(
+    ledger: &singapay_sync::ledger::Ledger,
+) -> Vec<singapay_sync::ledger::EventRow> {
+    ledger
+        .events(&singapay_sync::ledger::EventFilter {
+            limit: 1_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .unwrap()
+}
