@@ -199,11 +199,21 @@ impl Ledger {
             .collect()
     }
 
-    /// The earliest `next_attempt_at` of any pending delivery.
+    /// When the dispatcher next has something it may send: the earliest `next_attempt_at` of a
+    /// pending delivery that is not held back (behind an earlier event of its link for the same
+    /// subscriber, or an e-mail whose pass is still running). `None` if nothing is pending.
     pub async fn next_due_at(&self) -> LedgerResult<Option<DateTime<Utc>>> {
-        let r = sqlx::query("SELECT MIN(next_attempt_at) FROM delivery WHERE state = 'pending'")
-            .fetch_one(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "SELECT MIN(d.next_attempt_at) FROM delivery d JOIN link_event e ON e.id = d.event_id \
+             WHERE d.state = 'pending' \
+             AND (d.channel <> 'email' OR e.run_id IS NULL \
+                  OR EXISTS (SELECT 1 FROM sync_run r WHERE r.id = e.run_id AND r.finished_at IS NOT NULL)) \
+             AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
+                 WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' \
+                 AND e2.account_id = e.account_id AND e2.link_id = e.link_id AND e2.sequence < e.sequence)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         parse_opt_ts(r.try_get(0)?)
     }
 

@@ -438,10 +438,16 @@ impl Dispatcher {
             if cancel.is_cancelled() {
                 break;
             }
-            if let Err(e) = self.dispatch_due().await {
-                error!(error = %e, "dispatcher.ledger_error");
-            }
+            let failed = match self.dispatch_due().await {
+                Ok(_) => false,
+                Err(e) => {
+                    error!(error = %e, "dispatcher.ledger_error");
+                    true
+                }
+            };
             let wait = match self.ledger.next_due_at().await {
+                // After a ledger error, pause before trying again instead of spinning.
+                _ if failed => Duration::from_secs(5),
                 Ok(Some(t)) => (t - self.clock.now()).to_std().unwrap_or(Duration::ZERO),
                 Ok(None) => idle,
                 Err(e) => {

@@ -252,3 +252,33 @@ async fn a_receiver_that_never_answers_is_cut_at_the_delivery_timeout() {
         "{row:?} next {next} at {at}"
     );
 }
+
+#[tokio::test]
+async fn one_links_events_reach_a_subscriber_in_sequence_order_even_across_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = TestSandbox::start().await;
+    // The first delivery (link 78's `paid`, sequence 1) fails once.
+    let erp = Receiver::start(vec![500]).await;
+    let mut setup = new_setup(&dir, &sandbox);
+    setup.webhooks.push(("erp".into(), erp.clone(), None));
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let app = setup.app_with_clock(clock.clone()).await;
+    app.sync_all(None).await[0].1.as_ref().unwrap();
+    // Link 78 allows 3 payments: three now make `paid` (seq 1) and `exhausted` (seq 2).
+    for _ in 0..3 {
+        sandbox.pay(78).await;
+    }
+    app.sync_all(None).await;
+    let d = app.dispatcher.dispatch_due().await.unwrap();
+    // Only sequence 1 was tried; sequence 2 waits behind it, though due.
+    assert_eq!((d.attempted, d.retrying), (1, 1), "{d:?}");
+    assert_eq!(app.dispatcher.dispatch_due().await.unwrap().attempted, 0);
+    clock.set(app.ledger.next_due_at().await.unwrap().unwrap());
+    assert_eq!(app.dispatcher.dispatch_due().await.unwrap().delivered, 2);
+    let order: Vec<(i64, u16)> = erp
+        .hits()
+        .iter()
+        .map(|h| (h.body["sequence"].as_i64().unwrap(), h.answered))
+        .collect();
+    assert_eq!(order, [(1, 500), (1, 200), (2, 200)]);
+}
