@@ -155,20 +155,24 @@ fn row_to_delivery(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<DeliveryRow> {
 }
 
 impl Ledger {
-    /// Pending deliveries due at `now`, oldest first (delivery ids follow event commit order),
-    /// at most `limit`. A delivery waits while
+    /// Pending deliveries due at `now` with an id above `after_id`, oldest first (delivery ids
+    /// follow event commit order), at most `limit`. A delivery waits while
     /// an earlier event of the same link for the same subscriber is pending a retry, so each
     /// subscriber receives a link's events in `sequence` order. E-mail deliveries wait for their
-    /// pass to finish, so that each pass makes one digest per recipient group.
+    /// pass to finish, so that each pass makes one digest per recipient group. The scan walks the
+    /// partial index of pending deliveries in id order and stops at `limit` (without
+    /// `INDEXED BY`, SQLite picks the `(state, next_attempt_at)` index and sorts every due row).
     pub async fn due_deliveries(
         &self,
         now: DateTime<Utc>,
+        after_id: i64,
         limit: i64,
     ) -> LedgerResult<Vec<DueDelivery>> {
         let rows = sqlx::query(
             "SELECT d.id, d.event_id, d.subscriber, d.channel, d.attempts, e.envelope, e.type, e.run_id, \
-             e.link_id, e.account_id, e.sequence FROM delivery d JOIN link_event e ON e.id = d.event_id \
-             WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 \
+             e.link_id, e.account_id, e.sequence \
+             FROM delivery d INDEXED BY delivery_pending JOIN link_event e ON e.id = d.event_id \
+             WHERE d.state = 'pending' AND d.id > ?3 AND d.next_attempt_at <= ?1 \
              AND (d.channel <> 'email' OR e.run_id IS NULL \
                   OR EXISTS (SELECT 1 FROM sync_run r WHERE r.id = e.run_id AND r.finished_at IS NOT NULL)) \
              AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
@@ -178,6 +182,7 @@ impl Ledger {
         )
         .bind(ledger_ts(now))
         .bind(limit)
+        .bind(after_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -2,7 +2,7 @@
 //! one link's events in order per subscriber, e-mail as one digest per pass per group), and
 //! records every attempt and its outcome in one ledger transaction per batch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,6 +79,11 @@ pub struct Dispatcher {
     per_subscriber: usize,
     /// Notified after a sync commits deliveries, so they go out at once.
     pub wake: Arc<Notify>,
+}
+
+/// The ordering unit: one subscriber's deliveries of one link.
+fn link_key(d: &DueDelivery) -> (String, String, i64) {
+    (d.subscriber.clone(), d.account_id.clone(), d.link_id)
 }
 
 enum Group {
@@ -282,113 +287,168 @@ impl Dispatcher {
     /// with the same `webhook-id`).
     pub async fn dispatch_due(&self) -> Result<DispatchSummary, LedgerError> {
         let mut summary = DispatchSummary::default();
+        // Batches are claimed in delivery-id order past a cursor, so the next batch can be sent
+        // while the previous one's outcomes are being recorded. A (subscriber, link) sent in one
+        // batch is left out of the next (its earlier event's outcome is not recorded yet); it is
+        // picked up by the next call, which starts from the beginning again.
+        let mut cursor = 0i64;
+        let mut last_keys: HashSet<(String, String, i64)> = HashSet::new();
+        let mut gone_all: BTreeSet<String> = BTreeSet::new();
+        let mut unrecorded: Vec<AttemptOutcome> = Vec::new();
+        let mut unrecorded_gone: BTreeSet<String> = BTreeSet::new();
         for _ in 0..1000 {
             let now = self.clock.now();
-            let due = self.ledger.due_deliveries(now, self.batch).await?;
-            let n = due.len();
-            if n == 0 {
+            let due = self.ledger.due_deliveries(now, cursor, self.batch).await?;
+            let claimed = due.len();
+            let Some(last) = due.last() else {
                 break;
-            }
-            // Never announce an event that an OS crash could still roll back.
-            self.ledger.make_durable().await?;
-            let mut hooks: BTreeMap<(String, String, i64), Vec<DueDelivery>> = BTreeMap::new();
-            let mut mails: BTreeMap<(String, Option<i64>), Vec<DueDelivery>> = BTreeMap::new();
-            for d in due {
-                if d.channel == "email" {
-                    mails
-                        .entry((d.subscriber.clone(), d.run_id))
-                        .or_default()
-                        .push(d);
-                } else {
-                    hooks
-                        .entry((d.subscriber.clone(), d.account_id.clone(), d.link_id))
-                        .or_default()
-                        .push(d);
-                }
-            }
-            let limits: HashMap<String, Arc<tokio::sync::Semaphore>> = hooks
-                .keys()
-                .map(|(sub, ..)| {
-                    (
-                        sub.clone(),
-                        Arc::new(tokio::sync::Semaphore::new(self.per_subscriber)),
-                    )
+            };
+            cursor = last.id;
+            let due: Vec<DueDelivery> = due
+                .into_iter()
+                .filter(|d| {
+                    !gone_all.contains(&d.subscriber)
+                        && !(d.channel == "webhook" && last_keys.contains(&link_key(d)))
                 })
                 .collect();
-            let groups = hooks
-                .into_values()
-                .map(Group::Webhook)
-                .chain(mails.into_values().map(Group::Email));
-            let results: Vec<(Vec<AttemptOutcome>, Option<String>)> =
-                futures_util::stream::iter(groups)
-                    .map(|g| {
-                        let limits = &limits;
-                        async move {
-                            match g {
-                                Group::Webhook(v) => {
-                                    let sem = v.first().and_then(|d| limits.get(&d.subscriber));
-                                    let _permit = match sem {
-                                        Some(s) => s.acquire().await.ok(),
-                                        None => None,
-                                    };
-                                    self.run_webhook_group(v).await
-                                }
-                                Group::Email(v) => (self.run_email_group(v).await, None),
-                            }
-                        }
-                    })
-                    .buffer_unordered(self.concurrency)
-                    .collect()
-                    .await;
-            let mut gone = std::collections::BTreeSet::new();
-            let mut outcomes = Vec::with_capacity(n);
-            for (o, g) in results {
-                outcomes.extend(o);
-                gone.extend(g);
-            }
-            self.ledger.record_attempts(&outcomes).await?;
-            for o in &outcomes {
-                summary.attempted += 1;
-                match &o.result {
-                    AttemptResult::Delivered => summary.delivered += 1,
-                    AttemptResult::Retry(at) => {
-                        summary.retrying += 1;
-                        warn!(delivery_id = o.delivery_id, status = o.status, next_attempt_at = %at,
-                              error = o.error.as_deref().unwrap_or(""), "delivery.failed");
-                    }
-                    AttemptResult::Dead => {
-                        summary.dead += 1;
-                        error!(
-                            delivery_id = o.delivery_id,
-                            status = o.status,
-                            error = o.error.as_deref().unwrap_or(""),
-                            "delivery.dead"
-                        );
-                    }
-                    AttemptResult::Disabled => summary.disabled += 1,
-                }
-                let label = match &o.result {
-                    AttemptResult::Delivered => "delivered",
-                    AttemptResult::Retry(_) => "failed",
-                    AttemptResult::Dead => "dead",
-                    AttemptResult::Disabled => "disabled",
-                };
-                metrics::counter!("singapay_sync_delivery_attempts_total", "outcome" => label)
-                    .increment(1);
-            }
-            for name in gone {
-                let parked = self
-                    .ledger
-                    .disable_subscriber(&name, "receiver answered 410 Gone", now)
-                    .await?;
-                error!(subscriber = %name, parked, "delivery.subscriber_disabled");
-                self.tell_finance_disabled(&name, parked).await;
-            }
-            if n < self.batch as usize {
+            last_keys = due
+                .iter()
+                .filter(|d| d.channel == "webhook")
+                .map(link_key)
+                .collect();
+            // Never announce an event that an OS crash could still roll back.
+            self.ledger.make_durable().await?;
+            let previous = std::mem::take(&mut unrecorded);
+            let previous_gone = std::mem::take(&mut unrecorded_gone);
+            let (sent, recorded) = tokio::join!(
+                self.send_batch(due),
+                self.record(&previous, &previous_gone, &mut summary, now)
+            );
+            recorded?;
+            let (outcomes, gone) = sent;
+            gone_all.extend(gone.iter().cloned());
+            unrecorded = outcomes;
+            unrecorded_gone = gone;
+            if claimed < self.batch as usize {
                 break;
             }
         }
+        let now = self.clock.now();
+        self.record(&unrecorded, &unrecorded_gone, &mut summary, now)
+            .await?;
         Ok(summary)
+    }
+
+    /// Sends one claimed batch: webhooks grouped per (subscriber, link) in sequence order, e-mail
+    /// as one digest per (group, pass); bounded in total and per subscriber. Returns the outcomes
+    /// and the subscribers that answered 410 Gone.
+    async fn send_batch(&self, due: Vec<DueDelivery>) -> (Vec<AttemptOutcome>, BTreeSet<String>) {
+        let n = due.len();
+        let mut hooks: BTreeMap<(String, String, i64), Vec<DueDelivery>> = BTreeMap::new();
+        let mut mails: BTreeMap<(String, Option<i64>), Vec<DueDelivery>> = BTreeMap::new();
+        for d in due {
+            if d.channel == "email" {
+                mails
+                    .entry((d.subscriber.clone(), d.run_id))
+                    .or_default()
+                    .push(d);
+            } else {
+                hooks.entry(link_key(&d)).or_default().push(d);
+            }
+        }
+        let limits: HashMap<String, Arc<tokio::sync::Semaphore>> = hooks
+            .keys()
+            .map(|(sub, ..)| {
+                (
+                    sub.clone(),
+                    Arc::new(tokio::sync::Semaphore::new(self.per_subscriber)),
+                )
+            })
+            .collect();
+        let groups = hooks
+            .into_values()
+            .map(Group::Webhook)
+            .chain(mails.into_values().map(Group::Email));
+        let results: Vec<(Vec<AttemptOutcome>, Option<String>)> =
+            futures_util::stream::iter(groups)
+                .map(|g| {
+                    let limits = &limits;
+                    async move {
+                        match g {
+                            Group::Webhook(v) => {
+                                let sem = v.first().and_then(|d| limits.get(&d.subscriber));
+                                let _permit = match sem {
+                                    Some(s) => s.acquire().await.ok(),
+                                    None => None,
+                                };
+                                self.run_webhook_group(v).await
+                            }
+                            Group::Email(v) => (self.run_email_group(v).await, None),
+                        }
+                    }
+                })
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
+        let mut gone = BTreeSet::new();
+        let mut outcomes = Vec::with_capacity(n);
+        for (o, g) in results {
+            outcomes.extend(o);
+            gone.extend(g);
+        }
+        (outcomes, gone)
+    }
+
+    /// Records a sent batch's attempts (one transaction), counts them, and disables the
+    /// subscribers that answered 410 Gone.
+    async fn record(
+        &self,
+        outcomes: &[AttemptOutcome],
+        gone: &BTreeSet<String>,
+        summary: &mut DispatchSummary,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), LedgerError> {
+        self.ledger.record_attempts(outcomes).await?;
+        for o in outcomes {
+            summary.attempted += 1;
+            let label = match &o.result {
+                AttemptResult::Delivered => {
+                    summary.delivered += 1;
+                    "delivered"
+                }
+                AttemptResult::Retry(at) => {
+                    summary.retrying += 1;
+                    warn!(delivery_id = o.delivery_id, status = o.status, next_attempt_at = %at,
+                          error = o.error.as_deref().unwrap_or(""), "delivery.failed");
+                    "failed"
+                }
+                AttemptResult::Dead => {
+                    summary.dead += 1;
+                    error!(
+                        delivery_id = o.delivery_id,
+                        status = o.status,
+                        error = o.error.as_deref().unwrap_or(""),
+                        "delivery.dead"
+                    );
+                    "dead"
+                }
+                AttemptResult::Disabled => {
+                    summary.disabled += 1;
+                    "disabled"
+                }
+            };
+            metrics::counter!("singapay_sync_delivery_attempts_total", "outcome" => label)
+                .increment(1);
+        }
+        for name in gone {
+            let parked = self
+                .ledger
+                .disable_subscriber(name, "receiver answered 410 Gone", now)
+                .await?;
+            error!(subscriber = %name, parked, "delivery.subscriber_disabled");
+            self.tell_finance_disabled(name, parked).await;
+        }
+        Ok(())
     }
 
     /// E-mails every recipient group that a webhook subscriber was disabled (410 Gone), if
