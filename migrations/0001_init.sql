@@ -30,7 +30,6 @@ CREATE TABLE payment_link (
     payment_date               TEXT,                 -- UTC
     created_at                 TEXT,                 -- UTC (SingaPay's)
     updated_at                 TEXT,                 -- UTC (SingaPay's)
-    content_hash               TEXT    NOT NULL,     -- SHA-256 of the canonical object JSON
     raw_json                   TEXT    NOT NULL,     -- SingaPay's JSON for this link, verbatim; the
                                                      -- canonical object is decoded from it
     raw_hash                   TEXT    NOT NULL,     -- SHA-256 of raw_json: identical read => no work

@@ -16,8 +16,6 @@ use super::{Ledger, LedgerError, LedgerResult, parse_opt_ts};
 pub struct StoredLink {
     /// The mirrored link.
     pub link: PaymentLink,
-    /// SHA-256 (hex) of the canonical object JSON.
-    pub content_hash: String,
     /// Sequence of the link's last event (0 = none yet).
     pub sequence: i64,
     /// When it was confirmed deleted, if it was.
@@ -28,8 +26,6 @@ pub struct StoredLink {
 /// loaded separately, only for rows whose hash differs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkState {
-    /// SHA-256 (hex) of the canonical object JSON.
-    pub content_hash: String,
     /// Sequence of the link's last event.
     pub sequence: i64,
     /// When it was confirmed deleted, if it was.
@@ -45,8 +41,6 @@ pub struct LinkWrite {
     pub account_id: AccountId,
     /// The canonical link.
     pub link: PaymentLink,
-    /// SHA-256 (hex) of the canonical JSON of `link`.
-    pub content_hash: String,
     /// SingaPay's JSON, verbatim.
     pub raw_json: String,
     /// SHA-256 (hex) of `raw_json`.
@@ -67,9 +61,9 @@ fn json_opt<T: serde::Serialize>(v: &Option<T>) -> Option<String> {
 const COLUMNS: &str = "account_id, link_id, reff_no, title, payment_url, status, status_computed, \
     is_expired, required_customer_detail, max_usage, current_usage, expired_at, total_amount, \
     items_json, whitelisted_payment_method, redirect_url, payment_date, created_at, updated_at, \
-    content_hash, raw_json, first_seen_at, last_seen_at, deleted_at, sequence, raw_hash";
+    raw_json, first_seen_at, last_seen_at, deleted_at, sequence, raw_hash";
 
-/// Rows per INSERT statement (26 parameters each, well under SQLite's 32,766).
+/// Rows per INSERT statement (25 parameters each, well under SQLite's 32,766).
 const ROWS_PER_STATEMENT: usize = 200;
 
 /// Inserts or updates rows, many per statement (one round trip per 200 rows, not per row).
@@ -101,7 +95,6 @@ pub(super) async fn upsert_many(
                 .push_bind(l.payment_date.map(ledger_ts))
                 .push_bind(l.created_at.map(ledger_ts))
                 .push_bind(l.updated_at.map(ledger_ts))
-                .push_bind(w.content_hash.clone())
                 .push_bind(w.raw_json.clone())
                 .push_bind(ledger_ts(w.now))
                 .push_bind(ledger_ts(w.now))
@@ -120,7 +113,6 @@ pub(super) async fn upsert_many(
              whitelisted_payment_method = excluded.whitelisted_payment_method, \
              redirect_url = excluded.redirect_url, payment_date = excluded.payment_date, \
              created_at = excluded.created_at, updated_at = excluded.updated_at, \
-             content_hash = excluded.content_hash, \
              raw_json = excluded.raw_json, last_seen_at = excluded.last_seen_at, \
              deleted_at = excluded.deleted_at, sequence = excluded.sequence, \
              raw_hash = excluded.raw_hash",
@@ -141,7 +133,6 @@ fn stored_from_row(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<StoredLink> {
         .map_err(|e| LedgerError::Corrupt(format!("payment_link.raw_json: {e}")))?;
     Ok(StoredLink {
         link,
-        content_hash: r.try_get("content_hash")?,
         sequence: r.try_get("sequence")?,
         deleted_at: parse_opt_ts(r.try_get("deleted_at")?)?,
     })
@@ -155,7 +146,7 @@ impl Ledger {
         ids: &[LinkId],
     ) -> LedgerResult<HashMap<LinkId, StoredLink>> {
         let rows = sqlx::query(
-            "SELECT link_id, raw_json, content_hash, sequence, deleted_at FROM payment_link \
+            "SELECT link_id, raw_json, sequence, deleted_at FROM payment_link \
              WHERE account_id = ? AND link_id IN (SELECT value FROM json_each(?))",
         )
         .bind(account.as_str())
@@ -170,7 +161,7 @@ impl Ledger {
     }
 
     /// The stored state of the links with ids in `[min, max]` of `account` (deleted ones
-    /// included): hashes, sequence, deletion. A list page is a contiguous id range (newest
+    /// included): raw hash, sequence, deletion. A list page is a contiguous id range (newest
     /// first), so this is one primary-key range scan.
     pub async fn load_link_states(
         &self,
@@ -181,7 +172,7 @@ impl Ledger {
             return Ok(HashMap::new());
         };
         let rows = sqlx::query(
-            "SELECT link_id, content_hash, sequence, deleted_at, raw_hash FROM payment_link \
+            "SELECT link_id, sequence, deleted_at, raw_hash FROM payment_link \
              WHERE account_id = ? AND link_id BETWEEN ? AND ?",
         )
         .bind(account.as_str())
@@ -194,7 +185,6 @@ impl Ledger {
             out.insert(
                 LinkId(r.try_get("link_id")?),
                 LinkState {
-                    content_hash: r.try_get("content_hash")?,
                     sequence: r.try_get("sequence")?,
                     deleted_at: parse_opt_ts(r.try_get("deleted_at")?)?,
                     raw_hash: r.try_get("raw_hash")?,
@@ -260,7 +250,7 @@ impl Ledger {
         offset: i64,
     ) -> LedgerResult<(Vec<StoredLink>, i64)> {
         let rows = sqlx::query(
-            "SELECT link_id, raw_json, content_hash, sequence, deleted_at FROM payment_link \
+            "SELECT link_id, raw_json, sequence, deleted_at FROM payment_link \
              WHERE account_id = ? ORDER BY link_id DESC LIMIT ? OFFSET ?",
         )
         .bind(account.as_str())

@@ -40,7 +40,7 @@ pub struct LinkItem {
 /// A payment link as mirrored: every documented field, typed and canonical, plus any field SingaPay
 /// sends that this version does not know (`extra`, compared and mirrored like the others).
 ///
-/// Serialised (the event `data.object`; its SHA-256 is the ledger's `content_hash`), amounts are decimal strings
+/// Serialised (the event `data.object`), amounts are decimal strings
 /// in Rupiah and times RFC 3339 UTC (DESIGN §5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PaymentLink {

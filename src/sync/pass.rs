@@ -404,9 +404,9 @@ async fn commit_page(
     Ok(())
 }
 
-/// SHA-256 (hex) of a link's canonical JSON (or of any text).
-pub fn content_hash(object_json: &str) -> String {
-    hex::encode(Sha256::digest(object_json.as_bytes()))
+/// SHA-256 (hex) of a text (a link's verbatim JSON).
+pub fn content_hash(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 fn envelope(
@@ -506,7 +506,7 @@ async fn prepare_links(
     };
     let mut commit = PageCommit::default();
     let now = ctx.clock.now();
-    // Hash every fresh link; keep only those whose stored hash differs (or that are new).
+    // Keep only the links whose verbatim JSON differs from the stored read (or that are new).
     let mut changed = Vec::new();
     for (link, raw) in links {
         let raw_hash = content_hash(&raw);
@@ -514,27 +514,24 @@ async fn prepare_links(
         if state.is_some_and(|o| o.raw_hash == raw_hash) {
             continue; // byte-identical to the stored read: unchanged, nothing to do
         }
-        let object_json = serde_json::to_string(&link).map_err(|e| {
-            LedgerError::Corrupt(format!("link {} does not serialise: {e}", link.id))
-        })?;
-        let hash = content_hash(&object_json);
-        if state.is_some_and(|o| o.content_hash == hash) {
-            // Same content in another encoding (e.g. `20000` vs "20000.00"): no event, and the
-            // row is left alone; the new encoding is simply compared canonically next time.
-            continue;
-        }
-        changed.push((link, raw, raw_hash, hash));
+        changed.push((link, raw, raw_hash));
     }
-    // The stored objects are read (and parsed) only for the rows that changed.
+    // The stored objects are read (and decoded) only for those.
     let previous_ids: Vec<LinkId> = changed
         .iter()
         .filter(|(l, ..)| stored.get(&l.id).is_some_and(|o| o.deleted_at.is_none()))
         .map(|(l, ..)| l.id)
         .collect();
     let previous_objects = ctx.ledger.load_objects(account, &previous_ids).await?;
-    for (link, raw, raw_hash, hash) in changed {
+    for (link, raw, raw_hash) in changed {
         let old: Option<&LinkState> = stored.get(&link.id);
-        let changes = diff(previous_objects.get(&link.id), &link, mode);
+        let previous = previous_objects.get(&link.id);
+        if previous == Some(&link) {
+            // Same content in another encoding (e.g. `20000` vs "20000.00"): no event, no write;
+            // the stored read stays the reference.
+            continue;
+        }
+        let changes = diff(previous, &link, mode);
         let sequence = if changes.is_empty() {
             old.map(|o| o.sequence).unwrap_or(0)
         } else {
@@ -556,7 +553,6 @@ async fn prepare_links(
         commit.writes.push(LinkWrite {
             account_id: account.clone(),
             link,
-            content_hash: hash,
             raw_json: raw,
             raw_hash,
             sequence,
