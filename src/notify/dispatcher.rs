@@ -307,8 +307,9 @@ impl Dispatcher {
             let due: Vec<DueDelivery> = due
                 .into_iter()
                 .filter(|d| {
-                    !gone_all.contains(&d.subscriber)
-                        && !(d.channel == "webhook" && last_keys.contains(&link_key(d)))
+                    let gone = gone_all.contains(&d.subscriber);
+                    let behind = d.channel == "webhook" && last_keys.contains(&link_key(d));
+                    !(gone || behind)
                 })
                 .collect();
             last_keys = due
