@@ -103,7 +103,7 @@ pub fn jakarta_yyyymmdd(at: DateTime<Utc>) -> String {
 /// Formats an instant for the ledger: RFC 3339 UTC with exactly six fractional digits and `Z`, so
 /// that stored times sort lexically (`2026-11-21T03:04:05.000000Z`).
 pub fn ledger_ts(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// Parses a ledger timestamp written by [`ledger_ts`] (or any RFC 3339 text).

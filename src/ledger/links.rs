@@ -76,13 +76,14 @@ pub(super) async fn upsert_many(
             QueryBuilder::new(format!("INSERT INTO payment_link ({COLUMNS}) "));
         qb.push_values(chunk, |mut b, w| {
             let l = &w.link;
-            b.push_bind(w.account_id.as_str().to_string())
+            let now = ledger_ts(w.now);
+            b.push_bind(w.account_id.as_str())
                 .push_bind(l.id.0)
-                .push_bind(l.reff_no.clone())
-                .push_bind(l.title.clone())
-                .push_bind(l.payment_url.clone())
-                .push_bind(l.status.clone())
-                .push_bind(l.status_computed.clone())
+                .push_bind(l.reff_no.as_str())
+                .push_bind(l.title.as_deref())
+                .push_bind(l.payment_url.as_deref())
+                .push_bind(l.status.as_str())
+                .push_bind(l.status_computed.as_str())
                 .push_bind(l.is_expired as i64)
                 .push_bind(l.required_customer_detail.map(|b| b as i64))
                 .push_bind(l.max_usage)
@@ -91,16 +92,16 @@ pub(super) async fn upsert_many(
                 .push_bind(l.total_amount.map(|d| d.to_string()))
                 .push_bind(json_opt(&l.items))
                 .push_bind(json_opt(&l.whitelisted_payment_method))
-                .push_bind(l.redirect_url.clone())
+                .push_bind(l.redirect_url.as_deref())
                 .push_bind(l.payment_date.map(ledger_ts))
                 .push_bind(l.created_at.map(ledger_ts))
                 .push_bind(l.updated_at.map(ledger_ts))
-                .push_bind(w.raw_json.clone())
-                .push_bind(ledger_ts(w.now))
-                .push_bind(ledger_ts(w.now))
+                .push_bind(w.raw_json.as_str())
+                .push_bind(now.clone())
+                .push_bind(now)
                 .push_bind(w.deleted_at.map(ledger_ts))
                 .push_bind(w.sequence)
-                .push_bind(w.raw_hash.clone());
+                .push_bind(w.raw_hash.as_str());
         });
         qb.push(
             " ON CONFLICT (account_id, link_id) DO UPDATE SET reff_no = excluded.reff_no, \
