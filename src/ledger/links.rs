@@ -195,6 +195,38 @@ impl Ledger {
         Ok(out)
     }
 
+    /// The stored state of up to `limit` links of `account` with ids ≤ `max_id`, highest id
+    /// first (one index range scan). A pass reads pages newest id first, so one call covers the
+    /// next several pages.
+    pub async fn load_link_states_below(
+        &self,
+        account: &AccountId,
+        max_id: LinkId,
+        limit: i64,
+    ) -> LedgerResult<Vec<(LinkId, LinkState)>> {
+        let rows = sqlx::query(
+            "SELECT link_id, sequence, deleted_at, raw_hash FROM payment_link \
+             WHERE account_id = ? AND link_id <= ? ORDER BY link_id DESC LIMIT ?",
+        )
+        .bind(account.as_str())
+        .bind(max_id.0)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    LinkId(r.try_get("link_id")?),
+                    LinkState {
+                        sequence: r.try_get("sequence")?,
+                        deleted_at: parse_opt_ts(r.try_get("deleted_at")?)?,
+                        raw_hash: r.try_get("raw_hash")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// The stored links of `ids`, decoded from their verbatim JSON (rows whose hash differs from
     /// a fresh read).
     pub async fn load_objects(

@@ -219,9 +219,16 @@ async fn run_pass(
                 // Skipped by a shifting page but still there: diff it like any other.
                 info!(link_id = %id, "sync.skipped_link_recovered");
                 seen.insert(id);
-                let commit =
-                    prepare_links(ctx, account, run_id, baseline, vec![(link, raw)], summary)
-                        .await?;
+                let commit = prepare_links(
+                    ctx,
+                    account,
+                    run_id,
+                    baseline,
+                    vec![(link, raw)],
+                    summary,
+                    None,
+                )
+                .await?;
                 commit_now(ctx, run_id, commit).await?;
             }
             Ok(None) => commit_deletion(ctx, account, run_id, id, summary).await?,
@@ -398,7 +405,16 @@ async fn commit_page(
         );
     }
     summary.links_seen = seen.len() as u64;
-    let commit = prepare_links(ctx, account, run_id, baseline, fresh, summary).await?;
+    let commit = prepare_links(
+        ctx,
+        account,
+        run_id,
+        baseline,
+        fresh,
+        summary,
+        Some(&mut writer.window),
+    )
+    .await?;
     writer.send(commit).await?;
     info!(page, links = n, "sync.page_prepared");
     Ok(())
@@ -484,6 +500,7 @@ fn push_events(
 
 /// Diffs fresh links against the ledger and prepares what to commit (rows, events, deliveries);
 /// counts them in `summary`.
+#[allow(clippy::too_many_arguments)]
 async fn prepare_links(
     ctx: &SyncContext,
     account: &AccountId,
@@ -491,12 +508,16 @@ async fn prepare_links(
     baseline: bool,
     links: Vec<(PaymentLink, String)>,
     summary: &mut SyncSummary,
+    window: Option<&mut StateWindow>,
 ) -> Result<PageCommit, SyncError> {
     if links.is_empty() {
         return Ok(PageCommit::default());
     }
     let ids: Vec<LinkId> = links.iter().map(|(l, _)| l.id).collect();
-    let stored = ctx.ledger.load_link_states(account, &ids).await?;
+    let stored = match window {
+        Some(w) => w.states(ctx, account, &ids).await?,
+        None => ctx.ledger.load_link_states(account, &ids).await?,
+    };
     let mode = if !baseline {
         NewLink::Full
     } else if ctx.notify_on_baseline {
@@ -577,12 +598,61 @@ async fn commit_now(ctx: &SyncContext, run_id: i64, commit: PageCommit) -> Resul
     Ok(())
 }
 
+/// The stored state of a window of ids just below the pages being read: one ledger query serves
+/// about ten pages (memory: `WINDOW` small rows, whatever the number of links).
+#[derive(Default)]
+struct StateWindow {
+    /// Lowest id covered (`i64::MIN` once the ledger has nothing lower).
+    low: i64,
+    /// Highest id covered.
+    high: i64,
+    rows: std::collections::HashMap<LinkId, LinkState>,
+}
+
+const WINDOW: i64 = 1000;
+
+impl StateWindow {
+    async fn states(
+        &mut self,
+        ctx: &SyncContext,
+        account: &AccountId,
+        ids: &[LinkId],
+    ) -> Result<std::collections::HashMap<LinkId, LinkState>, SyncError> {
+        let (Some(min), Some(max)) = (ids.iter().min(), ids.iter().max()) else {
+            return Ok(Default::default());
+        };
+        if self.rows.is_empty() && self.high == 0 || min.0 < self.low || max.0 > self.high {
+            let rows = ctx
+                .ledger
+                .load_link_states_below(account, *max, WINDOW)
+                .await?;
+            self.high = max.0;
+            self.low = if (rows.len() as i64) < WINDOW {
+                i64::MIN
+            } else {
+                rows.last().map(|(id, _)| id.0).unwrap_or(i64::MIN)
+            };
+            self.rows = rows.into_iter().collect();
+            if min.0 < self.low {
+                // A page wider than the window: ask for exactly its ids.
+                return Ok(ctx.ledger.load_link_states(account, ids).await?);
+            }
+        }
+        Ok(ids
+            .iter()
+            .filter_map(|id| self.rows.remove(id).map(|s| (*id, s)))
+            .collect())
+    }
+}
+
 /// Commits prepared pages in order on a background task, so that the next page is decoded and
 /// diffed while the previous one is written. A failed commit stops it: later pages are not
 /// written (each page is its own transaction, so the ledger stays consistent).
 struct PageWriter {
     tx: Option<tokio::sync::mpsc::Sender<PageCommit>>,
     handle: tokio::task::JoinHandle<Result<(), LedgerError>>,
+    /// Stored states of the ids the next pages will bring.
+    window: StateWindow,
 }
 
 impl PageWriter {
@@ -604,6 +674,7 @@ impl PageWriter {
         Self {
             tx: Some(tx),
             handle,
+            window: StateWindow::default(),
         }
     }
 
