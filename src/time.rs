@@ -11,8 +11,8 @@ pub fn jakarta() -> FixedOffset {
     FixedOffset::east_opt(7 * 3600).expect("UTC+7 is a valid offset")
 }
 
-/// Where "now" comes from. Production uses [`SystemClock`]; tests use [`TokioClock`], which
-/// follows tokio's (pausable) clock so that retry schedules of hours run in milliseconds.
+/// Where "now" comes from. Production uses [`SystemClock`]; tests use [`ManualClock`], so that
+/// retry schedules of hours run in milliseconds.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// The current instant, UTC.
     fn now(&self) -> DateTime<Utc>;
@@ -60,37 +60,6 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.now.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// A clock that starts at the wall-clock time of its creation and then advances with
-/// `tokio::time::Instant`, so `tokio::time::pause()` / `advance()` move it.
-#[derive(Debug, Clone, Copy)]
-pub struct TokioClock {
-    base: DateTime<Utc>,
-    start: tokio::time::Instant,
-}
-
-impl TokioClock {
-    /// A clock reading the current wall time now.
-    pub fn new() -> Self {
-        Self {
-            base: Utc::now(),
-            start: tokio::time::Instant::now(),
-        }
-    }
-}
-
-impl Default for TokioClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> DateTime<Utc> {
-        let elapsed = self.start.elapsed();
-        self.base + chrono::Duration::from_std(elapsed).unwrap_or_else(|_| chrono::Duration::zero())
     }
 }
 

@@ -96,12 +96,6 @@ impl Ledger {
         Ok(Self { pool })
     }
 
-    /// Opens the ledger from a path string (`sqlite://` prefix accepted).
-    pub async fn open_str(path: &str) -> LedgerResult<Self> {
-        let p = path.strip_prefix("sqlite://").unwrap_or(path);
-        Self::open(Path::new(p)).await
-    }
-
     /// Makes every committed transaction durable: a passive checkpoint, which syncs the WAL
     /// before copying it (SQLite, `PRAGMA synchronous`: "in WAL mode when synchronous is NORMAL,
     /// the WAL file is synchronized before each checkpoint"). Does not wait for readers.
