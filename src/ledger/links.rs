@@ -227,34 +227,6 @@ impl Ledger {
             .collect()
     }
 
-    /// The stored links of `ids`, decoded from their verbatim JSON (rows whose hash differs from
-    /// a fresh read).
-    pub async fn load_objects(
-        &self,
-        account: &AccountId,
-        ids: &[LinkId],
-    ) -> LedgerResult<HashMap<LinkId, PaymentLink>> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = sqlx::query(
-            "SELECT link_id, raw_json FROM payment_link \
-             WHERE account_id = ? AND link_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(account.as_str())
-        .bind(ids_json(ids)?)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = HashMap::with_capacity(rows.len());
-        for r in &rows {
-            let raw: String = r.try_get("raw_json")?;
-            let link = PaymentLink::decode(&raw)
-                .map_err(|e| LedgerError::Corrupt(format!("payment_link.raw_json: {e}")))?;
-            out.insert(LinkId(r.try_get("link_id")?), link);
-        }
-        Ok(out)
-    }
-
     /// Ids of the account's links not marked deleted, ascending.
     pub async fn live_link_ids(&self, account: &AccountId) -> LedgerResult<Vec<LinkId>> {
         let rows = sqlx::query(

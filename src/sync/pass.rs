@@ -120,15 +120,28 @@ pub async fn finish(
 ) -> Result<SyncSummary, SyncError> {
     let span = info_span!("sync_pass", account_id = %account, run_id, baseline);
     let started = Instant::now();
-    let mut summary = SyncSummary {
+    let mut pass = Pass {
+        ctx,
+        account,
         run_id,
-        account_id: account.to_string(),
-        baseline,
-        ..Default::default()
+        mode: if !baseline {
+            NewLink::Full
+        } else if ctx.notify_on_baseline {
+            NewLink::CreatedOnly
+        } else {
+            NewLink::Silent
+        },
+        cancel,
+        seen: HashSet::new(),
+        summary: SyncSummary {
+            run_id,
+            account_id: account.to_string(),
+            baseline,
+            ..Default::default()
+        },
     };
-    let result = run_pass(ctx, account, run_id, baseline, cancel, &mut summary)
-        .instrument(span)
-        .await;
+    let result = pass.run().instrument(span).await;
+    let mut summary = pass.summary;
     let outcome = match &result {
         Ok(()) => Ok(()),
         Err(e) => Err(e.to_string()),
@@ -174,204 +187,332 @@ pub async fn sync_once(
     finish(ctx, account, run_id, baseline, cancel).await
 }
 
-async fn run_pass(
-    ctx: &SyncContext,
-    account: &AccountId,
+/// One pass in progress: what every step of it needs.
+struct Pass<'a> {
+    ctx: &'a SyncContext,
+    account: &'a AccountId,
     run_id: i64,
-    baseline: bool,
-    cancel: &CancellationToken,
-    summary: &mut SyncSummary,
-) -> Result<(), SyncError> {
-    let mut seen: HashSet<LinkId> = HashSet::new();
-    // A sweep reads every page; a second sweep (only links not yet seen) runs when the list
-    // shifted under the first one: its total changed between pages, or fewer links were read
-    // than it reports (a deletion pulls items to earlier pages, so one can be skipped).
-    for sweep in 0..2 {
-        let (first_total, last_total) =
-            sweep_pages(ctx, account, run_id, baseline, cancel, &mut seen, summary).await?;
-        let drifted =
-            first_total != last_total || last_total.is_some_and(|t| (seen.len() as u64) < t);
-        if !drifted {
-            break;
+    /// How links the ledger has never seen are treated (baseline or not).
+    mode: NewLink,
+    cancel: &'a CancellationToken,
+    /// Ids read so far in this pass (dedupe, and the deletion check).
+    seen: HashSet<LinkId>,
+    summary: SyncSummary,
+}
+
+impl Pass<'_> {
+    async fn run(&mut self) -> Result<(), SyncError> {
+        // A sweep reads every page; a second sweep (only links not yet seen) runs when the list
+        // shifted under the first one: its total changed between pages, or fewer links were read
+        // than it reports (a deletion pulls items to earlier pages, so one can be skipped).
+        for sweep in 0..2 {
+            let (first_total, last_total) = self.sweep().await?;
+            let seen = self.seen.len();
+            let drifted =
+                first_total != last_total || last_total.is_some_and(|t| (seen as u64) < t);
+            if !drifted {
+                break;
+            }
+            warn!(
+                sweep,
+                seen,
+                first_total,
+                last_total,
+                "sync.drift_detected: the list shifted during the pass; reading it again for skipped links"
+            );
         }
-        warn!(
-            sweep,
-            seen = seen.len(),
-            first_total,
-            last_total,
-            "sync.drift_detected: the list shifted during the pass; reading it again for skipped links"
-        );
+        self.confirm_missing().await?;
+        self.summary.links_seen = self.seen.len() as u64;
+        Ok(())
     }
-    // Links the ledger has that this complete pass did not see: confirm each with show. Every
-    // link seen is live in the ledger now, so equal counts mean nothing is missing (the usual
-    // case, which then costs one COUNT instead of reading every id).
-    let live = ctx.ledger.count_live_links(account).await?;
-    let missing: Vec<LinkId> = if live as usize > seen.len() {
-        ctx.ledger
+
+    /// Links the ledger has that this complete pass did not see: each is checked with show and
+    /// reported deleted only on a 404 (one skipped by a shifting page is diffed instead). Every
+    /// link seen is live in the ledger now, so equal counts mean nothing is missing (the usual
+    /// case, which then costs one COUNT instead of reading every id).
+    async fn confirm_missing(&mut self) -> Result<(), SyncError> {
+        let (ctx, account) = (self.ctx, self.account);
+        let live = ctx.ledger.count_live_links(account).await?;
+        if live as usize <= self.seen.len() {
+            return Ok(());
+        }
+        let missing: Vec<LinkId> = ctx
+            .ledger
             .live_link_ids(account)
             .await?
             .into_iter()
-            .filter(|id| !seen.contains(id))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    for id in missing {
-        if cancel.is_cancelled() {
-            return Err(SyncError::Interrupted);
-        }
-        match ctx.client.show(account, id).await {
-            Ok(Some((link, raw))) => {
-                // Skipped by a shifting page but still there: diff it like any other.
-                info!(link_id = %id, "sync.skipped_link_recovered");
-                seen.insert(id);
-                let commit = prepare_links(
-                    ctx,
-                    account,
-                    run_id,
-                    baseline,
-                    vec![(link, raw)],
-                    summary,
-                    None,
-                )
-                .await?;
-                commit_now(ctx, run_id, commit).await?;
+            .filter(|id| !self.seen.contains(id))
+            .collect();
+        for id in missing {
+            if self.cancel.is_cancelled() {
+                return Err(SyncError::Interrupted);
             }
-            Ok(None) => commit_deletion(ctx, account, run_id, id, summary).await?,
-            Err(source) => return Err(SyncError::Upstream { page: 0, source }),
+            let commit = match ctx.client.show(account, id).await {
+                Ok(Some((link, raw))) => {
+                    info!(link_id = %id, "sync.skipped_link_recovered");
+                    self.seen.insert(id);
+                    self.prepare(vec![(link, raw)], None).await?
+                }
+                Ok(None) => self.prepare_deletion(id).await?,
+                Err(source) => return Err(SyncError::Upstream { page: 0, source }),
+            };
+            commit_now(ctx, self.run_id, commit).await?;
         }
+        Ok(())
     }
-    summary.links_seen = seen.len() as u64;
-    Ok(())
-}
 
-/// Reads every page once, committing links not in `seen`, in page order. Page 1 is read first;
-/// once it reveals the page count, pages 2… are fetched up to `ctx.concurrency` at a time (memory
-/// stays bounded by page size × concurrency) and committed in order. Without a page count, pages
-/// are read one by one until an empty page (a short page does not prove the end). Returns the
-/// `total` SingaPay reported on the first and on the last page.
-async fn sweep_pages(
-    ctx: &SyncContext,
-    account: &AccountId,
-    run_id: i64,
-    baseline: bool,
-    cancel: &CancellationToken,
-    seen: &mut HashSet<LinkId>,
-    summary: &mut SyncSummary,
-) -> Result<(Option<u64>, Option<u64>), SyncError> {
-    let mut writer = PageWriter::start(ctx, run_id);
-    let read = read_pages(
-        ctx,
-        account,
-        run_id,
-        baseline,
-        cancel,
-        seen,
-        summary,
-        &mut writer,
-    )
-    .await;
-    // Whatever happened, let the pages already queued reach the ledger before returning.
-    let written = writer.finish().await;
-    let totals = read?;
-    written?;
-    Ok(totals)
-}
+    /// Reads every page once, committing links not yet seen, in page order, through a
+    /// [`PageWriter`]. Returns the `total` SingaPay reported on the first and on the last page.
+    async fn sweep(&mut self) -> Result<(Option<u64>, Option<u64>), SyncError> {
+        let mut writer = PageWriter::start(self.ctx, self.run_id);
+        let read = self.read_pages(&mut writer).await;
+        // Whatever happened, let the pages already queued reach the ledger before returning.
+        let written = writer.finish().await;
+        let totals = read?;
+        written?;
+        Ok(totals)
+    }
 
-#[allow(clippy::too_many_arguments)]
-async fn read_pages(
-    ctx: &SyncContext,
-    account: &AccountId,
-    run_id: i64,
-    baseline: bool,
-    cancel: &CancellationToken,
-    seen: &mut HashSet<LinkId>,
-    summary: &mut SyncSummary,
-    writer: &mut PageWriter,
-) -> Result<(Option<u64>, Option<u64>), SyncError> {
-    let first = ctx
-        .client
-        .list_page(account, 1, ctx.per_page)
-        .await
-        .map_err(|source| SyncError::Upstream { page: 1, source })?;
-    let first_total = first.pagination.total;
-    let mut last_total = first_total;
-    let total_pages = first.pagination.total_pages;
-    let mut more = !first.links.is_empty();
-    commit_page(
-        ctx, account, run_id, baseline, 1, first, seen, summary, writer,
-    )
-    .await?;
-    match total_pages {
-        Some(tp) if more && tp > 1 => {
-            // A fetcher task keeps up to `concurrency` pages in flight while this task commits,
-            // so network and ledger work overlap; pages arrive in order.
-            let conc = ctx.concurrency.max(1);
-            let (tx, mut rx) = tokio::sync::mpsc::channel(conc);
-            let client = ctx.client.clone();
-            let acc = account.clone();
-            let per_page = ctx.per_page;
-            let stop = cancel.child_token();
-            let fetcher = tokio::spawn({
-                let stop = stop.clone();
-                async move {
-                    let mut pages = futures_util::stream::iter(2..=tp.min(MAX_PAGES))
-                        .map(|page| {
-                            let client = client.clone();
-                            let acc = acc.clone();
-                            async move {
-                                let r = client.list_page(&acc, page, per_page).await;
-                                (page, r)
+    async fn fetch(&self, page: u64) -> Result<crate::singapay::ListPage, SyncError> {
+        self.ctx
+            .client
+            .list_page(self.account, page, self.ctx.per_page)
+            .await
+            .map_err(|source| SyncError::Upstream { page, source })
+    }
+
+    /// Page 1 is read first; once it reveals the page count, pages 2… are fetched up to
+    /// `ctx.concurrency` at a time by a fetcher task (memory stays bounded by page size ×
+    /// concurrency) while this task diffs; pages arrive in order. Without a page count, pages are
+    /// read one by one until an empty page (a short page does not prove the end).
+    async fn read_pages(
+        &mut self,
+        writer: &mut PageWriter,
+    ) -> Result<(Option<u64>, Option<u64>), SyncError> {
+        let first = self.fetch(1).await?;
+        let first_total = first.pagination.total;
+        let mut last_total = first_total;
+        let total_pages = first.pagination.total_pages;
+        let mut more = !first.links.is_empty();
+        self.accept_page(1, first, writer).await?;
+        match total_pages {
+            Some(tp) if more && tp > 1 => {
+                let conc = self.ctx.concurrency.max(1);
+                let (tx, mut rx) = tokio::sync::mpsc::channel(conc);
+                let client = self.ctx.client.clone();
+                let acc = self.account.clone();
+                let per_page = self.ctx.per_page;
+                let stop = self.cancel.child_token();
+                let fetcher = tokio::spawn({
+                    let stop = stop.clone();
+                    async move {
+                        let mut pages = futures_util::stream::iter(2..=tp.min(MAX_PAGES))
+                            .map(|page| {
+                                let client = client.clone();
+                                let acc = acc.clone();
+                                async move { (page, client.list_page(&acc, page, per_page).await) }
+                            })
+                            .buffered(conc);
+                        while let Some(item) = pages.next().await {
+                            let failed = item.1.is_err();
+                            if stop.is_cancelled() || tx.send(item).await.is_err() || failed {
+                                break;
                             }
-                        })
-                        .buffered(conc);
-                    while let Some(item) = pages.next().await {
-                        let failed = item.1.is_err();
-                        if stop.is_cancelled() || tx.send(item).await.is_err() || failed {
-                            break;
                         }
                     }
+                });
+                let _abort = AbortOnDrop(fetcher);
+                while let Some((page, r)) = rx.recv().await {
+                    if self.cancel.is_cancelled() {
+                        return Err(SyncError::Interrupted);
+                    }
+                    let p = r.map_err(|source| SyncError::Upstream { page, source })?;
+                    last_total = p.pagination.total.or(last_total);
+                    self.accept_page(page, p, writer).await?;
                 }
-            });
-            let _abort = AbortOnDrop(fetcher);
-            while let Some((page, r)) = rx.recv().await {
-                if cancel.is_cancelled() {
-                    return Err(SyncError::Interrupted);
-                }
-                let p = r.map_err(|source| SyncError::Upstream { page, source })?;
-                last_total = p.pagination.total.or(last_total);
-                commit_page(
-                    ctx, account, run_id, baseline, page, p, seen, summary, writer,
-                )
-                .await?;
+                stop.cancel();
             }
-            stop.cancel();
-        }
-        _ => {
-            let mut page = 1;
-            while more {
-                page += 1;
-                if page > MAX_PAGES {
-                    return Err(SyncError::Runaway(MAX_PAGES));
+            _ => {
+                let mut page = 1;
+                while more {
+                    page += 1;
+                    if page > MAX_PAGES {
+                        return Err(SyncError::Runaway(MAX_PAGES));
+                    }
+                    if self.cancel.is_cancelled() {
+                        return Err(SyncError::Interrupted);
+                    }
+                    let p = self.fetch(page).await?;
+                    last_total = p.pagination.total.or(last_total);
+                    more = !p.links.is_empty();
+                    self.accept_page(page, p, writer).await?;
                 }
-                if cancel.is_cancelled() {
-                    return Err(SyncError::Interrupted);
-                }
-                let p = ctx
-                    .client
-                    .list_page(account, page, ctx.per_page)
-                    .await
-                    .map_err(|source| SyncError::Upstream { page, source })?;
-                last_total = p.pagination.total.or(last_total);
-                more = !p.links.is_empty();
-                commit_page(
-                    ctx, account, run_id, baseline, page, p, seen, summary, writer,
-                )
-                .await?;
             }
         }
+        Ok((first_total, last_total))
     }
-    Ok((first_total, last_total))
+
+    /// Dedupes one fetched page against `seen`, diffs it and queues it on the writer.
+    async fn accept_page(
+        &mut self,
+        page: u64,
+        p: crate::singapay::ListPage,
+        writer: &mut PageWriter,
+    ) -> Result<(), SyncError> {
+        self.summary.pages += 1;
+        let n = p.links.len();
+        let seen = &mut self.seen;
+        let fresh: Vec<(PaymentLink, String)> = p
+            .links
+            .into_iter()
+            .filter(|(l, _)| seen.insert(l.id))
+            .collect();
+        if fresh.len() < n {
+            info!(
+                page,
+                duplicates = n - fresh.len(),
+                "sync.page_duplicates_skipped"
+            );
+        }
+        self.summary.links_seen = self.seen.len() as u64;
+        let commit = self.prepare(fresh, Some(&mut writer.window)).await?;
+        writer.send(commit).await?;
+        info!(page, links = n, "sync.page_prepared");
+        Ok(())
+    }
+
+    /// Appends the events of `changes` for one link (with their deliveries) to `commit`; returns
+    /// the link's sequence after them.
+    fn push_events(
+        &mut self,
+        link_id: LinkId,
+        object: &Value,
+        changes: &[Change],
+        mut sequence: i64,
+        commit: &mut PageCommit,
+    ) -> i64 {
+        let now = self.ctx.clock.now();
+        for c in changes {
+            sequence += 1;
+            let id = EventId::generate();
+            for r in self.ctx.routing.targets(c.event_type) {
+                commit.deliveries.push(NewDelivery {
+                    event_id: id.0.clone(),
+                    subscriber: r.name.clone(),
+                    channel: r.channel.as_str(),
+                    next_attempt_at: now,
+                });
+            }
+            commit.events.push(NewEvent {
+                envelope: envelope(&id, c.event_type, now, self.account, sequence, object, c),
+                id,
+                account_id: self.account.clone(),
+                link_id,
+                event_type: c.event_type,
+                sequence,
+                run_id: self.run_id,
+                created_at: now,
+                usage_delta: c.usage_delta,
+            });
+            *self
+                .summary
+                .events_by_type
+                .entry(c.event_type.as_str().to_string())
+                .or_default() += 1;
+            metrics::counter!("singapay_sync_events_total", "type" => c.event_type.as_str())
+                .increment(1);
+        }
+        sequence
+    }
+
+    /// Counts a prepared commit in the summary.
+    fn count(&mut self, commit: &PageCommit) {
+        self.summary.links_written += (commit.writes.len() + commit.deletions.len()) as u64;
+        self.summary.events += commit.events.len() as u64;
+        self.summary.deliveries += commit.deliveries.len() as u64;
+    }
+
+    /// Diffs fresh links against the ledger and prepares what to commit (rows, events,
+    /// deliveries). `window` serves the stored states of a page being swept.
+    async fn prepare(
+        &mut self,
+        links: Vec<(PaymentLink, String)>,
+        window: Option<&mut StateWindow>,
+    ) -> Result<PageCommit, SyncError> {
+        if links.is_empty() {
+            return Ok(PageCommit::default());
+        }
+        let (ctx, account) = (self.ctx, self.account);
+        let ids: Vec<LinkId> = links.iter().map(|(l, _)| l.id).collect();
+        let stored = match window {
+            Some(w) => w.states(ctx, account, &ids).await?,
+            None => ctx.ledger.load_link_states(account, &ids).await?,
+        };
+        let mut commit = PageCommit::default();
+        let now = ctx.clock.now();
+        // Keep only the links whose verbatim JSON differs from the stored read (or that are new).
+        let mut changed = Vec::new();
+        for (link, raw) in links {
+            let raw_hash = content_hash(&raw);
+            let state = stored.get(&link.id).filter(|o| o.deleted_at.is_none());
+            if state.is_some_and(|o| o.raw_hash == raw_hash) {
+                continue; // byte-identical to the stored read: unchanged, nothing to do
+            }
+            changed.push((link, raw, raw_hash));
+        }
+        // The stored links are read (and decoded) only for those.
+        let previous_ids: Vec<LinkId> = changed
+            .iter()
+            .filter(|(l, ..)| stored.get(&l.id).is_some_and(|o| o.deleted_at.is_none()))
+            .map(|(l, ..)| l.id)
+            .collect();
+        let previous_links = ctx.ledger.load_links(account, &previous_ids).await?;
+        for (link, raw, raw_hash) in changed {
+            let old: Option<&LinkState> = stored.get(&link.id);
+            let previous = previous_links.get(&link.id).map(|s| &s.link);
+            if previous == Some(&link) {
+                // Same content in another encoding (e.g. `20000` vs "20000.00"): no event, no
+                // write; the stored read stays the reference.
+                continue;
+            }
+            let changes = diff(previous, &link, self.mode);
+            let mut sequence = old.map(|o| o.sequence).unwrap_or(0);
+            if !changes.is_empty() {
+                let object = serde_json::to_value(&link).map_err(|e| {
+                    LedgerError::Corrupt(format!("link {} does not serialise: {e}", link.id))
+                })?;
+                sequence = self.push_events(link.id, &object, &changes, sequence, &mut commit);
+            }
+            commit.writes.push(LinkWrite {
+                account_id: account.clone(),
+                link,
+                raw_json: raw,
+                raw_hash,
+                sequence,
+                deleted_at: None,
+                now,
+            });
+        }
+        self.count(&commit);
+        Ok(commit)
+    }
+
+    /// Prepares the `deleted` event of a link confirmed gone (404 on show) and its mark.
+    async fn prepare_deletion(&mut self, id: LinkId) -> Result<PageCommit, SyncError> {
+        let mut commit = PageCommit::default();
+        let Some(stored) = self.ctx.ledger.get_link(self.account, id).await? else {
+            return Ok(commit);
+        };
+        let object = serde_json::to_value(&stored.link)
+            .map_err(|e| LedgerError::Corrupt(format!("link {id} does not serialise: {e}")))?;
+        let sequence = self.push_events(id, &object, &[deletion()], stored.sequence, &mut commit);
+        commit
+            .deletions
+            .push((self.account.clone(), id, sequence, self.ctx.clock.now()));
+        info!(link_id = %id, "sync.link_deleted");
+        self.count(&commit);
+        Ok(commit)
+    }
 }
 
 /// Aborts the page fetcher if the pass ends early (error or shutdown).
@@ -381,49 +522,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// Dedupes one fetched page against `seen`, diffs it and queues it on the writer.
-#[allow(clippy::too_many_arguments)]
-async fn commit_page(
-    ctx: &SyncContext,
-    account: &AccountId,
-    run_id: i64,
-    baseline: bool,
-    page: u64,
-    p: crate::singapay::ListPage,
-    seen: &mut HashSet<LinkId>,
-    summary: &mut SyncSummary,
-    writer: &mut PageWriter,
-) -> Result<(), SyncError> {
-    summary.pages += 1;
-    let n = p.links.len();
-    let fresh: Vec<(PaymentLink, String)> = p
-        .links
-        .into_iter()
-        .filter(|(l, _)| seen.insert(l.id))
-        .collect();
-    if fresh.len() < n {
-        info!(
-            page,
-            duplicates = n - fresh.len(),
-            "sync.page_duplicates_skipped"
-        );
-    }
-    summary.links_seen = seen.len() as u64;
-    let commit = prepare_links(
-        ctx,
-        account,
-        run_id,
-        baseline,
-        fresh,
-        summary,
-        Some(&mut writer.window),
-    )
-    .await?;
-    writer.send(commit).await?;
-    info!(page, links = n, "sync.page_prepared");
-    Ok(())
 }
 
 /// SHA-256 (hex) of a text (a link's verbatim JSON).
@@ -457,140 +555,6 @@ fn envelope(
         "data": Value::Object(data),
     });
     env.to_string()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn push_events(
-    ctx: &SyncContext,
-    account: &AccountId,
-    run_id: i64,
-    link_id: LinkId,
-    object: &Value,
-    changes: &[Change],
-    mut sequence: i64,
-    commit: &mut PageCommit,
-    summary: &mut SyncSummary,
-) -> i64 {
-    let now = ctx.clock.now();
-    for c in changes {
-        sequence += 1;
-        let id = EventId::generate();
-        for r in ctx.routing.targets(c.event_type) {
-            commit.deliveries.push(NewDelivery {
-                event_id: id.0.clone(),
-                subscriber: r.name.clone(),
-                channel: r.channel.as_str(),
-                next_attempt_at: now,
-            });
-        }
-        commit.events.push(NewEvent {
-            envelope: envelope(&id, c.event_type, now, account, sequence, object, c),
-            id,
-            account_id: account.clone(),
-            link_id,
-            event_type: c.event_type,
-            sequence,
-            run_id,
-            created_at: now,
-            usage_delta: c.usage_delta,
-        });
-        *summary
-            .events_by_type
-            .entry(c.event_type.as_str().to_string())
-            .or_default() += 1;
-        metrics::counter!("singapay_sync_events_total", "type" => c.event_type.as_str())
-            .increment(1);
-    }
-    sequence
-}
-
-/// Diffs fresh links against the ledger and prepares what to commit (rows, events, deliveries);
-/// counts them in `summary`.
-#[allow(clippy::too_many_arguments)]
-async fn prepare_links(
-    ctx: &SyncContext,
-    account: &AccountId,
-    run_id: i64,
-    baseline: bool,
-    links: Vec<(PaymentLink, String)>,
-    summary: &mut SyncSummary,
-    window: Option<&mut StateWindow>,
-) -> Result<PageCommit, SyncError> {
-    if links.is_empty() {
-        return Ok(PageCommit::default());
-    }
-    let ids: Vec<LinkId> = links.iter().map(|(l, _)| l.id).collect();
-    let stored = match window {
-        Some(w) => w.states(ctx, account, &ids).await?,
-        None => ctx.ledger.load_link_states(account, &ids).await?,
-    };
-    let mode = if !baseline {
-        NewLink::Full
-    } else if ctx.notify_on_baseline {
-        NewLink::CreatedOnly
-    } else {
-        NewLink::Silent
-    };
-    let mut commit = PageCommit::default();
-    let now = ctx.clock.now();
-    // Keep only the links whose verbatim JSON differs from the stored read (or that are new).
-    let mut changed = Vec::new();
-    for (link, raw) in links {
-        let raw_hash = content_hash(&raw);
-        let state = stored.get(&link.id).filter(|o| o.deleted_at.is_none());
-        if state.is_some_and(|o| o.raw_hash == raw_hash) {
-            continue; // byte-identical to the stored read: unchanged, nothing to do
-        }
-        changed.push((link, raw, raw_hash));
-    }
-    // The stored objects are read (and decoded) only for those.
-    let previous_ids: Vec<LinkId> = changed
-        .iter()
-        .filter(|(l, ..)| stored.get(&l.id).is_some_and(|o| o.deleted_at.is_none()))
-        .map(|(l, ..)| l.id)
-        .collect();
-    let previous_objects = ctx.ledger.load_objects(account, &previous_ids).await?;
-    for (link, raw, raw_hash) in changed {
-        let old: Option<&LinkState> = stored.get(&link.id);
-        let previous = previous_objects.get(&link.id);
-        if previous == Some(&link) {
-            // Same content in another encoding (e.g. `20000` vs "20000.00"): no event, no write;
-            // the stored read stays the reference.
-            continue;
-        }
-        let changes = diff(previous, &link, mode);
-        let sequence = if changes.is_empty() {
-            old.map(|o| o.sequence).unwrap_or(0)
-        } else {
-            let object = serde_json::to_value(&link).map_err(|e| {
-                LedgerError::Corrupt(format!("link {} does not serialise: {e}", link.id))
-            })?;
-            push_events(
-                ctx,
-                account,
-                run_id,
-                link.id,
-                &object,
-                &changes,
-                old.map(|o| o.sequence).unwrap_or(0),
-                &mut commit,
-                summary,
-            )
-        };
-        commit.writes.push(LinkWrite {
-            account_id: account.clone(),
-            link,
-            raw_json: raw,
-            raw_hash,
-            sequence,
-            deleted_at: None,
-            now,
-        });
-    }
-    summary.links_written += commit.writes.len() as u64;
-    summary.events += commit.events.len() as u64;
-    summary.deliveries += commit.deliveries.len() as u64;
-    Ok(commit)
 }
 
 /// Commits one prepared page now and wakes the dispatcher if it owes deliveries.
@@ -712,42 +676,4 @@ impl PageWriter {
             )))),
         }
     }
-}
-
-async fn commit_deletion(
-    ctx: &SyncContext,
-    account: &AccountId,
-    run_id: i64,
-    id: LinkId,
-    summary: &mut SyncSummary,
-) -> Result<(), SyncError> {
-    let Some(stored) = ctx.ledger.get_link(account, id).await? else {
-        return Ok(());
-    };
-    let object = serde_json::to_value(&stored.link)
-        .map_err(|e| LedgerError::Corrupt(format!("link {id} does not serialise: {e}")))?;
-    let mut commit = PageCommit::default();
-    let sequence = push_events(
-        ctx,
-        account,
-        run_id,
-        id,
-        &object,
-        &[deletion()],
-        stored.sequence,
-        &mut commit,
-        summary,
-    );
-    commit
-        .deletions
-        .push((account.clone(), id, sequence, ctx.clock.now()));
-    ctx.ledger.commit_page(run_id, &commit).await?;
-    info!(link_id = %id, "sync.link_deleted");
-    summary.links_written += 1;
-    summary.events += commit.events.len() as u64;
-    summary.deliveries += commit.deliveries.len() as u64;
-    if let Some(w) = &ctx.wake {
-        w.notify_one();
-    }
-    Ok(())
 }
