@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use singapay_sync::ledger::EventFilter;
 use singapay_sync::types::{AccountId, EventType};
 
@@ -274,5 +274,4 @@ async fn a_pass_that_exhausts_a_link_emits_paid_then_exhausted_with_rising_seque
             (EventType::Exhausted, 3, None),
         ]
     );
-    let _: &Value = &events[2].envelope;
 }

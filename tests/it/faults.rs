@@ -193,13 +193,7 @@ async fn a_page_that_times_out_is_fetched_again_and_the_pass_completes() {
     let toml = setup
         .toml()
         .replace("timeout = \"5s\"", "timeout = \"300ms\"");
-    let app = singapay_sync::app::App::build_with_clock(
-        singapay_sync::config::Config::from_toml_str(&toml).unwrap(),
-        std::sync::Arc::new(singapay_sync::time::SystemClock),
-        false,
-    )
-    .await
-    .unwrap();
+    let app = app_from_toml(&toml, std::sync::Arc::new(singapay_sync::time::SystemClock)).await;
     sandbox
         .fault(json!({"route": "list", "page": 4, "delay_ms": 1000}))
         .await;

@@ -75,16 +75,11 @@ impl TestSandbox {
     }
 
     pub async fn ctl(&self, method: reqwest::Method, url: String, body: Value) -> Value {
-        let r = self
-            .http
-            .request(method, url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "control plane refused: {status} {v}");
+        let (status, v) = self.try_ctl(method, url, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "control plane refused: {status} {v}"
+        );
         v
     }
 
@@ -424,10 +419,14 @@ timeout = "2s"
     }
 
     pub async fn app_with_clock(&self, clock: Arc<dyn singapay_sync::time::Clock>) -> App {
-        App::build_with_clock(self.config(), clock, false)
-            .await
-            .unwrap()
+        app_from_toml(&self.toml(), clock).await
     }
+}
+
+/// An app (no listener) from a config text, e.g. a [`Setup::toml`] with a key edited.
+pub async fn app_from_toml(toml: &str, clock: Arc<dyn singapay_sync::time::Clock>) -> App {
+    let config = Config::from_toml_str(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    App::build_with_clock(config, clock, false).await.unwrap()
 }
 
 pub fn new_setup(dir: &tempfile::TempDir, sandbox: &TestSandbox) -> Setup {

@@ -29,13 +29,7 @@ async fn accounts_sync_side_by_side_and_sync_account_picks_one() {
     let cfg = singapay_sync::config::Config::from_toml_str(&toml).unwrap();
     assert_eq!(cfg.accounts[1].schedule, "0 */2 * * * *");
     assert_eq!(cfg.accounts[0].schedule, "0 */5 * * * *");
-    let app = singapay_sync::app::App::build_with_clock(
-        cfg,
-        std::sync::Arc::new(singapay_sync::time::SystemClock),
-        false,
-    )
-    .await
-    .unwrap();
+    let app = app_from_toml(&toml, std::sync::Arc::new(singapay_sync::time::SystemClock)).await;
 
     let r = app.sync_all(None).await;
     let seen: Vec<(String, u64)> = r

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use singapay_sync::types::AccountId;
-
 use crate::harness::*;
 
 #[tokio::test]
@@ -63,7 +61,6 @@ async fn a_receiver_failing_twice_gets_the_event_on_the_third_attempt_with_the_s
         let gap = (w[1].attempted_at - w[0].attempted_at).num_milliseconds();
         assert!(gap >= 80, "retry came after {gap} ms");
     }
-    let _ = AccountId::parse(ACCOUNT).unwrap();
 }
 
 #[tokio::test]
@@ -110,7 +107,7 @@ async fn an_exhausted_schedule_leaves_the_delivery_dead() {
 
 #[tokio::test]
 async fn smtp_failures_are_retried_through_the_delivery_table() {
-    use singapay_sync::time::{Clock, ManualClock};
+    use singapay_sync::time::ManualClock;
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let sandbox = TestSandbox::start().await;
@@ -129,13 +126,7 @@ async fn smtp_failures_are_retried_through_the_delivery_table() {
         &format!("smtp://127.0.0.1:{port}"),
     );
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let app = singapay_sync::app::App::build_with_clock(
-        singapay_sync::config::Config::from_toml_str(&toml).unwrap(),
-        clock.clone(),
-        false,
-    )
-    .await
-    .unwrap();
+    let app = app_from_toml(&toml, clock.clone()).await;
     app.sync_all(None).await;
     sandbox.pay(103).await;
     app.sync_all(None).await;
@@ -162,5 +153,4 @@ async fn smtp_failures_are_retried_through_the_delivery_table() {
     let log = app.ledger.delivery_attempts(row.id).await.unwrap();
     assert_eq!(log.len(), 2);
     assert_eq!(log[1].status, Some(250), "SMTP reply code logged");
-    let _ = clock.now();
 }

@@ -217,13 +217,7 @@ async fn a_receiver_that_never_answers_is_cut_at_the_delivery_timeout() {
         .toml()
         .replace("timeout = \"2s\"", "timeout = \"300ms\"");
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let app = App::build_with_clock(
-        singapay_sync::config::Config::from_toml_str(&cfg_text).unwrap(),
-        clock.clone(),
-        false,
-    )
-    .await
-    .unwrap();
+    let app = app_from_toml(&cfg_text, clock.clone()).await;
     app.sync_all(None).await;
     sandbox.pay(103).await;
     app.sync_all(None).await;
