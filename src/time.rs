@@ -95,6 +95,18 @@ pub fn format_wib(at: DateTime<Utc>) -> String {
         .to_string()
 }
 
+/// A `Retry-After` value as a wait: delay-seconds or an HTTP date (RFC 9110 §10.2.3); a date in
+/// the past is zero. `None` if it is neither.
+pub fn parse_retry_after(v: &str) -> Option<std::time::Duration> {
+    let v = v.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(s));
+    }
+    let at = DateTime::parse_from_rfc2822(v).ok()?;
+    let secs = (at.with_timezone(&Utc) - Utc::now()).num_seconds().max(0);
+    Some(std::time::Duration::from_secs(secs as u64))
+}
+
 /// Parses every timestamp form SingaPay sends (SingaPay reference §6.3):
 /// RFC 3339 with an offset (`2025-10-17T14:54:40+07:00`), `Z`, microseconds
 /// (`2025-11-05T09:09:49.000000Z`); offset-less `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DDTHH:MM:SS`
@@ -165,6 +177,19 @@ mod tests {
             assert_eq!(parse_singapay_time(s).unwrap(), want, "{s}");
         }
         assert!(parse_singapay_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(
+            parse_retry_after("7200"),
+            Some(std::time::Duration::from_secs(7200))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(std::time::Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]

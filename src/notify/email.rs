@@ -304,16 +304,7 @@ impl Mailer {
                 Ok(resp) => Ok(Some(u16::from(resp.code()))),
                 Err(e) => Err(MailError {
                     code: e.status().map(u16::from),
-                    message: {
-                        let mut m = e.to_string();
-                        let mut src = std::error::Error::source(&e);
-                        while let Some(s) = src {
-                            m.push_str(": ");
-                            m.push_str(&s.to_string());
-                            src = s.source();
-                        }
-                        m
-                    },
+                    message: crate::telemetry::error_chain(&e),
                 }),
             },
             Mailer::File(t, _) => t.send(msg).await.map(|_| None).map_err(|e| MailError {

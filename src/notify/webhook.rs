@@ -164,13 +164,7 @@ pub async fn send(
             } else {
                 FailureKind::Other(None)
             };
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
+            let msg = crate::telemetry::error_chain(&e);
             SendResult {
                 status: None,
                 duration: started.elapsed(),
@@ -192,7 +186,7 @@ pub async fn send(
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+                .and_then(crate::time::parse_retry_after);
             let location = r
                 .headers()
                 .get(reqwest::header::LOCATION)
@@ -216,19 +210,6 @@ pub async fn send(
             }
         }
     }
-}
-
-/// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3).
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(s) = v.parse::<u64>() {
-        return Some(Duration::from_secs(s));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let secs = (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
-        .num_seconds()
-        .max(0);
-    Some(Duration::from_secs(secs as u64))
 }
 
 #[cfg(test)]
@@ -283,15 +264,5 @@ mod tests {
         assert_eq!(stale, Err(VerifyError::Stale));
         assert!(WebhookSecret::parse("whsec_!!!").is_err());
         assert_eq!(format!("{secret:?}"), "WebhookSecret([REDACTED])");
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        assert_eq!(parse_retry_after("7200"), Some(Duration::from_secs(7200)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon"), None);
     }
 }

@@ -69,13 +69,7 @@ struct TokenData {
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let secs = (at.with_timezone(&Utc) - Utc::now()).num_seconds().max(0);
-    Some(Duration::from_secs(secs as u64))
+    crate::time::parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?)
 }
 
 fn transport_error(e: reqwest::Error) -> SingapayError {
@@ -86,14 +80,7 @@ fn transport_error(e: reqwest::Error) -> SingapayError {
             "request timed out".to_string()
         } else {
             // The cause chain says "connection refused", "reset by peer", …
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            msg
+            crate::telemetry::error_chain(&e)
         },
     }
 }
