@@ -26,6 +26,65 @@ impl Drop for Sandbox {
     }
 }
 
+/// CPU seconds (user + system) used so far by process `pid` ("self" for this one), from
+/// `/proc/PID/stat` (fields 14 and 15, in clock ticks of 1/100 s).
+fn cpu_seconds(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The command name (field 2) may hold spaces: count fields after its ')'.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// Rounds of each measured step; the best (lowest wall time) is reported.
+const ROUNDS: usize = 3;
+
+/// One measured step: wall seconds and CPU seconds of this process and of the sandbox.
+#[derive(Clone, Copy)]
+struct Sample {
+    wall: f64,
+    client_cpu: f64,
+    sandbox_cpu: f64,
+}
+
+/// The fastest sample of a step.
+#[derive(Default)]
+struct Best(Option<Sample>);
+
+impl Best {
+    fn add(&mut self, s: Sample) {
+        if self.0.is_none_or(|b| s.wall < b.wall) {
+            self.0 = Some(s);
+        }
+    }
+}
+
+/// Runs one step and measures it: wall time and the CPU both processes spent on it.
+async fn measure<T>(sandbox_pid: &str, step: impl std::future::Future<Output = T>) -> (Sample, T) {
+    let (c0, s0) = (cpu_seconds("self"), cpu_seconds(sandbox_pid));
+    let t = Instant::now();
+    let out = step.await;
+    let wall = t.elapsed().as_secs_f64();
+    let (c1, s1) = (cpu_seconds("self"), cpu_seconds(sandbox_pid));
+    let sample = Sample {
+        wall,
+        client_cpu: c1 - c0,
+        sandbox_cpu: s1 - s0,
+    };
+    (sample, out)
+}
+
+/// One pass of the bench account.
+async fn pass(app: &App) -> singapay_sync::sync::SyncSummary {
+    let r = app.sync_all(None).await;
+    r.into_iter().next().expect("one account").1.expect("pass")
+}
+
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -70,7 +129,7 @@ fn main() {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port");
-    let _sandbox = Sandbox(
+    let sandbox = Sandbox(
         Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
             .args([
                 "sandbox",
@@ -88,6 +147,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let sandbox_pid = sandbox.0.id().to_string();
     rt.block_on(async move {
         let base = format!("http://127.0.0.1:{port}");
         for _ in 0..200 {
@@ -98,8 +158,9 @@ fn main() {
         }
         let dir = std::env::temp_dir().join(format!("singapay-sync-bench-{}", ulid::Ulid::new()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let toml = format!(
-            r#"
+        let config = |ledger: &str| {
+            let toml = format!(
+                r#"
 [ledger]
 path = "{}"
 [singapay]
@@ -114,9 +175,11 @@ id = "{ACCOUNT}"
 [http]
 admin_token = "bench-admin-token-0123456789"
 "#,
-            dir.join("ledger.db").display()
-        );
-        let cfg = Config::from_toml_str(&toml).expect("config");
+                dir.join(ledger).display()
+            );
+            Config::from_toml_str(&toml).expect("config")
+        };
+        let cfg = config("ledger-0.db");
         let account = AccountId::parse(ACCOUNT).expect("account");
         let client = SingapayClient::new(ClientConfig {
             base_url: cfg.singapay.base_url.clone(),
@@ -129,40 +192,47 @@ admin_token = "bench-admin-token-0123456789"
             max_backoff: Duration::from_secs(5),
         })
         .expect("client");
+        let fetch = || fetch_only(&client, &account, 100, 4);
 
-        // Warm up (token, connections), then the floor: best of 3.
-        fetch_only(&client, &account, 100, 4).await;
-        let mut floor = Duration::MAX;
-        let mut pages = 0;
-        for _ in 0..3 {
-            let t = Instant::now();
-            let (p, n) = fetch_only(&client, &account, 100, 4).await;
-            floor = floor.min(t.elapsed());
-            pages = p;
-            assert_eq!(n as usize, links);
-        }
-        let app = App::build_with_clock(cfg, Arc::new(singapay_sync::time::SystemClock), false)
+        // Warm up (token, connections).
+        let (_, (pages, n)) = measure(&sandbox_pid, fetch()).await;
+        assert_eq!(n as usize, links);
+
+        // Every figure is the best of ROUNDS; the floor is measured between the passes it is
+        // compared with (the sandbox and this process share two cores: interleaving keeps
+        // a slow minute from landing on one side only).
+        let mut floor = Best::default();
+        let mut baseline = Best::default();
+        let mut b_written = 0;
+        let mut apps = Vec::new();
+        for round in 0..ROUNDS {
+            floor.add(measure(&sandbox_pid, fetch()).await.0);
+            let app = App::build_with_clock(
+                config(&format!("ledger-{round}.db")),
+                Arc::new(singapay_sync::time::SystemClock),
+                false,
+            )
             .await
             .expect("app");
-        let pass = |label: &'static str| {
-            let app = &app;
-            async move {
-                let t = Instant::now();
-                let r = app.sync_all(None).await;
-                let el = t.elapsed();
-                let s = r[0].1.as_ref().expect(label);
-                (el, s.links_written, s.events, s.links_seen)
-            }
-        };
-        let (baseline, b_written, _, b_seen) = pass("baseline").await;
-        assert_eq!(b_seen as usize, links);
-        let mut no_change = Duration::MAX;
-        let mut nc_written = u64::MAX;
-        for _ in 0..3 {
-            let (el, w, ev, _) = pass("no-change").await;
-            assert_eq!(ev, 0);
-            no_change = no_change.min(el);
-            nc_written = nc_written.min(w).max(w);
+            let (sample, s) = measure(&sandbox_pid, pass(&app)).await;
+            assert!(s.baseline);
+            assert_eq!(s.links_seen as usize, links);
+            b_written = s.links_written;
+            baseline.add(sample);
+            apps.push(app);
+        }
+        let app = apps.swap_remove(0);
+        for other in apps {
+            other.ledger.close().await;
+        }
+        let mut no_change = Best::default();
+        let mut nc_written = 0;
+        for _ in 0..ROUNDS {
+            floor.add(measure(&sandbox_pid, fetch()).await.0);
+            let (sample, s) = measure(&sandbox_pid, pass(&app)).await;
+            assert_eq!(s.events, 0);
+            nc_written = nc_written.max(s.links_written);
+            no_change.add(sample);
         }
         // 1% of links change: retitle every 100th link through the control plane.
         let http = reqwest::Client::new();
@@ -182,26 +252,37 @@ admin_token = "bench-admin-token-0123456789"
             .buffer_unordered(16)
             .collect::<Vec<_>>()
             .await;
-        let (one_pct, o_written, o_events, _) = pass("1% changed").await;
-        assert_eq!(o_events as usize, changed.len());
+        let (one_pct, o) = measure(&sandbox_pid, pass(&app)).await;
+        assert_eq!(o.events as usize, changed.len());
 
-        let ratio = |d: Duration| d.as_secs_f64() / floor.as_secs_f64();
-        println!("sync bench: {links} links, {pages} pages of 100, page concurrency 4");
-        println!("  fetch-only floor   {:>8.3} s", floor.as_secs_f64());
-        println!(
-            "  baseline import    {:>8.3} s  {:.2} × floor (target ≤ 2.0)  payment_link rows written {b_written}",
-            baseline.as_secs_f64(),
-            ratio(baseline)
+        let floor = floor.0.expect("floor measured");
+        let row = |name: &str, s: &Sample, note: String| {
+            println!(
+                "  {name:<18} {:>7.3} s  {:>5.2} × floor  cpu: client {:>5.2} s, sandbox {:>5.2} s  {note}",
+                s.wall,
+                s.wall / floor.wall,
+                s.client_cpu,
+                s.sandbox_cpu
+            );
+        };
+        println!("sync bench: {links} links, {pages} pages of 100, page concurrency 4, best of {ROUNDS}");
+        row("fetch-only floor", &floor, String::new());
+        let baseline = baseline.0.expect("baseline measured");
+        row(
+            "baseline import",
+            &baseline,
+            format!("(target ≤ 2.0)  payment_link rows written {b_written}"),
         );
-        println!(
-            "  no-change pass     {:>8.3} s  {:.2} × floor (target ≤ 1.3)  payment_link rows written {nc_written} (target 0)",
-            no_change.as_secs_f64(),
-            ratio(no_change)
+        let no_change = no_change.0.expect("no-change measured");
+        row(
+            "no-change pass",
+            &no_change,
+            format!("(target ≤ 1.3)  payment_link rows written {nc_written} (target 0)"),
         );
-        println!(
-            "  1%-changed pass    {:>8.3} s  {:.2} × floor                 payment_link rows written {o_written}, events {o_events}",
-            one_pct.as_secs_f64(),
-            ratio(one_pct)
+        row(
+            "1%-changed pass",
+            &one_pct,
+            format!("payment_link rows written {}, events {}", o.links_written, o.events),
         );
         println!("  peak RSS (this process, sandbox excluded) {:.1} MB (target ≤ 150)", peak_rss_mb());
         app.ledger.close().await;

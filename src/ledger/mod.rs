@@ -90,6 +90,9 @@ impl Ledger {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A local file does not go away: sqlx's default ping before every acquire is one
+            // more hop to the connection's thread per transaction (a page commit has 4 already).
+            .test_before_acquire(false)
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;

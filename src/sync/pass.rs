@@ -600,7 +600,7 @@ impl StateWindow {
             self.low = if (rows.len() as i64) < WINDOW {
                 i64::MIN
             } else {
-                rows.last().map(|(id, _)| id.0).unwrap_or(i64::MIN)
+                rows.iter().map(|(id, _)| id.0).min().unwrap_or(i64::MIN)
             };
             self.rows = rows.into_iter().collect();
             if min.0 < self.low {
