@@ -123,7 +123,7 @@ fn main() {
                     next_attempt_at: now,
                 });
             }
-            ledger.commit_page(run, &commit).await.expect("commit");
+            ledger.commit_page(run, commit).await.expect("commit");
         }
         let dispatcher = Dispatcher::new(
             ledger.clone(),

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::time::ledger_ts;
 use crate::types::{AccountId, EventId, EventType, LinkId};
@@ -75,22 +75,32 @@ pub struct EventFilter {
     pub limit: i64,
 }
 
-pub(super) async fn insert(tx: &mut Transaction<'_, Sqlite>, e: &NewEvent) -> LedgerResult<()> {
-    sqlx::query(
-        "INSERT INTO link_event (id, account_id, link_id, type, sequence, run_id, created_at, \
-         usage_delta, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&e.id.0)
-    .bind(e.account_id.as_str())
-    .bind(e.link_id.0)
-    .bind(e.event_type.as_str())
-    .bind(e.sequence)
-    .bind(e.run_id)
-    .bind(ledger_ts(e.created_at))
-    .bind(e.usage_delta)
-    .bind(&e.envelope)
-    .execute(&mut **tx)
-    .await?;
+/// Rows per event INSERT (9 parameters each, well under SQLite's 32,766).
+const EVENTS_PER_STATEMENT: usize = 500;
+
+/// Appends events in the given order (their `seq` follows it), many rows per statement.
+pub(super) async fn insert_many(
+    tx: &mut Transaction<'_, Sqlite>,
+    events: &[&NewEvent],
+) -> LedgerResult<()> {
+    for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO link_event (id, account_id, link_id, type, sequence, run_id, created_at, \
+             usage_delta, envelope) ",
+        );
+        qb.push_values(chunk, |mut b, e| {
+            b.push_bind(e.id.0.as_str())
+                .push_bind(e.account_id.as_str())
+                .push_bind(e.link_id.0)
+                .push_bind(e.event_type.as_str())
+                .push_bind(e.sequence)
+                .push_bind(e.run_id)
+                .push_bind(ledger_ts(e.created_at))
+                .push_bind(e.usage_delta)
+                .push_bind(e.envelope.as_str());
+        });
+        qb.build().execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{Arguments, Row, Sqlite, Transaction};
 
 use crate::singapay::PaymentLink;
 use crate::time::ledger_ts;
@@ -66,59 +67,121 @@ const COLUMNS: &str = "account_id, link_id, reff_no, title, payment_url, status,
 /// Rows per INSERT statement (25 parameters each, well under SQLite's 32,766).
 const ROWS_PER_STATEMENT: usize = 200;
 
-/// Inserts or updates rows, many per statement (one round trip per 200 rows, not per row).
+/// Link rows to insert or update, encoded into SQL arguments as they are added: the pass
+/// encodes a page while the ledger writer is still committing earlier ones, and the writer only
+/// executes. Rows go in multi-row statements of up to 200 rows. Memory: the rows' texts (moved,
+/// not copied) until the commit.
+#[derive(Debug, Default)]
+pub struct LinkRows {
+    /// Arguments of each statement, with its number of rows; only the last one is not full.
+    statements: Vec<(usize, SqliteArguments)>,
+    len: usize,
+}
+
+impl LinkRows {
+    /// Adds one row (its link id must not already be in this set: one statement cannot upsert
+    /// a row twice).
+    ///
+    /// Errors: [`LedgerError::Corrupt`] if a value cannot be encoded (a text too long for
+    /// SQLite).
+    pub fn push(&mut self, w: LinkWrite) -> LedgerResult<()> {
+        if self
+            .statements
+            .last()
+            .is_none_or(|(rows, _)| *rows == ROWS_PER_STATEMENT)
+        {
+            self.statements.push((0, SqliteArguments::default()));
+        }
+        let Some((rows, args)) = self.statements.last_mut() else {
+            return Ok(());
+        };
+        let l = w.link;
+        let now = ledger_ts(w.now);
+        let id = l.id;
+        let add = |r: Result<(), sqlx::error::BoxDynError>| {
+            r.map_err(|e| LedgerError::Corrupt(format!("link {id} not encodable: {e}")))
+        };
+        add(args.add(w.account_id.as_str().to_owned()))?;
+        add(args.add(l.id.0))?;
+        add(args.add(l.reff_no))?;
+        add(args.add(l.title))?;
+        add(args.add(l.payment_url))?;
+        add(args.add(l.status))?;
+        add(args.add(l.status_computed.as_str().to_owned()))?;
+        add(args.add(l.is_expired as i64))?;
+        add(args.add(l.required_customer_detail.map(|b| b as i64)))?;
+        add(args.add(l.max_usage))?;
+        add(args.add(l.current_usage))?;
+        add(args.add(l.expired_at.map(ledger_ts)))?;
+        add(args.add(l.total_amount.map(|d| d.to_string())))?;
+        add(args.add(json_opt(&l.items)))?;
+        add(args.add(json_opt(&l.whitelisted_payment_method)))?;
+        add(args.add(l.redirect_url))?;
+        add(args.add(l.payment_date.map(ledger_ts)))?;
+        add(args.add(l.created_at.map(ledger_ts)))?;
+        add(args.add(l.updated_at.map(ledger_ts)))?;
+        add(args.add(w.raw_json))?;
+        add(args.add(now.clone()))?;
+        add(args.add(now))?;
+        add(args.add(w.deleted_at.map(ledger_ts)))?;
+        add(args.add(w.sequence))?;
+        add(args.add(w.raw_hash))?;
+        *rows += 1;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there is no row.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// `INSERT … ON CONFLICT DO UPDATE` of `rows` rows of [`COLUMNS`].
+fn upsert_sql(rows: usize) -> String {
+    let one = format!("({})", vec!["?"; COLUMNS.split(',').count()].join(", "));
+    format!(
+        "INSERT INTO payment_link ({COLUMNS}) VALUES {} \
+         ON CONFLICT (account_id, link_id) DO UPDATE SET reff_no = excluded.reff_no, \
+         title = excluded.title, payment_url = excluded.payment_url, status = excluded.status, \
+         status_computed = excluded.status_computed, is_expired = excluded.is_expired, \
+         required_customer_detail = excluded.required_customer_detail, \
+         max_usage = excluded.max_usage, current_usage = excluded.current_usage, \
+         expired_at = excluded.expired_at, total_amount = excluded.total_amount, \
+         items_json = excluded.items_json, \
+         whitelisted_payment_method = excluded.whitelisted_payment_method, \
+         redirect_url = excluded.redirect_url, payment_date = excluded.payment_date, \
+         created_at = excluded.created_at, updated_at = excluded.updated_at, \
+         raw_json = excluded.raw_json, last_seen_at = excluded.last_seen_at, \
+         deleted_at = excluded.deleted_at, sequence = excluded.sequence, \
+         raw_hash = excluded.raw_hash",
+        vec![one; rows].join(", ")
+    )
+}
+
+/// Executes the encoded upserts of `rows` (consumed) inside `tx`.
 pub(super) async fn upsert_many(
     tx: &mut Transaction<'_, Sqlite>,
-    writes: &[LinkWrite],
+    rows: impl IntoIterator<Item = LinkRows>,
 ) -> LedgerResult<()> {
-    for chunk in writes.chunks(ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("INSERT INTO payment_link ({COLUMNS}) "));
-        qb.push_values(chunk, |mut b, w| {
-            let l = &w.link;
-            let now = ledger_ts(w.now);
-            b.push_bind(w.account_id.as_str())
-                .push_bind(l.id.0)
-                .push_bind(l.reff_no.as_str())
-                .push_bind(l.title.as_deref())
-                .push_bind(l.payment_url.as_deref())
-                .push_bind(l.status.as_str())
-                .push_bind(l.status_computed.as_str())
-                .push_bind(l.is_expired as i64)
-                .push_bind(l.required_customer_detail.map(|b| b as i64))
-                .push_bind(l.max_usage)
-                .push_bind(l.current_usage)
-                .push_bind(l.expired_at.map(ledger_ts))
-                .push_bind(l.total_amount.map(|d| d.to_string()))
-                .push_bind(json_opt(&l.items))
-                .push_bind(json_opt(&l.whitelisted_payment_method))
-                .push_bind(l.redirect_url.as_deref())
-                .push_bind(l.payment_date.map(ledger_ts))
-                .push_bind(l.created_at.map(ledger_ts))
-                .push_bind(l.updated_at.map(ledger_ts))
-                .push_bind(w.raw_json.as_str())
-                .push_bind(now.clone())
-                .push_bind(now)
-                .push_bind(w.deleted_at.map(ledger_ts))
-                .push_bind(w.sequence)
-                .push_bind(w.raw_hash.as_str());
-        });
-        qb.push(
-            " ON CONFLICT (account_id, link_id) DO UPDATE SET reff_no = excluded.reff_no, \
-             title = excluded.title, payment_url = excluded.payment_url, status = excluded.status, \
-             status_computed = excluded.status_computed, is_expired = excluded.is_expired, \
-             required_customer_detail = excluded.required_customer_detail, \
-             max_usage = excluded.max_usage, current_usage = excluded.current_usage, \
-             expired_at = excluded.expired_at, total_amount = excluded.total_amount, \
-             items_json = excluded.items_json, \
-             whitelisted_payment_method = excluded.whitelisted_payment_method, \
-             redirect_url = excluded.redirect_url, payment_date = excluded.payment_date, \
-             created_at = excluded.created_at, updated_at = excluded.updated_at, \
-             raw_json = excluded.raw_json, last_seen_at = excluded.last_seen_at, \
-             deleted_at = excluded.deleted_at, sequence = excluded.sequence, \
-             raw_hash = excluded.raw_hash",
-        );
-        qb.build().execute(&mut **tx).await?;
+    // The statement text of a full chunk is built once (sqlx caches the prepared statement).
+    let full = upsert_sql(ROWS_PER_STATEMENT);
+    for set in rows {
+        for (n, args) in set.statements {
+            let sql = if n == ROWS_PER_STATEMENT {
+                full.clone()
+            } else {
+                upsert_sql(n)
+            };
+            sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                .execute(&mut **tx)
+                .await?;
+        }
     }
     Ok(())
 }

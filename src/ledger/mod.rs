@@ -14,6 +14,7 @@ mod runs;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -24,7 +25,7 @@ pub use deliveries::{
     AttemptOutcome, AttemptResult, DeliveryAttemptRow, DeliveryRow, DueDelivery, NewDelivery,
 };
 pub use events::{EventFilter, EventRow, NewEvent};
-pub use links::{LinkState, LinkWrite, StoredLink};
+pub use links::{LinkRows, LinkState, LinkWrite, StoredLink};
 pub use runs::SyncRunRow;
 
 /// A ledger error: SQLite or a row that cannot be read back.
@@ -48,6 +49,8 @@ pub type LedgerResult<T> = Result<T, LedgerError>;
 #[derive(Clone, Debug)]
 pub struct Ledger {
     pool: SqlitePool,
+    /// Held while a background checkpoint runs (at most one at a time).
+    checkpointing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The embedded migrations (`migrations/*.sql`).
@@ -56,8 +59,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Everything one sync page commits atomically.
 #[derive(Debug, Default)]
 pub struct PageCommit {
-    /// Link rows to insert or update (only changed ones).
-    pub writes: Vec<LinkWrite>,
+    /// Link rows to insert or update (only changed ones), already encoded.
+    pub writes: LinkRows,
     /// Events, in emission order.
     pub events: Vec<NewEvent>,
     /// Deliveries owed for those events.
@@ -96,7 +99,10 @@ impl Ledger {
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            checkpointing: Arc::default(),
+        })
     }
 
     /// Makes every committed transaction durable: a passive checkpoint, which syncs the WAL
@@ -107,6 +113,23 @@ impl Ledger {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Starts a passive checkpoint on another connection and returns at once (nothing happens if
+    /// one is already running). A bulk writer calls it every few megabytes of WAL so that the
+    /// copy into the database file runs beside its next commits instead of inside one of them
+    /// (SQLite's automatic checkpoint runs in the committing connection). Errors are logged.
+    pub fn checkpoint_in_background(&self) {
+        let Ok(guard) = self.checkpointing.clone().try_lock_owned() else {
+            return;
+        };
+        let ledger = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ledger.make_durable().await {
+                tracing::warn!(error = %e, "ledger.checkpoint_failed");
+            }
+            drop(guard);
+        });
     }
 
     /// Checks the ledger answers (`SELECT 1`), for `/healthz`.
@@ -123,17 +146,36 @@ impl Ledger {
     /// Commits one page: upserts the changed link rows, appends the events, enqueues the
     /// deliveries and bumps the run's counters, all in one transaction. Nothing is written if
     /// any statement fails, and nothing at all (no transaction) if the page changed nothing.
-    pub async fn commit_page(&self, run_id: i64, commit: &PageCommit) -> LedgerResult<()> {
-        if commit.writes.is_empty()
-            && commit.events.is_empty()
-            && commit.deliveries.is_empty()
-            && commit.deletions.is_empty()
-        {
+    pub async fn commit_page(&self, run_id: i64, commit: PageCommit) -> LedgerResult<()> {
+        self.commit_pages(run_id, vec![commit]).await
+    }
+
+    /// Commits consecutive pages of one pass in one transaction (a writer that fell behind
+    /// catches up with one commit instead of one per page): each page is written whole or not
+    /// at all, like [`Ledger::commit_page`], and in order (events keep their commit order).
+    /// Rows, events and deliveries go in a few multi-row statements.
+    pub async fn commit_pages(
+        &self,
+        run_id: i64,
+        mut commits: Vec<PageCommit>,
+    ) -> LedgerResult<()> {
+        let written: usize = commits
+            .iter()
+            .map(|c| c.writes.len() + c.deletions.len())
+            .sum();
+        let rows: Vec<LinkRows> = commits
+            .iter_mut()
+            .map(|c| std::mem::take(&mut c.writes))
+            .collect();
+        let deletions: Vec<_> = commits.iter().flat_map(|c| &c.deletions).collect();
+        let events: Vec<&NewEvent> = commits.iter().flat_map(|c| &c.events).collect();
+        let deliveries: Vec<&NewDelivery> = commits.iter().flat_map(|c| &c.deliveries).collect();
+        if written == 0 && events.is_empty() && deliveries.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        links::upsert_many(&mut tx, &commit.writes).await?;
-        for (account, link, sequence, at) in &commit.deletions {
+        links::upsert_many(&mut tx, rows).await?;
+        for (account, link, sequence, at) in &deletions {
             sqlx::query(
                 "UPDATE payment_link SET deleted_at = ?, sequence = ?, last_seen_at = ? \
                  WHERE account_id = ? AND link_id = ?",
@@ -146,17 +188,13 @@ impl Ledger {
             .execute(&mut *tx)
             .await?;
         }
-        for e in &commit.events {
-            events::insert(&mut tx, e).await?;
-        }
-        for d in &commit.deliveries {
-            deliveries::insert(&mut tx, d).await?;
-        }
+        events::insert_many(&mut tx, &events).await?;
+        deliveries::insert_many(&mut tx, &deliveries).await?;
         sqlx::query(
             "UPDATE sync_run SET links_written = links_written + ?, changes = changes + ? WHERE id = ?",
         )
-        .bind((commit.writes.len() + commit.deletions.len()) as i64)
-        .bind(commit.events.len() as i64)
+        .bind(written as i64)
+        .bind(events.len() as i64)
         .bind(run_id)
         .execute(&mut *tx)
         .await?;
