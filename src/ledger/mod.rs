@@ -216,3 +216,6 @@ pub(crate) fn parse_opt_ts(
 pub(crate) fn parse_event_type(s: &str) -> LedgerResult<crate::types::EventType> {
     crate::types::EventType::from_str(s).map_err(LedgerError::Corrupt)
 }
+
+#[cfg(test)]
+mod tests;
