@@ -154,6 +154,11 @@ pub struct Fault {
     /// Raw body to send instead (e.g. malformed JSON) with status 200 unless `status` is given.
     #[serde(default)]
     pub body: Option<String>,
+    /// Drop the connection in the middle of the answer: the status line, the headers (with the
+    /// full `Content-Length`) and half the body are sent, then the body fails and the server
+    /// closes the connection, as a peer reset would.
+    #[serde(default)]
+    pub reset: bool,
     /// Invalidate every issued token before answering (the request then gets a 401).
     #[serde(default)]
     pub expire_tokens: bool,
@@ -511,6 +516,7 @@ async fn faults_and_log(State(sb): State<Sandbox>, req: Request, next: Next) -> 
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
             match (f.status, f.body) {
+                (None, None) if f.reset => cut_in_half(next.run(req).await).await,
                 (None, None) => next.run(req).await,
                 (status, Some(body)) => {
                     let code =
@@ -543,6 +549,29 @@ async fn faults_and_log(State(sb): State<Sandbox>, req: Request, next: Next) -> 
         entry.status = resp.status().as_u16();
     }
     resp
+}
+
+/// The `reset` fault: `resp` with its body cut after half of it by an I/O error (hyper then
+/// aborts the connection; the client sees an incomplete body).
+async fn cut_in_half(resp: Response) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let full = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    parts
+        .headers
+        .insert(axum::http::header::CONTENT_LENGTH, full.len().into());
+    let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> = vec![
+        Ok(full.slice(..full.len() / 2)),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "sandbox fault: connection reset",
+        )),
+    ];
+    Response::from_parts(
+        parts,
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+    )
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {

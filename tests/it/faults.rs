@@ -207,3 +207,34 @@ async fn a_page_that_times_out_is_fetched_again_and_the_pass_completes() {
         .count();
     assert!(page4 >= 2, "the timed-out page was asked again ({page4})");
 }
+
+#[tokio::test]
+async fn a_connection_reset_mid_page_is_retried_and_the_pass_finds_every_change_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = TestSandbox::start().await;
+    let app = new_setup(&dir, &sandbox).app().await;
+    app.sync_all(None).await[0].1.as_ref().unwrap();
+    // Link 78 sits on page 2 of 5 (25 per page, newest first): pay it, then cut page 2 twice.
+    sandbox.pay(78).await;
+    sandbox
+        .fault(json!({"route": "list", "page": 2, "reset": true, "count": 2}))
+        .await;
+    let r = app.sync_all(None).await;
+    let s = r[0].1.as_ref().unwrap();
+    assert_eq!(s.links_seen, 103);
+    assert_eq!(s.events_by_type.get("payment_link.paid"), Some(&1));
+    let page2 = sandbox
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| {
+            r.1.ends_with(ACCOUNT) && r.2.as_deref().is_some_and(|q| q.starts_with("page=2&"))
+        })
+        .count();
+    // One in the baseline, then two cut answers and the whole page.
+    assert_eq!(page2, 4);
+    assert_eq!(
+        count_by(&all_events(&app.ledger).await).get(&(78, EventType::Paid)),
+        Some(&1)
+    );
+}
