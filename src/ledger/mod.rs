@@ -4,8 +4,11 @@
 //! once, and survives an OS crash or power loss once the WAL is synced. Nothing is announced before
 //! that: [`Ledger::make_durable`] syncs the WAL before the dispatcher sends a batch and before the
 //! pull feed answers, so an event that a receiver has seen can never be rolled back (and then
-//! re-detected under another id). Migrations are embedded (`migrations/`) and applied at open. A sync page's link rows, events and deliveries commit in one transaction (the
-//! transactional outbox of DESIGN §1), so a notification is owed exactly when a change is recorded.
+//! re-detected under another id). Migrations are embedded (`migrations/`) and applied at open.
+//!
+//! A sync page's link rows, events and deliveries commit in one transaction (the transactional
+//! outbox of DESIGN §1), so a notification is owed exactly when a change is recorded; pages queued
+//! behind a busy writer may share one transaction ([`Ledger::commit_pages`]), each still whole.
 
 mod deliveries;
 mod events;

@@ -1,6 +1,7 @@
 //! One sync pass of one account: page through the list, dedupe by id, diff each link against the
-//! ledger, and commit link rows + events + deliveries in one transaction per page. Links missing
-//! from a complete pass are checked with show and reported deleted only on 404.
+//! ledger, and commit link rows + events + deliveries of a page in one transaction (pages queued
+//! behind a busy writer share one: group commit). Links missing from a complete pass are checked
+//! with show and reported deleted only on 404.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -175,8 +176,8 @@ pub async fn finish(
 
 /// One complete pass of `account` now: records the run, pages through, returns the summary.
 ///
-/// Errors: [`SyncError`]; on failure the pages already committed stay consistent (each page is
-/// one transaction) and the `sync_run` row says why.
+/// Errors: [`SyncError`]; on failure the pages already committed stay consistent (a page is
+/// never split across transactions) and the `sync_run` row says why.
 pub async fn sync_once(
     ctx: &SyncContext,
     account: &AccountId,
