@@ -8,10 +8,35 @@ use crate::types::{AccountId, EventId, EventType, LinkId, Trigger};
 
 const ACCOUNT: &str = "01K7P073Q8RE2A9PQT8Q7MXPN4";
 
-async fn ledger() -> (Ledger, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("singapay-ledger-test-{}", ulid::Ulid::new()));
-    let l = Ledger::open(&dir.join("ledger.db")).await.expect("open");
-    (l, dir)
+/// A fresh ledger in a temporary directory with one started run of [`ACCOUNT`].
+struct Fixture {
+    l: Ledger,
+    dir: std::path::PathBuf,
+    account: AccountId,
+    run: i64,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("singapay-ledger-test-{}", ulid::Ulid::new()));
+        let l = Ledger::open(&dir.join("ledger.db")).await.expect("open");
+        let account = AccountId::parse(ACCOUNT).expect("account");
+        let run = l
+            .start_run(&account, Trigger::Manual, true, Utc::now())
+            .await
+            .expect("run");
+        Self {
+            l,
+            dir,
+            account,
+            run,
+        }
+    }
+
+    async fn close(self) {
+        self.l.close().await;
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
 }
 
 fn write(id: i64) -> LinkWrite {
@@ -56,19 +81,15 @@ fn event(id: &str, link: i64, run_id: i64) -> NewEvent {
 
 #[tokio::test]
 async fn pages_committed_together_read_back_as_states() {
-    let (l, dir) = ledger().await;
-    let account = AccountId::parse(ACCOUNT).expect("account");
-    let run = l
-        .start_run(&account, Trigger::Manual, true, Utc::now())
-        .await
-        .expect("run");
+    let f = Fixture::new().await;
+    let (l, account, run) = (&f.l, &f.account, f.run);
     // 450 rows: three statements (200, 200, 50) in the first page, then a small second page.
     l.commit_pages(run, vec![page(1..=450), page(451..=460)])
         .await
         .expect("commit");
 
     let all: Vec<LinkId> = (1..=460).map(LinkId).collect();
-    let states = l.load_link_states(&account, &all).await.expect("states");
+    let states = l.load_link_states(account, &all).await.expect("states");
     assert_eq!(states.len(), 460);
     let s = &states[&LinkId(457)];
     assert_eq!(s.sequence, 457 % 3);
@@ -77,7 +98,7 @@ async fn pages_committed_together_read_back_as_states() {
 
     // The window below an id: exactly the `limit` highest ids at or below it.
     let below = l
-        .load_link_states_below(&account, LinkId(300), 100)
+        .load_link_states_below(account, LinkId(300), 100)
         .await
         .expect("below");
     let mut ids: Vec<i64> = below.iter().map(|(id, _)| id.0).collect();
@@ -91,7 +112,7 @@ async fn pages_committed_together_read_back_as_states() {
             .is_empty()
     );
 
-    let stored = l.get_link(&account, LinkId(451)).await.expect("get");
+    let stored = l.get_link(account, LinkId(451)).await.expect("get");
     let stored = stored.expect("row 451");
     assert_eq!(stored.link.reff_no, "R451");
     assert_eq!(
@@ -100,18 +121,13 @@ async fn pages_committed_together_read_back_as_states() {
     );
     let r = l.get_run(run).await.expect("run").expect("run row");
     assert_eq!(r.links_written, 460);
-    l.close().await;
-    let _ = std::fs::remove_dir_all(dir);
+    f.close().await;
 }
 
 #[tokio::test]
 async fn a_failing_page_rolls_back_its_whole_group() {
-    let (l, dir) = ledger().await;
-    let account = AccountId::parse(ACCOUNT).expect("account");
-    let run = l
-        .start_run(&account, Trigger::Manual, false, Utc::now())
-        .await
-        .expect("run");
+    let f = Fixture::new().await;
+    let (l, account, run) = (&f.l, &f.account, f.run);
     let mut second = page(11..=20);
     // The same event id twice violates link_event.id UNIQUE: the whole group must go.
     second.events.push(event("evt_dup", 11, run));
@@ -120,24 +136,19 @@ async fn a_failing_page_rolls_back_its_whole_group() {
     assert!(err.is_err());
     let ids: Vec<LinkId> = (1..=20).map(LinkId).collect();
     assert!(
-        l.load_link_states(&account, &ids)
+        l.load_link_states(account, &ids)
             .await
             .expect("states")
             .is_empty()
     );
     assert_eq!(l.count_events().await.expect("count"), 0);
-    l.close().await;
-    let _ = std::fs::remove_dir_all(dir);
+    f.close().await;
 }
 
 #[tokio::test]
 async fn deliveries_of_a_disabled_subscriber_are_parked_and_order_is_kept() {
-    let (l, dir) = ledger().await;
-    let account = AccountId::parse(ACCOUNT).expect("account");
-    let run = l
-        .start_run(&account, Trigger::Manual, false, Utc::now())
-        .await
-        .expect("run");
+    let f = Fixture::new().await;
+    let (l, run) = (&f.l, f.run);
     l.disable_subscriber("gone", "410 Gone", Utc::now())
         .await
         .expect("disable");
@@ -182,6 +193,5 @@ async fn deliveries_of_a_disabled_subscriber_are_parked_and_order_is_kept() {
         .expect("feed");
     let ids: Vec<&str> = feed.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, ["evt_1", "evt_2", "evt_3"]);
-    l.close().await;
-    let _ = std::fs::remove_dir_all(dir);
+    f.close().await;
 }
