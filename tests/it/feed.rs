@@ -29,15 +29,7 @@ async fn page(
         Some(a) => format!("{base}/events?limit=2&after={a}"),
         None => format!("{base}/events?limit=2"),
     };
-    let v: Value = http
-        .get(url)
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = json_of(http.get(url).bearer_auth(ADMIN_TOKEN)).await;
     let ids = v["events"]
         .as_array()
         .unwrap()

@@ -128,15 +128,7 @@ impl TestSandbox {
 
     /// The request log: `(method, path, query, status)`.
     pub async fn requests(&self) -> Vec<(String, String, Option<String>, u16)> {
-        let v: Value = self
-            .http
-            .get(format!("{}/_sandbox/requests", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = json_of(self.http.get(format!("{}/_sandbox/requests", self.base))).await;
         v.as_array()
             .unwrap()
             .iter()
@@ -461,15 +453,12 @@ impl Admin {
 
     /// `GET path` with the token, parsed as JSON.
     pub async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        json_of(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(ADMIN_TOKEN),
+        )
+        .await
     }
 
     /// Waits until `/healthz` answers (the daemon is up).
@@ -491,16 +480,12 @@ impl Admin {
 
     /// `POST /resync`: the run id of the (first) account.
     pub async fn resync(&self) -> i64 {
-        let v: Value = self
-            .http
-            .post(format!("{}/resync", self.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = json_of(
+            self.http
+                .post(format!("{}/resync", self.base))
+                .bearer_auth(ADMIN_TOKEN),
+        )
+        .await;
         v["runs"][0]["run_id"].as_i64().unwrap()
     }
 
@@ -536,4 +521,9 @@ pub async fn all_events(
         .await
         .unwrap()
         .unwrap()
+}
+
+/// Sends `req` and parses the answer as JSON (a transport or parse error fails the test).
+pub async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
 }

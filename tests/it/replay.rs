@@ -51,44 +51,26 @@ fn comparable(mut v: Value) -> Value {
     v
 }
 
+/// Every link the sandbox holds, read with the daemon's own SingaPay client.
 async fn sandbox_state(sb: &TestSandbox) -> BTreeMap<i64, Value> {
-    let mut out = BTreeMap::new();
-    let http = reqwest::Client::new();
-    let token: Value = http
-        .post(format!("{}/api/v1.1/access-token/b2b", sb.base))
-        .header("X-PARTNER-ID", singapay_sync::sandbox::SANDBOX_PARTNER_ID)
-        .header("X-CLIENT-ID", singapay_sync::sandbox::SANDBOX_CLIENT_ID)
-        .header(
-            "X-Signature",
-            singapay_sync::singapay::auth::token_signature(
-                singapay_sync::sandbox::SANDBOX_CLIENT_ID,
-                &secrecy::SecretString::from(singapay_sync::sandbox::SANDBOX_CLIENT_SECRET),
-                chrono::Utc::now(),
+    let client =
+        singapay_sync::singapay::SingapayClient::new(singapay_sync::singapay::ClientConfig {
+            base_url: sb.base.parse().unwrap(),
+            partner_id: singapay_sync::sandbox::SANDBOX_PARTNER_ID.into(),
+            client_id: singapay_sync::sandbox::SANDBOX_CLIENT_ID.into(),
+            client_secret: secrecy::SecretString::from(
+                singapay_sync::sandbox::SANDBOX_CLIENT_SECRET,
             ),
-        )
-        .json(&json!({"grant_type": "client_credentials"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
+            timeout: std::time::Duration::from_secs(5),
+            max_retries: 0,
+            min_backoff: std::time::Duration::from_millis(10),
+            max_backoff: std::time::Duration::from_millis(10),
+        })
         .unwrap();
-    let bearer = token["data"]["access_token"].as_str().unwrap().to_string();
+    let account = AccountId::parse(ACCOUNT).unwrap();
+    let mut out = BTreeMap::new();
     for page in 1.. {
-        let body = http
-            .get(format!(
-                "{}/api/v1.0/payment-link-manage/{ACCOUNT}?page={page}&per_page=100",
-                sb.base
-            ))
-            .header("X-PARTNER-ID", singapay_sync::sandbox::SANDBOX_PARTNER_ID)
-            .bearer_auth(&bearer)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let p = singapay_sync::singapay::model::decode_list(200, &body).unwrap();
+        let p = client.list_page(&account, page, 100).await.unwrap();
         if p.links.is_empty() {
             break;
         }
