@@ -14,8 +14,8 @@ use axum::routing::post;
 use futures_util::StreamExt;
 use singapay_sync::ledger::{Ledger, NewDelivery, NewEvent, PageCommit};
 use singapay_sync::notify::dispatcher::WebhookTarget;
-use singapay_sync::notify::webhook::{WebhookSecret, sign};
 use singapay_sync::notify::{Dispatcher, RetrySchedule};
+use singapay_sync::standard_webhooks::{WebhookSecret, sign};
 use singapay_sync::time::SystemClock;
 use singapay_sync::types::{AccountId, EventId, EventType, LinkId, Trigger};
 
@@ -133,7 +133,12 @@ fn main() {
                 secret: secret.clone(),
             }],
             None,
-            RetrySchedule::default(),
+            RetrySchedule {
+                delays: singapay_sync::config::DEFAULT_RETRY_SCHEDULE
+                    .map(Duration::from_secs)
+                    .to_vec(),
+                jitter: 0.2,
+            },
             Duration::from_secs(15),
             CONCURRENCY,
             Arc::new(SystemClock),

@@ -15,10 +15,11 @@ use crate::config::Config;
 use crate::ledger::Ledger;
 use crate::notify::dispatcher::{EmailGroup, EmailSettings, WebhookTarget};
 use crate::notify::email::Mailer;
-use crate::notify::{Channel, Dispatcher, RetrySchedule, Route, Routing};
+use crate::notify::{Dispatcher, RetrySchedule, Route, Routing};
 use crate::singapay::{ClientConfig, SingapayClient};
 use crate::sync::{SyncContext, SyncError, SyncSummary, Syncer};
 use crate::time::{Clock, SystemClock};
+use crate::types::Channel;
 use crate::types::{AccountId, Trigger};
 
 /// The process-wide Prometheus recorder (installed once; later apps share it).

@@ -20,11 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::notify::webhook::{WebhookSecret, verify};
 use crate::sandbox::{
     SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SANDBOX_PARTNER_ID, SEED_ACCOUNT, Sandbox,
     SandboxOptions,
 };
+use crate::standard_webhooks::{WebhookSecret, verify};
 
 /// A callback the demo's receiver accepted.
 #[derive(Debug, Clone)]

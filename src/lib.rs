@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod cron;
 pub mod demo;
 pub mod http;
 pub mod ledger;
@@ -15,6 +16,7 @@ pub mod money;
 pub mod notify;
 pub mod sandbox;
 pub mod singapay;
+pub mod standard_webhooks;
 pub mod sync;
 pub mod telemetry;
 pub mod time;

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use singapay_sync::cli::{Cli, Command, DeliveriesCommand, SubscribersCommand};
-use singapay_sync::config::{Config, LogFormat};
+use singapay_sync::config::Config;
+use singapay_sync::telemetry::LogFormat;
 use singapay_sync::{app, demo, ledger, sandbox, telemetry};
 use tokio_util::sync::CancellationToken;
 

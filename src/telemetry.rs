@@ -2,7 +2,14 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// Log output format (`log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for journald/Loki).
+    Json,
+}
 
 /// Installs the global subscriber (once; later calls are ignored). Logs go to stderr.
 pub fn init(format: LogFormat, level: &str) {

@@ -123,15 +123,7 @@ impl EventType {
 impl FromStr for EventType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        EventType::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown event type {s:?} (known: {})",
-                    EventType::ALL.map(|t| t.as_str()).join(", ")
-                )
-            })
+        parse_named("event type", s, &EventType::ALL, EventType::as_str)
     }
 }
 
@@ -164,6 +156,133 @@ impl Trigger {
     }
 }
 
+/// A delivery channel (`delivery.channel`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// Signed HTTP callback (Standard Webhooks).
+    Webhook,
+    /// E-mail digest.
+    Email,
+}
+
+impl Channel {
+    /// The stored name: `webhook` or `email`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Webhook => "webhook",
+            Channel::Email => "email",
+        }
+    }
+}
+
+/// Where a delivery stands (`delivery.state`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Owed: due at `next_attempt_at`.
+    Pending,
+    /// A 2xx (webhook) or an accepted message (SMTP).
+    Delivered,
+    /// The retry schedule is exhausted; retried only by hand.
+    Dead,
+    /// Parked: the subscriber answered 410 Gone and was disabled.
+    Disabled,
+}
+
+impl DeliveryState {
+    /// Every state.
+    pub const ALL: [DeliveryState; 4] = [
+        DeliveryState::Pending,
+        DeliveryState::Delivered,
+        DeliveryState::Dead,
+        DeliveryState::Disabled,
+    ];
+
+    /// The stored name: `pending`, `delivered`, `dead` or `disabled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+            DeliveryState::Disabled => "disabled",
+        }
+    }
+}
+
+/// Parses a stored name (`as_str`) among `all`, naming the known ones on error.
+fn parse_named<T: Copy>(
+    what: &str,
+    s: &str,
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+) -> Result<T, String> {
+    all.iter().copied().find(|t| name(*t) == s).ok_or_else(|| {
+        let known: Vec<&str> = all.iter().map(|t| name(*t)).collect();
+        format!("unknown {what} {s:?} (known: {})", known.join(", "))
+    })
+}
+
+impl FromStr for Channel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_named(
+            "channel",
+            s,
+            &[Channel::Webhook, Channel::Email],
+            Channel::as_str,
+        )
+    }
+}
+
+impl FromStr for DeliveryState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_named(
+            "delivery state",
+            s,
+            &DeliveryState::ALL,
+            DeliveryState::as_str,
+        )
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +297,19 @@ mod tests {
             );
         }
         assert!("payment_link.nope".parse::<EventType>().is_err());
+    }
+
+    #[test]
+    fn delivery_states_and_channels_round_trip_by_name() {
+        for s in DeliveryState::ALL {
+            assert_eq!(s.as_str().parse::<DeliveryState>().unwrap(), s);
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for c in [Channel::Webhook, Channel::Email] {
+            assert_eq!(c.as_str().parse::<Channel>().unwrap(), c);
+        }
+        let e = "lost".parse::<DeliveryState>().unwrap_err();
+        assert!(e.contains("pending, delivered, dead, disabled"), "{e}");
     }
 
     #[test]

@@ -138,8 +138,8 @@ async fn readyz(State(st): State<AdminState>) -> Response {
                 );
             }
         };
-        let interval = crate::sync::schedule::interval(&a.schedule, now)
-            .unwrap_or(std::time::Duration::from_secs(300));
+        let interval =
+            crate::cron::interval(&a.schedule, now).unwrap_or(std::time::Duration::from_secs(300));
         let limit = chrono::Duration::from_std(interval * 3).unwrap_or(chrono::Duration::hours(1));
         let fresh = last.is_some_and(|t| now - t <= limit);
         ready &= fresh;

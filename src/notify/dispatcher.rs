@@ -17,7 +17,8 @@ use crate::time::Clock;
 
 use super::email::{Mailer, build_message, render_digest};
 use super::retry::{FailureKind, RetrySchedule};
-use super::webhook::{WebhookSecret, send};
+use super::webhook::send;
+use crate::standard_webhooks::WebhookSecret;
 
 /// A configured webhook subscriber.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! Delivery: the outbox dispatcher, Standard Webhooks callbacks and e-mail digests. Knows the event
-//! contract (DESIGN §5), nothing of SingaPay's wire format.
+//! envelope ([`crate::event`]), nothing of SingaPay's wire format.
 
 pub mod dispatcher;
 pub mod email;
@@ -8,29 +8,10 @@ pub mod webhook;
 
 use std::collections::BTreeSet;
 
-use crate::types::EventType;
+use crate::types::{Channel, EventType};
 
 pub use dispatcher::{DispatchSummary, Dispatcher};
 pub use retry::RetrySchedule;
-
-/// A delivery channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Channel {
-    /// Signed HTTP callback.
-    Webhook,
-    /// E-mail digest.
-    Email,
-}
-
-impl Channel {
-    /// Stored name (`delivery.channel`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Webhook => "webhook",
-            Channel::Email => "email",
-        }
-    }
-}
 
 /// A subscriber and the events it wants (`None` = all).
 #[derive(Debug, Clone)]

@@ -1,4 +1,5 @@
-//! Cron pollers: one tokio-cron-scheduler job per account (6-field cron, seconds first, UTC).
+//! Cron pollers: one tokio-cron-scheduler job per account (6-field cron, seconds first, UTC;
+//! [`crate::cron`] validates and normalises the expressions).
 
 use std::sync::Arc;
 
@@ -8,23 +9,6 @@ use tracing::{info, warn};
 use crate::types::{AccountId, Trigger};
 
 use super::Syncer;
-
-/// Normalises a cron expression: 5-field (`*/5 * * * *`) gets a leading `0` seconds field.
-pub fn normalize_cron(expr: &str) -> String {
-    let fields = expr.split_whitespace().count();
-    if fields == 5 {
-        format!("0 {}", expr.trim())
-    } else {
-        expr.trim().to_string()
-    }
-}
-
-/// Checks that `expr` parses as a schedule. Errors with the parser's message.
-pub fn validate_cron(expr: &str) -> Result<(), String> {
-    Job::new_async(normalize_cron(expr).as_str(), |_, _| Box::pin(async {}))
-        .map(|_| ())
-        .map_err(|e| format!("{e}"))
-}
 
 /// Builds and starts the scheduler with one job per `(account, cron)`; each tick triggers a
 /// pass (coalescing into a running one).
@@ -38,7 +22,7 @@ pub async fn start(
         .await
         .map_err(|e| format!("cron scheduler: {e}"))?;
     for (account, expr) in accounts {
-        let cron = normalize_cron(&expr);
+        let cron = crate::cron::normalize(&expr);
         let s = Arc::clone(&syncer);
         let acc = account.clone();
         let job = Job::new_async(cron.as_str(), move |_, _| {
@@ -63,37 +47,4 @@ pub async fn start(
         .await
         .map_err(|e| format!("cron scheduler: {e}"))?;
     Ok(sched)
-}
-
-/// The interval between the next two firings of `expr` after `now` (for `/readyz`), or `None`
-/// if the expression does not parse or never fires again.
-pub fn interval(expr: &str, now: chrono::DateTime<chrono::Utc>) -> Option<std::time::Duration> {
-    let cron: croner::Cron = normalize_cron(expr).parse().ok()?;
-    let mut it = cron.iter_after(now);
-    let a = it.next()?;
-    let b = it.next()?;
-    (b - a).to_std().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn five_field_cron_gets_seconds_and_bad_cron_is_refused() {
-        assert_eq!(normalize_cron("*/5 * * * *"), "0 */5 * * * *");
-        assert_eq!(normalize_cron("0 */5 * * * *"), "0 */5 * * * *");
-        assert!(validate_cron("0 */5 * * * *").is_ok());
-        assert!(validate_cron("*/5 * * * *").is_ok());
-        assert!(validate_cron("every five minutes").is_err());
-        let now = chrono::Utc::now();
-        assert_eq!(
-            interval("0 */5 * * * *", now),
-            Some(std::time::Duration::from_secs(300))
-        );
-        assert_eq!(
-            interval("*/5 * * * *", now),
-            Some(std::time::Duration::from_secs(300))
-        );
-    }
 }

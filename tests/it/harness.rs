@@ -216,7 +216,7 @@ async fn receive(
 
 impl Receiver {
     pub async fn start(script: Vec<u16>) -> Self {
-        let (_, secret) = singapay_sync::notify::webhook::WebhookSecret::generate();
+        let (_, secret) = singapay_sync::standard_webhooks::WebhookSecret::generate();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let rx = Receiver {

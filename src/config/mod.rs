@@ -1,0 +1,258 @@
+//! Typed, layered, validated configuration (`config/example.toml` documents every key and
+//! default).
+//!
+//! Sources, later wins: the TOML file, then `SINGAPAY_SYNC__<SECTION>__<KEY>` environment variables.
+//! Every secret can also be given as `<key>_file` (a path whose contents, trimmed, are the secret:
+//! systemd `LoadCredential=`). [`raw`] is the file as deserialised (and the unknown-key check),
+//! [`validate`] checks it section by section; every problem is reported at once and the CLI exits 2
+//! with them.
+
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use lettre::message::Mailbox;
+use secrecy::SecretString;
+use url::Url;
+
+use crate::singapay::ClientConfig;
+use crate::standard_webhooks::WebhookSecret;
+use crate::telemetry::LogFormat;
+use crate::types::{AccountId, EventType};
+
+/// Default config path when neither `--config` nor `$SINGAPAY_SYNC_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/singapay-sync/config.toml";
+/// Default ledger path.
+pub const DEFAULT_LEDGER_PATH: &str = "/var/lib/singapay-sync/ledger.db";
+/// Default SingaPay host (sandbox).
+pub const DEFAULT_BASE_URL: &str = "https://sandbox-payment-b2b.singapay.id";
+/// Default schedule: every 5 minutes, on the minute.
+pub const DEFAULT_SCHEDULE: &str = "0 */5 * * * *";
+/// Default admin listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+/// Default `delivery.retry_schedule`, seconds: 5s, 5m, 30m, 2h, 5h, 10h, 10h (Svix's schedule,
+/// <https://docs.svix.com/retries>): 8 attempts over about 27.6 hours, then `dead`.
+pub const DEFAULT_RETRY_SCHEDULE: [u64; 7] = [5, 300, 1800, 7200, 18_000, 36_000, 36_000];
+
+/// `[singapay]`.
+#[derive(Debug, Clone)]
+pub struct SingapayConfig {
+    /// API host.
+    pub base_url: Url,
+    /// `X-PARTNER-ID`.
+    pub partner_id: String,
+    /// `X-CLIENT-ID`.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: SecretString,
+    /// Per-request timeout (default 30 s).
+    pub timeout: Duration,
+    /// Links per page (default 100, SingaPay's cap).
+    pub per_page: u64,
+    /// In-process retries of transient failures per request (default 3).
+    pub max_retries: usize,
+    /// List pages fetched at once after page 1 (default 4).
+    pub concurrency: usize,
+}
+
+/// `[sync]`.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Default cron schedule (6 fields, seconds first, UTC).
+    pub schedule: String,
+    /// Emit `payment_link.created` for baseline links.
+    pub notify_on_baseline: bool,
+}
+
+/// `[[accounts]]`.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    /// SingaPay account ULID.
+    pub id: AccountId,
+    /// Display name.
+    pub name: Option<String>,
+    /// Effective schedule (the account's own or `sync.schedule`).
+    pub schedule: String,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Listen address (default `127.0.0.1:8787`).
+    pub listen: SocketAddr,
+    /// Bearer token of the admin API.
+    pub admin_token: SecretString,
+}
+
+/// `[delivery]`.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Delay after each failed attempt.
+    pub retry_schedule: Vec<Duration>,
+    /// Webhook request timeout (default 15 s).
+    pub timeout: Duration,
+    /// Webhook requests in flight at most (default 16).
+    pub concurrency: usize,
+    /// Webhook requests in flight to one subscriber at most (default 8).
+    pub per_subscriber_concurrency: usize,
+}
+
+/// `[[webhooks]]`.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Unique name (the `delivery.subscriber`).
+    pub name: String,
+    /// Callback URL.
+    pub url: Url,
+    /// Signing secret.
+    pub secret: WebhookSecret,
+    /// Event filter (`None` = all).
+    pub events: Option<BTreeSet<EventType>>,
+}
+
+/// `[[email.recipients]]`.
+#[derive(Debug, Clone)]
+pub struct RecipientConfig {
+    /// Unique name.
+    pub name: String,
+    /// Addresses.
+    pub to: Vec<Mailbox>,
+    /// Event filter (`None` = all).
+    pub events: Option<BTreeSet<EventType>>,
+}
+
+/// `[email]`.
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    /// `smtp://`, `smtps://` (with `?tls=required` for STARTTLS) or `file:///dir`.
+    pub smtp_url: SecretString,
+    /// `From:`.
+    pub from: Mailbox,
+    /// SMTP command timeout (default 30 s).
+    pub timeout: Duration,
+    /// Recipient groups.
+    pub recipients: Vec<RecipientConfig>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
+    /// `tracing` filter, e.g. `info,singapay_sync=debug` (default `info`; `RUST_LOG` wins).
+    pub level: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// SQLite ledger file.
+    pub ledger_path: PathBuf,
+    /// SingaPay.
+    pub singapay: SingapayConfig,
+    /// Sync.
+    pub sync: SyncConfig,
+    /// Accounts to mirror.
+    pub accounts: Vec<AccountConfig>,
+    /// Admin HTTP.
+    pub http: HttpConfig,
+    /// Delivery.
+    pub delivery: DeliveryConfig,
+    /// Webhook subscribers.
+    pub webhooks: Vec<WebhookConfig>,
+    /// E-mail, if configured.
+    pub email: Option<EmailConfig>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Every problem found in a configuration, one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "invalid configuration ({} problems):", self.0.len())?;
+        for p in &self.0 {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Parses `"5s"`, `"30m"`, `"2h"`, `"1d"` (humantime).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration: {e}"))
+}
+
+impl Config {
+    /// Loads the config from `path` (or `$SINGAPAY_SYNC_CONFIG`, or [`DEFAULT_CONFIG_PATH`]) plus
+    /// environment overrides, and validates it.
+    ///
+    /// Errors: [`ConfigErrors`] listing every problem (unreadable file, bad TOML, bad values).
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let path = path
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("SINGAPAY_SYNC_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+        if !path.exists() {
+            return Err(ConfigErrors(vec![format!(
+                "config file {} does not exist (give --config PATH or set SINGAPAY_SYNC_CONFIG)",
+                path.display()
+            )]));
+        }
+        let fig = Figment::new()
+            .merge(Toml::file_exact(&path))
+            .merge(Env::prefixed("SINGAPAY_SYNC__").split("__"));
+        Self::from_figment(fig)
+    }
+
+    /// Parses and validates a TOML document (no environment overrides): tests and the demo.
+    pub fn from_toml_str(toml: &str) -> Result<Config, ConfigErrors> {
+        Self::from_figment(Figment::new().merge(Toml::string(toml)))
+    }
+
+    fn from_figment(fig: Figment) -> Result<Config, ConfigErrors> {
+        let unknown = raw::unknown_keys(&fig);
+        let raw: raw::Raw = fig.extract().map_err(|e| {
+            let mut all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            all.extend(unknown.iter().cloned());
+            ConfigErrors(all)
+        })?;
+        match validate::validate(raw) {
+            Ok(c) if unknown.is_empty() => Ok(c),
+            Ok(_) => Err(ConfigErrors(unknown)),
+            Err(ConfigErrors(mut p)) => {
+                p.extend(unknown);
+                Err(ConfigErrors(p))
+            }
+        }
+    }
+}
+
+/// The SingaPay client of `[singapay]`: the configured timeout and retries, backoff from 200 ms
+/// doubling up to 30 s (a longer `Retry-After` waits at most that).
+impl From<&SingapayConfig> for ClientConfig {
+    fn from(s: &SingapayConfig) -> Self {
+        ClientConfig {
+            base_url: s.base_url.clone(),
+            partner_id: s.partner_id.clone(),
+            client_id: s.client_id.clone(),
+            client_secret: s.client_secret.clone(),
+            timeout: s.timeout,
+            max_retries: s.max_retries,
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
