@@ -14,11 +14,10 @@ use url::Url;
 use crate::types::{AccountId, LinkId};
 
 use super::auth::{CachedToken, TokenCache, token_signature, usable_lifetime};
+use super::envelope::{Envelope, envelope_error};
 use super::error::SingapayError;
-use super::model::{
-    Envelope, ListPage, PaymentLink, PaymentMethod, decode_list, decode_payment_methods,
-    decode_show, envelope_error,
-};
+use super::link::{ListPage, PaymentLink, decode_list, decode_show};
+use super::methods::{PaymentMethod, decode_payment_methods};
 
 /// What a [`SingapayClient`] needs (from `[singapay]` in the config).
 #[derive(Clone)]

@@ -1,14 +1,21 @@
 //! The upstream API: SingaPay's merchant (B2B) Payment Link endpoints.
 //!
 //! [`auth`] signs and caches the access token, [`client`] makes the calls (retries, error
-//! classification), [`model`] decodes the wire format leniently and losslessly. No other module
-//! knows SingaPay's wire format.
+//! classification); the wire format is decoded leniently and losslessly by [`link`] (payment
+//! links), [`envelope`] (v1/v2 envelopes), [`pagination`] and [`methods`], on the field readers of
+//! `fields`. No other module knows SingaPay's wire format.
 
 pub mod auth;
 pub mod client;
+pub mod envelope;
 pub mod error;
-pub mod model;
+mod fields;
+pub mod link;
+pub mod methods;
+pub mod pagination;
 
 pub use client::{ClientConfig, SingapayClient};
 pub use error::SingapayError;
-pub use model::{LinkItem, ListPage, Pagination, PaymentLink, PaymentMethod};
+pub use link::{LinkItem, ListPage, PaymentLink};
+pub use methods::PaymentMethod;
+pub use pagination::Pagination;

@@ -1,25 +1,25 @@
-//! SingaPay's Payment Link wire format, decoded leniently and losslessly.
+//! The payment link as mirrored ([`PaymentLink`]), decoded leniently and losslessly from a list
+//! entry or a show `data` (SingaPay's list and show pages: docs/ARCHITECTURE.md, "Sources").
 //!
-//! Every field of the seeds' examples is read whatever its encoding (SingaPay reference §3.2, §6):
-//! amounts and quantities as numbers or decimal strings, counts as numbers or strings, nulls,
-//! timestamps with `+07:00`, `Z` or microseconds. The decoded [`PaymentLink`] is canonical (money
-//! with two or more decimals, times in UTC, whitelist sorted), so two encodings of the same link
-//! compare equal; the verbatim JSON is kept beside it for audit.
+//! The decoded link is canonical (money with two or more decimals, times in UTC, whitelist
+//! sorted), so two encodings of the same link compare equal; the verbatim JSON is kept beside it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::money::{canonical_money, canonical_quantity, parse_decimal_text};
-use crate::time::parse_singapay_time;
-use crate::types::LinkId;
-
 use super::SingapayError;
+use super::envelope::{Envelope, envelope_error};
+use super::fields::{
+    RawMap, bad, is_null, opt_bool, opt_decimal, opt_i64, opt_string, opt_time, opt_value,
+};
+use super::pagination::Pagination;
+use crate::money::{canonical_money, canonical_quantity};
+use crate::types::LinkId;
 
 /// One line of a link's `items` (SingaPay list/show API, seeds/004 and seeds/000).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,24 +114,6 @@ const KNOWN_FIELDS: &[&str] = &[
     "account",
 ];
 
-/// Pagination metadata of a list page, from `pagination` or `meta`, camelCase or snake_case
-/// (SingaPay reference §3.1). Every field is optional: SingaPay may send `meta: {}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Pagination {
-    /// Items across all pages.
-    pub total: Option<u64>,
-    /// Items on this page.
-    pub count: Option<u64>,
-    /// Page size the server used (it may cap what was asked).
-    pub per_page: Option<u64>,
-    /// This page's number, 1-based.
-    pub current_page: Option<u64>,
-    /// Number of pages.
-    pub total_pages: Option<u64>,
-    /// URL of the next page, `None` on the last one.
-    pub next: Option<String>,
-}
-
 /// One decoded list page: the links in SingaPay's order (newest id first), each with its verbatim
 /// JSON, and the pagination block.
 #[derive(Debug, Clone)]
@@ -140,108 +122,6 @@ pub struct ListPage {
     pub links: Vec<(PaymentLink, String)>,
     /// Pagination metadata (all `None` when absent).
     pub pagination: Pagination,
-}
-
-/// A payment method from `GET /api/v1.0/payment-link-manage/payment-methods` (reference §3.6).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PaymentMethod {
-    /// Case-sensitive code, e.g. `VA_BRI`.
-    pub code: String,
-    /// Label, e.g. `VA BRI`.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Group: `va`, `qris`, `ewallet`, `offline_store`, `card`.
-    #[serde(default)]
-    pub group: Option<String>,
-}
-
-type RawMap<'a> = BTreeMap<String, &'a RawValue>;
-
-fn bad(field: &str, msg: impl std::fmt::Display) -> String {
-    format!("field `{field}`: {msg}")
-}
-
-fn is_null(r: &RawValue) -> bool {
-    r.get().trim() == "null"
-}
-
-fn opt_string(m: &RawMap<'_>, f: &str) -> Result<Option<String>, String> {
-    match m.get(f) {
-        None => Ok(None),
-        Some(r) if is_null(r) => Ok(None),
-        Some(r) => match serde_json::from_str::<Value>(r.get()).map_err(|e| bad(f, e))? {
-            Value::String(s) => Ok(Some(s)),
-            Value::Number(n) => Ok(Some(n.to_string())),
-            Value::Bool(b) => Ok(Some(b.to_string())),
-            other => Err(bad(f, format!("expected a string, got {other}"))),
-        },
-    }
-}
-
-fn opt_i64(m: &RawMap<'_>, f: &str) -> Result<Option<i64>, String> {
-    match m.get(f) {
-        None => Ok(None),
-        Some(r) if is_null(r) => Ok(None),
-        Some(r) => {
-            let d = parse_decimal_text(r.get()).map_err(|e| bad(f, e))?;
-            if !d.fract().is_zero() {
-                return Err(bad(f, format!("expected a whole number, got {}", r.get())));
-            }
-            d.to_i64().map(Some).ok_or_else(|| bad(f, "out of range"))
-        }
-    }
-}
-
-fn opt_bool(m: &RawMap<'_>, f: &str) -> Result<Option<bool>, String> {
-    match m.get(f) {
-        None => Ok(None),
-        Some(r) if is_null(r) => Ok(None),
-        Some(r) => match serde_json::from_str::<Value>(r.get()).map_err(|e| bad(f, e))? {
-            Value::Bool(b) => Ok(Some(b)),
-            Value::Number(n) if n.as_i64() == Some(0) => Ok(Some(false)),
-            Value::Number(n) if n.as_i64() == Some(1) => Ok(Some(true)),
-            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" => Ok(Some(true)),
-                "false" | "0" | "" => Ok(Some(false)),
-                _ => Err(bad(f, format!("expected a boolean, got {s:?}"))),
-            },
-            other => Err(bad(f, format!("expected a boolean, got {other}"))),
-        },
-    }
-}
-
-fn opt_decimal(m: &RawMap<'_>, f: &str) -> Result<Option<Decimal>, String> {
-    match m.get(f) {
-        None => Ok(None),
-        Some(r) if is_null(r) => Ok(None),
-        Some(r) => parse_decimal_text(r.get()).map(Some).map_err(|e| bad(f, e)),
-    }
-}
-
-fn opt_time(m: &RawMap<'_>, f: &str) -> Result<Option<DateTime<Utc>>, String> {
-    match m.get(f) {
-        None => Ok(None),
-        Some(r) if is_null(r) => Ok(None),
-        Some(r) => {
-            let text = match serde_json::from_str::<Value>(r.get()).map_err(|e| bad(f, e))? {
-                Value::String(s) if s.trim().is_empty() => return Ok(None),
-                Value::String(s) => s,
-                Value::Number(n) => n.to_string(),
-                other => return Err(bad(f, format!("expected a time, got {other}"))),
-            };
-            parse_singapay_time(&text).map(Some).map_err(|e| bad(f, e))
-        }
-    }
-}
-
-fn opt_value(m: &RawMap<'_>, f: &str) -> Result<Option<Value>, String> {
-    match m.get(f) {
-        None => Ok(None),
-        Some(r) if is_null(r) => Ok(None),
-        Some(r) => serde_json::from_str(r.get())
-            .map(Some)
-            .map_err(|e| bad(f, e)),
-    }
 }
 
 fn decode_item(raw: &RawValue, idx: usize) -> Result<LinkItem, String> {
@@ -375,121 +255,6 @@ impl PaymentLink {
     }
 }
 
-/// The envelope fields of a v1 or v2 answer (SingaPay reference §2).
-#[derive(Debug, Default)]
-pub(crate) struct Envelope<'a> {
-    pub success: Option<bool>,
-    pub response_code: Option<String>,
-    pub message: Option<String>,
-    pub code: Option<String>,
-    pub data: Option<&'a RawValue>,
-    pub pagination: Option<Value>,
-}
-
-impl<'a> Envelope<'a> {
-    /// Splits a body into envelope fields. Errors when the body is not a JSON object.
-    pub(crate) fn parse(body: &'a str) -> Result<Envelope<'a>, String> {
-        let m: BTreeMap<String, &'a RawValue> =
-            serde_json::from_str(body).map_err(|e| format!("body is not a JSON object: {e}"))?;
-        let mut env = Envelope {
-            data: m.get("data").copied(),
-            ..Default::default()
-        };
-        if let Some(r) = m.get("success") {
-            env.success = serde_json::from_str::<bool>(r.get()).ok();
-        }
-        if let Some(r) = m.get("response_code") {
-            env.response_code = serde_json::from_str::<String>(r.get()).ok();
-        }
-        if let Some(r) = m.get("response_message") {
-            env.message = serde_json::from_str::<String>(r.get()).ok();
-        }
-        if let Some(r) = m.get("error")
-            && let Ok(Value::Object(e)) = serde_json::from_str::<Value>(r.get())
-        {
-            env.message = e
-                .get("message")
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .or(env.message);
-            env.code = e.get("code").map(|c| match c {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            });
-            if let Some(errs) = e.get("errors") {
-                let detail = errs.to_string();
-                env.message = Some(match env.message {
-                    Some(m) => format!("{m} {detail}"),
-                    None => detail,
-                });
-            }
-        }
-        if let Some(r) = m.get("message")
-            && env.message.is_none()
-        {
-            env.message = serde_json::from_str::<String>(r.get()).ok();
-        }
-        for key in ["pagination", "meta"] {
-            if env.pagination.is_none()
-                && let Some(r) = m.get(key)
-            {
-                env.pagination = serde_json::from_str::<Value>(r.get()).ok();
-            }
-        }
-        Ok(env)
-    }
-
-    /// Whether the envelope reports success: `success == true`, or `response_code == "SP000"`, or
-    /// neither key present (reference §2).
-    pub(crate) fn is_success(&self) -> bool {
-        match (&self.success, &self.response_code) {
-            (Some(s), _) => *s,
-            (None, Some(code)) => code == "SP000",
-            (None, None) => true,
-        }
-    }
-
-    /// The SingaPay code to report: `response_code`, else the v1 `error.code`.
-    pub(crate) fn sp_code(&self) -> Option<String> {
-        self.response_code.clone().or_else(|| self.code.clone())
-    }
-}
-
-fn num(v: Option<&Value>) -> Option<u64> {
-    match v? {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-impl Pagination {
-    /// Reads a `pagination`/`meta` block in either spelling; also looks one level down
-    /// (`meta.pagination`, as some Laravel "fractal" responses nest it).
-    pub fn from_value(v: &Value) -> Pagination {
-        let obj = match v {
-            Value::Object(o) => o,
-            _ => return Pagination::default(),
-        };
-        if let Some(inner @ Value::Object(_)) = obj.get("pagination") {
-            return Pagination::from_value(inner);
-        }
-        let get = |a: &str, b: &str| num(obj.get(a).or_else(|| obj.get(b)));
-        let next = obj
-            .get("links")
-            .and_then(|l| l.get("next"))
-            .or_else(|| obj.get("next_page_url"))
-            .and_then(|n| n.as_str().map(str::to_owned));
-        Pagination {
-            total: get("total", "total_count"),
-            count: get("count", "count"),
-            per_page: get("perPage", "per_page"),
-            current_page: get("currentPage", "current_page"),
-            total_pages: get("totalPages", "total_pages").or_else(|| get("lastPage", "last_page")),
-            next,
-        }
-    }
-}
-
 /// Decodes a list answer (`GET /api/v1.0/payment-link-manage/{account_id}`, seeds/004).
 ///
 /// Errors: [`SingapayError::Malformed`] when the body or any link cannot be decoded (the whole
@@ -537,46 +302,6 @@ pub fn decode_show(http_status: u16, body: &str) -> Result<(PaymentLink, String)
         .ok_or_else(|| SingapayError::Malformed("show answer has no `data`".into()))?;
     let link = PaymentLink::decode(data.get()).map_err(SingapayError::Malformed)?;
     Ok((link, data.get().to_string()))
-}
-
-/// Decodes the payment methods answer: `data.payment_methods[]` (reference §3.6).
-pub fn decode_payment_methods(
-    http_status: u16,
-    body: &str,
-) -> Result<Vec<PaymentMethod>, SingapayError> {
-    let env = Envelope::parse(body).map_err(SingapayError::Malformed)?;
-    if !env.is_success() {
-        return Err(envelope_error(http_status, &env));
-    }
-    #[derive(Deserialize)]
-    struct Data {
-        #[serde(default)]
-        payment_methods: Vec<PaymentMethod>,
-    }
-    let data = env
-        .data
-        .ok_or_else(|| SingapayError::Malformed("payment methods answer has no `data`".into()))?;
-    serde_json::from_str::<Data>(data.get())
-        .map(|d| d.payment_methods)
-        .map_err(|e| SingapayError::Malformed(format!("payment methods: {e}")))
-}
-
-/// The classified error for a non-success envelope (HTTP status wins over a 200 with an error code).
-pub(crate) fn envelope_error(http_status: u16, env: &Envelope<'_>) -> SingapayError {
-    let code = env.sp_code();
-    let status = if (200..300).contains(&http_status) {
-        code.as_deref()
-            .and_then(|c| c.parse::<u16>().ok())
-            .filter(|s| (400..600).contains(s))
-            .unwrap_or(http_status)
-    } else {
-        http_status
-    };
-    let message = env
-        .message
-        .clone()
-        .unwrap_or_else(|| "no message".to_string());
-    SingapayError::classify(status, code, message, None)
 }
 
 #[cfg(test)]
@@ -718,42 +443,6 @@ mod tests {
             PaymentLink::decode(r#"{"reff_no":"R"}"#)
                 .unwrap_err()
                 .contains("`id`")
-        );
-    }
-
-    #[test]
-    fn error_envelopes_v1_and_v2_are_classified_with_singapay_words() {
-        let v1 = r#"{"status":403,"success":false,"error":{"code":403,"message":"Your IP address (1.2.3.4) is not registered"}}"#;
-        match decode_list(403, v1).unwrap_err() {
-            SingapayError::Fatal {
-                status, message, ..
-            } => {
-                assert_eq!(status, 403);
-                assert!(message.contains("not registered"));
-            }
-            e => panic!("{e:?}"),
-        }
-        let v2 = r#"{"response_code":"SP013","response_message":"Unauthorized"}"#;
-        assert!(decode_list(200, v2).unwrap_err().is_auth());
-        assert!(matches!(
-            decode_list(200, "<html>").unwrap_err(),
-            SingapayError::Malformed(_)
-        ));
-    }
-
-    #[test]
-    fn pagination_reads_every_spelling() {
-        let snake = serde_json::json!({"total":"47","count":25,"per_page":25,"current_page":1,"total_pages":2});
-        let p = Pagination::from_value(&snake);
-        assert_eq!(
-            (p.total, p.total_pages, p.per_page),
-            (Some(47), Some(2), Some(25))
-        );
-        let nested = serde_json::json!({"pagination":{"totalPages":3}});
-        assert_eq!(Pagination::from_value(&nested).total_pages, Some(3));
-        assert_eq!(
-            Pagination::from_value(&serde_json::json!({})),
-            Pagination::default()
         );
     }
 }
