@@ -12,12 +12,13 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
 use futures_util::StreamExt;
+use singapay_sync::event::{Event, EventData};
 use singapay_sync::ledger::{Ledger, NewDelivery, NewEvent, PageCommit};
 use singapay_sync::notify::dispatcher::WebhookTarget;
 use singapay_sync::notify::{Dispatcher, RetrySchedule};
 use singapay_sync::standard_webhooks::{WebhookSecret, sign};
 use singapay_sync::time::SystemClock;
-use singapay_sync::types::{AccountId, EventId, EventType, LinkId, Trigger};
+use singapay_sync::types::{AccountId, Channel, EventId, EventType, LinkId, Trigger};
 
 const CONCURRENCY: usize = 16;
 const SEED_004: &str = include_str!("../tests/fixtures/seed_004_list_page1.json");
@@ -59,16 +60,29 @@ fn main() {
 
         // Floor: the same signed POSTs from a bare reqwest loop.
         let client = reqwest::Client::new();
-        let bodies: Vec<(String, String)> = (0..n)
+        let now = chrono::Utc::now();
+        let events: Vec<Event> = (0..n)
             .map(|i| {
-                let id = EventId::generate().0;
-                let body = serde_json::json!({"id": id, "type": "payment_link.paid",
-                    "created_at": "2026-11-21T03:04:05Z", "account_id": account.as_str(),
-                    "sequence": 1, "data": {"object": object, "usage_delta": 1,
-                    "previous_attributes": {"current_usage": i, "payment_date": null}}})
-                .to_string();
-                (id, body)
+                let mut prev = serde_json::Map::new();
+                prev.insert("current_usage".into(), i.into());
+                prev.insert("payment_date".into(), serde_json::Value::Null);
+                Event {
+                    account_id: account.clone(),
+                    created_at: now,
+                    data: EventData {
+                        object: object.clone(),
+                        previous_attributes: Some(prev),
+                        usage_delta: Some(1),
+                    },
+                    id: EventId::generate(),
+                    sequence: 1,
+                    event_type: EventType::Paid,
+                }
             })
+            .collect();
+        let bodies: Vec<(String, String)> = events
+            .iter()
+            .map(|e| (e.id.0.clone(), e.to_json().expect("envelope")))
             .collect();
         let t = Instant::now();
         futures_util::stream::iter(bodies.iter())
@@ -99,29 +113,20 @@ fn main() {
         // The dispatcher: the same events, committed to the ledger as a sync would.
         let dir = std::env::temp_dir().join(format!("singapay-sync-dbench-{}", ulid::Ulid::new()));
         let ledger = Ledger::open(&dir.join("ledger.db")).await.expect("ledger");
-        let now = chrono::Utc::now();
         let run = ledger.start_run(&account, Trigger::Manual, false, now).await.expect("run");
-        for (chunk_no, chunk) in bodies.chunks(500).enumerate() {
+        for (chunk_no, chunk) in events.chunks(500).enumerate() {
             let mut commit = PageCommit::default();
-            for (k, (id, body)) in chunk.iter().enumerate() {
-                let link = (chunk_no * 500 + k) as i64 + 1;
-                commit.events.push(NewEvent {
-                    id: EventId(id.clone()),
-                    account_id: account.clone(),
-                    link_id: LinkId(link),
-                    event_type: EventType::Paid,
-                    sequence: 1,
-                    run_id: run,
-                    created_at: now,
-                    usage_delta: Some(1),
-                    envelope: body.clone(),
-                });
+            for (k, event) in chunk.iter().enumerate() {
+                let link = LinkId((chunk_no * 500 + k) as i64 + 1);
                 commit.deliveries.push(NewDelivery {
-                    event_id: id.clone(),
+                    event_id: event.id.0.clone(),
                     subscriber: "erp".into(),
-                    channel: "webhook",
+                    channel: Channel::Webhook,
                     next_attempt_at: now,
                 });
+                commit
+                    .events
+                    .push(NewEvent::new(event.clone(), link, run).expect("event"));
             }
             ledger.commit_page(run, commit).await.expect("commit");
         }

@@ -1,9 +1,11 @@
-//! Command line (clap), DESIGN §8.
+//! Command line (clap). The commands themselves are in `commands`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+use crate::types::{Channel, DeliveryState};
 
 /// singapay-sync: mirror SingaPay Payment Links into a local ledger and notify finance and ERPs.
 #[derive(Debug, Parser)]
@@ -70,12 +72,15 @@ pub enum Command {
 pub enum DeliveriesCommand {
     /// List deliveries, newest first.
     List {
-        /// Only this state: pending, delivered, dead or disabled.
-        #[arg(long)]
-        state: Option<String>,
+        /// Only this state.
+        #[arg(long, value_enum)]
+        state: Option<DeliveryState>,
         /// Only this subscriber.
         #[arg(long)]
         subscriber: Option<String>,
+        /// Only this channel.
+        #[arg(long, value_enum)]
+        channel: Option<Channel>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: i64,

@@ -7,9 +7,11 @@
 
 pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod cron;
 pub mod demo;
+pub mod event;
 pub mod http;
 pub mod ledger;
 pub mod money;

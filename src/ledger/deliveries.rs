@@ -7,9 +7,9 @@ use serde::Serialize;
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::time::ledger_ts;
-use crate::types::EventType;
+use crate::types::{Channel, DeliveryState, EventType};
 
-use super::{Ledger, LedgerResult, parse_event_type, parse_opt_ts, parse_ts};
+use super::{Ledger, LedgerResult, parse_name, parse_opt_ts, parse_ts};
 
 /// A delivery owed, enqueued with its event.
 #[derive(Debug, Clone)]
@@ -18,8 +18,8 @@ pub struct NewDelivery {
     pub event_id: String,
     /// Subscriber name (`[[webhooks]]` or `[[email.recipients]]`).
     pub subscriber: String,
-    /// `webhook` or `email`.
-    pub channel: &'static str,
+    /// Channel.
+    pub channel: Channel,
     /// First attempt time (normally the commit time).
     pub next_attempt_at: DateTime<Utc>,
 }
@@ -33,8 +33,8 @@ pub struct DueDelivery {
     pub event_id: String,
     /// Subscriber name.
     pub subscriber: String,
-    /// `webhook` or `email`.
-    pub channel: String,
+    /// Channel.
+    pub channel: Channel,
     /// Attempts made so far.
     pub attempts: i64,
     /// Envelope JSON to send.
@@ -92,10 +92,10 @@ pub struct DeliveryRow {
     pub event_type: EventType,
     /// Subscriber name.
     pub subscriber: String,
-    /// `webhook` or `email`.
-    pub channel: String,
-    /// `pending`, `delivered`, `dead` or `disabled`.
-    pub state: String,
+    /// Channel.
+    pub channel: Channel,
+    /// State.
+    pub state: DeliveryState,
     /// Attempts made.
     pub attempts: i64,
     /// Next attempt (pending only), UTC.
@@ -106,6 +106,19 @@ pub struct DeliveryRow {
     pub last_error: Option<String>,
     /// When it was delivered, UTC.
     pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// Filters of [`Ledger::list_deliveries`] (`GET /deliveries`, `deliveries list`).
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// Only this state.
+    pub state: Option<DeliveryState>,
+    /// Only this subscriber.
+    pub subscriber: Option<String>,
+    /// Only this channel.
+    pub channel: Option<Channel>,
+    /// At most this many.
+    pub limit: i64,
 }
 
 /// One logged attempt.
@@ -145,10 +158,15 @@ pub(super) async fn insert_many(
         );
         qb.push_values(chunk, |mut b, d| {
             let parked = disabled.contains(&d.subscriber);
+            let state = if parked {
+                DeliveryState::Disabled
+            } else {
+                DeliveryState::Pending
+            };
             b.push_bind(d.event_id.as_str())
                 .push_bind(d.subscriber.as_str())
-                .push_bind(d.channel)
-                .push_bind(if parked { "disabled" } else { "pending" })
+                .push_bind(d.channel.as_str())
+                .push_bind(state.as_str())
                 .push_bind((!parked).then(|| ledger_ts(d.next_attempt_at)))
                 .push_bind(ledger_ts(d.next_attempt_at));
         });
@@ -161,10 +179,10 @@ fn row_to_delivery(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<DeliveryRow> {
     Ok(DeliveryRow {
         id: r.try_get("id")?,
         event_id: r.try_get("event_id")?,
-        event_type: parse_event_type(&r.try_get::<String, _>("type")?)?,
+        event_type: parse_name::<EventType>(r, "type")?,
         subscriber: r.try_get("subscriber")?,
-        channel: r.try_get("channel")?,
-        state: r.try_get("state")?,
+        channel: parse_name(r, "channel")?,
+        state: parse_name(r, "state")?,
         attempts: r.try_get("attempts")?,
         next_attempt_at: parse_opt_ts(r.try_get("next_attempt_at")?)?,
         last_status: r.try_get("last_status")?,
@@ -210,10 +228,10 @@ impl Ledger {
                     id: r.try_get("id")?,
                     event_id: r.try_get("event_id")?,
                     subscriber: r.try_get("subscriber")?,
-                    channel: r.try_get("channel")?,
+                    channel: parse_name(r, "channel")?,
                     attempts: r.try_get("attempts")?,
                     envelope: r.try_get("envelope")?,
-                    event_type: parse_event_type(&r.try_get::<String, _>("type")?)?,
+                    event_type: parse_name(r, "type")?,
                     run_id: r.try_get("run_id")?,
                     link_id: r.try_get("link_id")?,
                     account_id: r.try_get("account_id")?,
@@ -266,15 +284,19 @@ impl Ledger {
             );
             upd.push_values(chunk, |mut b, o| {
                 let (state, next, delivered) = match &o.result {
-                    AttemptResult::Delivered => {
-                        ("delivered", None, Some(ledger_ts(o.attempted_at)))
+                    AttemptResult::Delivered => (
+                        DeliveryState::Delivered,
+                        None,
+                        Some(ledger_ts(o.attempted_at)),
+                    ),
+                    AttemptResult::Retry(at) => {
+                        (DeliveryState::Pending, Some(ledger_ts(*at)), None)
                     }
-                    AttemptResult::Retry(at) => ("pending", Some(ledger_ts(*at)), None),
-                    AttemptResult::Dead => ("dead", None, None),
-                    AttemptResult::Disabled => ("disabled", None, None),
+                    AttemptResult::Dead => (DeliveryState::Dead, None, None),
+                    AttemptResult::Disabled => (DeliveryState::Disabled, None, None),
                 };
                 b.push_bind(o.delivery_id)
-                    .push_bind(state)
+                    .push_bind(state.as_str())
                     .push_bind(next)
                     .push_bind(o.status)
                     .push_bind(o.error.clone())
@@ -361,23 +383,20 @@ impl Ledger {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Deliveries filtered by state and subscriber, newest first.
-    pub async fn list_deliveries(
-        &self,
-        state: Option<&str>,
-        subscriber: Option<&str>,
-        limit: i64,
-    ) -> LedgerResult<Vec<DeliveryRow>> {
+    /// Deliveries matching `f`, newest first.
+    pub async fn list_deliveries(&self, f: &DeliveryFilter) -> LedgerResult<Vec<DeliveryRow>> {
         let rows = sqlx::query(
             "SELECT d.id, d.event_id, e.type, d.subscriber, d.channel, d.state, d.attempts, \
              d.next_attempt_at, d.last_status, d.last_error, d.delivered_at \
              FROM delivery d JOIN link_event e ON e.id = d.event_id \
              WHERE (?1 IS NULL OR d.state = ?1) AND (?2 IS NULL OR d.subscriber = ?2) \
-             ORDER BY d.id DESC LIMIT ?3",
+             AND (?3 IS NULL OR d.channel = ?3) \
+             ORDER BY d.id DESC LIMIT ?4",
         )
-        .bind(state)
-        .bind(subscriber)
-        .bind(limit)
+        .bind(f.state.map(DeliveryState::as_str))
+        .bind(f.subscriber.as_deref())
+        .bind(f.channel.map(Channel::as_str))
+        .bind(f.limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(row_to_delivery).collect()
@@ -408,12 +427,12 @@ impl Ledger {
     }
 
     /// Count of deliveries per state, for `/metrics`.
-    pub async fn delivery_state_counts(&self) -> LedgerResult<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) FROM delivery GROUP BY state")
+    pub async fn delivery_state_counts(&self) -> LedgerResult<Vec<(DeliveryState, i64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM delivery GROUP BY state")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map(|r| Ok((parse_name(r, "state")?, r.try_get("n")?)))
             .collect()
     }
 }

@@ -1,61 +1,60 @@
 //! `link_event`: the append-only change log.
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
+use crate::event::Event;
 use crate::time::ledger_ts;
-use crate::types::{AccountId, EventId, EventType, LinkId};
+use crate::types::{AccountId, EventType, LinkId};
 
-use super::{Ledger, LedgerError, LedgerResult, parse_event_type, parse_ts};
+use super::{Ledger, LedgerError, LedgerResult};
 
-/// An event to append.
+/// An event to append: the envelope and where it belongs. The envelope text is written once,
+/// by [`NewEvent::new`], in the pass's task (not on the ledger writer).
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    /// Public id (`evt_…`).
-    pub id: EventId,
-    /// Account.
-    pub account_id: AccountId,
-    /// Link.
+    /// The envelope.
+    pub event: Event,
+    /// The link it is about.
     pub link_id: LinkId,
-    /// Type.
-    pub event_type: EventType,
-    /// Per-link sequence.
-    pub sequence: i64,
     /// The pass that detected it.
     pub run_id: i64,
-    /// Detection time, UTC.
-    pub created_at: DateTime<Utc>,
-    /// For `payment_link.paid`: how much `current_usage` rose.
-    pub usage_delta: Option<i64>,
-    /// The envelope JSON exactly as it will be delivered.
-    pub envelope: String,
+    /// `event` as JSON, exactly as it will be delivered.
+    envelope: String,
 }
 
-/// A stored event.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+impl NewEvent {
+    /// An event of `link_id` detected by run `run_id`.
+    ///
+    /// Errors: [`LedgerError::Corrupt`] if the envelope cannot be written as JSON.
+    pub fn new(event: Event, link_id: LinkId, run_id: i64) -> LedgerResult<Self> {
+        let envelope = event
+            .to_json()
+            .map_err(|e| LedgerError::Corrupt(format!("event {} not encodable: {e}", event.id)))?;
+        Ok(Self {
+            event,
+            link_id,
+            run_id,
+            envelope,
+        })
+    }
+
+    /// The envelope JSON.
+    pub fn envelope(&self) -> &str {
+        &self.envelope
+    }
+}
+
+/// A stored event: the envelope and the ledger's bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
-    /// Commit order (internal cursor).
-    #[serde(skip)]
+    /// Commit order (the pull feed's internal cursor).
     pub seq: i64,
-    /// Public id.
-    pub id: String,
-    /// Account.
-    pub account_id: String,
-    /// Link.
-    pub link_id: i64,
-    /// Type.
-    pub event_type: EventType,
-    /// Per-link sequence.
-    pub sequence: i64,
-    /// Pass that detected it.
+    /// The link it is about.
+    pub link_id: LinkId,
+    /// The pass that detected it.
     pub run_id: Option<i64>,
-    /// Detection time, UTC.
-    pub created_at: DateTime<Utc>,
-    /// For paid events.
-    pub usage_delta: Option<i64>,
-    /// The delivered envelope.
-    pub envelope: serde_json::Value,
+    /// The envelope as delivered.
+    pub event: Event,
 }
 
 /// Filters of the pull feed (`GET /events`).
@@ -89,14 +88,15 @@ pub(super) async fn insert_many(
              usage_delta, envelope) ",
         );
         qb.push_values(chunk, |mut b, e| {
-            b.push_bind(e.id.0.as_str())
-                .push_bind(e.account_id.as_str())
+            let ev = &e.event;
+            b.push_bind(ev.id.0.as_str())
+                .push_bind(ev.account_id.as_str())
                 .push_bind(e.link_id.0)
-                .push_bind(e.event_type.as_str())
-                .push_bind(e.sequence)
+                .push_bind(ev.event_type.as_str())
+                .push_bind(ev.sequence)
                 .push_bind(e.run_id)
-                .push_bind(ledger_ts(e.created_at))
-                .push_bind(e.usage_delta)
+                .push_bind(ledger_ts(ev.created_at))
+                .push_bind(ev.data.usage_delta)
                 .push_bind(e.envelope.as_str());
         });
         qb.build().execute(&mut **tx).await?;
@@ -108,15 +108,9 @@ fn row_to_event(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<EventRow> {
     let env: String = r.try_get("envelope")?;
     Ok(EventRow {
         seq: r.try_get("seq")?,
-        id: r.try_get("id")?,
-        account_id: r.try_get("account_id")?,
-        link_id: r.try_get("link_id")?,
-        event_type: parse_event_type(&r.try_get::<String, _>("type")?)?,
-        sequence: r.try_get("sequence")?,
+        link_id: LinkId(r.try_get("link_id")?),
         run_id: r.try_get("run_id")?,
-        created_at: parse_ts(&r.try_get::<String, _>("created_at")?)?,
-        usage_delta: r.try_get("usage_delta")?,
-        envelope: serde_json::from_str(&env)
+        event: serde_json::from_str(&env)
             .map_err(|e| LedgerError::Corrupt(format!("link_event.envelope: {e}")))?,
     })
 }
@@ -139,7 +133,7 @@ impl Ledger {
             }
         };
         let rows = sqlx::query(
-            "SELECT seq, id, account_id, link_id, type, sequence, run_id, created_at, usage_delta, envelope \
+            "SELECT seq, link_id, run_id, envelope \
              FROM link_event WHERE seq > ?1 \
              AND (?2 IS NULL OR type = ?2) AND (?3 IS NULL OR account_id = ?3) \
              AND (?4 IS NULL OR link_id = ?4) AND (?5 IS NULL OR run_id = ?5) \

@@ -25,7 +25,8 @@ use sqlx::sqlite::{
 };
 
 pub use deliveries::{
-    AttemptOutcome, AttemptResult, DeliveryAttemptRow, DeliveryRow, DueDelivery, NewDelivery,
+    AttemptOutcome, AttemptResult, DeliveryAttemptRow, DeliveryFilter, DeliveryRow, DueDelivery,
+    NewDelivery,
 };
 pub use events::{EventFilter, EventRow, NewEvent};
 pub use links::{LinkRows, LinkState, LinkWrite, StoredLink};
@@ -216,8 +217,14 @@ pub(crate) fn parse_opt_ts(
     s.as_deref().map(parse_ts).transpose()
 }
 
-pub(crate) fn parse_event_type(s: &str) -> LedgerResult<crate::types::EventType> {
-    crate::types::EventType::from_str(s).map_err(LedgerError::Corrupt)
+/// A stored name (`type`, `state`, `channel`…) of column `col` parsed into its enum.
+pub(crate) fn parse_name<T: FromStr<Err = String>>(
+    r: &sqlx::sqlite::SqliteRow,
+    col: &str,
+) -> LedgerResult<T> {
+    use sqlx::Row;
+    let text: String = r.try_get(col)?;
+    T::from_str(&text).map_err(|e| LedgerError::Corrupt(format!("{col}: {e}")))
 }
 
 #[cfg(test)]

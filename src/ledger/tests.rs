@@ -3,8 +3,9 @@
 use chrono::{TimeZone, Utc};
 
 use super::*;
+use crate::event::{Event, EventData};
 use crate::singapay::PaymentLink;
-use crate::types::{AccountId, EventId, EventType, LinkId, Trigger};
+use crate::types::{AccountId, Channel, DeliveryState, EventId, EventType, LinkId, Trigger};
 
 const ACCOUNT: &str = "01K7P073Q8RE2A9PQT8Q7MXPN4";
 
@@ -66,17 +67,19 @@ fn page(ids: impl IntoIterator<Item = i64>) -> PageCommit {
 }
 
 fn event(id: &str, link: i64, run_id: i64) -> NewEvent {
-    NewEvent {
-        id: EventId(id.to_string()),
+    let event = Event {
         account_id: AccountId::parse(ACCOUNT).expect("account"),
-        link_id: LinkId(link),
-        event_type: EventType::Paid,
-        sequence: 1,
-        run_id,
         created_at: Utc::now(),
-        usage_delta: Some(1),
-        envelope: "{}".into(),
-    }
+        data: EventData {
+            object: serde_json::json!({"id": link}),
+            previous_attributes: None,
+            usage_delta: Some(1),
+        },
+        id: EventId(id.to_string()),
+        sequence: 1,
+        event_type: EventType::Paid,
+    };
+    NewEvent::new(event, LinkId(link), run_id).expect("event")
 }
 
 #[tokio::test]
@@ -160,28 +163,30 @@ async fn deliveries_of_a_disabled_subscriber_are_parked_and_order_is_kept() {
             c.deliveries.push(NewDelivery {
                 event_id: id.clone(),
                 subscriber: sub.into(),
-                channel: "webhook",
+                channel: Channel::Webhook,
                 next_attempt_at: Utc::now(),
             });
         }
     }
     l.commit_page(run, c).await.expect("commit");
 
-    let erp = l.list_deliveries(None, Some("erp"), 10).await.expect("erp");
+    let of = |sub: &str| DeliveryFilter {
+        subscriber: Some(sub.into()),
+        limit: 10,
+        ..Default::default()
+    };
+    let erp = l.list_deliveries(&of("erp")).await.expect("erp");
     let order: Vec<&str> = erp.iter().rev().map(|d| d.event_id.as_str()).collect();
     assert_eq!(order, ["evt_1", "evt_2", "evt_3"]);
     assert!(
         erp.iter()
-            .all(|d| d.state == "pending" && d.next_attempt_at.is_some())
+            .all(|d| d.state == DeliveryState::Pending && d.next_attempt_at.is_some())
     );
-    let gone = l
-        .list_deliveries(None, Some("gone"), 10)
-        .await
-        .expect("gone");
+    let gone = l.list_deliveries(&of("gone")).await.expect("gone");
     assert_eq!(gone.len(), 3);
     assert!(
         gone.iter()
-            .all(|d| d.state == "disabled" && d.next_attempt_at.is_none())
+            .all(|d| d.state == DeliveryState::Disabled && d.next_attempt_at.is_none())
     );
     let feed = l
         .events(&EventFilter {
@@ -191,7 +196,7 @@ async fn deliveries_of_a_disabled_subscriber_are_parked_and_order_is_kept() {
         .await
         .expect("events")
         .expect("feed");
-    let ids: Vec<&str> = feed.iter().map(|e| e.id.as_str()).collect();
+    let ids: Vec<&str> = feed.iter().map(|e| e.event.id.0.as_str()).collect();
     assert_eq!(ids, ["evt_1", "evt_2", "evt_3"]);
     f.close().await;
 }

@@ -12,8 +12,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::event::Event;
 use crate::ledger::{AttemptOutcome, AttemptResult, DueDelivery, Ledger, LedgerError};
 use crate::time::Clock;
+use crate::types::Channel;
 
 use super::email::{Mailer, build_message, render_digest};
 use super::retry::{FailureKind, RetrySchedule};
@@ -252,11 +254,15 @@ impl Dispatcher {
                 None,
             );
         };
-        let envelopes: Vec<serde_json::Value> = group
+        let events: Result<Vec<Event>, _> = group
             .iter()
-            .filter_map(|d| serde_json::from_str(&d.envelope).ok())
+            .map(|d| serde_json::from_str::<Event>(&d.envelope))
             .collect();
-        let digest = match render_digest(&envelopes) {
+        let events = match events {
+            Ok(e) => e,
+            Err(e) => return fail_all(format!("an event envelope is unreadable: {e}"), None),
+        };
+        let digest = match render_digest(&events) {
             Ok(d) => d,
             Err(e) => return fail_all(e, None),
         };
@@ -309,13 +315,13 @@ impl Dispatcher {
                 .into_iter()
                 .filter(|d| {
                     let gone = gone_all.contains(&d.subscriber);
-                    let behind = d.channel == "webhook" && last_keys.contains(&link_key(d));
+                    let behind = d.channel == Channel::Webhook && last_keys.contains(&link_key(d));
                     !(gone || behind)
                 })
                 .collect();
             last_keys = due
                 .iter()
-                .filter(|d| d.channel == "webhook")
+                .filter(|d| d.channel == Channel::Webhook)
                 .map(link_key)
                 .collect();
             // Never announce an event that an OS crash could still roll back.
@@ -349,7 +355,7 @@ impl Dispatcher {
         let mut hooks: BTreeMap<(String, String, i64), Vec<DueDelivery>> = BTreeMap::new();
         let mut mails: BTreeMap<(String, Option<i64>), Vec<DueDelivery>> = BTreeMap::new();
         for d in due {
-            if d.channel == "email" {
+            if d.channel == Channel::Email {
                 mails
                     .entry((d.subscriber.clone(), d.run_id))
                     .or_default()

@@ -13,8 +13,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::event::Event;
 use crate::money::format_rupiah;
-use crate::time::{format_wib, parse_ledger_ts};
+use crate::time::format_wib;
+use crate::types::EventType;
 
 const TEXT_TEMPLATE: &str = include_str!("../../templates/digest.txt.j2");
 const HTML_TEMPLATE: &str = include_str!("../../templates/digest.html.j2");
@@ -40,7 +42,8 @@ struct Item {
     payment_url: Option<String>,
 }
 
-fn s(v: &Value) -> Option<String> {
+/// A field as text for people (`None` for JSON null).
+fn text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Null => None,
@@ -48,22 +51,15 @@ fn s(v: &Value) -> Option<String> {
     }
 }
 
-fn dec(v: &Value) -> Option<Decimal> {
-    s(v).and_then(|t| t.parse().ok())
-}
-
-fn wib(v: &Value) -> Option<String> {
-    s(v).and_then(|t| parse_ledger_ts(&t)).map(format_wib)
-}
-
 fn plural(n: i64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// Renders the digest of `envelopes` (event envelopes of one pass, in commit order, DESIGN §5).
+/// Renders the digest of `events` (one pass's events for one recipient group, in commit order).
 ///
-/// Errors: a template error (a defect, reported as the delivery's error rather than a crash).
-pub fn render_digest(envelopes: &[Value]) -> Result<Digest, String> {
+/// Errors: an event whose object is not a link, or a template error (a defect, reported as the
+/// delivery's error rather than a crash).
+pub fn render_digest(events: &[Event]) -> Result<Digest, String> {
     let mut payments = 0i64;
     let mut received = Decimal::ZERO;
     let (
@@ -79,32 +75,31 @@ pub fn render_digest(envelopes: &[Value]) -> Result<Digest, String> {
     let mut ids = Vec::new();
     let mut accounts = std::collections::BTreeSet::new();
     let mut detected_at = None;
-    for env in envelopes {
-        let obj = &env["data"]["object"];
-        let prev = &env["data"]["previous_attributes"];
-        let ty = env["type"].as_str().unwrap_or_default();
-        ids.push(s(&env["id"]).unwrap_or_default());
-        if let Some(a) = s(&env["account_id"]) {
-            accounts.insert(a);
-        }
-        detected_at = detected_at.or_else(|| wib(&env["created_at"]));
-        let amount = dec(&obj["total_amount"]);
-        let amount_text = amount.map(format_rupiah).unwrap_or_else(|| "—".into());
+    for ev in events {
+        let link = ev
+            .link()
+            .map_err(|e| format!("event {}: the object is not a link: {e}", ev.id))?;
+        ids.push(ev.id.0.clone());
+        accounts.insert(ev.account_id.as_str().to_string());
+        detected_at = detected_at.or_else(|| Some(format_wib(ev.created_at)));
+        let amount_text = link
+            .total_amount
+            .map(format_rupiah)
+            .unwrap_or_else(|| "—".into());
         let usage = format!(
             "usage {}/{}",
-            s(&obj["current_usage"]).unwrap_or_else(|| "?".into()),
-            match obj["max_usage"].as_i64() {
+            link.current_usage,
+            match link.max_usage {
                 Some(0) | None => "unlimited".to_string(),
                 Some(m) => m.to_string(),
             }
         );
         let mut lines = Vec::new();
-        let headline = match ty {
-            "payment_link.paid" => {
-                let delta = env["data"]["usage_delta"].as_i64().unwrap_or(0);
-                let n = delta.max(1);
-                payments += n;
-                if let Some(a) = amount {
+        let headline = match ev.event_type {
+            EventType::Paid => {
+                let delta = ev.data.usage_delta.unwrap_or(0);
+                payments += delta.max(1);
+                if let Some(a) = link.total_amount {
                     let got = a * Decimal::from(delta);
                     received += got;
                     lines.push(format!(
@@ -114,77 +109,74 @@ pub fn render_digest(envelopes: &[Value]) -> Result<Digest, String> {
                         format_rupiah(got)
                     ));
                 }
-                lines.push(usage.clone());
-                if let Some(p) = wib(&obj["payment_date"]) {
-                    lines.push(format!("last paid {p}"));
+                lines.push(usage);
+                if let Some(p) = link.payment_date {
+                    lines.push(format!("last paid {}", format_wib(p)));
                 }
-                "Payment received".to_string()
+                "Payment received"
             }
-            "payment_link.exhausted" => {
+            EventType::Exhausted => {
                 exhausted += 1;
-                lines.push(usage.clone());
-                "Link fully used".to_string()
+                lines.push(usage);
+                "Link fully used"
             }
-            "payment_link.status_changed" => {
-                let now = s(&obj["status_computed"]).unwrap_or_default();
-                let before = s(&prev["status_computed"]).unwrap_or_default();
+            EventType::StatusChanged => {
+                let now = link.status_computed.as_str();
+                let before = text(ev.previous("status_computed")).unwrap_or_default();
                 lines.push(format!("status {before} → {now}"));
-                if let Some(e) = wib(&obj["expired_at"]) {
-                    lines.push(format!("expiry {e}"));
+                if let Some(e) = link.expired_at {
+                    lines.push(format!("expiry {}", format_wib(e)));
                 }
-                match now.as_str() {
+                match now {
                     "expired" => {
                         expired += 1;
-                        "Link expired".to_string()
+                        "Link expired"
                     }
                     "closed" => {
                         closed += 1;
-                        "Link closed".to_string()
+                        "Link closed"
                     }
                     "open" => {
                         reopened += 1;
-                        "Link reopened".to_string()
+                        "Link reopened"
                     }
                     _ => {
                         edited += 1;
-                        "Status changed".to_string()
+                        "Status changed"
                     }
                 }
             }
-            "payment_link.created" => {
+            EventType::Created => {
                 created += 1;
                 lines.push(format!("amount {amount_text}"));
-                lines.push(usage.clone());
-                "New link".to_string()
+                lines.push(usage);
+                "New link"
             }
-            "payment_link.updated" => {
+            EventType::Updated => {
                 edited += 1;
-                if let Value::Object(p) = prev {
-                    for (k, before) in p {
-                        let after = &obj[k];
-                        let fmt = |v: &Value| match (k.as_str(), dec(v)) {
-                            ("total_amount", Some(d)) => format_rupiah(d),
-                            _ => s(v).unwrap_or_else(|| "none".into()),
-                        };
-                        lines.push(format!("{k}: {} → {}", fmt(before), fmt(after)));
-                    }
+                for (k, before) in ev.data.previous_attributes.iter().flatten() {
+                    let after = ev.data.object.get(k).unwrap_or(&Value::Null);
+                    let fmt = |v: &Value| match (k.as_str(), text(v).map(|t| t.parse())) {
+                        ("total_amount", Some(Ok(d))) => format_rupiah(d),
+                        _ => text(v).unwrap_or_else(|| "none".into()),
+                    };
+                    lines.push(format!("{k}: {} → {}", fmt(before), fmt(after)));
                 }
-                "Link edited".to_string()
+                "Link edited"
             }
-            "payment_link.deleted" => {
+            EventType::Deleted => {
                 deleted += 1;
                 lines.push(format!("amount {amount_text}"));
-                "Link deleted".to_string()
+                "Link deleted"
             }
-            other => other.to_string(),
         };
         items.push(Item {
-            headline,
-            title: s(&obj["title"]).unwrap_or_else(|| "(untitled)".into()),
-            reff_no: s(&obj["reff_no"]).unwrap_or_default(),
-            link_id: s(&obj["id"]).unwrap_or_default(),
+            headline: headline.to_string(),
+            title: link.title.unwrap_or_else(|| "(untitled)".into()),
+            reff_no: link.reff_no,
+            link_id: link.id.to_string(),
             lines,
-            payment_url: s(&obj["payment_url"]),
+            payment_url: link.payment_url,
         });
     }
     let mut parts = Vec::new();
@@ -337,10 +329,23 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn env(ty: &str, object: Value, prev: Value, delta: Option<i64>) -> Value {
-        json!({"id": format!("evt_{ty}"), "type": ty, "created_at": "2026-11-21T03:04:05Z",
-               "account_id": "01K7P073Q8RE2A9PQT8Q7MXPN4", "sequence": 1,
-               "data": {"object": object, "previous_attributes": prev, "usage_delta": delta}})
+    /// An event of type `ty` about `object` (a link; fields it leaves out get an open link's
+    /// values), parsed from its JSON as the dispatcher reads stored envelopes.
+    fn env(ty: &str, mut object: Value, prev: Value, delta: Option<i64>) -> Event {
+        for (k, v) in [
+            ("status", json!("open")),
+            ("status_computed", json!("open")),
+            ("is_expired", json!(false)),
+            ("current_usage", json!(0)),
+        ] {
+            object.as_object_mut().unwrap().entry(k).or_insert(v);
+        }
+        let mut data = json!({"object": object, "previous_attributes": prev, "usage_delta": delta});
+        data.as_object_mut().unwrap().retain(|_, v| !v.is_null());
+        serde_json::from_value(json!({"id": format!("evt_{ty}"), "type": ty,
+            "created_at": "2026-11-21T03:04:05Z", "account_id": "01K7P073Q8RE2A9PQT8Q7MXPN4",
+            "sequence": 1, "data": data}))
+        .unwrap()
     }
 
     #[test]
@@ -380,7 +385,7 @@ mod tests {
     }
 
     /// A pass with every kind of event, as finance receives it.
-    fn full_pass() -> Vec<Value> {
+    fn full_pass() -> Vec<Event> {
         let link = |id: i64, title: &str, amount: &str| {
             json!({"id": id, "title": title, "reff_no": format!("PL{id}"), "total_amount": amount,
                    "current_usage": 3, "max_usage": 3, "status": "open", "status_computed": "open",

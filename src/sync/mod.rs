@@ -1,12 +1,15 @@
 //! Sync: page through an account's links, diff each against the ledger, commit per page.
 //!
-//! [`diff`] is pure; [`pass`] runs one pass ([`pass::sync_once`]); [`Syncer`] makes sure one account
-//! never has two passes at once (a trigger during a pass coalesces into it) and [`schedule`] calls
-//! it on each account's cron schedule.
+//! [`diff`] is pure; [`pass`] runs one pass ([`pass::start_run`], then [`pass::run_and_record`])
+//! with a background writer (`writer`) and a window of stored states (`window`); [`Syncer`] makes
+//! sure one account never has two passes at once (a trigger during a pass coalesces into it) and
+//! [`schedule`] calls it on each account's cron schedule.
 
 pub mod diff;
 pub mod pass;
 pub mod schedule;
+mod window;
+mod writer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use tracing::{error, info};
 
 use crate::types::{AccountId, Trigger};
 
-pub use pass::{SyncContext, SyncError, SyncSummary};
+pub use pass::{StartedRun, SyncContext, SyncError, SyncSummary};
 
 /// Starts passes, one at a time per account, in the background.
 #[derive(Debug)]
@@ -69,13 +72,14 @@ impl Syncer {
                 coalesced: true,
             });
         }
-        let (run_id, baseline) = pass::start_run(&self.ctx, account, trigger).await?;
+        let run = pass::start_run(&self.ctx, account, trigger).await?;
+        let run_id = run.run_id;
         running.insert(account.clone(), run_id);
         drop(running);
         let me = Arc::clone(self);
         let account = account.clone();
         self.tasks.spawn(async move {
-            let r = pass::finish(&me.ctx, &account, run_id, baseline, &me.cancel).await;
+            let r = pass::run_and_record(&me.ctx, &run, &me.cancel).await;
             match r {
                 Ok(s) => {
                     info!(account_id = %account, run_id, events = s.events, "sync.pass_succeeded")
@@ -97,16 +101,16 @@ impl Syncer {
         account: &AccountId,
         trigger: Trigger,
     ) -> Result<SyncSummary, SyncError> {
-        let (run_id, baseline) = {
+        let run = {
             let mut running = self.running.lock().await;
             if let Some(id) = running.get(account) {
                 return Err(SyncError::Busy(*id));
             }
-            let (run_id, baseline) = pass::start_run(&self.ctx, account, trigger).await?;
-            running.insert(account.clone(), run_id);
-            (run_id, baseline)
+            let run = pass::start_run(&self.ctx, account, trigger).await?;
+            running.insert(account.clone(), run.run_id);
+            run
         };
-        let r = pass::finish(&self.ctx, account, run_id, baseline, &self.cancel).await;
+        let r = pass::run_and_record(&self.ctx, &run, &self.cancel).await;
         self.running.lock().await.remove(account);
         r
     }

@@ -9,19 +9,22 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::event::{Event, EventData};
 use crate::ledger::{Ledger, LedgerError, LinkState, LinkWrite, NewDelivery, NewEvent, PageCommit};
 use crate::notify::Routing;
 use crate::singapay::{PaymentLink, SingapayClient, SingapayError};
-use crate::time::{Clock, rfc3339_utc};
-use crate::types::{AccountId, EventId, EventType, LinkId, Trigger};
+use crate::time::Clock;
+use crate::types::{AccountId, EventId, LinkId, Trigger};
 
 use super::diff::{Change, NewLink, deletion, diff};
+use super::window::StateWindow;
+use super::writer::PageWriter;
 
 /// Everything a pass needs.
 #[derive(Debug)]
@@ -97,28 +100,53 @@ pub struct SyncSummary {
 
 const MAX_PAGES: u64 = 100_000;
 
-/// Records the start of a pass: `(run id, is baseline)`.
+/// A pass recorded in `sync_run` as started, not yet run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartedRun {
+    /// Its `sync_run.id`.
+    pub run_id: i64,
+    /// The account it syncs.
+    pub account: AccountId,
+    /// Whether it is the account's baseline (first complete pass).
+    pub baseline: bool,
+}
+
+/// Records the start of a pass of `account`.
+///
+/// Errors: the ledger cannot record it.
 pub async fn start_run(
     ctx: &SyncContext,
     account: &AccountId,
     trigger: Trigger,
-) -> Result<(i64, bool), SyncError> {
+) -> Result<StartedRun, SyncError> {
     let baseline = !ctx.ledger.baseline_done(account).await?;
     let run_id = ctx
         .ledger
         .start_run(account, trigger, baseline, ctx.clock.now())
         .await?;
-    Ok((run_id, baseline))
+    Ok(StartedRun {
+        run_id,
+        account: account.clone(),
+        baseline,
+    })
 }
 
-/// Runs a started pass to its end and records the outcome in `sync_run`.
-pub async fn finish(
+/// Runs a started pass to its end (or its first error, or `cancel` at a page boundary) and
+/// records its outcome and counts in `sync_run`; wakes the dispatcher (e-mail digests wait for the
+/// end of their pass).
+///
+/// Errors: [`SyncError`]; on failure the pages already committed stay consistent (a page is
+/// never split across transactions) and the `sync_run` row says why.
+pub async fn run_and_record(
     ctx: &SyncContext,
-    account: &AccountId,
-    run_id: i64,
-    baseline: bool,
+    run: &StartedRun,
     cancel: &CancellationToken,
 ) -> Result<SyncSummary, SyncError> {
+    let StartedRun {
+        run_id,
+        ref account,
+        baseline,
+    } = *run;
     let span = info_span!("sync_pass", account_id = %account, run_id, baseline);
     let started = Instant::now();
     let mut pass = Pass {
@@ -156,7 +184,6 @@ pub async fn finish(
             ctx.clock.now(),
         )
         .await?;
-    // E-mail digests wait for the end of their pass: let the dispatcher know.
     if let Some(w) = &ctx.wake {
         w.notify_one();
     }
@@ -172,20 +199,6 @@ pub async fn finish(
         summary.duration_ms = started.elapsed().as_millis() as u64;
         summary
     })
-}
-
-/// One complete pass of `account` now: records the run, pages through, returns the summary.
-///
-/// Errors: [`SyncError`]; on failure the pages already committed stay consistent (a page is
-/// never split across transactions) and the `sync_run` row says why.
-pub async fn sync_once(
-    ctx: &SyncContext,
-    account: &AccountId,
-    trigger: Trigger,
-    cancel: &CancellationToken,
-) -> Result<SyncSummary, SyncError> {
-    let (run_id, baseline) = start_run(ctx, account, trigger).await?;
-    finish(ctx, account, run_id, baseline, cancel).await
 }
 
 /// One pass in progress: what every step of it needs.
@@ -391,30 +404,33 @@ impl Pass<'_> {
         changes: &[Change],
         mut sequence: i64,
         commit: &mut PageCommit,
-    ) -> i64 {
+    ) -> Result<i64, SyncError> {
         let now = self.ctx.clock.now();
         for c in changes {
             sequence += 1;
-            let id = EventId::generate();
+            let event = Event {
+                account_id: self.account.clone(),
+                created_at: now,
+                data: EventData {
+                    object: object.clone(),
+                    previous_attributes: c.previous_attributes.clone(),
+                    usage_delta: c.usage_delta,
+                },
+                id: EventId::generate(),
+                sequence,
+                event_type: c.event_type,
+            };
             for r in self.ctx.routing.targets(c.event_type) {
                 commit.deliveries.push(NewDelivery {
-                    event_id: id.0.clone(),
+                    event_id: event.id.0.clone(),
                     subscriber: r.name.clone(),
-                    channel: r.channel.as_str(),
+                    channel: r.channel,
                     next_attempt_at: now,
                 });
             }
-            commit.events.push(NewEvent {
-                envelope: envelope(&id, c.event_type, now, self.account, sequence, object, c),
-                id,
-                account_id: self.account.clone(),
-                link_id,
-                event_type: c.event_type,
-                sequence,
-                run_id: self.run_id,
-                created_at: now,
-                usage_delta: c.usage_delta,
-            });
+            commit
+                .events
+                .push(NewEvent::new(event, link_id, self.run_id)?);
             *self
                 .summary
                 .events_by_type
@@ -423,7 +439,7 @@ impl Pass<'_> {
             metrics::counter!("singapay_sync_events_total", "type" => c.event_type.as_str())
                 .increment(1);
         }
-        sequence
+        Ok(sequence)
     }
 
     /// Counts a prepared commit in the summary.
@@ -482,7 +498,7 @@ impl Pass<'_> {
                 let object = serde_json::to_value(&link).map_err(|e| {
                     LedgerError::Corrupt(format!("link {} does not serialise: {e}", link.id))
                 })?;
-                sequence = self.push_events(link.id, &object, &changes, sequence, &mut commit);
+                sequence = self.push_events(link.id, &object, &changes, sequence, &mut commit)?;
             }
             commit.writes.push(LinkWrite {
                 account_id: account.clone(),
@@ -506,7 +522,8 @@ impl Pass<'_> {
         };
         let object = serde_json::to_value(&stored.link)
             .map_err(|e| LedgerError::Corrupt(format!("link {id} does not serialise: {e}")))?;
-        let sequence = self.push_events(id, &object, &[deletion()], stored.sequence, &mut commit);
+        let sequence =
+            self.push_events(id, &object, &[deletion()], stored.sequence, &mut commit)?;
         commit
             .deletions
             .push((self.account.clone(), id, sequence, self.ctx.clock.now()));
@@ -526,36 +543,8 @@ impl Drop for AbortOnDrop {
 }
 
 /// SHA-256 (hex) of a text (a link's verbatim JSON).
-pub fn content_hash(text: &str) -> String {
+pub(crate) fn content_hash(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-fn envelope(
-    id: &EventId,
-    t: EventType,
-    at: chrono::DateTime<chrono::Utc>,
-    account: &AccountId,
-    sequence: i64,
-    object: &Value,
-    change: &Change,
-) -> String {
-    let mut data = Map::new();
-    data.insert("object".into(), object.clone());
-    if let Some(p) = &change.previous_attributes {
-        data.insert("previous_attributes".into(), Value::Object(p.clone()));
-    }
-    if let Some(d) = change.usage_delta {
-        data.insert("usage_delta".into(), Value::from(d));
-    }
-    let env = serde_json::json!({
-        "id": id.0,
-        "type": t.as_str(),
-        "created_at": rfc3339_utc(at),
-        "account_id": account.as_str(),
-        "sequence": sequence,
-        "data": Value::Object(data),
-    });
-    env.to_string()
 }
 
 /// Commits one prepared page now and wakes the dispatcher if it owes deliveries.
@@ -566,134 +555,4 @@ async fn commit_now(ctx: &SyncContext, run_id: i64, commit: PageCommit) -> Resul
         w.notify_one();
     }
     Ok(())
-}
-
-/// The stored state of a window of ids just below the pages being read: one ledger query serves
-/// about ten pages (memory: `WINDOW` small rows, whatever the number of links).
-#[derive(Default)]
-struct StateWindow {
-    /// Lowest id covered (`i64::MIN` once the ledger has nothing lower).
-    low: i64,
-    /// Highest id covered.
-    high: i64,
-    rows: std::collections::HashMap<LinkId, LinkState>,
-}
-
-const WINDOW: i64 = 1000;
-
-impl StateWindow {
-    async fn states(
-        &mut self,
-        ctx: &SyncContext,
-        account: &AccountId,
-        ids: &[LinkId],
-    ) -> Result<std::collections::HashMap<LinkId, LinkState>, SyncError> {
-        let (Some(min), Some(max)) = (ids.iter().min(), ids.iter().max()) else {
-            return Ok(Default::default());
-        };
-        if self.rows.is_empty() && self.high == 0 || min.0 < self.low || max.0 > self.high {
-            let rows = ctx
-                .ledger
-                .load_link_states_below(account, *max, WINDOW)
-                .await?;
-            self.high = max.0;
-            self.low = if (rows.len() as i64) < WINDOW {
-                i64::MIN
-            } else {
-                rows.iter().map(|(id, _)| id.0).min().unwrap_or(i64::MIN)
-            };
-            self.rows = rows.into_iter().collect();
-            if min.0 < self.low {
-                // A page wider than the window: ask for exactly its ids.
-                return Ok(ctx.ledger.load_link_states(account, ids).await?);
-            }
-        }
-        Ok(ids
-            .iter()
-            .filter_map(|id| self.rows.remove(id).map(|s| (*id, s)))
-            .collect())
-    }
-}
-
-/// Pages a [`PageWriter`] holds queued, and commits at most at once (memory: this many prepared
-/// pages, whatever the number of links).
-const WRITER_QUEUE: usize = 8;
-
-/// Link rows a [`PageWriter`] commits between two background checkpoints (≈ 1.5 KB each, so
-/// about 400 WAL pages: below SQLite's automatic checkpoint at 1,000, which would otherwise run
-/// inside a commit).
-const CHECKPOINT_ROWS: usize = 1000;
-
-/// Commits prepared pages in order on a background task, so that the next page is decoded and
-/// diffed while the previous one is written. When pages arrive faster than they commit, the
-/// queued ones share one transaction (group commit: one BEGIN/COMMIT and one WAL append for
-/// several pages); each page is still written whole or not at all. A failed commit stops it:
-/// later pages are not written, so the ledger holds a prefix of the pass.
-struct PageWriter {
-    tx: Option<tokio::sync::mpsc::Sender<PageCommit>>,
-    handle: tokio::task::JoinHandle<Result<(), LedgerError>>,
-    /// Stored states of the ids the next pages will bring.
-    window: StateWindow,
-}
-
-impl PageWriter {
-    fn start(ctx: &SyncContext, run_id: i64) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<PageCommit>(WRITER_QUEUE);
-        let ledger = ctx.ledger.clone();
-        let wake = ctx.wake.clone();
-        let handle = tokio::spawn(async move {
-            let mut group = Vec::with_capacity(WRITER_QUEUE);
-            let mut rows_since_checkpoint = 0;
-            while rx.recv_many(&mut group, WRITER_QUEUE).await > 0 {
-                let rows = group.iter().map(|c| c.writes.len()).sum::<usize>();
-                let wake_dispatcher = group.iter().any(|c| !c.deliveries.is_empty());
-                ledger
-                    .commit_pages(run_id, std::mem::take(&mut group))
-                    .await?;
-                rows_since_checkpoint += rows;
-                if rows_since_checkpoint >= CHECKPOINT_ROWS {
-                    ledger.checkpoint_in_background();
-                    rows_since_checkpoint = 0;
-                }
-                if wake_dispatcher && let Some(w) = &wake {
-                    w.notify_one();
-                }
-            }
-            Ok(())
-        });
-        Self {
-            tx: Some(tx),
-            handle,
-            window: StateWindow::default(),
-        }
-    }
-
-    /// Queues a page; if the writer already failed, returns its error.
-    async fn send(&mut self, commit: PageCommit) -> Result<(), SyncError> {
-        let sent = match &self.tx {
-            Some(tx) => tx.send(commit).await.is_ok(),
-            None => false,
-        };
-        if sent {
-            Ok(())
-        } else {
-            self.tx = None;
-            self.wait().await
-        }
-    }
-
-    /// Waits until every queued page is committed.
-    async fn finish(mut self) -> Result<(), SyncError> {
-        self.tx = None;
-        self.wait().await
-    }
-
-    async fn wait(&mut self) -> Result<(), SyncError> {
-        match (&mut self.handle).await {
-            Ok(r) => r.map_err(SyncError::from),
-            Err(e) => Err(SyncError::Ledger(LedgerError::Corrupt(format!(
-                "ledger writer stopped: {e}"
-            )))),
-        }
-    }
 }

@@ -1,0 +1,15 @@
+//! `run`: the daemon, until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::telemetry;
+
+/// Builds the app and runs it until a signal; exit 0 after a clean stop.
+pub(super) async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
+    telemetry::init(cfg.log.format, &cfg.log.level);
+    let stop = super::shutdown_on_signal();
+    App::build(cfg).await?.run_until_stopped(stop).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,126 @@
+//! The admin API's one error type and the extractors whose rejections are answered with it, so
+//! that every error, a malformed path or query included, is `{"error": {"code", "message"}}`.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::telemetry::error_chain;
+
+/// An error answer: an HTTP status, a stable machine-readable `code` and a message for people.
+/// Internal errors are logged with their cause chain and answered without internals.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An answer with `status`, `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 with `code`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404 with `code`.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// 500 `internal`: logs `e` with its cause chain; the answer says only where to look.
+    pub fn internal(e: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %error_chain(e), "http.internal_error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error (the daemon's log has the cause)",
+        )
+    }
+
+    /// 503 `ledger_unavailable` for the unauthenticated probes: logged, answered without detail.
+    pub fn unavailable(e: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %error_chain(e), "http.ledger_unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ledger_unavailable",
+            "the ledger does not answer",
+        )
+    }
+
+    /// The status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
+    }
+}
+
+impl From<crate::ledger::LedgerError> for ApiError {
+    fn from(e: crate::ledger::LedgerError) -> Self {
+        Self::internal(&e)
+    }
+}
+
+impl From<crate::sync::SyncError> for ApiError {
+    fn from(e: crate::sync::SyncError) -> Self {
+        Self::internal(&e)
+    }
+}
+
+/// `axum::extract::Path`, rejected with `400 bad_id`.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Self(v)),
+            Err(r) => Err(ApiError::bad_request("bad_id", r.body_text())),
+        }
+    }
+}
+
+/// `axum::extract::Query`, rejected with `400 bad_parameter`.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Self(v)),
+            Err(r) => Err(ApiError::bad_request("bad_parameter", r.body_text())),
+        }
+    }
+}
