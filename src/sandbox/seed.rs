@@ -1,11 +1,11 @@
-//! The sandbox's seeded data, modelled on seeds/004: account `01K7P073Q8RE2A9PQT8Q7MXPN4` with 103
+//! The sandbox's seeded data, modelled on SingaPay's list example (`tests/fixtures/seed_004_list_page1.json`): account `01K7P073Q8RE2A9PQT8Q7MXPN4` with 103
 //! links whose newest 25 are seed 004's page verbatim (ids 103…79).
 
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use super::{SItem, SLink};
+use super::state::{SandboxItem, SandboxLink, decimal_from_json};
 use crate::time::parse_singapay_time;
 
 /// The seeded account.
@@ -14,11 +14,7 @@ pub const SEED_ACCOUNT: &str = "01K7P073Q8RE2A9PQT8Q7MXPN4";
 const SEED_004: &str = include_str!("../../tests/fixtures/seed_004_list_page1.json");
 
 fn dec(v: &Value) -> Decimal {
-    match v {
-        Value::String(s) => s.parse().unwrap_or_default(),
-        Value::Number(n) => n.to_string().parse().unwrap_or_default(),
-        _ => Decimal::ZERO,
-    }
+    decimal_from_json(v).unwrap_or_default()
 }
 
 fn time(v: &Value) -> Option<DateTime<Utc>> {
@@ -26,13 +22,13 @@ fn time(v: &Value) -> Option<DateTime<Utc>> {
 }
 
 /// The 25 links of seed 004's page, as sandbox links.
-fn seed_page() -> Vec<SLink> {
+fn seed_page() -> Vec<SandboxLink> {
     let v: Value = serde_json::from_str(SEED_004).unwrap_or(Value::Null);
     let Some(list) = v["data"].as_array() else {
         return Vec::new();
     };
     list.iter()
-        .map(|l| SLink {
+        .map(|l| SandboxLink {
             id: l["id"].as_i64().unwrap_or(0),
             reff_no: l["reff_no"].as_str().unwrap_or_default().to_string(),
             title: l["title"].as_str().unwrap_or_default().to_string(),
@@ -45,7 +41,7 @@ fn seed_page() -> Vec<SLink> {
             items: l["items"].as_array().map(|items| {
                 items
                     .iter()
-                    .map(|i| SItem {
+                    .map(|i| SandboxItem {
                         name: i["name"].as_str().unwrap_or_default().to_string(),
                         quantity: dec(&i["quantity"]),
                         unit_price: dec(&i["unit_price"]),
@@ -72,7 +68,7 @@ fn seed_page() -> Vec<SLink> {
 /// most expired on 2025-10-17 (some closed); every tenth has no expiry; every tenth + 5 expires
 /// in 30 days; and the newest generated one (id `n - 25`) expires 24 hours after `start`, so
 /// advancing the clock by a day expires exactly one open link.
-pub fn seed_links(n: usize, start: DateTime<Utc>) -> Vec<SLink> {
+pub fn seed_links(n: usize, start: DateTime<Utc>) -> Vec<SandboxLink> {
     let page = seed_page();
     let mut out = Vec::with_capacity(n);
     let top = page.len().min(n);
@@ -100,25 +96,18 @@ pub fn seed_links(n: usize, start: DateTime<Utc>) -> Vec<SLink> {
             (Some(old_expiry), "open", 1 + id % 5)
         };
         let amount = Decimal::from(10_000 * (1 + (id * 37) % 98));
-        out.push(SLink {
+        let mut link = SandboxLink::new_open(
             id,
-            reff_no: format!("PL2025101614544068f0a4c{id:06x}"),
-            title: format!("Payment for Order #{id}"),
-            status: status.to_string(),
-            required_customer_detail: id % 3 == 0,
+            format!("PL2025101614544068f0a4c{id:06x}"),
+            format!("Payment for Order #{id}"),
+            amount,
             max_usage,
-            current_usage: 0,
-            expired_at,
-            total_amount: amount,
-            items: None,
-            whitelisted_payment_method: None,
-            redirect_url: None,
-            payment_date: None,
-            created_at: created,
-            updated_at: created,
-            optional_metadata: None,
-            has_history: false,
-        });
+            created,
+        );
+        link.status = status.to_string();
+        link.required_customer_detail = id % 3 == 0;
+        link.expired_at = expired_at;
+        out.push(link);
     }
     out
 }

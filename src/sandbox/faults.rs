@@ -1,0 +1,227 @@
+//! Fault injection and the request log: a middleware in front of SingaPay's routes that logs each
+//! request on arrival and, when a fault posted to `/_sandbox/faults` matches, delays, answers an
+//! error or a raw body, cuts the answer in half, expires the tokens or mutates the links first.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use super::state::{SandboxLink, v1_error};
+use super::{SEED_ACCOUNT, Sandbox};
+
+/// An injected fault (`POST /_sandbox/faults`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Fault {
+    /// `token`, `list`, `show`, `methods` or `any`.
+    #[serde(default = "any")]
+    pub route: String,
+    /// Only this list page.
+    #[serde(default)]
+    pub page: Option<u64>,
+    /// How many requests it affects.
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Answer with this status (with a v1 error envelope unless `body` is given).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// `Retry-After` header value.
+    #[serde(default)]
+    pub retry_after: Option<String>,
+    /// Delay before answering, milliseconds.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// Raw body to send instead (e.g. malformed JSON) with status 200 unless `status` is given.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Drop the connection in the middle of the answer: the status line, the headers (with the
+    /// full `Content-Length`) and half the body are sent, then the body fails and the server
+    /// closes the connection, as a peer reset would.
+    #[serde(default)]
+    pub reset: bool,
+    /// Invalidate every issued token before answering (the request then gets a 401).
+    #[serde(default)]
+    pub expire_tokens: bool,
+    /// Scripted mutation: add this many links (newest ids) before answering.
+    #[serde(default)]
+    pub add_links: u32,
+    /// Scripted mutation: delete these links (of the seeded account) before answering.
+    #[serde(default)]
+    pub delete_links: Vec<i64>,
+}
+
+fn any() -> String {
+    "any".into()
+}
+fn one() -> u32 {
+    1
+}
+
+/// A logged request (`GET /_sandbox/requests`).
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct LoggedRequest {
+    /// Method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Query string.
+    pub query: Option<String>,
+    /// Status answered; 0 if no answer was sent (the client gave up first).
+    pub status: u16,
+}
+
+fn route_kind(path: &str) -> &'static str {
+    if path.starts_with("/api/v1.1/access-token") {
+        "token"
+    } else if path.ends_with("/payment-methods") {
+        "methods"
+    } else if path.starts_with("/api/v1.0/payment-link-manage/") {
+        if path.trim_end_matches('/').matches('/').count() >= 5 {
+            "show"
+        } else {
+            "list"
+        }
+    } else {
+        "other"
+    }
+}
+
+fn query_page(q: Option<&str>) -> Option<u64> {
+    q?.split('&')
+        .find_map(|kv| kv.strip_prefix("page="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The middleware: logs the request, then applies the first matching fault, if any.
+pub(super) async fn faults_and_log(
+    State(sb): State<Sandbox>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_owned);
+    let kind = route_kind(&path);
+    let page = query_page(query.as_deref());
+    // Logged on arrival (status 0 until answered: a request whose client gave up stays 0).
+    let slot = {
+        let mut st = sb.lock();
+        st.log.push(LoggedRequest {
+            method,
+            path,
+            query,
+            status: 0,
+        });
+        st.log.len() - 1
+    };
+    let fault = {
+        let mut st = sb.lock();
+        let pos = st.faults.iter().position(|f| {
+            (f.route == "any" || f.route == kind)
+                && (f.page.is_none() || (kind == "list" && f.page == Some(page.unwrap_or(1))))
+        });
+        pos.map(|i| {
+            let f = st.faults[i].clone();
+            if st.faults[i].count <= 1 {
+                st.faults.remove(i);
+            } else {
+                st.faults[i].count -= 1;
+            }
+            f
+        })
+    };
+    let resp = match fault {
+        Some(f) => {
+            if f.expire_tokens || f.add_links > 0 || !f.delete_links.is_empty() {
+                let mut st = sb.lock();
+                if f.expire_tokens {
+                    st.tokens.clear();
+                }
+                let now = st.now();
+                for _ in 0..f.add_links {
+                    let id = st.next_link_id;
+                    st.next_link_id += 1;
+                    let link = SandboxLink::new_open(
+                        id,
+                        format!("PLMIDPASS{id:08}"),
+                        format!("Created mid-pass #{id}"),
+                        Decimal::from(25_000),
+                        1,
+                        now,
+                    );
+                    st.accounts
+                        .entry(SEED_ACCOUNT.to_string())
+                        .or_default()
+                        .insert(id, link);
+                }
+                if let Some(a) = st.accounts.get_mut(SEED_ACCOUNT) {
+                    for id in &f.delete_links {
+                        a.remove(id);
+                    }
+                }
+            }
+            if let Some(ms) = f.delay_ms {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            match (f.status, f.body) {
+                (None, None) if f.reset => cut_in_half(next.run(req).await).await,
+                (None, None) => next.run(req).await,
+                (status, Some(body)) => {
+                    let code =
+                        StatusCode::from_u16(status.unwrap_or(200)).unwrap_or(StatusCode::OK);
+                    let mut r = (code, body).into_response();
+                    if let Some(ra) = f.retry_after.and_then(|v| v.parse().ok()) {
+                        r.headers_mut().insert("retry-after", ra);
+                    }
+                    r
+                }
+                (Some(status), None) => {
+                    let code =
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    let msg = if status == 403 {
+                        "Your IP address (127.0.0.1) is not registered".to_string()
+                    } else {
+                        code.canonical_reason().unwrap_or("error").to_string()
+                    };
+                    let mut r = v1_error(code, &msg, None);
+                    if let Some(ra) = f.retry_after.and_then(|v| v.parse().ok()) {
+                        r.headers_mut().insert("retry-after", ra);
+                    }
+                    r
+                }
+            }
+        }
+        None => next.run(req).await,
+    };
+    if let Some(entry) = sb.lock().log.get_mut(slot) {
+        entry.status = resp.status().as_u16();
+    }
+    resp
+}
+
+/// The `reset` fault: `resp` with its body cut after half of it by an I/O error (hyper then
+/// aborts the connection; the client sees an incomplete body).
+async fn cut_in_half(resp: Response) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let full = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    parts
+        .headers
+        .insert(axum::http::header::CONTENT_LENGTH, full.len().into());
+    let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> = vec![
+        Ok(full.slice(..full.len() / 2)),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "sandbox fault: connection reset",
+        )),
+    ];
+    Response::from_parts(
+        parts,
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+    )
+}

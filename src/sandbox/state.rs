@@ -1,0 +1,260 @@
+//! The sandbox's state: accounts and their links, payment history, tokens, faults, the request log
+//! and the clock offset; and how SingaPay writes them (v1 envelopes, WIB times, money strings).
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use super::faults::{Fault, LoggedRequest};
+use crate::time::{jakarta, parse_singapay_time};
+
+/// The payment method catalogue (reference §6.1, sandbox 2026-08-21).
+pub(super) const METHODS: &[(&str, &str, &str)] = &[
+    ("VA_BCA", "VA BCA", "va"),
+    ("VA_BNC", "VA BNC", "va"),
+    ("VA_BNI", "VA BNI", "va"),
+    ("VA_BRI", "VA BRI", "va"),
+    ("VA_BSI", "VA BSI", "va"),
+    ("VA_CIMB", "VA CIMB", "va"),
+    ("VA_DANAMON", "VA Danamon", "va"),
+    ("VA_MANDIRI", "VA Mandiri", "va"),
+    ("VA_MAYBANK", "VA Maybank", "va"),
+    ("VA_MUAMALAT", "VA Muamalat", "va"),
+    ("VA_OCBC", "VA OCBC", "va"),
+    ("VA_PERMATA", "VA Permata", "va"),
+    ("QRIS", "QRIS", "qris"),
+    ("EWALLET_DANA", "DANA", "ewallet"),
+    ("EWALLET_GOPAY", "GoPay", "ewallet"),
+    ("EWALLET_OVO", "OVO", "ewallet"),
+    ("EWALLET_SHOPEEPAY", "ShopeePay", "ewallet"),
+    ("ALFAMART", "Alfamart (Linkqu)", "offline_store"),
+    ("INDOMARET", "Indomaret", "offline_store"),
+    ("NICEPAY_CARD", "Credit Card", "card"),
+];
+
+/// One item of a sandbox link.
+#[derive(Debug, Clone)]
+pub struct SandboxItem {
+    /// Name.
+    pub name: String,
+    /// Quantity.
+    pub quantity: Decimal,
+    /// Unit price, Rupiah.
+    pub unit_price: Decimal,
+}
+
+/// A sandbox link (the server's own record).
+#[derive(Debug, Clone)]
+pub struct SandboxLink {
+    /// Id.
+    pub id: i64,
+    /// Merchant reference.
+    pub reff_no: String,
+    /// Title.
+    pub title: String,
+    /// Stored status: `open` or `closed` (`expired` if set so by update).
+    pub status: String,
+    /// Customer details required.
+    pub required_customer_detail: bool,
+    /// Maximum payments.
+    pub max_usage: i64,
+    /// Payments so far.
+    pub current_usage: i64,
+    /// Expiry.
+    pub expired_at: Option<DateTime<Utc>>,
+    /// Total, Rupiah.
+    pub total_amount: Decimal,
+    /// Items.
+    pub items: Option<Vec<SandboxItem>>,
+    /// Whitelist.
+    pub whitelisted_payment_method: Option<Vec<String>>,
+    /// Redirect.
+    pub redirect_url: Option<String>,
+    /// Last payment.
+    pub payment_date: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Updated.
+    pub updated_at: DateTime<Utc>,
+    /// Metadata.
+    pub optional_metadata: Option<Value>,
+    /// Whether a payment history row exists (delete is then refused).
+    pub has_history: bool,
+}
+
+impl SandboxLink {
+    /// An open, unpaid link without items, expiry or whitelist, created at `at`.
+    pub fn new_open(
+        id: i64,
+        reff_no: String,
+        title: String,
+        total_amount: Decimal,
+        max_usage: i64,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            reff_no,
+            title,
+            status: "open".into(),
+            required_customer_detail: false,
+            max_usage,
+            current_usage: 0,
+            expired_at: None,
+            total_amount,
+            items: None,
+            whitelisted_payment_method: None,
+            redirect_url: None,
+            payment_date: None,
+            created_at: at,
+            updated_at: at,
+            optional_metadata: None,
+            has_history: false,
+        }
+    }
+}
+
+/// One payment history row.
+#[derive(Debug, Clone)]
+pub(super) struct History {
+    pub(super) id: i64,
+    pub(super) account: String,
+    pub(super) link_id: i64,
+    pub(super) link_reff_no: String,
+    pub(super) reff_no: String,
+    pub(super) method: String,
+    pub(super) amount: Decimal,
+    pub(super) at: DateTime<Utc>,
+}
+
+/// Everything the sandbox holds, behind one mutex.
+#[derive(Debug)]
+pub(super) struct SandboxState {
+    pub(super) accounts: BTreeMap<String, BTreeMap<i64, SandboxLink>>,
+    pub(super) histories: Vec<History>,
+    pub(super) next_link_id: i64,
+    pub(super) next_history_id: i64,
+    pub(super) offset: chrono::Duration,
+    pub(super) tokens: HashMap<String, DateTime<Utc>>,
+    pub(super) token_ttl: i64,
+    pub(super) faults: Vec<Fault>,
+    pub(super) log: Vec<LoggedRequest>,
+    pub(super) payment_host: String,
+}
+
+impl SandboxState {
+    /// The sandbox's clock: real time plus the control plane's offset.
+    pub(super) fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.offset
+    }
+
+    /// Renders a link as SingaPay does (seed 004's quirks).
+    pub(super) fn render(&self, account: &str, l: &SandboxLink) -> Value {
+        let now = self.now();
+        let is_expired = l.expired_at.is_some_and(|e| e <= now);
+        let status_computed = if l.status == "closed" {
+            "closed"
+        } else if is_expired || l.status == "expired" {
+            "expired"
+        } else {
+            "open"
+        };
+        let mut v = json!({
+            "id": l.id,
+            "reff_no": l.reff_no,
+            "title": l.title,
+            "payment_url": format!("{}/b2b/{}", self.payment_host, l.reff_no),
+            "status": l.status,
+            "status_computed": status_computed,
+            "required_customer_detail": l.required_customer_detail,
+            "max_usage": l.max_usage,
+            "current_usage": l.current_usage,
+            "expired_at": l.expired_at.map(wib),
+            "is_expired": is_expired,
+            "total_amount": money(l.total_amount),
+            "items": l.items.as_ref().map(|items| items.iter().map(|i| json!({
+                "name": i.name,
+                "quantity": i.quantity.normalize().to_string(),
+                "unit_price": i.unit_price.normalize().to_string(),
+                "subtotal": serde_json::from_str::<Value>(&(i.quantity * i.unit_price).normalize().to_string())
+                    .unwrap_or(Value::Null),
+            })).collect::<Vec<_>>()),
+            "whitelisted_payment_method": l.whitelisted_payment_method,
+            "redirect_url": l.redirect_url,
+            "payment_date": l.payment_date.map(wib),
+            "created_at": wib(l.created_at),
+            "updated_at": wib(l.updated_at),
+            "account": {
+                "id": account,
+                "name": "Moh. Zulkifli Katili",
+                "email": "tes@gmail.com",
+                "phone": "08123993201",
+                "status": "active"
+            }
+        });
+        if let Some(m) = &l.optional_metadata {
+            v["optional_metadata"] = m.clone();
+        }
+        v
+    }
+}
+
+/// A v1 error envelope `{"status","success":false,"error":{code,message[,errors]}}`.
+pub(super) fn v1_error(status: StatusCode, message: &str, errors: Option<Value>) -> Response {
+    let mut error = json!({"code": status.as_u16(), "message": message});
+    if let Some(e) = errors {
+        error["errors"] = e;
+    }
+    (
+        status,
+        Json(json!({"status": status.as_u16(), "success": false, "error": error})),
+    )
+        .into_response()
+}
+
+/// A v1 success envelope around `data`.
+pub(super) fn ok(data: Value) -> Response {
+    Json(json!({"status": 200, "success": true, "data": data})).into_response()
+}
+
+/// A time as SingaPay writes it: RFC 3339 in WIB (`+07:00`), whole seconds.
+pub(super) fn wib(t: DateTime<Utc>) -> String {
+    t.with_timezone(&jakarta())
+        .to_rfc3339_opts(SecondsFormat::Secs, false)
+}
+
+/// An amount as SingaPay writes it: a decimal string with two places (`"20000.00"`).
+pub(super) fn money(d: Decimal) -> String {
+    let mut d = d;
+    d.rescale(2);
+    d.to_string()
+}
+
+/// A decimal from a JSON number or string (`None` for anything else).
+pub(super) fn decimal_from_json(v: &Value) -> Option<Decimal> {
+    match v {
+        Value::Number(n) => n.to_string().parse().ok(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// `expired_at` as create/update take it: 13-digit Unix milliseconds (number or string) or
+/// null (seeds 000 and 003: "Epoch/Unix Millisecond Timestamp format / 13 digits").
+pub(super) fn parse_expiry_millis(v: &Value) -> Result<Option<DateTime<Utc>>, String> {
+    let s = match v {
+        Value::Null => return Ok(None),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return Err("The expired at must be 13 digits.".into()),
+    };
+    if s.len() != 13 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("The expired at must be 13 digits.".into());
+    }
+    parse_singapay_time(&s).map(Some)
+}
