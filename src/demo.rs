@@ -19,12 +19,10 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::config::Config;
-use crate::sandbox::{
-    SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SANDBOX_PARTNER_ID, SEED_ACCOUNT, Sandbox,
-    SandboxOptions,
-};
+use crate::event::Event;
+use crate::sandbox::{DaemonConfig, EmailEntry, SEED_ACCOUNT, Sandbox, SandboxOptions, strings};
 use crate::standard_webhooks::{WebhookSecret, verify};
+use crate::types::EventType;
 
 /// A callback the demo's receiver accepted.
 #[derive(Debug, Clone)]
@@ -132,37 +130,40 @@ async fn sandbox_post(
     Ok(r.error_for_status()?.json().await?)
 }
 
-fn rupiah(v: &Value) -> String {
-    v.as_str()
-        .and_then(|s| s.parse().ok())
-        .map(crate::money::format_rupiah)
-        .unwrap_or_else(|| v.to_string())
-}
-
-fn describe(e: &Value) -> String {
-    let o = &e["data"]["object"];
-    let p = &e["data"]["previous_attributes"];
-    let what = match e["type"].as_str().unwrap_or_default() {
-        "payment_link.paid" => format!(
+/// One line per event: type, link, sequence, title and what changed.
+fn describe(e: &Event) -> String {
+    let o = &e.data.object;
+    let what = match e.event_type {
+        EventType::Paid => format!(
             "usage {} → {} (+{}), {} each",
-            p["current_usage"],
+            e.previous("current_usage"),
             o["current_usage"],
-            e["data"]["usage_delta"],
-            rupiah(&o["total_amount"])
+            e.data.usage_delta.unwrap_or(0),
+            o["total_amount"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .map(crate::money::format_rupiah)
+                .unwrap_or_else(|| o["total_amount"].to_string())
         ),
-        "payment_link.exhausted" => format!("usage {}/{}", o["current_usage"], o["max_usage"]),
-        "payment_link.status_changed" => format!(
+        EventType::Exhausted => format!("usage {}/{}", o["current_usage"], o["max_usage"]),
+        EventType::StatusChanged => format!(
             "status_computed {} → {} (status {}, is_expired {})",
-            p["status_computed"], o["status_computed"], o["status"], o["is_expired"]
+            e.previous("status_computed"),
+            o["status_computed"],
+            o["status"],
+            o["is_expired"]
         ),
-        "payment_link.updated" => format!("changed {}", p),
-        _ => String::new(),
+        EventType::Updated => format!(
+            "changed {}",
+            Value::Object(e.data.previous_attributes.clone().unwrap_or_default())
+        ),
+        EventType::Created | EventType::Deleted => String::new(),
     };
     format!(
         "{:<28} link {:>3} seq {}  {:<24} {}",
-        e["type"].as_str().unwrap_or_default(),
+        e.event_type.as_str(),
         o["id"],
-        e["sequence"],
+        e.sequence,
         o["title"].as_str().unwrap_or_default(),
         what
     )
@@ -211,43 +212,32 @@ pub async fn run(out: &mut dyn Write) -> anyhow::Result<()> {
             .await;
     });
 
-    let admin_token = hex::encode(rand::random::<[u8; 16]>());
-    let toml = format!(
-        r#"
-[ledger]
-path = "{ledger}"
-[singapay]
-base_url = "{sb}"
-partner_id = "{SANDBOX_PARTNER_ID}"
-client_id = "{SANDBOX_CLIENT_ID}"
-client_secret = "{SANDBOX_CLIENT_SECRET}"
-per_page = 25
-[sync]
-schedule = "0 0 0 1 1 *"
-[[accounts]]
-id = "{SEED_ACCOUNT}"
-name = "Toko Utama"
-[http]
-listen = "127.0.0.1:0"
-admin_token = "{admin_token}"
-[delivery]
-retry_schedule = ["1s", "2s"]
-[[webhooks]]
-name = "erp"
-url = "http://{rx_addr}/hooks/singapay"
-secret = "{secret_text}"
-[email]
-smtp_url = "file://{mail}"
-from = "SingaPay Sync <sync@toko-utama.example>"
-[[email.recipients]]
-name = "finance"
-to = ["Finance <finance@toko-utama.example>"]
-events = ["payment_link.paid", "payment_link.exhausted", "payment_link.status_changed"]
-"#,
-        ledger = dir.join("ledger.db").display(),
-        mail = mail_dir.display(),
+    let mut daemon = DaemonConfig::new(&sb, dir.join("ledger.db"));
+    daemon.schedule = "0 0 0 1 1 *".into();
+    daemon.retry_schedule = Some(strings(&["1s", "2s"]));
+    daemon.webhook(
+        "erp",
+        &format!("http://{rx_addr}/hooks/singapay"),
+        &secret_text,
+        None,
     );
-    let cfg = Config::from_toml_str(&toml).map_err(|e| anyhow::anyhow!("{e}"))?;
+    daemon.email = Some(EmailEntry {
+        smtp_url: format!("file://{}", mail_dir.display()),
+        from: "SingaPay Sync <sync@toko-utama.example>".into(),
+        to: strings(&["Finance <finance@toko-utama.example>"]),
+        events: Some(
+            [
+                EventType::Paid,
+                EventType::Exhausted,
+                EventType::StatusChanged,
+            ]
+            .map(|t| t.to_string())
+            .to_vec(),
+        ),
+        timeout: None,
+    });
+    let cfg = daemon.build().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let admin_token = daemon.admin_token.clone();
     let app = App::build(cfg).await?;
     let admin_addr = app.local_addr().context("admin listener")?;
     let daemon_stop = CancellationToken::new();
@@ -305,7 +295,8 @@ events = ["payment_link.paid", "payment_link.exhausted", "payment_link.status_ch
     // 3. The next pass.
     let run = admin.resync().await?;
     let events = admin.get("/events?limit=100").await?;
-    let list = events["events"].as_array().cloned().unwrap_or_default();
+    let list: Vec<Event> = serde_json::from_value(events["events"].clone())
+        .context("the pull feed answered something that is not a list of events")?;
     writeln!(
         out,
         "\n3. Next pass (run {}): {} events detected and committed with their deliveries:",

@@ -11,8 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::api::{insert_link, not_found, remove_link};
-use super::faults::{Fault, LoggedRequest};
-use super::state::{History, SandboxLink, decimal_from_json, ok};
+use super::state::{Fault, History, LoggedRequest, SandboxLink, decimal_from_json, ok};
 use super::{ApiResult, Sandbox, seed};
 use crate::time::{jakarta, parse_singapay_time};
 

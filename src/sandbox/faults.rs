@@ -9,70 +9,9 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
-use serde::Deserialize;
 
-use super::state::{SandboxLink, v1_error};
+use super::state::{LoggedRequest, SandboxLink, v1_error};
 use super::{SEED_ACCOUNT, Sandbox};
-
-/// An injected fault (`POST /_sandbox/faults`).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Fault {
-    /// `token`, `list`, `show`, `methods` or `any`.
-    #[serde(default = "any")]
-    pub route: String,
-    /// Only this list page.
-    #[serde(default)]
-    pub page: Option<u64>,
-    /// How many requests it affects.
-    #[serde(default = "one")]
-    pub count: u32,
-    /// Answer with this status (with a v1 error envelope unless `body` is given).
-    #[serde(default)]
-    pub status: Option<u16>,
-    /// `Retry-After` header value.
-    #[serde(default)]
-    pub retry_after: Option<String>,
-    /// Delay before answering, milliseconds.
-    #[serde(default)]
-    pub delay_ms: Option<u64>,
-    /// Raw body to send instead (e.g. malformed JSON) with status 200 unless `status` is given.
-    #[serde(default)]
-    pub body: Option<String>,
-    /// Drop the connection in the middle of the answer: the status line, the headers (with the
-    /// full `Content-Length`) and half the body are sent, then the body fails and the server
-    /// closes the connection, as a peer reset would.
-    #[serde(default)]
-    pub reset: bool,
-    /// Invalidate every issued token before answering (the request then gets a 401).
-    #[serde(default)]
-    pub expire_tokens: bool,
-    /// Scripted mutation: add this many links (newest ids) before answering.
-    #[serde(default)]
-    pub add_links: u32,
-    /// Scripted mutation: delete these links (of the seeded account) before answering.
-    #[serde(default)]
-    pub delete_links: Vec<i64>,
-}
-
-fn any() -> String {
-    "any".into()
-}
-fn one() -> u32 {
-    1
-}
-
-/// A logged request (`GET /_sandbox/requests`).
-#[derive(Debug, Clone, serde::Serialize, Deserialize)]
-pub struct LoggedRequest {
-    /// Method.
-    pub method: String,
-    /// Path.
-    pub path: String,
-    /// Query string.
-    pub query: Option<String>,
-    /// Status answered; 0 if no answer was sent (the client gave up first).
-    pub status: u16,
-}
 
 fn route_kind(path: &str) -> &'static str {
     if path.starts_with("/api/v1.1/access-token") {

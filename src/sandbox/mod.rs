@@ -13,6 +13,7 @@
 
 mod api;
 mod control;
+mod daemon_config;
 mod faults;
 pub mod seed;
 mod state;
@@ -29,9 +30,10 @@ use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use faults::{Fault, LoggedRequest};
+pub use daemon_config::{AccountEntry, DaemonConfig, EmailEntry, WebhookEntry, strings};
 pub use seed::SEED_ACCOUNT;
 use state::SandboxState;
+pub use state::{Fault, LoggedRequest};
 
 /// Sandbox credentials (what a config pointing at the sandbox uses).
 pub const SANDBOX_PARTNER_ID: &str = "sandbox-partner-id";

@@ -445,4 +445,24 @@ mod tests {
                 .contains("`id`")
         );
     }
+
+    #[test]
+    fn error_envelopes_v1_and_v2_are_classified_with_singapay_words() {
+        let v1 = r#"{"status":403,"success":false,"error":{"code":403,"message":"Your IP address (1.2.3.4) is not registered"}}"#;
+        match decode_list(403, v1).unwrap_err() {
+            SingapayError::Fatal {
+                status, message, ..
+            } => {
+                assert_eq!(status, 403);
+                assert!(message.contains("not registered"));
+            }
+            e => panic!("{e:?}"),
+        }
+        let v2 = r#"{"response_code":"SP013","response_message":"Unauthorized"}"#;
+        assert!(decode_list(200, v2).unwrap_err().is_auth());
+        assert!(matches!(
+            decode_list(200, "<html>").unwrap_err(),
+            SingapayError::Malformed(_)
+        ));
+    }
 }

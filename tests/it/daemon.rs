@@ -9,15 +9,11 @@ use crate::harness::*;
 async fn the_daemon_answers_health_guards_resync_and_exits_0_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let sandbox = TestSandbox::start().await;
-    let mut setup = new_setup(&dir, &sandbox);
-    // A fixed free port: bind, read it, release, hand it to the daemon.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    setup.listen = format!("127.0.0.1:{port}");
+    let mut config = test_config(&dir, &sandbox);
+    let port = free_port();
+    config.listen = format!("127.0.0.1:{port}");
     let cfg = dir.path().join("config.toml");
-    std::fs::write(&cfg, setup.toml()).unwrap();
+    std::fs::write(&cfg, config.toml()).unwrap();
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
         .arg("--config")
@@ -148,9 +144,8 @@ async fn check_config_exits_2_listing_every_problem() {
 async fn a_fatal_403_stops_sync_after_one_request_with_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let sandbox = TestSandbox::start().await;
-    let setup = new_setup(&dir, &sandbox);
     let cfg = dir.path().join("config.toml");
-    std::fs::write(&cfg, setup.toml()).unwrap();
+    std::fs::write(&cfg, test_config(&dir, &sandbox).toml()).unwrap();
     sandbox
         .fault(serde_json::json!({"route": "token", "status": 403, "count": 100}))
         .await;
@@ -173,21 +168,20 @@ async fn a_fatal_403_stops_sync_after_one_request_with_exit_1() {
 
 #[tokio::test]
 async fn the_cli_lists_dead_deliveries_and_retries_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let sandbox = TestSandbox::start().await;
     let erp = Receiver::start(vec![500, 500]).await;
-    let mut setup = new_setup(&dir, &sandbox);
-    setup.webhooks.push(("erp".into(), erp.clone(), None));
-    setup.retry_schedule = vec!["10ms"];
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(&cfg, setup.toml()).unwrap();
-    let app = setup.app().await;
-    app.sync_all(None).await;
-    sandbox.pay(103).await;
-    app.sync_all(None).await;
-    app.dispatcher.dispatch_due().await.unwrap();
+    let t = TestApp::spawn_with(|c| {
+        subscribe(c, "erp", &erp, None);
+        c.retry_schedule = Some(singapay_sync::sandbox::strings(&["10ms"]));
+    })
+    .await;
+    let cfg = t.dir.path().join("config.toml");
+    std::fs::write(&cfg, t.config.toml()).unwrap();
+    t.sync_ok().await;
+    t.sandbox.pay(103).await;
+    t.sync_ok().await;
+    t.dispatch().await;
     tokio::time::sleep(Duration::from_millis(30)).await;
-    assert_eq!(app.dispatcher.dispatch_due().await.unwrap().dead, 1);
+    assert_eq!(t.dispatch().await.dead, 1);
 
     let cli = |args: &[&str]| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_singapay-sync"));
@@ -202,6 +196,17 @@ async fn the_cli_lists_dead_deliveries_and_retries_them() {
         .collect();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["state"], "dead");
+    assert_eq!(lines[0]["channel"], "webhook");
+    let refused = cli(&["deliveries", "list", "--state", "lost"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "clap refuses an unknown state"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("pending"));
+    let by_channel = cli(&["deliveries", "list", "--channel", "email", "--json"]);
+    assert_eq!(by_channel.status.code(), Some(0));
+    assert!(by_channel.stdout.is_empty(), "no e-mail deliveries");
     assert_eq!(lines[0]["last_status"], 500);
     let id = lines[0]["id"].as_i64().unwrap();
     assert_eq!(
@@ -212,9 +217,9 @@ async fn the_cli_lists_dead_deliveries_and_retries_them() {
         cli(&["deliveries", "retry", "999999"]).status.code(),
         Some(1)
     );
-    let d = app.dispatcher.dispatch_due().await.unwrap();
+    let d = t.dispatch().await;
     assert_eq!(d.delivered, 1);
-    let log = app.ledger.delivery_attempts(id).await.unwrap();
+    let log = t.app.ledger.delivery_attempts(id).await.unwrap();
     assert_eq!(
         log.iter().map(|a| a.status).collect::<Vec<_>>(),
         [Some(500), Some(500), Some(200)],

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-use singapay_sync::ledger::EventFilter;
-use singapay_sync::types::{AccountId, EventType};
+use serde_json::{Value, json};
+use singapay_sync::ledger::{EventFilter, EventRow};
+use singapay_sync::types::{EventType, LinkId};
 
 use crate::harness::*;
 
@@ -29,38 +29,33 @@ fn mail_parts(data: &[u8]) -> (String, Vec<String>, String, String) {
 
 #[tokio::test]
 async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let sandbox = TestSandbox::start().await;
     let erp = Receiver::start(vec![]).await;
     let payments_only = Receiver::start(vec![]).await;
     let smtp = SmtpSink::start().await;
-    let mut setup = new_setup(&dir, &sandbox);
-    setup.webhooks.push(("erp".into(), erp.clone(), None));
-    setup.webhooks.push((
-        "cashier".into(),
-        payments_only.clone(),
-        Some(vec!["payment_link.paid"]),
-    ));
-    setup.smtp = Some((
-        smtp.clone(),
-        vec!["finance@toko.example", "Owner <owner@toko.example>"],
-        Some(vec![
-            "payment_link.paid",
-            "payment_link.exhausted",
-            "payment_link.status_changed",
-        ]),
-    ));
-    let app = setup.app().await;
-    let account = AccountId::parse(ACCOUNT).unwrap();
+    let t = TestApp::spawn_with(|c| {
+        subscribe(c, "erp", &erp, None);
+        subscribe(c, "cashier", &payments_only, Some(&["payment_link.paid"]));
+        mail_to(
+            c,
+            &smtp,
+            &["finance@toko.example", "Owner <owner@toko.example>"],
+            Some(&[
+                "payment_link.paid",
+                "payment_link.exhausted",
+                "payment_link.status_changed",
+            ]),
+        );
+    })
+    .await;
+    let (app, sandbox) = (&t.app, &t.sandbox);
 
     // Baseline: 103 links, 5 pages of 25, nothing to tell anyone.
-    let r = app.sync_all(None).await;
-    let base = r[0].1.as_ref().unwrap();
+    let base = t.sync_ok().await;
     assert!(base.baseline);
     assert_eq!((base.links_seen, base.pages, base.events), (103, 5, 0));
     assert_eq!(base.links_written, 103);
-    assert_eq!(app.ledger.count_live_links(&account).await.unwrap(), 103);
-    assert_eq!(app.dispatcher.dispatch_due().await.unwrap().attempted, 0);
+    assert_eq!(app.ledger.count_live_links(&account()).await.unwrap(), 103);
+    assert_eq!(t.dispatch().await.attempted, 0);
 
     // Customers and the merchant act; the clock moves 25 h (link 78 expires).
     sandbox.pay(103).await;
@@ -77,107 +72,73 @@ async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_onc
     let new_id = added["data"]["id"].as_i64().unwrap();
     assert_eq!(new_id, 104);
 
-    let r = app.sync_all(None).await;
-    let pass = r[0].1.as_ref().unwrap();
+    let pass = t.sync_ok().await;
     assert!(!pass.baseline);
     assert_eq!(pass.events, 6, "{pass:?}");
     // Only the changed rows were written (5 changed + 1 new; the deleted one is marked).
     assert_eq!(pass.links_written, 6);
 
-    let events = app
-        .ledger
-        .events(&EventFilter {
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    let by_link: BTreeMap<i64, Vec<&singapay_sync::ledger::EventRow>> =
-        events.iter().fold(BTreeMap::new(), |mut m, e| {
-            m.entry(e.link_id).or_default().push(e);
-            m
-        });
+    let events = t.events().await;
+    let by_link: BTreeMap<i64, Vec<&EventRow>> = events.iter().fold(BTreeMap::new(), |mut m, e| {
+        m.entry(e.link_id.0).or_default().push(e);
+        m
+    });
     assert_eq!(
         by_link.keys().copied().collect::<Vec<_>>(),
         [50, 60, 78, 102, 103, 104]
     );
     for evs in by_link.values() {
         assert_eq!(evs.len(), 1);
-        assert_eq!(evs[0].sequence, 1);
+        assert_eq!(evs[0].event.sequence, 1);
+        assert_eq!(evs[0].event.account_id.as_str(), ACCOUNT);
     }
-    let ev = |id: i64| &by_link[&id][0];
+    let ev = |id: i64| &by_link[&id][0].event;
+    let prev = |e: &singapay_sync::event::Event| {
+        Value::Object(e.data.previous_attributes.clone().unwrap_or_default())
+    };
 
     let paid = ev(103);
     assert_eq!(paid.event_type, EventType::Paid);
-    assert_eq!(paid.usage_delta, Some(2));
-    assert_eq!(paid.envelope["data"]["usage_delta"], 2);
+    assert_eq!(paid.data.usage_delta, Some(2));
     assert_eq!(
-        paid.envelope["data"]["previous_attributes"],
+        prev(paid),
         json!({"current_usage": 2, "payment_date": "2025-10-21T06:59:40Z"})
     );
-    assert_eq!(paid.envelope["data"]["object"]["current_usage"], 4);
-    assert_eq!(paid.envelope["data"]["object"]["total_amount"], "20000.00");
-    assert_eq!(paid.envelope["account_id"], ACCOUNT);
+    assert_eq!(paid.data.object["current_usage"], 4);
+    assert_eq!(paid.data.object["total_amount"], "20000.00");
 
     let closed = ev(102);
     assert_eq!(closed.event_type, EventType::StatusChanged);
     assert_eq!(
-        closed.envelope["data"]["previous_attributes"],
+        prev(closed),
         json!({"status": "open", "status_computed": "open", "is_expired": false})
     );
-    assert_eq!(
-        closed.envelope["data"]["object"]["status_computed"],
-        "closed"
-    );
+    assert_eq!(closed.data.object["status_computed"], "closed");
 
     let expired = ev(78);
     assert_eq!(expired.event_type, EventType::StatusChanged);
-    assert_eq!(expired.envelope["data"]["object"]["status"], "open");
-    assert_eq!(
-        expired.envelope["data"]["object"]["status_computed"],
-        "expired"
-    );
-    assert_eq!(expired.envelope["data"]["object"]["is_expired"], true);
-    assert_eq!(
-        expired.envelope["data"]["previous_attributes"]["status_computed"],
-        "open"
-    );
+    assert_eq!(expired.data.object["status"], "open");
+    assert_eq!(expired.data.object["status_computed"], "expired");
+    assert_eq!(expired.data.object["is_expired"], true);
+    assert_eq!(expired.previous("status_computed"), "open");
 
     let retitled = ev(60);
     assert_eq!(retitled.event_type, EventType::Updated);
-    assert_eq!(
-        retitled.envelope["data"]["previous_attributes"],
-        json!({"title": "Payment for Order #60"})
-    );
+    assert_eq!(prev(retitled), json!({"title": "Payment for Order #60"}));
 
     let deleted = ev(50);
     assert_eq!(deleted.event_type, EventType::Deleted);
-    assert_eq!(deleted.envelope["data"]["object"]["id"], 50);
-    assert!(
-        app.ledger
-            .get_link(&account, singapay_sync::types::LinkId(50))
-            .await
-            .unwrap()
-            .unwrap()
-            .deleted_at
-            .is_some()
-    );
+    assert_eq!(deleted.data.object["id"], 50);
+    assert!(t.link(50).await.deleted_at.is_some());
 
     let created = ev(104);
     assert_eq!(created.event_type, EventType::Created);
-    assert_eq!(
-        created.envelope["data"]["object"]["total_amount"],
-        "75000.00"
-    );
-    assert!(
-        created.envelope["data"]
-            .get("previous_attributes")
-            .is_none()
-    );
+    assert_eq!(created.data.object["total_amount"], "75000.00");
+    assert_eq!(created.data.previous_attributes, None);
+    assert_eq!(created.data.usage_delta, None);
 
     // Deliver: 6 to the ERP, 1 to the payments-only hook, 3 e-mail deliveries in one digest.
-    let d = app.dispatcher.dispatch_due().await.unwrap();
+    let d = t.dispatch().await;
     assert_eq!((d.attempted, d.delivered, d.retrying), (10, 10, 0), "{d:?}");
 
     let hits = erp.hits();
@@ -185,7 +146,7 @@ async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_onc
     assert!(hits.iter().all(|h| h.verified && h.answered == 200));
     let mut ids: Vec<&str> = hits.iter().map(|h| h.webhook_id.as_str()).collect();
     ids.sort();
-    let mut want: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let mut want: Vec<&str> = events.iter().map(|e| e.event.id.0.as_str()).collect();
     want.sort();
     assert_eq!(
         ids, want,
@@ -224,13 +185,12 @@ async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_onc
     assert!(html.contains("Rp 40.000"), "{html}");
 
     // Nothing changed: no event, no delivery, no row written.
-    let r = app.sync_all(None).await;
-    let idle = r[0].1.as_ref().unwrap();
+    let idle = t.sync_ok().await;
     assert_eq!(
         (idle.events, idle.links_written, idle.links_seen),
         (0, 0, 103)
     );
-    assert_eq!(app.dispatcher.dispatch_due().await.unwrap().attempted, 0);
+    assert_eq!(t.dispatch().await.attempted, 0);
     assert_eq!(erp.hits().len(), 6);
     assert_eq!(smtp.mails().len(), 1);
     assert_eq!(app.ledger.count_events().await.unwrap(), 6);
@@ -238,24 +198,21 @@ async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_onc
 
 #[tokio::test]
 async fn a_pass_that_exhausts_a_link_emits_paid_then_exhausted_with_rising_sequences() {
-    let dir = tempfile::tempdir().unwrap();
-    let sandbox = TestSandbox::start().await;
-    let setup = new_setup(&dir, &sandbox);
-    let app = setup.app().await;
-    app.sync_all(None).await[0].1.as_ref().unwrap();
+    let t = TestApp::spawn().await;
+    t.sync_ok().await;
     // Link 78 allows 3 payments; pay 2, sync, pay the last one, sync.
-    sandbox.pay(78).await;
-    sandbox.pay(78).await;
-    app.sync_all(None).await[0].1.as_ref().unwrap();
-    sandbox.pay(78).await;
-    let s = app.sync_all(None).await;
-    let s = s[0].1.as_ref().unwrap();
+    t.sandbox.pay(78).await;
+    t.sandbox.pay(78).await;
+    t.sync_ok().await;
+    t.sandbox.pay(78).await;
+    let s = t.sync_ok().await;
     assert_eq!(s.events_by_type.get("payment_link.paid"), Some(&1));
     assert_eq!(s.events_by_type.get("payment_link.exhausted"), Some(&1));
-    let events = app
+    let events = t
+        .app
         .ledger
         .events(&EventFilter {
-            link_id: Some(singapay_sync::types::LinkId(78)),
+            link_id: Some(LinkId(78)),
             limit: 10,
             ..Default::default()
         })
@@ -264,7 +221,13 @@ async fn a_pass_that_exhausts_a_link_emits_paid_then_exhausted_with_rising_seque
         .unwrap();
     let seen: Vec<(EventType, i64, Option<i64>)> = events
         .iter()
-        .map(|e| (e.event_type, e.sequence, e.usage_delta))
+        .map(|e| {
+            (
+                e.event.event_type,
+                e.event.sequence,
+                e.event.data.usage_delta,
+            )
+        })
         .collect();
     assert_eq!(
         seen,

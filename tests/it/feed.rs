@@ -1,35 +1,16 @@
 //! The pull feed `GET /events?after=` over the real admin API, across a daemon restart.
 
-use serde_json::Value;
-use singapay_sync::app::App;
-use tokio_util::sync::CancellationToken;
+use std::sync::Arc;
+
+use singapay_sync::time::SystemClock;
 
 use crate::harness::*;
 
-async fn start(
-    setup: &Setup,
-) -> (
-    String,
-    CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let app = App::build(setup.config()).await.unwrap();
-    let base = format!("http://{}", app.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let h = tokio::spawn(app.run_until_stopped(stop.clone()));
-    (base, stop, h)
-}
-
-async fn page(
-    http: &reqwest::Client,
-    base: &str,
-    after: Option<&str>,
-) -> (Vec<String>, Option<String>) {
-    let url = match after {
-        Some(a) => format!("{base}/events?limit=2&after={a}"),
-        None => format!("{base}/events?limit=2"),
+async fn page(admin: &Admin, after: Option<&str>) -> (Vec<String>, Option<String>) {
+    let v = match after {
+        Some(a) => admin.get(&format!("/events?limit=2&after={a}")).await,
+        None => admin.get("/events?limit=2").await,
     };
-    let v: Value = json_of(http.get(url).bearer_auth(ADMIN_TOKEN)).await;
     let ids = v["events"]
         .as_array()
         .unwrap()
@@ -43,11 +24,11 @@ async fn page(
 async fn the_pull_feed_returns_every_event_once_across_pages_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let sandbox = TestSandbox::start().await;
-    let setup = new_setup(&dir, &sandbox);
-    let http = reqwest::Client::new();
+    let config = test_config(&dir, &sandbox);
 
-    let (base, stop, h) = start(&setup).await;
-    Admin::new(&base).resync_and_wait().await; // baseline
+    let daemon = serve(&config, Arc::new(SystemClock)).await;
+    let admin = daemon.admin.clone();
+    admin.resync_and_wait().await; // baseline
     for id in [103, 103, 70] {
         sandbox.pay(id).await;
     }
@@ -55,22 +36,23 @@ async fn the_pull_feed_returns_every_event_once_across_pages_and_restarts() {
     sandbox
         .edit(60, serde_json::json!({"title": "renamed"}))
         .await;
-    Admin::new(&base).resync_and_wait().await; // 4 events: 103 paid, 101 status, 70 paid, 60 updated
+    admin.resync_and_wait().await; // 4 events: 103 paid, 101 status, 70 paid, 60 updated
 
     let mut seen = Vec::new();
-    let (ids, mut cursor) = page(&http, &base, None).await;
+    let (ids, mut cursor) = page(&admin, None).await;
     assert_eq!(ids.len(), 2);
     seen.extend(ids);
-    stop.cancel();
-    h.await.unwrap().unwrap();
+    daemon.shutdown().await;
 
     // Restart on the same ledger; more changes arrive; the cursor still works.
-    let (base, stop, h) = start(&setup).await;
+    let daemon = serve(&config, Arc::new(SystemClock)).await;
+    let admin = daemon.admin.clone();
     sandbox.pay(78).await;
-    Admin::new(&base).resync_and_wait().await; // +1 event
+    admin.resync_and_wait().await; // +1 event
     loop {
-        let (ids, next) = page(&http, &base, cursor.as_deref()).await;
+        let (ids, next) = page(&admin, cursor.as_deref()).await;
         if ids.is_empty() {
+            assert_eq!(next, cursor, "an empty page keeps the cursor");
             break;
         }
         seen.extend(ids);
@@ -82,13 +64,10 @@ async fn the_pull_feed_returns_every_event_once_across_pages_and_restarts() {
     unique.dedup();
     assert_eq!(unique.len(), 5, "{seen:?}");
 
-    let unknown = http
-        .get(format!("{base}/events?after=evt_nope"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), 404);
-    stop.cancel();
-    h.await.unwrap().unwrap();
+    let (status, body) = admin
+        .call(reqwest::Method::GET, "/events?after=evt_nope")
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "unknown_cursor");
+    daemon.shutdown().await;
 }

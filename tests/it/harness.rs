@@ -1,26 +1,39 @@
-//! Shared test harness: sandbox, webhook receiver, SMTP listener, config, app.
+//! Shared test harness: [`TestApp`] (a sandbox, a fresh ledger and the app, configured through
+//! the same [`DaemonConfig`] the demo uses), webhook receivers that verify signatures with the
+//! independent `standardwebhooks` crate, an SMTP listener, and an admin-API client.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use serde_json::Value;
+use serde_json::{Value, json};
 use singapay_sync::app::App;
-use singapay_sync::config::Config;
+use singapay_sync::ledger::{DeliveryFilter, DeliveryRow, EventFilter, EventRow, Ledger};
+use singapay_sync::notify::DispatchSummary;
 use singapay_sync::sandbox::{
-    SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SANDBOX_PARTNER_ID, SEED_ACCOUNT, Sandbox,
-    SandboxOptions,
+    DaemonConfig, EmailEntry, LoggedRequest, SEED_ACCOUNT, Sandbox, SandboxOptions, strings,
 };
+use singapay_sync::sync::SyncSummary;
+use singapay_sync::time::{Clock, SystemClock};
+use singapay_sync::types::{AccountId, LinkId};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 pub const ACCOUNT: &str = SEED_ACCOUNT;
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// A schedule that fires at 00:00:00 UTC on 1 January.
+pub const YEARLY: &str = "0 0 0 1 1 *";
+
+/// The seeded account's id.
+pub fn account() -> AccountId {
+    AccountId::parse(ACCOUNT).unwrap()
+}
 
 /// A running sandbox.
 pub struct TestSandbox {
@@ -30,6 +43,7 @@ pub struct TestSandbox {
 }
 
 impl TestSandbox {
+    /// The default sandbox: 103 links (seed 004's page and 78 generated ones).
     pub async fn start() -> Self {
         Self::start_with(103).await
     }
@@ -50,7 +64,8 @@ impl TestSandbox {
         }
     }
 
-    fn link_path(&self, id: i64, action: &str) -> String {
+    /// `/_sandbox/accounts/{ACCOUNT}/links/{id}{action}`.
+    pub fn link_url(&self, id: i64, action: &str) -> String {
         format!(
             "{}/_sandbox/accounts/{ACCOUNT}/links/{id}{action}",
             self.base
@@ -70,10 +85,7 @@ impl TestSandbox {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    pub fn link_url(&self, id: i64, action: &str) -> String {
-        self.link_path(id, action)
-    }
-
+    /// A control-plane call that must succeed.
     pub async fn ctl(&self, method: reqwest::Method, url: String, body: Value) -> Value {
         let (status, v) = self.try_ctl(method, url, body).await;
         assert!(
@@ -84,27 +96,23 @@ impl TestSandbox {
     }
 
     pub async fn pay(&self, id: i64) -> Value {
-        self.ctl(
-            reqwest::Method::POST,
-            self.link_path(id, "/pay"),
-            serde_json::json!({}),
-        )
-        .await
+        self.ctl(reqwest::Method::POST, self.link_url(id, "/pay"), json!({}))
+            .await
     }
     pub async fn close(&self, id: i64) -> Value {
         self.ctl(
             reqwest::Method::POST,
-            self.link_path(id, "/close"),
-            serde_json::json!({}),
+            self.link_url(id, "/close"),
+            json!({}),
         )
         .await
     }
     pub async fn edit(&self, id: i64, patch: Value) -> Value {
-        self.ctl(reqwest::Method::PATCH, self.link_path(id, ""), patch)
+        self.ctl(reqwest::Method::PATCH, self.link_url(id, ""), patch)
             .await
     }
     pub async fn delete(&self, id: i64) -> Value {
-        self.ctl(reqwest::Method::DELETE, self.link_path(id, ""), Value::Null)
+        self.ctl(reqwest::Method::DELETE, self.link_url(id, ""), Value::Null)
             .await
     }
     pub async fn add(&self, body: Value) -> Value {
@@ -126,20 +134,26 @@ impl TestSandbox {
         assert!(r.status().is_success());
     }
 
-    /// The request log: `(method, path, query, status)`.
-    pub async fn requests(&self) -> Vec<(String, String, Option<String>, u16)> {
-        let v: Value = json_of(self.http.get(format!("{}/_sandbox/requests", self.base))).await;
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r["method"].as_str().unwrap().to_string(),
-                    r["path"].as_str().unwrap().to_string(),
-                    r["query"].as_str().map(str::to_owned),
-                    r["status"].as_u64().unwrap() as u16,
-                )
+    /// The request log, in arrival order.
+    pub async fn requests(&self) -> Vec<LoggedRequest> {
+        serde_json::from_value(
+            json_of(self.http.get(format!("{}/_sandbox/requests", self.base))).await,
+        )
+        .unwrap()
+    }
+
+    /// The statuses answered to the list requests of `page` of the seeded account, in order.
+    pub async fn page_statuses(&self, page: u64) -> Vec<u16> {
+        self.requests()
+            .await
+            .into_iter()
+            .filter(|r| {
+                r.path.ends_with(ACCOUNT)
+                    && r.query
+                        .as_deref()
+                        .is_some_and(|q| q.starts_with(&format!("page={page}&")))
             })
+            .map(|r| r.status)
             .collect()
     }
 
@@ -147,7 +161,7 @@ impl TestSandbox {
         self.ctl(
             reqwest::Method::POST,
             format!("{}/_sandbox/clock/advance", self.base),
-            serde_json::json!({ "seconds": seconds }),
+            json!({ "seconds": seconds }),
         )
         .await;
     }
@@ -171,7 +185,10 @@ pub struct Receiver {
     pub hits: Arc<Mutex<Vec<Hit>>>,
     script: Arc<Mutex<Vec<u16>>>,
     /// Milliseconds to wait before answering (stretches a burst).
-    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    pub delay_ms: Arc<AtomicU64>,
+    in_flight: Arc<AtomicUsize>,
+    /// The most requests it was ever serving at once.
+    pub max_in_flight: Arc<AtomicUsize>,
 }
 
 async fn receive(
@@ -180,9 +197,11 @@ async fn receive(
     body: Bytes,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let delay = rx.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+    let now = rx.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    rx.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let delay = rx.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let wh = standardwebhooks::Webhook::new(&rx.secret).unwrap();
     let verified = wh.verify(&body, &h).is_ok();
@@ -206,6 +225,7 @@ async fn receive(
         answered,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     });
+    rx.in_flight.fetch_sub(1, Ordering::SeqCst);
     let mut resp = StatusCode::from_u16(answered).unwrap().into_response();
     if answered == 429 {
         resp.headers_mut()
@@ -224,7 +244,9 @@ impl Receiver {
             secret,
             hits: Arc::new(Mutex::new(Vec::new())),
             script: Arc::new(Mutex::new(script)),
-            delay_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            delay_ms: Arc::new(AtomicU64::new(0)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max_in_flight: Arc::new(AtomicUsize::new(0)),
         };
         let app = Router::new()
             .route("/hooks", post(receive))
@@ -332,111 +354,164 @@ impl SmtpSink {
     }
 }
 
-/// An SMTP sink, its recipient addresses and their event filter.
-pub type EmailSetup = (SmtpSink, Vec<&'static str>, Option<Vec<&'static str>>);
-
-/// What a test's config wires together.
-pub struct Setup {
-    pub sandbox_url: String,
-    pub ledger: PathBuf,
-    pub webhooks: Vec<(String, Receiver, Option<Vec<&'static str>>)>,
-    pub smtp: Option<EmailSetup>,
-    pub retry_schedule: Vec<&'static str>,
-    pub listen: String,
+/// The tests' daemon configuration: the demo's builder with a known admin token, short timeouts,
+/// the default retry schedule, and a schedule that fires once a year (passes happen when a test
+/// asks, never at a 5-minute boundary in the middle of one).
+pub fn test_config(dir: &tempfile::TempDir, sandbox: &TestSandbox) -> DaemonConfig {
+    let mut c = DaemonConfig::new(&sandbox.base, dir.path().join("ledger.db"));
+    c.schedule = YEARLY.into();
+    c.admin_token = ADMIN_TOKEN.into();
+    c.singapay_timeout = Some("5s".into());
+    c.delivery_timeout = Some("2s".into());
+    c.retry_schedule = Some(strings(&["5s", "5m", "30m", "2h", "5h", "10h", "10h"]));
+    c
 }
 
-impl Setup {
-    pub fn toml(&self) -> String {
-        let mut t = format!(
-            r#"
-[ledger]
-path = "{ledger}"
-[singapay]
-base_url = "{sb}"
-partner_id = "{SANDBOX_PARTNER_ID}"
-client_id = "{SANDBOX_CLIENT_ID}"
-client_secret = "{SANDBOX_CLIENT_SECRET}"
-per_page = 25
-timeout = "5s"
-[sync]
-schedule = "0 */5 * * * *"
-[[accounts]]
-id = "{ACCOUNT}"
-name = "Toko Utama"
-[http]
-listen = "{listen}"
-admin_token = "{ADMIN_TOKEN}"
-[delivery]
-retry_schedule = [{rs}]
-timeout = "2s"
-"#,
-            ledger = self.ledger.display(),
-            sb = self.sandbox_url,
-            listen = self.listen,
-            rs = self
-                .retry_schedule
-                .iter()
-                .map(|s| format!("\"{s}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        for (name, rx, events) in &self.webhooks {
-            t.push_str(&format!(
-                "[[webhooks]]\nname = \"{name}\"\nurl = \"{}\"\nsecret = \"{}\"\n",
-                rx.url, rx.secret
-            ));
-            if let Some(ev) = events {
-                t.push_str(&format!("events = {ev:?}\n"));
-            }
-        }
-        if let Some((sink, to, events)) = &self.smtp {
-            t.push_str(&format!(
-                "[email]\nsmtp_url = \"{}\"\nfrom = \"SingaPay Sync <sync@toko.example>\"\ntimeout = \"5s\"\n[[email.recipients]]\nname = \"finance\"\nto = {to:?}\n",
-                sink.url
-            ));
-            if let Some(ev) = events {
-                t.push_str(&format!("events = {ev:?}\n"));
-            }
-        }
-        t
+/// Subscribes `rx` as webhook `name` (with an event filter, or to every event).
+pub fn subscribe(c: &mut DaemonConfig, name: &str, rx: &Receiver, events: Option<&[&str]>) {
+    c.webhook(name, &rx.url, &rx.secret, events);
+}
+
+/// Sends e-mail digests for group `finance` (addresses `to`, filter `events`) to `sink`.
+pub fn mail_to(c: &mut DaemonConfig, sink: &SmtpSink, to: &[&str], events: Option<&[&str]>) {
+    c.email = Some(EmailEntry {
+        smtp_url: sink.url.clone(),
+        from: "SingaPay Sync <sync@toko.example>".into(),
+        to: strings(to),
+        events: events.map(strings),
+        timeout: Some("5s".into()),
+    });
+}
+
+/// A sandbox, a fresh ledger in a temporary directory, and the app (no listener) built from
+/// [`test_config`] as edited by the test.
+pub struct TestApp {
+    pub sandbox: TestSandbox,
+    pub config: DaemonConfig,
+    pub app: App,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    /// The default sandbox, the system clock, no subscribers.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
     }
 
-    pub fn config(&self) -> Config {
-        Config::from_toml_str(&self.toml()).unwrap_or_else(|e| panic!("{e}\n{}", self.toml()))
+    /// The default sandbox and the system clock, with the config edited first.
+    pub async fn spawn_with(edit: impl FnOnce(&mut DaemonConfig)) -> Self {
+        Self::start(TestSandbox::start().await, Arc::new(SystemClock), edit).await
     }
 
-    pub async fn app(&self) -> App {
-        self.app_with_clock(Arc::new(singapay_sync::time::SystemClock))
+    /// `sandbox`, `clock`, and the config edited first.
+    pub async fn start(
+        sandbox: TestSandbox,
+        clock: Arc<dyn Clock>,
+        edit: impl FnOnce(&mut DaemonConfig),
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(&dir, &sandbox);
+        edit(&mut config);
+        let cfg = config
+            .build()
+            .unwrap_or_else(|e| panic!("{e}\n{}", config.toml()));
+        let app = App::build_with_clock(cfg, clock, false).await.unwrap();
+        Self {
+            sandbox,
+            config,
+            app,
+            dir,
+        }
+    }
+
+    /// One pass of the (first) account, which must succeed.
+    pub async fn sync_ok(&self) -> SyncSummary {
+        sync_ok(&self.app).await
+    }
+
+    /// One pass of the (first) account, which must fail; its error text.
+    pub async fn sync_err(&self) -> String {
+        let r = self.app.sync_all(None).await;
+        match &r[0].1 {
+            Ok(s) => panic!("the pass succeeded: {s:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Sends what is due now.
+    pub async fn dispatch(&self) -> DispatchSummary {
+        self.app.dispatcher.dispatch_due().await.unwrap()
+    }
+
+    /// Every event in the ledger, in commit order.
+    pub async fn events(&self) -> Vec<EventRow> {
+        all_events(&self.app.ledger).await
+    }
+
+    /// The deliveries of `subscriber`, newest first.
+    pub async fn deliveries_of(&self, subscriber: &str) -> Vec<DeliveryRow> {
+        deliveries_of(&self.app.ledger, subscriber).await
+    }
+
+    /// A mirrored link of the seeded account.
+    pub async fn link(&self, id: i64) -> singapay_sync::ledger::StoredLink {
+        self.app
+            .ledger
+            .get_link(&account(), LinkId(id))
             .await
-    }
-
-    pub async fn app_with_clock(&self, clock: Arc<dyn singapay_sync::time::Clock>) -> App {
-        app_from_toml(&self.toml(), clock).await
+            .unwrap()
+            .unwrap_or_else(|| panic!("link {id} is not mirrored"))
     }
 }
 
-/// An app (no listener) from a config text, e.g. a [`Setup::toml`] with a key edited.
-pub async fn app_from_toml(toml: &str, clock: Arc<dyn singapay_sync::time::Clock>) -> App {
-    let config = Config::from_toml_str(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    App::build_with_clock(config, clock, false).await.unwrap()
+/// One pass of the first account of `app`, which must succeed: its summary.
+pub async fn sync_ok(app: &App) -> SyncSummary {
+    let r = app.sync_all(None).await;
+    match r.into_iter().next() {
+        Some((_, Ok(s))) => s,
+        Some((a, Err(e))) => panic!("the pass of {a} failed: {e}"),
+        None => panic!("no account is configured"),
+    }
 }
 
-pub fn new_setup(dir: &tempfile::TempDir, sandbox: &TestSandbox) -> Setup {
-    Setup {
-        sandbox_url: sandbox.base.clone(),
-        ledger: dir.path().join("ledger.db"),
-        webhooks: Vec::new(),
-        smtp: None,
-        retry_schedule: vec!["5s", "5m", "30m", "2h", "5h", "10h", "10h"],
-        listen: "127.0.0.1:0".into(),
-    }
+/// Every event in the ledger, in commit order.
+pub async fn all_events(ledger: &Ledger) -> Vec<EventRow> {
+    ledger
+        .events(&EventFilter {
+            limit: 1_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// The deliveries of `subscriber`, newest first.
+pub async fn deliveries_of(ledger: &Ledger, subscriber: &str) -> Vec<DeliveryRow> {
+    ledger
+        .list_deliveries(&DeliveryFilter {
+            subscriber: Some(subscriber.into()),
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A client of a running daemon's admin API (bearer [`ADMIN_TOKEN`]).
 #[derive(Clone)]
 pub struct Admin {
     pub base: String,
-    http: reqwest::Client,
+    pub http: reqwest::Client,
 }
 
 impl Admin {
@@ -461,6 +536,19 @@ impl Admin {
         .await
     }
 
+    /// `method path` with the token: `(status, JSON body)`.
+    pub async fn call(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// Waits until `/healthz` answers (the daemon is up).
     pub async fn wait_healthy(&self) {
         for _ in 0..400 {
@@ -473,20 +561,21 @@ impl Admin {
             {
                 return;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("daemon at {} did not come up", self.base);
     }
 
+    /// `POST /resync`: the answer's `runs`.
+    pub async fn resync_runs(&self) -> Vec<Value> {
+        let (status, v) = self.call(reqwest::Method::POST, "/resync").await;
+        assert_eq!(status, 202, "{v}");
+        v["runs"].as_array().unwrap().clone()
+    }
+
     /// `POST /resync`: the run id of the (first) account.
     pub async fn resync(&self) -> i64 {
-        let v: Value = json_of(
-            self.http
-                .post(format!("{}/resync", self.base))
-                .bearer_auth(ADMIN_TOKEN),
-        )
-        .await;
-        v["runs"][0]["run_id"].as_i64().unwrap()
+        self.resync_runs().await[0]["run_id"].as_i64().unwrap()
     }
 
     /// Waits for run `id` to succeed (fails the test if it fails) and returns it.
@@ -497,7 +586,7 @@ impl Admin {
                 return r;
             }
             assert_ne!(r["outcome"], "failed", "{r}");
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("run {id} did not finish");
     }
@@ -509,18 +598,37 @@ impl Admin {
     }
 }
 
-/// Every event in the ledger, in commit order.
-pub async fn all_events(
-    ledger: &singapay_sync::ledger::Ledger,
-) -> Vec<singapay_sync::ledger::EventRow> {
-    ledger
-        .events(&singapay_sync::ledger::EventFilter {
-            limit: 1_000_000,
-            ..Default::default()
-        })
+/// A daemon running in this process (admin API, schedulers, dispatcher) until `stop`.
+pub struct Served {
+    pub admin: Admin,
+    pub ledger: Ledger,
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Served {
+    /// Stops the daemon and waits for a clean exit.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// The daemon of `config` on `clock`, serving its admin API on `config.listen`.
+pub async fn serve(config: &DaemonConfig, clock: Arc<dyn Clock>) -> Served {
+    let app = App::build_with_clock(config.build().unwrap(), clock, true)
         .await
-        .unwrap()
-        .unwrap()
+        .unwrap();
+    let admin = Admin::new(format!("http://{}", app.local_addr().unwrap()));
+    let ledger = app.ledger.clone();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(app.run_until_stopped(stop.clone()));
+    Served {
+        admin,
+        ledger,
+        stop,
+        task,
+    }
 }
 
 /// Sends `req` and parses the answer as JSON (a transport or parse error fails the test).

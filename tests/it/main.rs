@@ -2,12 +2,14 @@
 //! callbacks to a receiver verifying signatures with the `standardwebhooks` crate, e-mail over real
 //! SMTP to a listener. One binary, a module per feature.
 
+mod admin;
 mod crash;
 mod daemon;
 mod e2e;
 mod faults;
 mod feed;
 mod harness;
+mod layout;
 mod multi;
 mod replay;
 mod retries;

@@ -1,7 +1,11 @@
 //! Several accounts: each its own pass, schedule and run history; `sync --account` picks one.
 
+use std::sync::Arc;
+
 use serde_json::json;
 use singapay_sync::ledger::EventFilter;
+use singapay_sync::sandbox::AccountEntry;
+use singapay_sync::time::SystemClock;
 use singapay_sync::types::AccountId;
 
 use crate::harness::*;
@@ -10,7 +14,6 @@ const SECOND: &str = "01K946KF851RK7FX075GJHBVKF";
 
 #[tokio::test]
 async fn accounts_sync_side_by_side_and_sync_account_picks_one() {
-    let dir = tempfile::tempdir().unwrap();
     let sandbox = TestSandbox::start().await;
     sandbox
         .ctl(
@@ -19,17 +22,19 @@ async fn accounts_sync_side_by_side_and_sync_account_picks_one() {
             json!({"links": 40}),
         )
         .await;
-    let setup = new_setup(&dir, &sandbox);
-    let toml = setup.toml().replace(
-        "[http]",
-        &format!("[[accounts]]\nid = \"{SECOND}\"\nname = \"Cabang Dua\"\nschedule = \"0 */2 * * * *\"\n[http]"),
-    );
-    let cfg_path = dir.path().join("config.toml");
-    std::fs::write(&cfg_path, &toml).unwrap();
-    let cfg = singapay_sync::config::Config::from_toml_str(&toml).unwrap();
-    assert_eq!(cfg.accounts[1].schedule, "0 */2 * * * *");
-    assert_eq!(cfg.accounts[0].schedule, "0 */5 * * * *");
-    let app = app_from_toml(&toml, std::sync::Arc::new(singapay_sync::time::SystemClock)).await;
+    let t = TestApp::start(sandbox, Arc::new(SystemClock), |c| {
+        c.accounts.push(AccountEntry {
+            id: SECOND.into(),
+            name: Some("Cabang Dua".into()),
+            schedule: Some("0 */2 * * * *".into()),
+        });
+    })
+    .await;
+    let (app, sandbox) = (&t.app, &t.sandbox);
+    let cfg_path = t.dir.path().join("config.toml");
+    std::fs::write(&cfg_path, t.config.toml()).unwrap();
+    assert_eq!(app.config.accounts[1].schedule, "0 */2 * * * *");
+    assert_eq!(app.config.accounts[0].schedule, YEARLY);
 
     let r = app.sync_all(None).await;
     let seen: Vec<(String, u64)> = r
@@ -80,7 +85,7 @@ async fn accounts_sync_side_by_side_and_sync_account_picks_one() {
         1
     );
 
-    let ledger = singapay_sync::ledger::Ledger::open(&setup.ledger)
+    let ledger = singapay_sync::ledger::Ledger::open(&t.config.ledger)
         .await
         .unwrap();
     let events = ledger
@@ -93,8 +98,8 @@ async fn accounts_sync_side_by_side_and_sync_account_picks_one() {
         .unwrap()
         .unwrap();
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].envelope["account_id"], SECOND);
-    assert_eq!(events[0].link_id, 40);
+    assert_eq!(events[0].event.account_id.as_str(), SECOND);
+    assert_eq!(events[0].link_id.0, 40);
     let first_account = ledger
         .events(&EventFilter {
             account_id: Some(AccountId::parse(ACCOUNT).unwrap()),
