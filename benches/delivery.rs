@@ -1,7 +1,7 @@
 //! `cargo bench --bench delivery`: the dispatcher delivering 10,000 events to a local receiver,
 //! against a floor measured in the same run: the same signed requests sent by a bare reqwest
 //! loop with the same concurrency and no ledger. Prints deliveries per second and the ratio.
-//! Targets (issue 3): ≥ 0.5 × the floor and ≥ 1,000 deliveries/s. `DELIVERY_BENCH_EVENTS`
+//! Targets: ≥ 0.5 × the floor and ≥ 1,000 deliveries/s. `DELIVERY_BENCH_EVENTS`
 //! overrides the count.
 
 use std::sync::Arc;
@@ -50,7 +50,7 @@ fn main() {
         let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, app).await });
 
-        // A realistic envelope (~1 KB): seed 004's link 103 as the object.
+        // A realistic envelope (~1 KB): link 103 of SingaPay's list example as the object.
         let seed: serde_json::Value = serde_json::from_str(SEED_004).expect("seed");
         let link = singapay_sync::singapay::PaymentLink::decode(&seed["data"][0].to_string())
             .expect("link");

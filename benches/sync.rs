@@ -2,7 +2,7 @@
 //!
 //! Prints, in one run: the fetch-only floor (same client, same page concurrency, pages fetched and
 //! decoded, no ledger), the baseline import, a no-change pass, a 1%-changed pass, the
-//! `payment_link` rows each pass wrote, and this process's peak RSS. Targets (issue 4): no-change
+//! `payment_link` rows each pass wrote, and this process's peak RSS. Targets: no-change
 //! ≤ 1.3 × floor, baseline ≤ 2 × floor, peak RSS ≤ 150 MB, zero row writes when nothing changed.
 //! `SYNC_BENCH_LINKS` overrides the link count.
 

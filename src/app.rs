@@ -1,5 +1,6 @@
-//! Wiring: [`App::build`] turns a [`Config`] into a running-ready handle; [`App::run_until_stopped`]
-//! runs the daemon (cron pollers, dispatcher, admin HTTP) until the shutdown token fires.
+//! Wiring: [`App::build`] turns a [`Config`] into a running-ready handle;
+//! [`App::run_until_stopped`] runs the daemon (cron pollers, dispatcher, admin HTTP) until the
+//! shutdown token fires.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -23,7 +24,7 @@ use crate::types::Channel;
 use crate::types::{AccountId, Trigger};
 
 /// The process-wide Prometheus recorder (installed once; later apps share it).
-pub fn metrics_handle() -> Option<PrometheusHandle> {
+pub(crate) fn metrics_handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
@@ -41,11 +42,11 @@ pub struct App {
     /// The ledger.
     pub ledger: Ledger,
     /// Starts and coalesces passes.
-    pub syncer: Arc<Syncer>,
+    pub(crate) syncer: Arc<Syncer>,
     /// The outbox dispatcher.
     pub dispatcher: Arc<Dispatcher>,
     /// The clock.
-    pub clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     work: CancellationToken,
     listener: Option<TcpListener>,
 }
@@ -60,7 +61,7 @@ impl std::fmt::Debug for App {
 }
 
 /// The routing (who gets which event) of a config.
-pub fn routing(config: &Config) -> Routing {
+pub(crate) fn routing(config: &Config) -> Routing {
     let mut routes: Vec<Route> = config
         .webhooks
         .iter()
@@ -122,15 +123,7 @@ impl App {
                 groups: e
                     .recipients
                     .iter()
-                    .map(|r| {
-                        (
-                            r.name.clone(),
-                            EmailGroup {
-                                name: r.name.clone(),
-                                to: r.to.clone(),
-                            },
-                        )
-                    })
+                    .map(|r| (r.name.clone(), EmailGroup { to: r.to.clone() }))
                     .collect(),
             }),
         };

@@ -35,7 +35,8 @@ pub enum Command {
     },
     /// Apply ledger migrations and exit.
     Migrate,
-    /// Validate the config (exit 2 listing every problem); `--online` also fetches a SingaPay token.
+    /// Validate the config (exit 2 listing every problem); `--online` also fetches a SingaPay
+    /// token.
     CheckConfig {
         /// Also check the credentials against SingaPay.
         #[arg(long)]

@@ -1,25 +1,26 @@
-//! singapay-sync: mirrors a merchant's SingaPay Payment Links into a local SQLite ledger, detects what
-//! changed, and notifies finance (e-mail digests) and ERPs (Standard Webhooks callbacks).
+//! singapay-sync: mirrors a merchant's SingaPay Payment Links into a local SQLite ledger, detects
+//! what changed, and notifies finance (e-mail digests) and ERPs (Standard Webhooks callbacks).
 //!
-//! Layout and contract: see `DESIGN.md` (shared with the project). Module boundaries:
-//! [`sync::diff`] is pure; [`ledger`] is the only module that writes SQL; [`singapay`] is the only
-//! module that knows SingaPay's wire format; [`notify`] knows nothing of SingaPay.
+//! `docs/ARCHITECTURE.md` has the data flow, the module map and the invariants: `sync::diff` is
+//! pure; [`ledger`] is the only module that writes SQL; [`singapay`] is the only module that
+//! knows SingaPay's wire format; [`notify`] knows nothing of SingaPay. The public modules are
+//! what the binary, the integration tests and the benchmarks drive.
 
 pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod cron;
-pub mod demo;
+mod cron;
+mod demo;
 pub mod event;
-pub mod http;
+mod http;
 pub mod ledger;
-pub mod money;
+mod money;
 pub mod notify;
 pub mod sandbox;
 pub mod singapay;
 pub mod standard_webhooks;
 pub mod sync;
-pub mod telemetry;
+mod telemetry;
 pub mod time;
 pub mod types;

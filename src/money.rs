@@ -1,5 +1,5 @@
-//! Money: `rust_decimal::Decimal`, never a float. Lenient parsing of SingaPay's amount encodings and
-//! Rupiah formatting for people.
+//! Money: `rust_decimal::Decimal`, never a float. Lenient parsing of SingaPay's amount encodings
+//! and Rupiah formatting for people.
 
 use std::str::FromStr;
 
@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 
 /// Parses an amount as SingaPay sends it, from the JSON token's text: a number (`150000`,
 /// `119.84`, `1e5`) or a decimal string (`"20000.00"`). Never goes through `f64`, so nothing is
-/// rounded (SingaPay reference §6.2). Errors name the offending text.
+/// rounded (SingaPay sends both forms: seeds 001 and 004). Errors name the offending text.
 pub fn parse_decimal_text(raw: &str) -> Result<Decimal, String> {
     let t = raw.trim();
     let inner = if let Some(s) = t.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {

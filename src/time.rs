@@ -1,12 +1,12 @@
 //! Time: UTC internally, Asia/Jakarta (WIB) at SingaPay's edge.
 //!
-//! WIB is UTC+7 with no daylight saving (Indonesia has kept UTC+7 for western Indonesia since 1964),
-//! so a fixed offset is exact for every date SingaPay can send.
+//! WIB is UTC+7 with no daylight saving (Indonesia has kept UTC+7 for western Indonesia since
+//! 1964), so a fixed offset is exact for every date SingaPay can send.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 
 /// Asia/Jakarta, UTC+7 (WIB).
-pub fn jakarta() -> FixedOffset {
+pub(crate) fn jakarta() -> FixedOffset {
     // 25,200 s is a constant well inside chrono's ±86,400 s range.
     FixedOffset::east_opt(7 * 3600).expect("UTC+7 is a valid offset")
 }
@@ -63,20 +63,21 @@ impl Clock for ManualClock {
     }
 }
 
-/// The Asia/Jakarta calendar day of an instant as `YYYYMMDD`, as SingaPay's token signature wants it
-/// (SingaPay reference §1.2: a UTC date is rejected between 00:00 and 07:00 WIB).
-pub fn jakarta_yyyymmdd(at: DateTime<Utc>) -> String {
+/// The Asia/Jakarta calendar day of an instant as `YYYYMMDD`, as SingaPay's token signature wants
+/// it (SP-TOKEN; LV saw a UTC date rejected between 00:00 and 07:00 WIB; docs/ARCHITECTURE.md,
+/// "Sources").
+pub(crate) fn jakarta_yyyymmdd(at: DateTime<Utc>) -> String {
     at.with_timezone(&jakarta()).format("%Y%m%d").to_string()
 }
 
 /// Formats an instant for the ledger: RFC 3339 UTC with exactly six fractional digits and `Z`, so
 /// that stored times sort lexically (`2026-11-21T03:04:05.000000Z`).
-pub fn ledger_ts(at: DateTime<Utc>) -> String {
+pub(crate) fn ledger_ts(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// Parses a ledger timestamp written by [`ledger_ts`] (or any RFC 3339 text).
-pub fn parse_ledger_ts(s: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_ledger_ts(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|d| d.with_timezone(&Utc))
@@ -84,12 +85,12 @@ pub fn parse_ledger_ts(s: &str) -> Option<DateTime<Utc>> {
 
 /// Formats an instant for the outside world (event envelopes, API answers): RFC 3339 UTC with `Z`,
 /// fractional seconds only when present.
-pub fn rfc3339_utc(at: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339_utc(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 /// Formats an instant in WIB for people, e.g. `21 Nov 2026 10:04 WIB`.
-pub fn format_wib(at: DateTime<Utc>) -> String {
+pub(crate) fn format_wib(at: DateTime<Utc>) -> String {
     at.with_timezone(&jakarta())
         .format("%d %b %Y %H:%M WIB")
         .to_string()
@@ -97,7 +98,7 @@ pub fn format_wib(at: DateTime<Utc>) -> String {
 
 /// A `Retry-After` value as a wait: delay-seconds or an HTTP date (RFC 9110 §10.2.3); a date in
 /// the past is zero. `None` if it is neither.
-pub fn parse_retry_after(v: &str) -> Option<std::time::Duration> {
+pub(crate) fn parse_retry_after(v: &str) -> Option<std::time::Duration> {
     let v = v.trim();
     if let Ok(s) = v.parse::<u64>() {
         return Some(std::time::Duration::from_secs(s));
@@ -107,12 +108,12 @@ pub fn parse_retry_after(v: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_secs(secs as u64))
 }
 
-/// Parses every timestamp form SingaPay sends (SingaPay reference §6.3):
+/// Parses every timestamp form SingaPay sends (seeds 000, 001, 004 and LV's observations):
 /// RFC 3339 with an offset (`2025-10-17T14:54:40+07:00`), `Z`, microseconds
 /// (`2025-11-05T09:09:49.000000Z`); offset-less `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DDTHH:MM:SS`
 /// (read as WIB); `d M Y H:i:s` text (`26 Dec 2025 13:35:45`, WIB); a bare date (WIB midnight); and
 /// 13-digit Unix milliseconds or 10-digit seconds, as a number or a string.
-pub fn parse_singapay_time(raw: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_singapay_time(raw: &str) -> Result<DateTime<Utc>, String> {
     let s = raw.trim();
     if let Ok(d) = DateTime::parse_from_rfc3339(s) {
         return Ok(d.with_timezone(&Utc));

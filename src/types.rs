@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// A SingaPay account id: a 26-character ULID such as `01K7P073Q8RE2A9PQT8Q7MXPN4`
-/// (SingaPay reference §3 "IDs"). Parsed case-insensitively, stored upper-case.
+/// (LV `docs/endpoint-inventory.md`, "ID types"). Parsed case-insensitively, stored upper-case.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct AccountId(String);
@@ -43,7 +43,7 @@ impl fmt::Display for AccountId {
     }
 }
 
-/// A payment link id: SingaPay's numeric `payment_links.id` (SingaPay reference §3 "IDs").
+/// A payment link id: SingaPay's numeric `payment_links.id` (LV "ID types").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct LinkId(pub i64);
@@ -54,7 +54,7 @@ impl fmt::Display for LinkId {
     }
 }
 
-/// An event id, `evt_<ULID>`: unique, stable, and the receivers' idempotency key (DESIGN §5).
+/// An event id, `evt_<ULID>`: unique, stable, and the receivers' idempotency key.
 /// It is also the Standard Webhooks `webhook-id` of every delivery of the event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -73,7 +73,8 @@ impl fmt::Display for EventId {
     }
 }
 
-/// The event catalogue of DESIGN §5, in the order one pass emits them for one link.
+/// The event catalogue (docs/ARCHITECTURE.md, "Events"), in the order one pass emits them for
+/// one link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum EventType {
     /// A link first seen after the account's baseline.

@@ -1,11 +1,11 @@
 //! Typed, layered, validated configuration (`config/example.toml` documents every key and
 //! default).
 //!
-//! Sources, later wins: the TOML file, then `SINGAPAY_SYNC__<SECTION>__<KEY>` environment variables.
-//! Every secret can also be given as `<key>_file` (a path whose contents, trimmed, are the secret:
-//! systemd `LoadCredential=`). [`raw`] is the file as deserialised (and the unknown-key check),
-//! [`validate`] checks it section by section; every problem is reported at once and the CLI exits 2
-//! with them.
+//! Sources, later wins: the TOML file, then `SINGAPAY_SYNC__<SECTION>__<KEY>` environment
+//! variables. Every secret can also be given as `<key>_file` (a path whose contents, trimmed, are
+//! the secret: systemd `LoadCredential=`). `raw` is the file as deserialised (and the unknown-key
+//! check), `validate` checks it section by section; every problem is reported at once and the CLI
+//! exits 2 with them.
 
 mod raw;
 #[cfg(test)]
@@ -191,7 +191,7 @@ impl std::fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Parses `"5s"`, `"30m"`, `"2h"`, `"1d"` (humantime).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration: {e}"))
 }
 

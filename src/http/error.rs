@@ -59,11 +59,6 @@ impl ApiError {
             "the ledger does not answer",
         )
     }
-
-    /// The status it answers with.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
 }
 
 impl IntoResponse for ApiError {

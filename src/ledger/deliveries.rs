@@ -26,7 +26,7 @@ pub struct NewDelivery {
 
 /// A due delivery with what the dispatcher needs to send it.
 #[derive(Debug, Clone)]
-pub struct DueDelivery {
+pub(crate) struct DueDelivery {
     /// Delivery id.
     pub id: i64,
     /// Event id (the `webhook-id`).
@@ -39,21 +39,17 @@ pub struct DueDelivery {
     pub attempts: i64,
     /// Envelope JSON to send.
     pub envelope: String,
-    /// Event type.
-    pub event_type: EventType,
     /// Pass that produced the event (e-mail digests group by it).
     pub run_id: Option<i64>,
     /// Link id (the dispatcher keeps one link's deliveries in order).
     pub link_id: i64,
     /// Account id.
     pub account_id: String,
-    /// Per-link sequence.
-    pub sequence: i64,
 }
 
 /// How an attempt ended, and what becomes of the delivery.
 #[derive(Debug, Clone, PartialEq)]
-pub enum AttemptResult {
+pub(crate) enum AttemptResult {
     /// 2xx / SMTP accepted: done.
     Delivered,
     /// Failed; try again at this time.
@@ -66,7 +62,7 @@ pub enum AttemptResult {
 
 /// One attempt to record.
 #[derive(Debug, Clone)]
-pub struct AttemptOutcome {
+pub(crate) struct AttemptOutcome {
     /// Delivery id.
     pub delivery_id: i64,
     /// Start of the attempt, UTC.
@@ -199,15 +195,15 @@ impl Ledger {
     /// pass to finish, so that each pass makes one digest per recipient group. The scan walks the
     /// partial index of pending deliveries in id order and stops at `limit` (without
     /// `INDEXED BY`, SQLite picks the `(state, next_attempt_at)` index and sorts every due row).
-    pub async fn due_deliveries(
+    pub(crate) async fn due_deliveries(
         &self,
         now: DateTime<Utc>,
         after_id: i64,
         limit: i64,
     ) -> LedgerResult<Vec<DueDelivery>> {
         let rows = sqlx::query(
-            "SELECT d.id, d.event_id, d.subscriber, d.channel, d.attempts, e.envelope, e.type, e.run_id, \
-             e.link_id, e.account_id, e.sequence \
+            "SELECT d.id, d.event_id, d.subscriber, d.channel, d.attempts, e.envelope, e.run_id, \
+             e.link_id, e.account_id \
              FROM delivery d INDEXED BY delivery_pending JOIN link_event e ON e.id = d.event_id \
              WHERE d.state = 'pending' AND d.id > ?3 AND d.next_attempt_at <= ?1 \
              AND (d.channel <> 'email' OR e.run_id IS NULL \
@@ -231,11 +227,9 @@ impl Ledger {
                     channel: parse_name(r, "channel")?,
                     attempts: r.try_get("attempts")?,
                     envelope: r.try_get("envelope")?,
-                    event_type: parse_name(r, "type")?,
                     run_id: r.try_get("run_id")?,
                     link_id: r.try_get("link_id")?,
                     account_id: r.try_get("account_id")?,
-                    sequence: r.try_get("sequence")?,
                 })
             })
             .collect()
@@ -261,7 +255,7 @@ impl Ledger {
 
     /// Records a batch of attempts and their outcomes in one transaction, a few statements per
     /// 300 attempts (one multi-row INSERT into `delivery_attempt`, one `UPDATE … FROM (VALUES …)`).
-    pub async fn record_attempts(&self, outcomes: &[AttemptOutcome]) -> LedgerResult<()> {
+    pub(crate) async fn record_attempts(&self, outcomes: &[AttemptOutcome]) -> LedgerResult<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
@@ -316,7 +310,7 @@ impl Ledger {
 
     /// Disables a subscriber (410 Gone): its pending deliveries become `disabled`. Returns how
     /// many were parked.
-    pub async fn disable_subscriber(
+    pub(crate) async fn disable_subscriber(
         &self,
         name: &str,
         reason: &str,
@@ -427,7 +421,7 @@ impl Ledger {
     }
 
     /// Count of deliveries per state, for `/metrics`.
-    pub async fn delivery_state_counts(&self) -> LedgerResult<Vec<(DeliveryState, i64)>> {
+    pub(crate) async fn delivery_state_counts(&self) -> LedgerResult<Vec<(DeliveryState, i64)>> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM delivery GROUP BY state")
             .fetch_all(&self.pool)
             .await?;

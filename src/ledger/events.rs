@@ -37,11 +37,6 @@ impl NewEvent {
             envelope,
         })
     }
-
-    /// The envelope JSON.
-    pub fn envelope(&self) -> &str {
-        &self.envelope
-    }
 }
 
 /// A stored event: the envelope and the ledger's bookkeeping.

@@ -26,7 +26,7 @@ pub struct StoredLink {
 /// What a pass needs to know of a stored row to decide whether it changed (the stored object is
 /// loaded separately, only for rows whose hash differs).
 #[derive(Debug, Clone, PartialEq)]
-pub struct LinkState {
+pub(crate) struct LinkState {
     /// Sequence of the link's last event.
     pub sequence: i64,
     /// When it was confirmed deleted, if it was.
@@ -37,7 +37,7 @@ pub struct LinkState {
 
 /// A row to insert or update.
 #[derive(Debug, Clone)]
-pub struct LinkWrite {
+pub(crate) struct LinkWrite {
     /// Account owning the link.
     pub account_id: AccountId,
     /// The canonical link.
@@ -72,7 +72,7 @@ const ROWS_PER_STATEMENT: usize = 200;
 /// executes. Rows go in multi-row statements of up to 200 rows. Memory: the rows' texts (moved,
 /// not copied) until the commit.
 #[derive(Debug, Default)]
-pub struct LinkRows {
+pub(crate) struct LinkRows {
     /// Arguments of each statement, with its number of rows; only the last one is not full.
     statements: Vec<(usize, SqliteArguments)>,
     len: usize,
@@ -84,7 +84,7 @@ impl LinkRows {
     ///
     /// Errors: [`LedgerError::Corrupt`] if a value cannot be encoded (a text too long for
     /// SQLite).
-    pub fn push(&mut self, w: LinkWrite) -> LedgerResult<()> {
+    pub(crate) fn push(&mut self, w: LinkWrite) -> LedgerResult<()> {
         if self
             .statements
             .last()
@@ -132,13 +132,8 @@ impl LinkRows {
     }
 
     /// Number of rows.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
-    }
-
-    /// Whether there is no row.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 
@@ -231,7 +226,7 @@ fn unpack_states(packed: Option<String>) -> LedgerResult<Vec<(LinkId, LinkState)
 
 impl Ledger {
     /// The stored rows of `ids` in `account` (deleted ones included), keyed by link id.
-    pub async fn load_links(
+    pub(crate) async fn load_links(
         &self,
         account: &AccountId,
         ids: &[LinkId],
@@ -254,7 +249,7 @@ impl Ledger {
     /// The stored state of the links with ids in `[min, max]` of `ids` in `account` (deleted
     /// ones included): raw hash, sequence, deletion. A list page is a contiguous id range
     /// (newest first), so this is one range scan of the `payment_link_state` covering index.
-    pub async fn load_link_states(
+    pub(crate) async fn load_link_states(
         &self,
         account: &AccountId,
         ids: &[LinkId],
@@ -277,7 +272,7 @@ impl Ledger {
     /// The stored state of up to `limit` links of `account` with ids ≤ `max_id` (the highest
     /// ones; deleted ones included), in no particular order. A pass reads pages newest id first,
     /// so one call covers the next several pages.
-    pub async fn load_link_states_below(
+    pub(crate) async fn load_link_states_below(
         &self,
         account: &AccountId,
         max_id: LinkId,
@@ -297,7 +292,7 @@ impl Ledger {
     }
 
     /// Ids of the account's links not marked deleted, ascending.
-    pub async fn live_link_ids(&self, account: &AccountId) -> LedgerResult<Vec<LinkId>> {
+    pub(crate) async fn live_link_ids(&self, account: &AccountId) -> LedgerResult<Vec<LinkId>> {
         let rows = sqlx::query(
             "SELECT link_id FROM payment_link WHERE account_id = ? AND deleted_at IS NULL ORDER BY link_id",
         )

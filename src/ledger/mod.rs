@@ -2,13 +2,14 @@
 //!
 //! One file in WAL mode with `synchronous = NORMAL`: a commit survives a crash of the process at
 //! once, and survives an OS crash or power loss once the WAL is synced. Nothing is announced before
-//! that: [`Ledger::make_durable`] syncs the WAL before the dispatcher sends a batch and before the
+//! that: `Ledger::make_durable` syncs the WAL before the dispatcher sends a batch and before the
 //! pull feed answers, so an event that a receiver has seen can never be rolled back (and then
 //! re-detected under another id). Migrations are embedded (`migrations/`) and applied at open.
 //!
 //! A sync page's link rows, events and deliveries commit in one transaction (the transactional
-//! outbox of DESIGN §1), so a notification is owed exactly when a change is recorded; pages queued
-//! behind a busy writer may share one transaction ([`Ledger::commit_pages`]), each still whole.
+//! outbox: docs/ARCHITECTURE.md, "Invariants"), so a notification is owed exactly when a change is
+//! recorded; pages queued behind a busy writer may share one transaction (`Ledger::commit_pages`),
+//! each still whole.
 
 mod deliveries;
 mod events;
@@ -24,12 +25,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use deliveries::{
-    AttemptOutcome, AttemptResult, DeliveryAttemptRow, DeliveryFilter, DeliveryRow, DueDelivery,
-    NewDelivery,
-};
+pub(crate) use deliveries::{AttemptOutcome, AttemptResult, DueDelivery};
+pub use deliveries::{DeliveryAttemptRow, DeliveryFilter, DeliveryRow, NewDelivery};
 pub use events::{EventFilter, EventRow, NewEvent};
-pub use links::{LinkRows, LinkState, LinkWrite, StoredLink};
+pub use links::StoredLink;
+pub(crate) use links::{LinkRows, LinkState, LinkWrite};
 pub use runs::SyncRunRow;
 
 /// A ledger error: SQLite or a row that cannot be read back.
@@ -58,19 +58,19 @@ pub struct Ledger {
 }
 
 /// The embedded migrations (`migrations/*.sql`).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Everything one sync page commits atomically.
 #[derive(Debug, Default)]
 pub struct PageCommit {
     /// Link rows to insert or update (only changed ones), already encoded.
-    pub writes: LinkRows,
+    pub(crate) writes: LinkRows,
     /// Events, in emission order.
     pub events: Vec<NewEvent>,
     /// Deliveries owed for those events.
     pub deliveries: Vec<NewDelivery>,
     /// Links confirmed deleted: `(account, link, sequence after the deleted event, time)`.
-    pub deletions: Vec<(
+    pub(crate) deletions: Vec<(
         crate::types::AccountId,
         crate::types::LinkId,
         i64,
@@ -110,9 +110,10 @@ impl Ledger {
     }
 
     /// Makes every committed transaction durable: a passive checkpoint, which syncs the WAL
-    /// before copying it (SQLite, `PRAGMA synchronous`: "in WAL mode when synchronous is NORMAL,
-    /// the WAL file is synchronized before each checkpoint"). Does not wait for readers.
-    pub async fn make_durable(&self) -> LedgerResult<()> {
+    /// before copying it (SQLITE, `PRAGMA synchronous`: "in WAL mode when synchronous is NORMAL,
+    /// the WAL file is synchronized before each checkpoint"; docs/ARCHITECTURE.md, "Sources"). Does
+    /// not wait for readers.
+    pub(crate) async fn make_durable(&self) -> LedgerResult<()> {
         sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&self.pool)
             .await?;
@@ -123,7 +124,7 @@ impl Ledger {
     /// one is already running). A bulk writer calls it every few megabytes of WAL so that the
     /// copy into the database file runs beside its next commits instead of inside one of them
     /// (SQLite's automatic checkpoint runs in the committing connection). Errors are logged.
-    pub fn checkpoint_in_background(&self) {
+    pub(crate) fn checkpoint_in_background(&self) {
         let Ok(guard) = self.checkpointing.clone().try_lock_owned() else {
             return;
         };
@@ -137,7 +138,7 @@ impl Ledger {
     }
 
     /// Checks the ledger answers (`SELECT 1`), for `/healthz`.
-    pub async fn ping(&self) -> LedgerResult<()> {
+    pub(crate) async fn ping(&self) -> LedgerResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
@@ -158,7 +159,7 @@ impl Ledger {
     /// catches up with one commit instead of one per page): each page is written whole or not
     /// at all, like [`Ledger::commit_page`], and in order (events keep their commit order).
     /// Rows, events and deliveries go in a few multi-row statements.
-    pub async fn commit_pages(
+    pub(crate) async fn commit_pages(
         &self,
         run_id: i64,
         mut commits: Vec<PageCommit>,

@@ -40,7 +40,7 @@ pub struct SyncRunRow {
 
 impl Ledger {
     /// Whether the account's baseline (first complete pass) is done.
-    pub async fn baseline_done(&self, account: &AccountId) -> LedgerResult<bool> {
+    pub(crate) async fn baseline_done(&self, account: &AccountId) -> LedgerResult<bool> {
         let row =
             sqlx::query("SELECT baseline_completed_at FROM account_state WHERE account_id = ?")
                 .bind(account.as_str())
@@ -72,9 +72,9 @@ impl Ledger {
         Ok(r.last_insert_rowid())
     }
 
-    /// Records the end of a pass with its page and link counts. On success also marks the account's baseline done (if this was
-    /// it) and its last success time.
-    pub async fn finish_run(
+    /// Records the end of a pass with its page and link counts. On success also marks the account's
+    /// baseline done (if this was it) and its last success time.
+    pub(crate) async fn finish_run(
         &self,
         run_id: i64,
         account: &AccountId,
@@ -115,7 +115,7 @@ impl Ledger {
     }
 
     /// Marks runs left `running` by a crash as failed (called at start).
-    pub async fn fail_abandoned_runs(&self, now: DateTime<Utc>) -> LedgerResult<u64> {
+    pub(crate) async fn fail_abandoned_runs(&self, now: DateTime<Utc>) -> LedgerResult<u64> {
         let r = sqlx::query(
             "UPDATE sync_run SET outcome = 'failed', finished_at = ?, \
              error = 'interrupted: the daemon stopped during the pass' WHERE outcome = 'running'",
@@ -127,7 +127,10 @@ impl Ledger {
     }
 
     /// The account's last successful pass end, if any (for `/readyz`).
-    pub async fn last_success(&self, account: &AccountId) -> LedgerResult<Option<DateTime<Utc>>> {
+    pub(crate) async fn last_success(
+        &self,
+        account: &AccountId,
+    ) -> LedgerResult<Option<DateTime<Utc>>> {
         let row = sqlx::query("SELECT last_success_at FROM account_state WHERE account_id = ?")
             .bind(account.as_str())
             .fetch_optional(&self.pool)

@@ -36,8 +36,6 @@ pub struct WebhookTarget {
 /// A configured e-mail recipient group.
 #[derive(Debug, Clone)]
 pub struct EmailGroup {
-    /// Name (`[[email.recipients]].name`).
-    pub name: String,
     /// Addresses.
     pub to: Vec<Mailbox>,
 }
@@ -95,7 +93,8 @@ enum Group {
 }
 
 impl Dispatcher {
-    /// A dispatcher. `timeout` bounds each webhook request; `concurrency` bounds requests in flight.
+    /// A dispatcher. `timeout` bounds each webhook request; `concurrency` bounds requests in
+    /// flight.
     ///
     /// Errors: the HTTP client cannot be built.
     #[allow(clippy::too_many_arguments)]
@@ -500,7 +499,7 @@ impl Dispatcher {
     /// The dispatcher loop: dispatch what is due, then sleep until the next due time, a wake-up
     /// (a sync committed deliveries) or at most `idle`. Stops at `cancel` after the batch in
     /// flight is recorded.
-    pub async fn run(&self, cancel: CancellationToken, idle: Duration) {
+    pub(crate) async fn run(&self, cancel: CancellationToken, idle: Duration) {
         info!("dispatcher.started");
         loop {
             if cancel.is_cancelled() {

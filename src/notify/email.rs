@@ -290,7 +290,7 @@ impl Mailer {
     }
 
     /// Sends one message: `Ok(reply code)` (250 for SMTP, `None` for files) or the failure.
-    pub async fn send(&self, msg: Message) -> Result<Option<u16>, MailError> {
+    pub(crate) async fn send(&self, msg: Message) -> Result<Option<u16>, MailError> {
         match self {
             Mailer::Smtp(t) => match t.send(msg).await {
                 Ok(resp) => Ok(Some(u16::from(resp.code()))),

@@ -2,9 +2,9 @@
 //! envelope ([`crate::event`]), nothing of SingaPay's wire format.
 
 pub mod dispatcher;
-pub mod email;
+pub(crate) mod email;
 pub mod retry;
-pub mod webhook;
+mod webhook;
 
 use std::collections::BTreeSet;
 
@@ -15,7 +15,7 @@ pub use retry::RetrySchedule;
 
 /// A subscriber and the events it wants (`None` = all).
 #[derive(Debug, Clone)]
-pub struct Route {
+pub(crate) struct Route {
     /// `[[webhooks]].name` or `[[email.recipients]].name`.
     pub name: String,
     /// Channel.
@@ -26,14 +26,14 @@ pub struct Route {
 
 /// Who gets which event: the subscribers of the config, in order.
 #[derive(Debug, Clone, Default)]
-pub struct Routing {
+pub(crate) struct Routing {
     /// Every subscriber.
     pub routes: Vec<Route>,
 }
 
 impl Routing {
     /// The subscribers that want events of type `t`.
-    pub fn targets(&self, t: EventType) -> impl Iterator<Item = &Route> {
+    pub(crate) fn targets(&self, t: EventType) -> impl Iterator<Item = &Route> {
         self.routes
             .iter()
             .filter(move |r| r.events.as_ref().is_none_or(|s| s.contains(&t)))

@@ -18,7 +18,7 @@ pub struct RetrySchedule {
 
 /// Why an attempt failed, as far as the schedule cares.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     /// The receiver did not answer within `delivery.timeout`.
     Timeout,
     /// HTTP 429, with its `Retry-After` if any.
@@ -28,20 +28,19 @@ pub enum FailureKind {
 }
 
 /// Minimum wait after a timeout or a 429 without `Retry-After`.
-pub const SLOW_DOWN_FLOOR: Duration = Duration::from_secs(60);
+pub(crate) const SLOW_DOWN_FLOOR: Duration = Duration::from_secs(60);
 
 impl RetrySchedule {
-    /// Total attempts before a delivery is dead: one plus one per delay.
-    pub fn max_attempts(&self) -> usize {
-        self.delays.len() + 1
-    }
-
     /// The wait before the next attempt after `attempts_made` attempts (≥ 1) have failed, or
     /// `None` if the schedule is exhausted (the delivery is then `dead`).
     ///
     /// Rules: the scheduled delay `s` gets ±jitter; a `Retry-After` is honoured but clamped to
     /// `[s, 2s]`; a timeout or a 429 without `Retry-After` waits at least 60 s.
-    pub fn next_delay(&self, attempts_made: usize, failure: FailureKind) -> Option<Duration> {
+    pub(crate) fn next_delay(
+        &self,
+        attempts_made: usize,
+        failure: FailureKind,
+    ) -> Option<Duration> {
         let base = *self.delays.get(attempts_made.checked_sub(1)?)?;
         let j = self.jitter.clamp(0.0, 0.99);
         let factor = if j > 0.0 {
@@ -77,7 +76,6 @@ mod tests {
             jitter: 0.2,
             ..exact(&[5, 300])
         };
-        assert_eq!(s.max_attempts(), 3);
         let delays: Vec<f64> = (0..200)
             .map(|_| {
                 s.next_delay(2, FailureKind::Other(None))

@@ -1,6 +1,6 @@
 //! SingaPay's API as the sandbox serves it: the v1.1 token (signature checked), list, show,
-//! create, update and delete of payment links with the seeds' validation, payment methods and
-//! payment-link histories.
+//! create, update and delete of payment links with the docs' validation (seeds 000, 001, 003),
+//! payment methods and payment-link histories.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -217,7 +217,8 @@ fn validate_whitelist(
     }
 }
 
-/// Validates a v1 create body per seeds/001 and the reference §3.3.
+/// Validates a v1 create body per SingaPay's create pages (seeds 000 and 001: reff_no, title,
+/// max_usage 1…1,000,000, total ≥ 10,000 and = the items' sum, 13-digit `expired_at`).
 fn build_link(st: &SandboxState, account: &str, b: &Value) -> Result<SandboxLink, Response> {
     let mut errors = serde_json::Map::new();
     let mut err = |k: &str, m: &str| {

@@ -84,8 +84,8 @@ pub struct DaemonConfig {
 
 impl DaemonConfig {
     /// A daemon of the seeded account against the sandbox at `sandbox_url` with its ledger at
-    /// `ledger`: pages of 25 (seed 004's size), every 5 minutes, admin API on a free port, a
-    /// random admin token, no subscribers.
+    /// `ledger`: pages of 25 (the size of SingaPay's list example), every 5 minutes, admin API on a
+    /// free port, a random admin token, no subscribers.
     pub fn new(sandbox_url: impl Into<String>, ledger: impl Into<PathBuf>) -> Self {
         Self {
             ledger: ledger.into(),

@@ -1,7 +1,8 @@
-//! The SingaPay sandbox: an in-memory stand-in for SingaPay's merchant API (DESIGN §9), faithful to
-//! the seeds and the reference: token endpoint verifying the HMAC-SHA512 signature, list with
-//! `page`/`per_page` and seed 004's `pagination` block, show, create/update with the seeds'
-//! validation, delete (403 with history), payment methods, histories, and the JSON quirks
+//! The SingaPay sandbox: an in-memory stand-in for SingaPay's merchant API, faithful to SingaPay's
+//! docs pages and what LV observed (tags: docs/ARCHITECTURE.md, "Sources"): token endpoint
+//! verifying the HMAC-SHA512 signature, list with `page`/`per_page` and the list example's
+//! `pagination` block (seed 004), show, create/update with the docs' validation (seeds 000, 001,
+//! 003), delete (403 with history), payment methods, histories, and the JSON quirks
 //! (amounts as `"20000.00"`, item quantities as strings, `+07:00` times).
 //!
 //! The `/_sandbox/` control plane acts as customers and as the clock: pay, close, reopen, edit, add
@@ -15,7 +16,7 @@ mod api;
 mod control;
 mod daemon_config;
 mod faults;
-pub mod seed;
+mod seed;
 mod state;
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,9 +38,9 @@ pub use state::{Fault, LoggedRequest};
 
 /// Sandbox credentials (what a config pointing at the sandbox uses).
 pub const SANDBOX_PARTNER_ID: &str = "sandbox-partner-id";
-/// Sandbox `client_id` (DESIGN §3's test vector).
+/// Sandbox `client_id` (the token signature's test vector in `singapay::auth`).
 pub const SANDBOX_CLIENT_ID: &str = "sandbox-client-id";
-/// Sandbox `client_secret` (DESIGN §3's test vector).
+/// Sandbox `client_secret` (the token signature's test vector in `singapay::auth`).
 pub const SANDBOX_CLIENT_SECRET: &str = "sandbox-client-secret";
 
 /// Sandbox settings.
@@ -129,7 +130,7 @@ impl Sandbox {
     }
 
     /// The router: SingaPay's API plus `/_sandbox/`.
-    pub fn router(self) -> Router {
+    pub(crate) fn router(self) -> Router {
         let api = Router::new()
             .route("/api/v1.1/access-token/b2b", post(api::token))
             .route(

@@ -1,5 +1,6 @@
-//! The sandbox's seeded data, modelled on SingaPay's list example (`tests/fixtures/seed_004_list_page1.json`): account `01K7P073Q8RE2A9PQT8Q7MXPN4` with 103
-//! links whose newest 25 are seed 004's page verbatim (ids 103…79).
+//! The sandbox's seeded data, modelled on SingaPay's list example
+//! (`tests/fixtures/seed_004_list_page1.json`): account `01K7P073Q8RE2A9PQT8Q7MXPN4` with 103 links
+//! whose newest 25 are that page verbatim (ids 103…79; seed 004 in docs/ARCHITECTURE.md).
 
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
@@ -21,7 +22,7 @@ fn time(v: &Value) -> Option<DateTime<Utc>> {
     v.as_str().and_then(|s| parse_singapay_time(s).ok())
 }
 
-/// The 25 links of seed 004's page, as sandbox links.
+/// The 25 links of the list example (seed 004), as sandbox links.
 fn seed_page() -> Vec<SandboxLink> {
     let v: Value = serde_json::from_str(SEED_004).unwrap_or(Value::Null);
     let Some(list) = v["data"].as_array() else {

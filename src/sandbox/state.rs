@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use crate::time::{jakarta, parse_singapay_time};
 
-/// The payment method catalogue (reference §6.1, sandbox 2026-08-21).
+/// The payment method catalogue of the sandbox as LV listed it on 2026-08-21 (SP-METHODS;
+/// tags: docs/ARCHITECTURE.md, "Sources").
 pub(super) const METHODS: &[(&str, &str, &str)] = &[
     ("VA_BCA", "VA BCA", "va"),
     ("VA_BNC", "VA BNC", "va"),
@@ -213,7 +214,8 @@ impl SandboxState {
         Utc::now() + self.offset
     }
 
-    /// Renders a link as SingaPay does (seed 004's quirks).
+    /// Renders a link as SingaPay does (the quirks of seed 004's example: amounts as
+    /// `"20000.00"`, item quantities as strings, `+07:00` times).
     pub(super) fn render(&self, account: &str, l: &SandboxLink) -> Value {
         let now = self.now();
         let is_expired = l.expired_at.is_some_and(|e| e <= now);

@@ -12,8 +12,9 @@ use tokio::time::Instant;
 use crate::time::jakarta_yyyymmdd;
 
 /// The `X-Signature` of the token request: lowercase hex HMAC-SHA512 keyed with `client_secret`
-/// over `{client_id}_{client_secret}_{YYYYMMDD}`, where the date is the **Asia/Jakarta** calendar day
-/// of `now` (SingaPay reference §1.2; DESIGN §3 has the test vector).
+/// over `{client_id}_{client_secret}_{YYYYMMDD}`, where the date is the **Asia/Jakarta** calendar
+/// day of `now` (SP-TOKEN; LV and LG use the Jakarta day, and LV saw a UTC date refused between
+/// 00:00 and 07:00 WIB; tags: docs/ARCHITECTURE.md, "Sources").
 pub fn token_signature(
     client_id: &str,
     client_secret: &SecretString,
@@ -39,8 +40,8 @@ pub fn token_signature_for_date(
 }
 
 /// How long to trust a token that SingaPay says lives `expires_in` seconds: until 5 minutes
-/// before expiry ([LG]), or 10% early for short tokens, never less than 10 s. An absent or
-/// nonsensical `expires_in` is treated as one hour ([LG]'s fallback).
+/// before expiry (as LG does), or 10% early for short tokens, never less than 10 s. An absent
+/// or nonsensical `expires_in` is treated as one hour (LG's fallback).
 pub fn usable_lifetime(expires_in: Option<u64>) -> Duration {
     let secs = match expires_in {
         Some(s) if s > 0 => s,

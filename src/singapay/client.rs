@@ -17,7 +17,6 @@ use super::auth::{CachedToken, TokenCache, token_signature, usable_lifetime};
 use super::envelope::{Envelope, envelope_error};
 use super::error::SingapayError;
 use super::link::{ListPage, PaymentLink, decode_list, decode_show};
-use super::methods::{PaymentMethod, decode_payment_methods};
 
 /// What a [`SingapayClient`] needs (from `[singapay]` in the config).
 #[derive(Clone)]
@@ -274,7 +273,7 @@ impl SingapayClient {
     }
 
     /// One page of an account's links (`GET /api/v1.0/payment-link-manage/{account_id}`, newest id
-    /// first; seeds/004). `page` is 1-based.
+    /// first; seed 004). `page` is 1-based.
     ///
     /// Errors: classified [`SingapayError`]; [`SingapayError::Malformed`] if any link on the page
     /// cannot be decoded (the page is all or nothing).
@@ -297,9 +296,9 @@ impl SingapayClient {
         decode_list(status, &body)
     }
 
-    /// One link (`GET /api/v1.0/payment-link-manage/{account_id}/{id}`, seeds/000): `Ok(None)` when
+    /// One link (`GET /api/v1.0/payment-link-manage/{account_id}/{id}`, seed 000): `Ok(None)` when
     /// SingaPay answers 404 (the link is gone).
-    pub async fn show(
+    pub(crate) async fn show(
         &self,
         account: &AccountId,
         id: LinkId,
@@ -316,16 +315,8 @@ impl SingapayClient {
         }
     }
 
-    /// The merchant's payment methods (`GET /api/v1.0/payment-link-manage/payment-methods`).
-    pub async fn payment_methods(&self) -> Result<Vec<PaymentMethod>, SingapayError> {
-        let (status, body) = self
-            .get("/api/v1.0/payment-link-manage/payment-methods", &[])
-            .await?;
-        decode_payment_methods(status, &body)
-    }
-
     /// Fetches a token now (used by `check-config --online`).
-    pub async fn check_credentials(&self) -> Result<(), SingapayError> {
+    pub(crate) async fn check_credentials(&self) -> Result<(), SingapayError> {
         self.token.clear().await;
         self.token(None).await.map(|_| ())
     }

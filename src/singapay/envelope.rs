@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 
 use super::SingapayError;
 
-/// The envelope fields of a v1 or v2 answer (SingaPay reference §2).
+/// The envelope fields of a v1 or v2 answer (SP-CODES).
 #[derive(Debug, Default)]
 pub(crate) struct Envelope<'a> {
     pub success: Option<bool>,
@@ -73,7 +73,7 @@ impl<'a> Envelope<'a> {
     }
 
     /// Whether the envelope reports success: `success == true`, or `response_code == "SP000"`, or
-    /// neither key present (reference §2).
+    /// neither key present (SP-CODES; LV saw both envelopes).
     pub(crate) fn is_success(&self) -> bool {
         match (&self.success, &self.response_code) {
             (Some(s), _) => *s,
@@ -88,7 +88,8 @@ impl<'a> Envelope<'a> {
     }
 }
 
-/// The classified error for a non-success envelope (HTTP status wins over a 200 with an error code).
+/// The classified error for a non-success envelope (HTTP status wins over a 200 with an error
+/// code).
 pub(crate) fn envelope_error(http_status: u16, env: &Envelope<'_>) -> SingapayError {
     let code = env.sp_code();
     let status = if (200..300).contains(&http_status) {

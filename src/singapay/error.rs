@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-/// A failed SingaPay call, classified for the caller (DESIGN §12 "classified errors").
+/// A failed SingaPay call, classified for the caller: retry, refresh the token, or stop.
 ///
 /// SingaPay's own `code` (an `SPxxx` response code or the v1 envelope's numeric code) and
 /// `message` are carried through so that the operator sees what SingaPay said
-/// (SingaPay reference §2).
+/// (SP-CODES; tags: docs/ARCHITECTURE.md, "Sources").
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SingapayError {
     /// A transient failure worth retrying: 5xx, `SP005` timeout, a timeout or a dropped connection.
@@ -85,7 +85,8 @@ impl SingapayError {
     }
 
     /// Classifies a non-success answer from its HTTP status, SingaPay code, message and
-    /// `Retry-After`. Rules: SingaPay reference §2 (SP codes) and §7 (back off on 429 and 5xx).
+    /// `Retry-After`. Rules: SP-CODES (`SP005` timeout, `SP009`/`SP014` not found, `SP013` token)
+    /// and back-off on 429 and 5xx.
     pub fn classify(
         status: u16,
         code: Option<String>,

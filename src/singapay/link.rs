@@ -21,7 +21,7 @@ use super::pagination::Pagination;
 use crate::money::{canonical_money, canonical_quantity};
 use crate::types::LinkId;
 
-/// One line of a link's `items` (SingaPay list/show API, seeds/004 and seeds/000).
+/// One line of a link's `items` (SingaPay's list and show pages, seeds 004 and 000).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkItem {
     /// Item name.
@@ -41,7 +41,7 @@ pub struct LinkItem {
 /// sends that this version does not know (`extra`, compared and mirrored like the others).
 ///
 /// Serialised (the event `data.object`), amounts are decimal strings
-/// in Rupiah and times RFC 3339 UTC (DESIGN §5).
+/// in Rupiah and times RFC 3339 UTC (docs/ARCHITECTURE.md, "Events").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PaymentLink {
     /// SingaPay's numeric `payment_links.id`.
@@ -52,7 +52,7 @@ pub struct PaymentLink {
     pub title: Option<String>,
     /// The hosted payment page.
     pub payment_url: Option<String>,
-    /// The stored status: `open` or `closed` (stays `open` after expiry, reference §3.2).
+    /// The stored status: `open` or `closed` (stays `open` after expiry: seed 004's link 100).
     pub status: String,
     /// The status SingaPay computes at read time: `open`, `closed` or `expired`.
     pub status_computed: String,
@@ -255,11 +255,11 @@ impl PaymentLink {
     }
 }
 
-/// Decodes a list answer (`GET /api/v1.0/payment-link-manage/{account_id}`, seeds/004).
+/// Decodes a list answer (`GET /api/v1.0/payment-link-manage/{account_id}`, seed 004).
 ///
 /// Errors: [`SingapayError::Malformed`] when the body or any link cannot be decoded (the whole
 /// page fails; nothing is half-read), or the classified error of a non-success envelope.
-pub fn decode_list(http_status: u16, body: &str) -> Result<ListPage, SingapayError> {
+pub(crate) fn decode_list(http_status: u16, body: &str) -> Result<ListPage, SingapayError> {
     let env = Envelope::parse(body).map_err(SingapayError::Malformed)?;
     if !env.is_success() {
         return Err(envelope_error(http_status, &env));
@@ -289,10 +289,13 @@ pub fn decode_list(http_status: u16, body: &str) -> Result<ListPage, SingapayErr
     })
 }
 
-/// Decodes a show answer (`GET …/{account_id}/{id}`, seeds/000) into the link and its verbatim JSON.
+/// Decodes a show answer (`GET …/{account_id}/{id}`, seed 000) into the link and its verbatim JSON.
 ///
 /// Errors: as [`decode_list`].
-pub fn decode_show(http_status: u16, body: &str) -> Result<(PaymentLink, String), SingapayError> {
+pub(crate) fn decode_show(
+    http_status: u16,
+    body: &str,
+) -> Result<(PaymentLink, String), SingapayError> {
     let env = Envelope::parse(body).map_err(SingapayError::Malformed)?;
     if !env.is_success() {
         return Err(envelope_error(http_status, &env));
@@ -401,7 +404,7 @@ mod tests {
             Some("https://example.com/thank-you")
         );
 
-        // seeds/001: numeric total, `Z` timestamps, account id as a number, optional_metadata {}.
+        // seed 001: numeric total, `Z` timestamps, account id as a number, optional_metadata {}.
         let (c, _) = decode_show(200, SEED_001).unwrap();
         assert_eq!(c.total_amount.unwrap().to_string(), "150000.00");
         assert_eq!(c.expired_at, Some(utc("2024-05-13T00:00:00Z")));

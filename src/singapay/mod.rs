@@ -1,21 +1,19 @@
 //! The upstream API: SingaPay's merchant (B2B) Payment Link endpoints.
 //!
-//! [`auth`] signs and caches the access token, [`client`] makes the calls (retries, error
-//! classification); the wire format is decoded leniently and losslessly by [`link`] (payment
-//! links), [`envelope`] (v1/v2 envelopes), [`pagination`] and [`methods`], on the field readers of
-//! `fields`. No other module knows SingaPay's wire format.
+//! `auth` signs and caches the access token, `client` makes the calls (retries, error
+//! classification); the wire format is decoded leniently and losslessly by `link` (payment
+//! links), `envelope` (v1/v2 envelopes) and `pagination`, on the field readers of `fields`. No
+//! other module knows SingaPay's wire format.
 
-pub mod auth;
-pub mod client;
-pub mod envelope;
-pub mod error;
+pub(crate) mod auth;
+mod client;
+mod envelope;
+mod error;
 mod fields;
-pub mod link;
-pub mod methods;
-pub mod pagination;
+mod link;
+mod pagination;
 
 pub use client::{ClientConfig, SingapayClient};
 pub use error::SingapayError;
 pub use link::{LinkItem, ListPage, PaymentLink};
-pub use methods::PaymentMethod;
 pub use pagination::Pagination;

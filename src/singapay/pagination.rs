@@ -1,11 +1,12 @@
 //! Pagination metadata of a list page: `pagination` or `meta`, camelCase or snake_case, possibly
-//! nested one level (`meta.pagination`) (docs/ARCHITECTURE.md, "Sources": [LV] observed both).
+//! nested one level (`meta.pagination`) (LV observed both spellings; docs/ARCHITECTURE.md,
+//! "Sources").
 
 use serde::Serialize;
 use serde_json::Value;
 
 /// Pagination metadata of a list page, from `pagination` or `meta`, camelCase or snake_case
-/// (SingaPay reference §3.1). Every field is optional: SingaPay may send `meta: {}`.
+/// (seed 004 and LV). Every field is optional: SingaPay may send `meta: {}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Pagination {
     /// Items across all pages.

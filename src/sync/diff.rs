@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::singapay::PaymentLink;
 use crate::types::EventType;
 
-/// One detected change: becomes one event (DESIGN §5).
+/// One detected change: becomes one event (docs/ARCHITECTURE.md, "Events").
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     /// Event type.
@@ -55,7 +55,7 @@ fn get<'a>(m: &'a Map<String, Value>, k: &str) -> &'a Value {
 }
 
 /// The changes from `old` (the ledger's row, `None` if never seen) to `new` (this pass), in the
-/// order of DESIGN §5's table: created, paid, exhausted, status_changed, updated.
+/// order of the events table: created, paid, exhausted, status_changed, updated.
 pub fn diff(old: Option<&PaymentLink>, new: &PaymentLink, new_link: NewLink) -> Vec<Change> {
     let Some(old) = old else {
         return diff_new(new, new_link);
@@ -168,7 +168,7 @@ mod tests {
 
     const SEED_004: &str = include_str!("../../tests/fixtures/seed_004_list_page1.json");
 
-    /// Link `id` from seed 004, decoded.
+    /// Link `id` from the list example (seed 004), decoded.
     fn seed(id: i64) -> PaymentLink {
         let v: Value = serde_json::from_str(SEED_004).unwrap();
         let raw = v["data"]

@@ -1,13 +1,13 @@
 //! Sync: page through an account's links, diff each against the ledger, commit per page.
 //!
-//! [`diff`] is pure; [`pass`] runs one pass ([`pass::start_run`], then [`pass::run_and_record`])
-//! with a background writer (`writer`) and a window of stored states (`window`); [`Syncer`] makes
+//! `diff` is pure; `pass` runs one pass (`pass::start_run`, then `pass::run_and_record`)
+//! with a background writer (`writer`) and a window of stored states (`window`); `Syncer` makes
 //! sure one account never has two passes at once (a trigger during a pass coalesces into it) and
-//! [`schedule`] calls it on each account's cron schedule.
+//! `schedule` calls it on each account's cron schedule.
 
-pub mod diff;
-pub mod pass;
-pub mod schedule;
+pub(crate) mod diff;
+pub(crate) mod pass;
+pub(crate) mod schedule;
 mod window;
 mod writer;
 
@@ -21,11 +21,12 @@ use tracing::{error, info};
 
 use crate::types::{AccountId, Trigger};
 
-pub use pass::{StartedRun, SyncContext, SyncError, SyncSummary};
+pub(crate) use pass::SyncContext;
+pub use pass::{SyncError, SyncSummary};
 
 /// Starts passes, one at a time per account, in the background.
 #[derive(Debug)]
-pub struct Syncer {
+pub(crate) struct Syncer {
     ctx: Arc<SyncContext>,
     running: Mutex<HashMap<AccountId, i64>>,
     tasks: TaskTracker,
@@ -34,7 +35,7 @@ pub struct Syncer {
 
 /// The answer to a trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Triggered {
+pub(crate) struct Triggered {
     /// The run that will cover the trigger.
     pub run_id: i64,
     /// `true` if a pass was already running and the trigger joined it.
@@ -50,11 +51,6 @@ impl Syncer {
             tasks: TaskTracker::new(),
             cancel,
         })
-    }
-
-    /// The shared context.
-    pub fn context(&self) -> &Arc<SyncContext> {
-        &self.ctx
     }
 
     /// Starts a pass of `account` in the background, or joins the one running. Returns its run id.

@@ -28,7 +28,7 @@ use super::writer::PageWriter;
 
 /// Everything a pass needs.
 #[derive(Debug)]
-pub struct SyncContext {
+pub(crate) struct SyncContext {
     /// The ledger.
     pub ledger: Ledger,
     /// SingaPay.
@@ -102,7 +102,7 @@ const MAX_PAGES: u64 = 100_000;
 
 /// A pass recorded in `sync_run` as started, not yet run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StartedRun {
+pub(crate) struct StartedRun {
     /// Its `sync_run.id`.
     pub run_id: i64,
     /// The account it syncs.
@@ -114,7 +114,7 @@ pub struct StartedRun {
 /// Records the start of a pass of `account`.
 ///
 /// Errors: the ledger cannot record it.
-pub async fn start_run(
+pub(crate) async fn start_run(
     ctx: &SyncContext,
     account: &AccountId,
     trigger: Trigger,
@@ -137,7 +137,7 @@ pub async fn start_run(
 ///
 /// Errors: [`SyncError`]; on failure the pages already committed stay consistent (a page is
 /// never split across transactions) and the `sync_run` row says why.
-pub async fn run_and_record(
+pub(crate) async fn run_and_record(
     ctx: &SyncContext,
     run: &StartedRun,
     cancel: &CancellationToken,

@@ -43,7 +43,7 @@ pub struct TestSandbox {
 }
 
 impl TestSandbox {
-    /// The default sandbox: 103 links (seed 004's page and 78 generated ones).
+    /// The default sandbox: 103 links (SingaPay's list example and 78 generated ones).
     pub async fn start() -> Self {
         Self::start_with(103).await
     }

@@ -53,7 +53,7 @@ async fn accounts_sync_side_by_side_and_sync_account_picks_one() {
         assert_eq!(run.outcome, "succeeded");
     }
 
-    // A payment on the second account's link 40 (seed 004's link 103 shape, renumbered).
+    // A payment on the second account's link 40 (the list example's link 103, renumbered).
     sandbox
         .ctl(
             reqwest::Method::POST,
