@@ -181,17 +181,7 @@ admin_token = "bench-admin-token-0123456789"
         };
         let cfg = config("ledger-0.db");
         let account = AccountId::parse(ACCOUNT).expect("account");
-        let client = SingapayClient::new(ClientConfig {
-            base_url: cfg.singapay.base_url.clone(),
-            partner_id: cfg.singapay.partner_id.clone(),
-            client_id: cfg.singapay.client_id.clone(),
-            client_secret: cfg.singapay.client_secret.clone(),
-            timeout: Duration::from_secs(30),
-            max_retries: 3,
-            min_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(5),
-        })
-        .expect("client");
+        let client = SingapayClient::new(ClientConfig::from(&cfg.singapay)).expect("client");
         let fetch = || fetch_only(&client, &account, 100, 4);
 
         // Warm up (token, connections).

@@ -104,17 +104,7 @@ impl App {
         if abandoned > 0 {
             warn!(abandoned, "sync.abandoned_runs_marked_failed");
         }
-        let s = &config.singapay;
-        let client = SingapayClient::new(ClientConfig {
-            base_url: s.base_url.clone(),
-            partner_id: s.partner_id.clone(),
-            client_id: s.client_id.clone(),
-            client_secret: s.client_secret.clone(),
-            timeout: s.timeout,
-            max_retries: s.max_retries,
-            min_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(30),
-        })?;
+        let client = SingapayClient::new(ClientConfig::from(&config.singapay))?;
         let email = match &config.email {
             None => None,
             Some(e) => Some(EmailSettings {

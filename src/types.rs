@@ -73,70 +73,82 @@ impl fmt::Display for EventId {
     }
 }
 
+/// Gives a fieldless enum its wire names, from one list: `ALL` (declaration order), `as_str`,
+/// `FromStr` (an error naming the known names), `Display`, and serde as that string.
+macro_rules! wire_names {
+    ($ty:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            /// The wire and stored name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                $ty::ALL.iter().copied().find(|t| t.as_str() == s).ok_or_else(|| {
+                    let known: Vec<&str> = $ty::ALL.iter().map(|t| t.as_str()).collect();
+                    format!("unknown {} {s:?} (known: {})", $what, known.join(", "))
+                })
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 /// The event catalogue (docs/ARCHITECTURE.md, "Events"), in the order one pass emits them for
 /// one link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventType {
     /// A link first seen after the account's baseline.
-    #[serde(rename = "payment_link.created")]
     Created,
     /// `current_usage` rose or `payment_date` moved.
-    #[serde(rename = "payment_link.paid")]
     Paid,
     /// `current_usage` reached `max_usage`.
-    #[serde(rename = "payment_link.exhausted")]
     Exhausted,
     /// `status`, `status_computed` or `is_expired` changed (closed, reopened, expired).
-    #[serde(rename = "payment_link.status_changed")]
     StatusChanged,
     /// Any other field changed.
-    #[serde(rename = "payment_link.updated")]
     Updated,
     /// Gone from a complete pass and confirmed gone by a 404 on show.
-    #[serde(rename = "payment_link.deleted")]
     Deleted,
 }
 
-impl EventType {
-    /// Every type, in emission order.
-    pub const ALL: [EventType; 6] = [
-        EventType::Created,
-        EventType::Paid,
-        EventType::Exhausted,
-        EventType::StatusChanged,
-        EventType::Updated,
-        EventType::Deleted,
-    ];
-
-    /// The wire name, e.g. `payment_link.paid`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Created => "payment_link.created",
-            EventType::Paid => "payment_link.paid",
-            EventType::Exhausted => "payment_link.exhausted",
-            EventType::StatusChanged => "payment_link.status_changed",
-            EventType::Updated => "payment_link.updated",
-            EventType::Deleted => "payment_link.deleted",
-        }
-    }
-}
-
-impl FromStr for EventType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        parse_named("event type", s, &EventType::ALL, EventType::as_str)
-    }
-}
-
-impl fmt::Display for EventType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+wire_names!(EventType, "event type", {
+    Created => "payment_link.created",
+    Paid => "payment_link.paid",
+    Exhausted => "payment_link.exhausted",
+    StatusChanged => "payment_link.status_changed",
+    Updated => "payment_link.updated",
+    Deleted => "payment_link.deleted",
+});
 
 /// What started a sync pass (`sync_run.trigger`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     /// The account's cron schedule.
     Schedule,
@@ -146,32 +158,14 @@ pub enum Trigger {
     Webhook,
 }
 
-impl Trigger {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Schedule => "schedule",
-            Trigger::Manual => "manual",
-            Trigger::Webhook => "webhook",
-        }
-    }
-}
+wire_names!(Trigger, "trigger", {
+    Schedule => "schedule",
+    Manual => "manual",
+    Webhook => "webhook",
+});
 
 /// A delivery channel (`delivery.channel`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Channel {
     /// Signed HTTP callback (Standard Webhooks).
     Webhook,
@@ -179,31 +173,13 @@ pub enum Channel {
     Email,
 }
 
-impl Channel {
-    /// The stored name: `webhook` or `email`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Webhook => "webhook",
-            Channel::Email => "email",
-        }
-    }
-}
+wire_names!(Channel, "channel", {
+    Webhook => "webhook",
+    Email => "email",
+});
 
 /// Where a delivery stands (`delivery.state`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum DeliveryState {
     /// Owed: due at `next_attempt_at`.
     Pending,
@@ -215,74 +191,12 @@ pub enum DeliveryState {
     Disabled,
 }
 
-impl DeliveryState {
-    /// Every state.
-    pub const ALL: [DeliveryState; 4] = [
-        DeliveryState::Pending,
-        DeliveryState::Delivered,
-        DeliveryState::Dead,
-        DeliveryState::Disabled,
-    ];
-
-    /// The stored name: `pending`, `delivered`, `dead` or `disabled`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Dead => "dead",
-            DeliveryState::Disabled => "disabled",
-        }
-    }
-}
-
-/// Parses a stored name (`as_str`) among `all`, naming the known ones on error.
-fn parse_named<T: Copy>(
-    what: &str,
-    s: &str,
-    all: &[T],
-    name: impl Fn(T) -> &'static str,
-) -> Result<T, String> {
-    all.iter().copied().find(|t| name(*t) == s).ok_or_else(|| {
-        let known: Vec<&str> = all.iter().map(|t| name(*t)).collect();
-        format!("unknown {what} {s:?} (known: {})", known.join(", "))
-    })
-}
-
-impl FromStr for Channel {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        parse_named(
-            "channel",
-            s,
-            &[Channel::Webhook, Channel::Email],
-            Channel::as_str,
-        )
-    }
-}
-
-impl FromStr for DeliveryState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        parse_named(
-            "delivery state",
-            s,
-            &DeliveryState::ALL,
-            DeliveryState::as_str,
-        )
-    }
-}
-
-impl fmt::Display for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Display for DeliveryState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+wire_names!(DeliveryState, "delivery state", {
+    Pending => "pending",
+    Delivered => "delivered",
+    Dead => "dead",
+    Disabled => "disabled",
+});
 
 #[cfg(test)]
 mod tests {
@@ -290,7 +204,7 @@ mod tests {
 
     #[test]
     fn event_types_round_trip_by_name() {
-        for t in EventType::ALL {
+        for &t in EventType::ALL {
             assert_eq!(t.as_str().parse::<EventType>().unwrap(), t);
             assert_eq!(
                 serde_json::to_string(&t).unwrap(),
@@ -298,16 +212,20 @@ mod tests {
             );
         }
         assert!("payment_link.nope".parse::<EventType>().is_err());
+        assert!(serde_json::from_str::<EventType>("\"payment_link.nope\"").is_err());
     }
 
     #[test]
     fn delivery_states_and_channels_round_trip_by_name() {
-        for s in DeliveryState::ALL {
+        for &s in DeliveryState::ALL {
             assert_eq!(s.as_str().parse::<DeliveryState>().unwrap(), s);
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
-        for c in [Channel::Webhook, Channel::Email] {
+        for &c in Channel::ALL {
             assert_eq!(c.as_str().parse::<Channel>().unwrap(), c);
+        }
+        for &t in Trigger::ALL {
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
         }
         let e = "lost".parse::<DeliveryState>().unwrap_err();
         assert!(e.contains("pending, delivered, dead, disabled"), "{e}");

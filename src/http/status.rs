@@ -50,7 +50,7 @@ pub(super) async fn readyz(State(st): State<AdminState>) -> Result<Response, Api
 
 pub(super) async fn metrics_text(State(st): State<AdminState>) -> Result<Response, ApiError> {
     if let Ok(counts) = st.ledger.delivery_state_counts().await {
-        for state in DeliveryState::ALL {
+        for &state in DeliveryState::ALL {
             let n = counts
                 .iter()
                 .find(|(s, _)| *s == state)

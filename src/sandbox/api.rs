@@ -122,16 +122,34 @@ fn paginate(q: &PageQ) -> (usize, usize) {
     (page, per)
 }
 
-fn pagination(base: &str, total: usize, count: usize, page: usize, per: usize) -> Value {
+/// A v1 list answer: page `page` (of `per`) of `rows`, newest first, with seed 004's
+/// `pagination` block (camelCase counts, a `links.next` URL on this host).
+fn list_answer<T>(
+    h: &HeaderMap,
+    path: &str,
+    (page, per): (usize, usize),
+    rows: impl ExactSizeIterator<Item = T>,
+    render: impl Fn(T) -> Value,
+) -> Response {
+    let total = rows.len();
+    let data: Vec<Value> = rows.skip((page - 1) * per).take(per).map(render).collect();
     let pages = total.div_ceil(per).max(1);
-    json!({
-        "count": count,
+    let base = format!("http://{}{path}", header(h, "host").unwrap_or("localhost"));
+    let next = if page < pages {
+        Value::from(format!("{base}?page={}", page + 1))
+    } else {
+        Value::Null
+    };
+    let pagination = json!({
+        "count": data.len(),
         "total": total,
         "perPage": per,
         "currentPage": page,
         "totalPages": pages,
-        "links": {"next": if page < pages { Value::from(format!("{base}?page={}", page + 1)) } else { Value::Null }},
-    })
+        "links": {"next": next},
+    });
+    Json(json!({"status": 200, "success": true, "data": data, "pagination": pagination}))
+        .into_response()
 }
 
 pub(super) async fn list(
@@ -141,27 +159,17 @@ pub(super) async fn list(
     h: HeaderMap,
 ) -> ApiResult {
     authorize(&sb, &h)?;
-    let (page, per) = paginate(&q);
     let st = sb.lock();
     let Some(links) = st.accounts.get(&account) else {
         return Err(v1_error(StatusCode::NOT_FOUND, "Account not found", None));
     };
-    let data: Vec<Value> = links
-        .values()
-        .rev()
-        .skip((page - 1) * per)
-        .take(per)
-        .map(|l| st.render(&account, l))
-        .collect();
-    let base = format!(
-        "http://{}/api/v1.0/payment-link-manage/{account}",
-        header(&h, "host").unwrap_or("localhost")
-    );
-    let p = pagination(&base, links.len(), data.len(), page, per);
-    Ok(
-        Json(json!({"status": 200, "success": true, "data": data, "pagination": p}))
-            .into_response(),
-    )
+    Ok(list_answer(
+        &h,
+        &format!("/api/v1.0/payment-link-manage/{account}"),
+        paginate(&q),
+        links.values().rev(),
+        |l| st.render(&account, l),
+    ))
 }
 
 pub(super) fn not_found() -> Response {
@@ -453,7 +461,6 @@ pub(super) async fn histories(
     h: HeaderMap,
 ) -> ApiResult {
     authorize(&sb, &h)?;
-    let (page, per) = paginate(&q);
     let st = sb.lock();
     let rows: Vec<&History> = st
         .histories
@@ -461,11 +468,12 @@ pub(super) async fn histories(
         .rev()
         .filter(|r| r.account == account)
         .collect();
-    let data: Vec<Value> = rows
-        .iter()
-        .skip((page - 1) * per)
-        .take(per)
-        .map(|r| {
+    Ok(list_answer(
+        &h,
+        &format!("/api/v1.0/payment-link-histories/{account}"),
+        paginate(&q),
+        rows.into_iter(),
+        |r| {
             json!({
                 "id": r.id, "reff_no": r.reff_no, "payment_link_id": r.link_id,
                 "payment_link_reff_no": r.link_reff_no, "payment_method_name": r.method,
@@ -475,15 +483,6 @@ pub(super) async fn histories(
                 "customer_email": "", "customer_phone": "", "has_settle": false, "settle_at": null,
                 "created_at": wib(r.at), "updated_at": wib(r.at)
             })
-        })
-        .collect();
-    let base = format!(
-        "http://{}/api/v1.0/payment-link-histories/{account}",
-        header(&h, "host").unwrap_or("localhost")
-    );
-    let p = pagination(&base, rows.len(), data.len(), page, per);
-    Ok(
-        Json(json!({"status": 200, "success": true, "data": data, "pagination": p}))
-            .into_response(),
-    )
+        },
+    ))
 }

@@ -71,6 +71,25 @@ async fn sandbox_state(client: &SingapayClient) -> BTreeMap<i64, Value> {
     out
 }
 
+/// The live links of the mirror, comparable.
+async fn mirror(t: &TestApp) -> BTreeMap<i64, Value> {
+    let (rows, _) = t
+        .app
+        .ledger
+        .list_links(&account(), 10_000, 0)
+        .await
+        .unwrap();
+    rows.into_iter()
+        .filter(|r| r.deleted_at.is_none())
+        .map(|r| {
+            (
+                r.link.id.0,
+                comparable(serde_json::to_value(&r.link).unwrap()),
+            )
+        })
+        .collect()
+}
+
 /// One expected event: type, `previous_attributes`, `usage_delta`.
 type Expected = (String, Option<Value>, Option<i64>);
 
@@ -167,21 +186,7 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     t.sync_ok().await;
     let mut upstream = sandbox_state(&client).await;
     // The mirror after the baseline is the fold's starting point.
-    let (rows, _) = t
-        .app
-        .ledger
-        .list_links(&account(), 10_000, 0)
-        .await
-        .unwrap();
-    let mut fold: BTreeMap<i64, Value> = rows
-        .into_iter()
-        .map(|r| {
-            (
-                r.link.id.0,
-                comparable(serde_json::to_value(&r.link).unwrap()),
-            )
-        })
-        .collect();
+    let mut fold = mirror(&t).await;
     let mut last_seq: BTreeMap<i64, i64> = BTreeMap::new();
     for op in ops.into_iter().chain([Op::Sync]) {
         match op {
@@ -269,19 +274,10 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
         .list_links(&account(), 10_000, 0)
         .await
         .unwrap();
-    let mirror: BTreeMap<i64, Value> = rows
-        .iter()
-        .filter(|r| r.deleted_at.is_none())
-        .map(|r| {
-            (
-                r.link.id.0,
-                comparable(serde_json::to_value(&r.link).unwrap()),
-            )
-        })
-        .collect();
     for r in &rows {
         prop_assert_eq!(r.sequence, last_seq.get(&r.link.id.0).copied().unwrap_or(0));
     }
+    let mirror = mirror(&t).await;
     let upstream: BTreeMap<i64, Value> = upstream
         .into_iter()
         .map(|(k, v)| (k, comparable(v)))
