@@ -331,7 +331,7 @@ mod tests {
 
     /// An event of type `ty` about `object` (a link; fields it leaves out get an open link's
     /// values), parsed from its JSON as the dispatcher reads stored envelopes.
-    fn env(ty: &str, mut object: Value, prev: Value, delta: Option<i64>) -> Event {
+    fn env(ty: EventType, mut object: Value, prev: Value, delta: Option<i64>) -> Event {
         for (k, v) in [
             ("status", json!("open")),
             ("status_computed", json!("open")),
@@ -342,7 +342,7 @@ mod tests {
         }
         let mut data = json!({"object": object, "previous_attributes": prev, "usage_delta": delta});
         data.as_object_mut().unwrap().retain(|_, v| !v.is_null());
-        serde_json::from_value(json!({"id": format!("evt_{ty}"), "type": ty,
+        serde_json::from_value(json!({"id": format!("evt_{ty}"), "type": ty.as_str(),
             "created_at": "2026-11-21T03:04:05Z", "account_id": "01K7P073Q8RE2A9PQT8Q7MXPN4",
             "sequence": 1, "data": data}))
         .unwrap()
@@ -351,7 +351,7 @@ mod tests {
     #[test]
     fn digest_summarises_the_pass_in_rupiah_and_wib() {
         let paid = env(
-            "payment_link.paid",
+            EventType::Paid,
             json!({"id": 103, "title": "tes <b>", "reff_no": "PL1", "total_amount": "1250000.00",
                    "current_usage": 4, "max_usage": 1000, "payment_date": "2026-11-21T03:00:00Z",
                    "payment_url": "https://pay.example/b2b/PL1"}),
@@ -359,7 +359,7 @@ mod tests {
             Some(2),
         );
         let expired = env(
-            "payment_link.status_changed",
+            EventType::StatusChanged,
             json!({"id": 78, "title": "Order #78", "reff_no": "PL78", "total_amount": "50000.00",
                    "status_computed": "expired", "expired_at": "2026-11-22T03:00:00Z"}),
             json!({"status_computed": "open"}),
@@ -399,43 +399,43 @@ mod tests {
         expired["status_computed"] = json!("expired");
         vec![
             env(
-                "payment_link.created",
+                EventType::Created,
                 link(104, "Walk-in order", "75000.00"),
                 Value::Null,
                 None,
             ),
             env(
-                "payment_link.paid",
+                EventType::Paid,
                 link(103, "Invoice <Toko> \"Maju\"", "1250000.00"),
                 json!({"current_usage": 1, "payment_date": null}),
                 Some(2),
             ),
             env(
-                "payment_link.exhausted",
+                EventType::Exhausted,
                 link(103, "Invoice <Toko> \"Maju\"", "1250000.00"),
                 Value::Null,
                 None,
             ),
             env(
-                "payment_link.status_changed",
+                EventType::StatusChanged,
                 closed,
                 json!({"status": "open", "status_computed": "open", "is_expired": false}),
                 None,
             ),
             env(
-                "payment_link.status_changed",
+                EventType::StatusChanged,
                 expired,
                 json!({"status": "open", "status_computed": "open", "is_expired": false}),
                 None,
             ),
             env(
-                "payment_link.updated",
+                EventType::Updated,
                 link(60, "Order #60 (revised)", "119.84"),
                 json!({"title": "Order #60", "total_amount": "100000.00"}),
                 None,
             ),
             env(
-                "payment_link.deleted",
+                EventType::Deleted,
                 link(50, "Payment for Order #50", "510000.00"),
                 Value::Null,
                 None,
