@@ -54,7 +54,7 @@ pub struct App {
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
-            .field("ledger", &self.config.ledger_path)
+            .field("ledger", &self.config.ledger.path)
             .field("listen", &self.local_addr())
             .finish()
     }
@@ -97,9 +97,9 @@ impl App {
         clock: Arc<dyn Clock>,
         bind: bool,
     ) -> anyhow::Result<App> {
-        let ledger = Ledger::open(&config.ledger_path)
+        let ledger = Ledger::open(&config.ledger.path)
             .await
-            .with_context(|| format!("opening the ledger {}", config.ledger_path.display()))?;
+            .with_context(|| format!("opening the ledger {}", config.ledger.path.display()))?;
         let abandoned = ledger.fail_abandoned_runs(clock.now()).await?;
         if abandoned > 0 {
             warn!(abandoned, "sync.abandoned_runs_marked_failed");

@@ -38,6 +38,11 @@ impl WebhookSecret {
         Ok(Self(SecretBox::new(Box::new(key))))
     }
 
+    /// The key's length in bytes.
+    pub fn key_len(&self) -> usize {
+        self.0.expose_secret().len()
+    }
+
     /// A random 32-byte secret in `whsec_` form (for the demo and tests).
     pub fn generate() -> (Self, String) {
         let key: [u8; 32] = rand::random();

@@ -21,7 +21,7 @@ use crate::telemetry::{self, LogFormat};
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Demo => {
-            telemetry::init(LogFormat::Text, "warn");
+            telemetry::init(Some(LogFormat::Text), "warn");
             crate::demo::run(&mut std::io::stdout()).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -33,11 +33,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => match load(&cli) {
             Ok(cfg) => {
                 telemetry::init(cfg.log.format, &cfg.log.level);
-                crate::ledger::Ledger::open(&cfg.ledger_path)
+                crate::ledger::Ledger::open(&cfg.ledger.path)
                     .await?
                     .close()
                     .await;
-                println!("ledger {} is up to date", cfg.ledger_path.display());
+                println!("ledger {} is up to date", cfg.ledger.path.display());
                 Ok(ExitCode::SUCCESS)
             }
             Err(code) => Ok(code),

@@ -11,7 +11,7 @@ use crate::telemetry::{self, LogFormat};
 
 /// Serves a sandbox seeded with `links` links on `listen`.
 pub(super) async fn run(listen: SocketAddr, links: usize) -> anyhow::Result<ExitCode> {
-    telemetry::init(LogFormat::Text, "info");
+    telemetry::init(Some(LogFormat::Text), "info");
     let stop = super::shutdown_on_signal();
     let sb = Sandbox::new(SandboxOptions {
         links,

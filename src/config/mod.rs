@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Format, Toml};
 use lettre::message::Mailbox;
 use secrecy::SecretString;
 use url::Url;
@@ -63,6 +63,43 @@ pub struct SingapayConfig {
     pub concurrency: usize,
 }
 
+/// `[ledger]`.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// The SQLite file (default `/var/lib/singapay-sync/ledger.db`).
+    pub path: PathBuf,
+    /// How long delivered deliveries, their attempts and finished sync runs without events are
+    /// kept (default 180 days).
+    pub retention: Duration,
+    /// How long events (the audit trail) are kept, with their deliveries once none is pending;
+    /// `None` (the default) keeps them forever.
+    pub event_retention: Option<Duration>,
+}
+
+/// `sync.max_deletions`: how many links one pass may find missing from a complete list before it
+/// holds its deletions for a human to confirm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletionLimit {
+    /// 20 links or 2% of the account's live links, whichever is larger.
+    Default,
+    /// At most this many links (`max_deletions = 50`).
+    Links(u64),
+    /// At most this share of the live links, in percent (`max_deletions = "5%"`).
+    Percent(u64),
+}
+
+impl DeletionLimit {
+    /// The most deletions one pass may make in an account with `live` live links.
+    pub fn allowed(self, live: u64) -> u64 {
+        let share = |p: u64| live.saturating_mul(p).div_ceil(100);
+        match self {
+            DeletionLimit::Default => share(2).max(20),
+            DeletionLimit::Links(n) => n,
+            DeletionLimit::Percent(p) => share(p),
+        }
+    }
+}
+
 /// `[sync]`.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -70,6 +107,8 @@ pub struct SyncConfig {
     pub schedule: String,
     /// Emit `payment_link.created` for baseline links.
     pub notify_on_baseline: bool,
+    /// Deletions one pass may make before it holds them.
+    pub max_deletions: DeletionLimit,
 }
 
 /// `[[accounts]]`.
@@ -145,8 +184,9 @@ pub struct EmailConfig {
 /// `[log]`.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
-    /// `text` (default) or `json`.
-    pub format: LogFormat,
+    /// `text` or `json`; `None` (not configured): JSON under systemd (`JOURNAL_STREAM` set),
+    /// else text.
+    pub format: Option<LogFormat>,
     /// `tracing` filter, e.g. `info,singapay_sync=debug` (default `info`; `RUST_LOG` wins).
     pub level: String,
 }
@@ -154,8 +194,8 @@ pub struct LogConfig {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// SQLite ledger file.
-    pub ledger_path: PathBuf,
+    /// The ledger.
+    pub ledger: LedgerConfig,
     /// SingaPay.
     pub singapay: SingapayConfig,
     /// Sync.
@@ -211,10 +251,9 @@ impl Config {
                 path.display()
             )]));
         }
-        let fig = Figment::new()
-            .merge(Toml::file_exact(&path))
-            .merge(Env::prefixed("SINGAPAY_SYNC__").split("__"));
-        Self::from_figment(fig)
+        Self::from_figment(raw::environment(
+            Figment::new().merge(Toml::file_exact(&path)),
+        ))
     }
 
     /// Parses and validates a TOML document (no environment overrides): tests and the demo.
@@ -225,7 +264,7 @@ impl Config {
     fn from_figment(fig: Figment) -> Result<Config, ConfigErrors> {
         let unknown = raw::unknown_keys(&fig);
         let raw: raw::Raw = fig.extract().map_err(|e| {
-            let mut all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            let mut all: Vec<String> = e.into_iter().map(|e| raw::describe(&e)).collect();
             all.extend(unknown.iter().cloned());
             ConfigErrors(all)
         })?;

@@ -107,6 +107,8 @@ fn the_example_config_is_valid_and_documents_every_section() {
     assert_eq!(c.accounts[0].id.as_str(), "01K7P073Q8RE2A9PQT8Q7MXPN4");
     for key in [
         "path",
+        "retention",
+        "allow_insecure_http",
         "base_url",
         "partner_id",
         "client_id",
@@ -150,4 +152,174 @@ fn secrets_can_come_from_files() {
         secrecy::ExposeSecret::expose_secret(&c.singapay.client_secret),
         "from-file-secret"
     );
+}
+
+/// `GOOD` with `from` replaced by `to`.
+fn good_with(from: &str, to: &str) -> String {
+    assert!(GOOD.contains(from), "{from}");
+    GOOD.replace(from, to)
+}
+
+fn problems(toml: &str) -> String {
+    Config::from_toml_str(toml).unwrap_err().to_string()
+}
+
+#[test]
+fn unsafe_setups_are_refused_naming_the_key() {
+    // SMTP credentials in clear text to another host.
+    let plain = good_with(
+        "smtp_url = \"smtp://127.0.0.1:2525\"",
+        "smtp_url = \"smtp://user:pw@mail.example.com:587\"",
+    );
+    assert!(problems(&plain).contains("email.smtp_url sends credentials without TLS"));
+    for ok in [
+        "smtp_url = \"smtp://user:pw@mail.example.com:587?tls=required\"",
+        "smtp_url = \"smtps://user:pw@mail.example.com:465\"",
+        "smtp_url = \"smtp://user:pw@localhost:25\"",
+        "smtp_url = \"smtp://relay.example.com:25\"",
+    ] {
+        let toml = good_with("smtp_url = \"smtp://127.0.0.1:2525\"", ok);
+        assert!(Config::from_toml_str(&toml).is_ok(), "{ok}");
+    }
+    // http:// to another host, for SingaPay and for a webhook, unless allowed on that entry.
+    let http_base = good_with(
+        "[singapay]\n",
+        "[singapay]\nbase_url = \"http://payment-b2b.singapay.id\"\n",
+    );
+    assert!(problems(&http_base).contains("singapay.base_url is http:// to another host"));
+    let allowed = http_base.replace("[singapay]\n", "[singapay]\nallow_insecure_http = true\n");
+    assert!(Config::from_toml_str(&allowed).is_ok());
+    let http_hook = good_with(
+        "url = \"https://erp.example.com/hooks\"",
+        "url = \"http://erp.example.com/hooks\"",
+    );
+    assert!(problems(&http_hook).contains("webhooks[0].url is http:// to another host"));
+    let allowed = http_hook.replace(
+        "url = \"http://erp.example.com/hooks\"",
+        "url = \"http://erp.example.com/hooks\"\nallow_insecure_http = true",
+    );
+    assert!(Config::from_toml_str(&allowed).is_ok());
+    // Webhook keys of 16 and 65 bytes.
+    for key in [[7u8; 16].to_vec(), [7u8; 65].to_vec()] {
+        use base64::Engine;
+        let secret = base64::engine::general_purpose::STANDARD.encode(&key);
+        let toml = good_with(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            &format!("whsec_{secret}"),
+        );
+        assert!(
+            problems(&toml).contains("webhooks[0].secret must hold a key of 24 to 64 bytes"),
+            "{} bytes",
+            key.len()
+        );
+    }
+    // A level that is not one.
+    let level = format!("{GOOD}\n[log]\nlevel = \"verbose\"\n");
+    assert!(problems(&level).contains("log.level is not a tracing filter"));
+}
+
+#[test]
+fn no_problem_echoes_a_value() {
+    let bad = r#"
+[singapay]
+partner_id = ["p-secret-in-a-list"]
+client_id = "c"
+client_secret = "s"
+per_page = 100000
+timeout = "t-secret-timeout"
+base_url = "ftp://u-secret@host"
+[sync]
+schedule = "s-secret-cron"
+max_deletions = "m-secret"
+[[accounts]]
+id = "a-secret-account"
+[http]
+listen = "l-secret"
+admin_token = "short-secret"
+[[webhooks]]
+name = "erp"
+url = "https://erp.example.com"
+secret = "whsec_w-secret!!"
+events = ["e-secret-event"]
+[email]
+smtp_url = "x-secret://mail"
+from = "f-secret"
+[[email.recipients]]
+name = "finance"
+to = ["r-secret"]
+[log]
+format = "g-secret"
+"#;
+    let all = Config::from_toml_str(bad).unwrap_err().to_string();
+    assert!(
+        !all.contains("secret-") && !all.contains("short-secret"),
+        "{all}"
+    );
+    let second = Config::from_toml_str(&bad.replace("partner_id = [\"p-secret-in-a-list\"]\n", ""))
+        .unwrap_err();
+    assert!(second.0.len() >= 10, "{second}");
+    assert!(!second.to_string().contains("secret-"), "{second}");
+    // A TOML syntax error on a line holding a secret says where, not what.
+    let syntax =
+        Config::from_toml_str("[http]\nadmin_token = \"unterminated-secret\n").unwrap_err();
+    let text = syntax.to_string();
+    assert!(text.contains("line 2"), "{text}");
+    assert!(!text.contains("unterminated-secret"), "{text}");
+}
+
+#[test]
+fn environment_overrides_keep_digits_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    // SAFETY: this is the only test of the process that reads these variables.
+    unsafe {
+        std::env::set_var("SINGAPAY_SYNC__HTTP__ADMIN_TOKEN", "0012345678901234567");
+        std::env::set_var("SINGAPAY_SYNC__SINGAPAY__PARTNER_ID", "000123");
+        std::env::set_var("SINGAPAY_SYNC__SINGAPAY__PER_PAGE", "50");
+        std::env::set_var("singapay_sync__sync__notify_on_baseline", "true");
+    }
+    let c = Config::load(Some(&path));
+    unsafe {
+        for k in [
+            "SINGAPAY_SYNC__HTTP__ADMIN_TOKEN",
+            "SINGAPAY_SYNC__SINGAPAY__PARTNER_ID",
+            "SINGAPAY_SYNC__SINGAPAY__PER_PAGE",
+            "singapay_sync__sync__notify_on_baseline",
+        ] {
+            std::env::remove_var(k);
+        }
+    }
+    let c = c.unwrap();
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&c.http.admin_token),
+        "0012345678901234567"
+    );
+    assert_eq!(c.singapay.partner_id, "000123");
+    assert_eq!(c.singapay.per_page, 50);
+    assert!(c.sync.notify_on_baseline);
+}
+
+#[test]
+fn max_deletions_takes_links_or_a_share() {
+    let with = |v: &str| {
+        Config::from_toml_str(&good_with(
+            "[[accounts]]",
+            &format!("[sync]\nmax_deletions = {v}\n[[accounts]]"),
+        ))
+        .map(|c| c.sync.max_deletions)
+    };
+    assert_eq!(
+        Config::from_toml_str(GOOD).unwrap().sync.max_deletions,
+        DeletionLimit::Default
+    );
+    assert_eq!(with("50").unwrap(), DeletionLimit::Links(50));
+    assert_eq!(with("\"5%\"").unwrap(), DeletionLimit::Percent(5));
+    assert!(with("\"lots\"").is_err());
+    assert!(with("\"150%\"").is_err());
+    assert_eq!(DeletionLimit::Default.allowed(103), 20);
+    assert_eq!(DeletionLimit::Default.allowed(100_000), 2_000);
+    assert_eq!(DeletionLimit::Default.allowed(1_001), 21);
+    assert_eq!(DeletionLimit::Percent(5).allowed(1_000), 50);
+    assert_eq!(DeletionLimit::Links(3).allowed(1_000), 3);
 }

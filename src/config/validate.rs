@@ -12,12 +12,14 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use super::raw::{
-    Raw, RawAccount, RawDelivery, RawEmail, RawHttp, RawLog, RawSingapay, RawSync, RawWebhook,
+    Raw, RawAccount, RawDelivery, RawEmail, RawHttp, RawLedger, RawLog, RawSingapay, RawSync,
+    RawWebhook,
 };
 use super::{
     AccountConfig, Config, ConfigErrors, DEFAULT_BASE_URL, DEFAULT_LEDGER_PATH, DEFAULT_LISTEN,
-    DEFAULT_RETRY_SCHEDULE, DEFAULT_SCHEDULE, DeliveryConfig, EmailConfig, HttpConfig, LogConfig,
-    RecipientConfig, SingapayConfig, SyncConfig, WebhookConfig, parse_duration,
+    DEFAULT_RETRY_SCHEDULE, DEFAULT_SCHEDULE, DeletionLimit, DeliveryConfig, EmailConfig,
+    HttpConfig, LedgerConfig, LogConfig, RecipientConfig, SingapayConfig, SyncConfig,
+    WebhookConfig, parse_duration,
 };
 use crate::standard_webhooks::WebhookSecret;
 use crate::telemetry::LogFormat;
@@ -29,11 +31,7 @@ type Problems = Vec<String>;
 /// Validates every section of `raw`; `Err` lists every problem found.
 pub(super) fn validate(raw: Raw) -> Result<Config, ConfigErrors> {
     let mut p = Problems::new();
-    let ledger_path = PathBuf::from(
-        raw.ledger
-            .path
-            .unwrap_or_else(|| DEFAULT_LEDGER_PATH.to_string()),
-    );
+    let ledger = ledger(&mut p, raw.ledger);
     let singapay = singapay(&mut p, raw.singapay);
     let sync = sync(&mut p, raw.sync);
     let accounts = accounts(&mut p, raw.accounts, &sync.schedule);
@@ -48,7 +46,7 @@ pub(super) fn validate(raw: Raw) -> Result<Config, ConfigErrors> {
         return Err(ConfigErrors(p));
     }
     Ok(Config {
-        ledger_path,
+        ledger,
         singapay,
         sync,
         accounts,
@@ -60,11 +58,27 @@ pub(super) fn validate(raw: Raw) -> Result<Config, ConfigErrors> {
     })
 }
 
+fn ledger(p: &mut Problems, l: RawLedger) -> LedgerConfig {
+    LedgerConfig {
+        path: PathBuf::from(l.path.unwrap_or_else(|| DEFAULT_LEDGER_PATH.to_string())),
+        retention: duration(
+            p,
+            "ledger.retention",
+            l.retention,
+            Duration::from_secs(180 * 86_400),
+        ),
+        event_retention: l
+            .event_retention
+            .map(|v| duration(p, "ledger.event_retention", Some(v), Duration::ZERO)),
+    }
+}
+
 fn singapay(p: &mut Problems, s: RawSingapay) -> SingapayConfig {
     let base_url = http_url(
         p,
         "singapay.base_url",
         Some(s.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL)),
+        s.allow_insecure_http.unwrap_or(false),
     )
     .unwrap_or_else(|| Url::parse(DEFAULT_BASE_URL).expect("DEFAULT_BASE_URL is a valid URL"));
     SingapayConfig {
@@ -95,9 +109,25 @@ fn singapay(p: &mut Problems, s: RawSingapay) -> SingapayConfig {
 fn sync(p: &mut Problems, s: RawSync) -> SyncConfig {
     let schedule = s.schedule.unwrap_or_else(|| DEFAULT_SCHEDULE.to_string());
     cron(p, "sync.schedule", &schedule);
+    let max_deletions = match s.max_deletions.as_deref().map(str::trim) {
+        None => DeletionLimit::Default,
+        Some(v) => match v.strip_suffix('%').map(|n| n.trim().parse::<u64>()) {
+            Some(Ok(pct)) if pct <= 100 => DeletionLimit::Percent(pct),
+            None if v.parse::<u64>().is_ok() => DeletionLimit::Links(v.parse().unwrap_or(0)),
+            _ => {
+                p.push(
+                    "sync.max_deletions must be a number of links (50) or a percentage of the \
+                     live links (\"5%\")"
+                        .into(),
+                );
+                DeletionLimit::Default
+            }
+        },
+    };
     SyncConfig {
         schedule,
         notify_on_baseline: s.notify_on_baseline.unwrap_or(false),
+        max_deletions,
     }
 }
 
@@ -111,8 +141,10 @@ fn accounts(p: &mut Problems, raw: Vec<RawAccount>, default_schedule: &str) -> V
         let key = format!("accounts[{i}]");
         let id = match a.id.as_deref().map(AccountId::parse) {
             Some(Ok(id)) => Some(id),
-            Some(Err(e)) => {
-                p.push(format!("{key}.id: {e}"));
+            Some(Err(_)) => {
+                p.push(format!(
+                    "{key}.id is not a ULID (26 characters, e.g. 01K7P073Q8RE2A9PQT8Q7MXPN4)"
+                ));
                 None
             }
             None => {
@@ -120,11 +152,14 @@ fn accounts(p: &mut Problems, raw: Vec<RawAccount>, default_schedule: &str) -> V
                 None
             }
         };
+        // An inherited schedule is checked (and reported) once, as `sync.schedule`.
+        if let Some(s) = &a.schedule {
+            cron(p, &format!("{key}.schedule"), s);
+        }
         let schedule = a.schedule.unwrap_or_else(|| default_schedule.to_string());
-        cron(p, &format!("{key}.schedule"), &schedule);
         if let Some(id) = id {
             if !seen.insert(id.clone()) {
-                p.push(format!("{key}.id {id} is listed twice"));
+                p.push(format!("{key}.id is listed twice"));
             }
             out.push(AccountConfig {
                 id,
@@ -139,8 +174,8 @@ fn accounts(p: &mut Problems, raw: Vec<RawAccount>, default_schedule: &str) -> V
 fn http(p: &mut Problems, h: RawHttp) -> HttpConfig {
     let listen = match h.listen.as_deref().unwrap_or(DEFAULT_LISTEN).parse() {
         Ok(a) => a,
-        Err(e) => {
-            p.push(format!("http.listen: {e}"));
+        Err(_) => {
+            p.push("http.listen is not an address:port (e.g. 127.0.0.1:8787)".into());
             SocketAddr::from(([127, 0, 0, 1], 8787))
         }
     };
@@ -173,9 +208,11 @@ fn delivery(p: &mut Problems, d: RawDelivery) -> DeliveryConfig {
             .iter()
             .enumerate()
             .filter_map(|(i, d)| match parse_duration(d) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    p.push(format!("delivery.retry_schedule[{i}]: {e}"));
+                Ok(d) if !d.is_zero() && d <= MAX_DURATION => Some(d),
+                _ => {
+                    p.push(format!(
+                        "delivery.retry_schedule[{i}] is not a duration from 1ms to 10 years"
+                    ));
                     None
                 }
             })
@@ -204,13 +241,24 @@ fn webhooks(
     for (i, w) in raw.into_iter().enumerate() {
         let key = format!("webhooks[{i}]");
         let name = subscriber_name(p, &key, w.name, names);
-        let url = http_url(p, &format!("{key}.url"), w.url.as_deref());
+        let url = http_url(
+            p,
+            &format!("{key}.url"),
+            w.url.as_deref(),
+            w.allow_insecure_http.unwrap_or(false),
+        );
         let secret =
             secret(p, &format!("{key}.secret"), w.secret, w.secret_file, true).and_then(|s| {
                 match WebhookSecret::parse(s.expose_secret()) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        p.push(format!("{key}.secret: {e}"));
+                    Ok(s) if (24..=64).contains(&s.key_len()) => Some(s),
+                    Ok(_) => {
+                        p.push(format!(
+                            "{key}.secret must hold a key of 24 to 64 bytes (whsec_ + base64 of it)"
+                        ));
+                        None
+                    }
+                    Err(_) => {
+                        p.push(format!("{key}.secret is not whsec_<base64>"));
                         None
                     }
                 }
@@ -230,18 +278,13 @@ fn webhooks(
 
 fn email(p: &mut Problems, e: RawEmail, names: &mut HashSet<String>) -> Option<EmailConfig> {
     let smtp_url = secret(p, "email.smtp_url", e.smtp_url, e.smtp_url_file, true);
-    if smtp_url.as_ref().is_some_and(|u| {
-        let u = u.expose_secret();
-        !["smtp://", "smtps://", "file://"]
-            .iter()
-            .any(|s| u.starts_with(s))
-    }) {
-        p.push("email.smtp_url must start with smtp://, smtps:// or file://".into());
+    if let Some(u) = &smtp_url {
+        smtp(p, u.expose_secret());
     }
     let from = match e.from.as_deref().map(str::parse::<Mailbox>) {
         Some(Ok(m)) => Some(m),
         Some(Err(err)) => {
-            p.push(format!("email.from: {err}"));
+            p.push(format!("email.from is not a mailbox: {err}"));
             None
         }
         None => {
@@ -262,10 +305,11 @@ fn email(p: &mut Problems, e: RawEmail, names: &mut HashSet<String>) -> Option<E
         }
         let to =
             r.to.iter()
-                .filter_map(|a| match a.parse::<Mailbox>() {
+                .enumerate()
+                .filter_map(|(j, a)| match a.parse::<Mailbox>() {
                     Ok(m) => Some(m),
                     Err(err) => {
-                        p.push(format!("{key}.to {a:?}: {err}"));
+                        p.push(format!("{key}.to[{j}] is not a mailbox: {err}"));
                         None
                     }
                 })
@@ -282,19 +326,59 @@ fn email(p: &mut Problems, e: RawEmail, names: &mut HashSet<String>) -> Option<E
 }
 
 fn log(p: &mut Problems, l: RawLog) -> LogConfig {
-    let format = match l.format.as_deref().unwrap_or("text") {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => {
-            p.push(format!(
-                "log.format must be \"text\" or \"json\", got {other:?}"
-            ));
-            LogFormat::Text
+    let format = match l.format.as_deref() {
+        None => None,
+        Some("text") => Some(LogFormat::Text),
+        Some("json") => Some(LogFormat::Json),
+        Some(_) => {
+            p.push("log.format must be \"text\" or \"json\"".into());
+            None
         }
     };
-    LogConfig {
-        format,
-        level: l.level.unwrap_or_else(|| "info".into()),
+    let level = l.level.unwrap_or_else(|| "info".into());
+    if let Err(e) = crate::telemetry::check_level(&level) {
+        p.push(format!(
+            "log.level is not a tracing filter (e.g. \"info\" or \"info,singapay_sync=debug\"): {e}"
+        ));
+    }
+    LogConfig { format, level }
+}
+
+/// `email.smtp_url`: a known scheme, and no credentials in clear text: SMTP with a user or a
+/// password needs TLS (`smtps://`, or `smtp://…?tls=required` for STARTTLS) unless the server is
+/// on this host.
+fn smtp(p: &mut Problems, url: &str) {
+    if url.starts_with("file://") {
+        return;
+    }
+    let Ok(u) = Url::parse(url) else {
+        p.push("email.smtp_url is not a URL (smtp://, smtps:// or file://)".into());
+        return;
+    };
+    match u.scheme() {
+        "smtps" => {}
+        "smtp" => {
+            let credentials = !u.username().is_empty() || u.password().is_some();
+            let tls = u.query_pairs().any(|(k, v)| k == "tls" && v == "required");
+            if credentials && !tls && !is_loopback(&u) {
+                p.push(
+                    "email.smtp_url sends credentials without TLS: use smtps:// or \
+                     smtp://…?tls=required (plain SMTP only to a loopback host)"
+                        .into(),
+                );
+            }
+        }
+        _ => p.push("email.smtp_url must start with smtp://, smtps:// or file://".into()),
+    }
+}
+
+/// Whether the URL's host is this machine (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(u: &Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 
@@ -320,12 +404,12 @@ fn secret(
         (Some(v), None) => Some(SecretString::from(v)),
         (None, Some(path)) => match std::fs::read_to_string(&path) {
             Ok(v) if v.trim().is_empty() => {
-                p.push(format!("{key}_file {path:?} is empty"));
+                p.push(format!("{key}_file names an empty file"));
                 None
             }
             Ok(v) => Some(SecretString::from(v.trim().to_string())),
             Err(e) => {
-                p.push(format!("{key}_file {path:?} cannot be read: {e}"));
+                p.push(format!("{key}_file cannot be read: {}", e.kind()));
                 None
             }
         },
@@ -341,28 +425,35 @@ fn secret(
 /// An event filter (`None` = every type).
 fn events(p: &mut Problems, key: &str, v: Option<Vec<String>>) -> Option<BTreeSet<EventType>> {
     let mut set = BTreeSet::new();
-    for e in v? {
+    for (i, e) in v?.iter().enumerate() {
         match e.parse::<EventType>() {
             Ok(t) => {
                 set.insert(t);
             }
-            Err(msg) => p.push(format!("{key}: {msg}")),
+            Err(_) => {
+                let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+                p.push(format!(
+                    "{key}[{i}] is not an event type (known: {})",
+                    known.join(", ")
+                ));
+            }
         }
     }
     Some(set)
 }
 
-/// A positive duration, `default` when absent.
+/// The longest duration any key takes: time arithmetic on it cannot overflow.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// A positive duration up to 10 years, `default` when absent.
 fn duration(p: &mut Problems, key: &str, v: Option<String>, default: Duration) -> Duration {
     match v.as_deref().map(parse_duration) {
         None => default,
-        Some(Ok(d)) if d.is_zero() => {
-            p.push(format!("{key} must be more than 0"));
-            default
-        }
-        Some(Ok(d)) => d,
-        Some(Err(e)) => {
-            p.push(format!("{key}: {e}"));
+        Some(Ok(d)) if !d.is_zero() && d <= MAX_DURATION => d,
+        _ => {
+            p.push(format!(
+                "{key} is not a duration from 1ms to 10 years (\"500ms\", \"30s\", \"5m\", \"2h\", \"180d\")"
+            ));
             default
         }
     }
@@ -389,23 +480,31 @@ fn int_in(
 ) -> i64 {
     match v.unwrap_or(default) {
         n if (lo..=hi).contains(&n) => n,
-        n => {
-            p.push(format!("{key} must be {lo} to {hi}{note}, got {n}"));
+        _ => {
+            p.push(format!("{key} must be {lo} to {hi}{note}"));
             default
         }
     }
 }
 
-/// An `http://` or `https://` URL.
-fn http_url(p: &mut Problems, key: &str, v: Option<&str>) -> Option<Url> {
+/// An `https://` URL, or `http://` to a loopback host or with `allow_insecure_http = true`.
+fn http_url(p: &mut Problems, key: &str, v: Option<&str>, allow_insecure: bool) -> Option<Url> {
     match v.map(Url::parse) {
-        Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => Some(u),
-        Some(Ok(u)) => {
-            p.push(format!("{key}: scheme {:?} is not http(s)", u.scheme()));
+        Some(Ok(u)) if u.scheme() == "https" => Some(u),
+        Some(Ok(u)) if u.scheme() == "http" && (allow_insecure || is_loopback(&u)) => Some(u),
+        Some(Ok(u)) if u.scheme() == "http" => {
+            p.push(format!(
+                "{key} is http:// to another host: use https://, or set allow_insecure_http = true \
+                 beside it"
+            ));
+            None
+        }
+        Some(Ok(_)) => {
+            p.push(format!("{key} must be an https:// URL"));
             None
         }
         Some(Err(e)) => {
-            p.push(format!("{key}: {e}"));
+            p.push(format!("{key} is not a URL: {e}"));
             None
         }
         None => {
@@ -417,8 +516,10 @@ fn http_url(p: &mut Problems, key: &str, v: Option<&str>) -> Option<Url> {
 
 /// A cron schedule the scheduler accepts.
 fn cron(p: &mut Problems, key: &str, expr: &str) {
-    if let Err(e) = crate::cron::validate(expr) {
-        p.push(format!("{key} {expr:?}: {e}"));
+    if crate::cron::validate(expr).is_err() {
+        p.push(format!(
+            "{key} is not a cron schedule (6 fields, seconds first, UTC, e.g. \"0 */5 * * * *\")"
+        ));
     }
 }
 
@@ -432,7 +533,7 @@ fn subscriber_name(
     let name = required(p, &format!("{key}.name"), v);
     if !name.is_empty() && !names.insert(name.clone()) {
         p.push(format!(
-            "{key}.name {name:?} is used twice (webhook and recipient names share one namespace)"
+            "{key}.name is used twice (webhook and recipient names share one namespace)"
         ));
     }
     name
