@@ -18,7 +18,7 @@ use crate::notify::dispatcher::{EmailGroup, EmailSettings, WebhookTarget};
 use crate::notify::email::Mailer;
 use crate::notify::{Dispatcher, RetrySchedule, Route, Routing};
 use crate::singapay::{ClientConfig, SingapayClient};
-use crate::sync::{SyncContext, SyncError, SyncSummary, Syncer};
+use crate::sync::{PageHook, PassOptions, SyncContext, SyncError, SyncSummary, Syncer};
 use crate::time::{Clock, SystemClock};
 use crate::types::Channel;
 use crate::types::{AccountId, Trigger};
@@ -151,6 +151,8 @@ impl App {
             notify_on_baseline: config.sync.notify_on_baseline,
             clock: Arc::clone(&clock),
             wake: Some(Arc::clone(&dispatcher.wake)),
+            max_deletions: config.sync.max_deletions,
+            page_hook: std::sync::OnceLock::new(),
         });
         let syncer = Syncer::new(ctx, work.clone());
         let listener = if bind {
@@ -184,16 +186,31 @@ impl App {
         &self,
         only: Option<&AccountId>,
     ) -> Vec<(AccountId, Result<SyncSummary, SyncError>)> {
+        self.sync_all_with(only, PassOptions::default()).await
+    }
+
+    /// [`App::sync_all`] with options (`sync --confirm-deletions`).
+    pub async fn sync_all_with(
+        &self,
+        only: Option<&AccountId>,
+        opts: PassOptions,
+    ) -> Vec<(AccountId, Result<SyncSummary, SyncError>)> {
         let passes = self
             .config
             .accounts
             .iter()
             .filter(|a| only.is_none_or(|o| *o == a.id))
             .map(|a| async move {
-                let r = self.syncer.sync_now(&a.id, Trigger::Manual).await;
+                let r = self.syncer.sync_now(&a.id, Trigger::Manual, opts).await;
                 (a.id.clone(), r)
             });
         futures_util::future::join_all(passes).await
+    }
+
+    /// Sets the hook called before each page of every pass is diffed (tests inject faults with
+    /// it; at most once, later calls are ignored).
+    pub fn set_page_hook(&self, hook: PageHook) {
+        let _ = self.syncer.context().page_hook.set(hook);
     }
 
     /// Runs the daemon until `shutdown` fires: admin HTTP, one cron poller per account, the

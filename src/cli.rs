@@ -32,6 +32,10 @@ pub enum Command {
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+        /// Delete the links found missing even beyond `sync.max_deletions` (after a human
+        /// checked that SingaPay really lost them). Needs `--account`.
+        #[arg(long, requires = "account")]
+        confirm_deletions: bool,
     },
     /// Apply ledger migrations and exit.
     Migrate,

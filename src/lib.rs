@@ -7,6 +7,7 @@
 //! what the binary, the integration tests and the benchmarks drive.
 
 pub mod app;
+mod body;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -76,7 +76,7 @@ mod tests {
     #[test]
     fn levels_are_checked_directive_by_directive() {
         assert!(super::check_level("info").is_ok());
-        assert!(super::check_level("warn,singapay_sync=debug,sqlx=off").is_ok());
+        assert!(super::check_level("warn,singapay_sync=debug,hyper=off").is_ok());
         assert!(super::check_level("infoo").is_err());
         assert!(super::check_level("info,singapay_sync=verbose").is_err());
         assert!(super::check_level("").is_err());

@@ -42,8 +42,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Err(code) => Ok(code),
         },
-        Command::Sync { account, json } => match load(&cli) {
-            Ok(cfg) => sync::run(cfg, account.as_deref(), *json).await,
+        Command::Sync {
+            account,
+            json,
+            confirm_deletions,
+        } => match load(&cli) {
+            Ok(cfg) => sync::run(cfg, account.as_deref(), *json, *confirm_deletions).await,
             Err(code) => Ok(code),
         },
         Command::Deliveries { action } => match load(&cli) {

@@ -15,6 +15,7 @@ pub(super) async fn run(
     cfg: Config,
     account: Option<&str>,
     as_json: bool,
+    confirm_deletions: bool,
 ) -> anyhow::Result<ExitCode> {
     telemetry::init(cfg.log.format, &cfg.log.level);
     let only = match account.map(AccountId::parse) {
@@ -31,7 +32,8 @@ pub(super) async fn run(
     };
     let app =
         App::build_with_clock(cfg, std::sync::Arc::new(crate::time::SystemClock), false).await?;
-    let results = app.sync_all(only.as_ref()).await;
+    let opts = crate::sync::PassOptions { confirm_deletions };
+    let results = app.sync_all_with(only.as_ref(), opts).await;
     let dispatched = app.dispatcher.dispatch_due().await?;
     let mut failed = false;
     let mut out = Vec::new();
@@ -50,6 +52,14 @@ pub(super) async fn run(
                         s.events_by_type,
                         s.duration_ms
                     );
+                    if s.deletions_held > 0 {
+                        println!(
+                            "{acc}: {} links are missing, more than sync.max_deletions allows: none \
+                             was deleted. If SingaPay really lost them, run `sync --account {acc} \
+                             --confirm-deletions`.",
+                            s.deletions_held
+                        );
+                    }
                 }
                 out.push(json!({"account_id": acc.as_str(), "ok": true, "summary": s}));
             }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -74,18 +74,30 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+impl AdminState {
+    /// Whether `headers` carry `Authorization: Bearer <http.admin_token>` (the scheme is
+    /// case-insensitive, RFC 9110 §11.1).
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .unwrap_or("");
+        // Compare digests: equal-length inputs, no early exit on the secret's bytes.
+        !given.is_empty()
+            && Sha256::digest(given.as_bytes())
+                == Sha256::digest(self.admin_token.expose_secret().as_bytes())
+    }
+}
+
+/// Refuses requests without the admin token (logged, without any token), and logs every admin
+/// write with its outcome.
 async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Compare digests: equal-length inputs, no early exit on the secret's bytes.
-    let ok = !given.is_empty()
-        && Sha256::digest(given.as_bytes())
-            == Sha256::digest(st.admin_token.expose_secret().as_bytes());
-    if !ok {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    if !st.authorized(req.headers()) {
+        tracing::warn!(%method, path, "http.unauthorized");
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -93,5 +105,9 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
         )
         .into_response();
     }
-    next.run(req).await
+    let response = next.run(req).await;
+    if method != Method::GET && method != Method::HEAD {
+        tracing::info!(%method, path, status = response.status().as_u16(), "http.admin_write");
+    }
+    response
 }

@@ -9,13 +9,16 @@ use serde_json::{Value, json};
 
 use super::{AdminState, ApiError, ApiPath, ApiQuery};
 use crate::ledger::{DeliveryFilter, EventFilter};
+use crate::sync::{PassOptions, SyncError};
 use crate::time::rfc3339_utc;
 use crate::types::{AccountId, Channel, DeliveryState, EventType, LinkId, Trigger};
 
-/// `?account_id=`.
+/// `POST /resync?account_id=&confirm_deletions=`.
 #[derive(Debug, Deserialize)]
-pub(super) struct AccountQuery {
+pub(super) struct ResyncQuery {
     account_id: Option<String>,
+    #[serde(default)]
+    confirm_deletions: bool,
 }
 
 /// `GET /links?account_id=&limit=&offset=`.
@@ -76,16 +79,36 @@ fn bounded(name: &str, v: Option<i64>, default: i64, max: i64) -> Result<i64, Ap
 
 pub(super) async fn resync(
     State(st): State<AdminState>,
-    ApiQuery(q): ApiQuery<AccountQuery>,
+    ApiQuery(q): ApiQuery<ResyncQuery>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let only = st.account(q.account_id.as_deref())?;
+    if q.confirm_deletions && only.is_none() {
+        return Err(ApiError::bad_request(
+            "bad_parameter",
+            "confirm_deletions needs the account_id whose deletions were looked at",
+        ));
+    }
+    let opts = PassOptions {
+        confirm_deletions: q.confirm_deletions,
+    };
     let mut runs = Vec::new();
     for a in st
         .accounts
         .iter()
         .filter(|a| only.as_ref().is_none_or(|o| *o == a.id))
     {
-        let t = st.syncer.trigger(&a.id, Trigger::Manual).await?;
+        let t = match st.syncer.trigger(&a.id, Trigger::Manual, opts).await {
+            Ok(t) => t,
+            Err(SyncError::Busy(run)) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "pass_running",
+                    format!("a pass of this account is running (run {run}); confirm after it ends"),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(account_id = %a.id, run_id = t.run_id, confirm_deletions = q.confirm_deletions, "http.resync");
         runs.push(
             json!({"account_id": a.id.as_str(), "run_id": t.run_id, "coalesced": t.coalesced}),
         );

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -18,29 +18,44 @@ pub(super) async fn healthz(State(st): State<AdminState>) -> Result<Json<Value>,
     Ok(Json(json!({"status": "ok"})))
 }
 
-pub(super) async fn readyz(State(st): State<AdminState>) -> Result<Response, ApiError> {
+/// `/readyz`: 200 when every account's last successful pass is younger than 3 schedule
+/// intervals and held no deletions, else 503. Without the admin token the answer is only
+/// `{"ready": …}`; with it, each account's details.
+pub(super) async fn readyz(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let now = st.clock.now();
     let mut details = Vec::new();
     let mut ready = true;
     for a in &st.accounts {
-        let last = st
+        let status = st
             .ledger
-            .last_success(&a.id)
+            .account_status(&a.id)
             .await
             .map_err(|e| ApiError::unavailable(&e))?;
         let interval =
             crate::cron::interval(&a.schedule, now).unwrap_or(std::time::Duration::from_secs(300));
-        let limit = chrono::Duration::from_std(interval * 3).unwrap_or(chrono::Duration::hours(1));
-        let fresh = last.is_some_and(|t| now - t <= limit);
-        ready &= fresh;
+        let limit = interval
+            .checked_mul(3)
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .unwrap_or(chrono::Duration::hours(1));
+        let fresh = status.last_success_at.is_some_and(|t| now - t <= limit);
+        let account_ready = fresh && status.deletions_held == 0;
+        ready &= account_ready;
         details.push(json!({
             "account_id": a.id.as_str(),
-            "last_success_at": last.map(crate::time::rfc3339_utc),
+            "last_success_at": status.last_success_at.map(crate::time::rfc3339_utc),
             "max_age_seconds": limit.num_seconds(),
-            "ready": fresh,
+            "deletions_held": status.deletions_held,
+            "ready": account_ready,
         }));
     }
-    let body = Json(json!({"ready": ready, "accounts": details}));
+    let body = if st.authorized(&headers) {
+        Json(json!({"ready": ready, "accounts": details}))
+    } else {
+        Json(json!({"ready": ready}))
+    };
     Ok(if ready {
         body.into_response()
     } else {

@@ -30,6 +30,7 @@ pub use deliveries::{DeliveryAttemptRow, DeliveryFilter, DeliveryRow, NewDeliver
 pub use events::{EventFilter, EventRow, NewEvent};
 pub use links::StoredLink;
 pub(crate) use links::{LinkRows, LinkState, LinkWrite};
+pub(crate) use runs::RunEnd;
 pub use runs::SyncRunRow;
 
 /// A ledger error: SQLite or a row that cannot be read back.

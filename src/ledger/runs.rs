@@ -36,6 +36,31 @@ pub struct SyncRunRow {
     pub outcome: String,
     /// Why it failed.
     pub error: Option<String>,
+    /// Links found missing whose deletion this pass held back (more than `sync.max_deletions`,
+    /// or an empty list); 0 when none was held.
+    pub deletions_held: i64,
+}
+
+/// How a pass ended, as [`Ledger::finish_run`] records it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RunEnd {
+    /// `Ok` or why it failed.
+    pub result: Result<(), String>,
+    /// Pages read.
+    pub pages: i64,
+    /// Distinct links read.
+    pub links_seen: i64,
+    /// Deletions held back.
+    pub deletions_held: i64,
+}
+
+/// An account's state for `/readyz`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct AccountStatus {
+    /// End of the last successful pass.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Deletions the last successful pass held back.
+    pub deletions_held: i64,
 }
 
 impl Ledger {
@@ -72,41 +97,43 @@ impl Ledger {
         Ok(r.last_insert_rowid())
     }
 
-    /// Records the end of a pass with its page and link counts. On success also marks the account's
-    /// baseline done (if this was it) and its last success time.
+    /// Records the end of a pass: its outcome and counts. On success also marks the account's
+    /// baseline done (if this was it), its last success time and the deletions this pass held.
     pub(crate) async fn finish_run(
         &self,
         run_id: i64,
         account: &AccountId,
-        result: Result<(), String>,
-        (pages, links_seen): (i64, i64),
+        end: &RunEnd,
         now: DateTime<Utc>,
     ) -> LedgerResult<()> {
         let mut tx = self.pool.begin().await?;
-        let (outcome, error) = match &result {
+        let (outcome, error) = match &end.result {
             Ok(()) => ("succeeded", None),
-            Err(e) => ("failed", Some(e.clone())),
+            Err(e) => ("failed", Some(e.as_str())),
         };
         sqlx::query(
-            "UPDATE sync_run SET finished_at = ?, outcome = ?, error = ?, pages = ?, links_seen = ? \
-             WHERE id = ?",
+            "UPDATE sync_run SET finished_at = ?, outcome = ?, error = ?, pages = ?, links_seen = ?, \
+             deletions_held = ? WHERE id = ?",
         )
         .bind(ledger_ts(now))
         .bind(outcome)
         .bind(error)
-        .bind(pages)
-        .bind(links_seen)
+        .bind(end.pages)
+        .bind(end.links_seen)
+        .bind(end.deletions_held)
         .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-        if result.is_ok() {
+        .execute(&mut *tx)
+        .await?;
+        if end.result.is_ok() {
             sqlx::query(
-                "INSERT INTO account_state (account_id, baseline_completed_at, last_success_at) \
-                 VALUES (?1, ?2, ?2) ON CONFLICT (account_id) DO UPDATE SET \
-                 baseline_completed_at = COALESCE(baseline_completed_at, ?2), last_success_at = ?2",
+                "INSERT INTO account_state (account_id, baseline_completed_at, last_success_at, \
+                 deletions_held) VALUES (?1, ?2, ?2, ?3) ON CONFLICT (account_id) DO UPDATE SET \
+                 baseline_completed_at = COALESCE(baseline_completed_at, ?2), last_success_at = ?2, \
+                 deletions_held = ?3",
             )
             .bind(account.as_str())
             .bind(ledger_ts(now))
+            .bind(end.deletions_held)
             .execute(&mut *tx)
             .await?;
         }
@@ -126,18 +153,20 @@ impl Ledger {
         Ok(r.rows_affected())
     }
 
-    /// The account's last successful pass end, if any (for `/readyz`).
-    pub(crate) async fn last_success(
-        &self,
-        account: &AccountId,
-    ) -> LedgerResult<Option<DateTime<Utc>>> {
-        let row = sqlx::query("SELECT last_success_at FROM account_state WHERE account_id = ?")
-            .bind(account.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+    /// What `/readyz` needs of an account: its last successful pass and the deletions it held.
+    pub(crate) async fn account_status(&self, account: &AccountId) -> LedgerResult<AccountStatus> {
+        let row = sqlx::query(
+            "SELECT last_success_at, deletions_held FROM account_state WHERE account_id = ?",
+        )
+        .bind(account.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         match row {
-            Some(r) => parse_opt_ts(r.try_get(0)?),
-            None => Ok(None),
+            Some(r) => Ok(AccountStatus {
+                last_success_at: parse_opt_ts(r.try_get("last_success_at")?)?,
+                deletions_held: r.try_get("deletions_held")?,
+            }),
+            None => Ok(AccountStatus::default()),
         }
     }
 
@@ -145,7 +174,7 @@ impl Ledger {
     pub async fn get_run(&self, id: i64) -> LedgerResult<Option<SyncRunRow>> {
         let row = sqlx::query(
             "SELECT id, account_id, trigger, started_at, finished_at, baseline, pages, links_seen, \
-             links_written, changes, outcome, error FROM sync_run WHERE id = ?",
+             links_written, changes, outcome, error, deletions_held FROM sync_run WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -164,6 +193,7 @@ impl Ledger {
                 changes: r.try_get(9)?,
                 outcome: r.try_get(10)?,
                 error: r.try_get(11)?,
+                deletions_held: r.try_get(12)?,
             })
         })
         .transpose()

@@ -51,6 +51,11 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
+/// A digest that cannot be computed: `what` of event `ev` overflows.
+fn overflow(ev: &Event, what: &str) -> String {
+    format!("event {}: {what} overflows; the digest is not sent", ev.id)
+}
+
 fn plural(n: i64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -98,10 +103,16 @@ pub fn render_digest(events: &[Event]) -> Result<Digest, String> {
         let headline = match ev.event_type {
             EventType::Paid => {
                 let delta = ev.data.usage_delta.unwrap_or(0);
-                payments += delta.max(1);
+                payments = payments
+                    .checked_add(delta.max(1))
+                    .ok_or_else(|| overflow(ev, "the number of payments"))?;
                 if let Some(a) = link.total_amount {
-                    let got = a * Decimal::from(delta);
-                    received += got;
+                    let got = a
+                        .checked_mul(Decimal::from(delta))
+                        .ok_or_else(|| overflow(ev, "amount × payments"))?;
+                    received = received
+                        .checked_add(got)
+                        .ok_or_else(|| overflow(ev, "the total received"))?;
                     lines.push(format!(
                         "{} × {} = {}",
                         plural(delta, "payment", "payments"),
@@ -176,7 +187,8 @@ pub fn render_digest(events: &[Event]) -> Result<Digest, String> {
             reff_no: link.reff_no,
             link_id: link.id.to_string(),
             lines,
-            payment_url: link.payment_url,
+            // Only an https:// page is offered to click on.
+            payment_url: link.payment_url.filter(|u| u.starts_with("https://")),
         });
     }
     let mut parts = Vec::new();
@@ -441,6 +453,29 @@ mod tests {
                 None,
             ),
         ]
+    }
+
+    #[test]
+    fn amounts_that_overflow_fail_the_rendering_and_only_https_pages_are_linked() {
+        let huge = env(
+            EventType::Paid,
+            json!({"id": 9, "title": "Huge", "reff_no": "PL9", "current_usage": 3,
+                   "total_amount": Decimal::MAX.to_string()}),
+            json!({"current_usage": 1, "payment_date": null}),
+            Some(2),
+        );
+        let e = render_digest(&[huge]).unwrap_err();
+        assert!(e.contains("amount × payments overflows"), "{e}");
+        let plain = env(
+            EventType::Created,
+            json!({"id": 9, "title": "Plain", "reff_no": "PL9", "total_amount": "10000.00",
+                   "payment_url": "http://pay.example/b2b/PL9"}),
+            Value::Null,
+            None,
+        );
+        let d = render_digest(&[plain]).unwrap();
+        assert!(!d.text.contains("http://pay.example"), "{}", d.text);
+        assert!(!d.html.contains("http://pay.example"));
     }
 
     #[test]

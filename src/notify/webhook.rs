@@ -49,7 +49,7 @@ pub async fn send(
             } else {
                 FailureKind::Other(None)
             };
-            let msg = crate::telemetry::error_chain(&e);
+            let msg = crate::body::transport_message(e);
             SendResult {
                 status: None,
                 duration: started.elapsed(),
@@ -77,7 +77,11 @@ pub async fn send(
                 .get(reqwest::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let text = r.text().await.unwrap_or_default();
+            // A receiver's error page is read up to 64 KiB; the first 512 characters are kept.
+            let text = match crate::body::read_limited(r, 64 * 1024).await {
+                Ok((bytes, _)) => String::from_utf8_lossy(&bytes).into_owned(),
+                Err(_) => String::new(),
+            };
             let mut snippet: String = text.chars().take(BODY_KEEP).collect();
             if let Some(loc) = location {
                 snippet = format!("redirect to {loc} not followed; {snippet}");

@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 
-use super::state::{LoggedRequest, SandboxLink, v1_error};
+use super::state::{Fault, LoggedRequest, SandboxLink, v1_error};
 use super::{SEED_ACCOUNT, Sandbox};
 
 fn route_kind(path: &str) -> &'static str {
@@ -43,6 +43,12 @@ pub(super) async fn faults_and_log(
 ) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let matched_path = path.clone();
+    let for_account = |f: &Fault| {
+        f.account
+            .as_ref()
+            .is_none_or(|a| matched_path.contains(a.as_str()))
+    };
     let query = req.uri().query().map(str::to_owned);
     let kind = route_kind(&path);
     let page = query_page(query.as_deref());
@@ -61,6 +67,7 @@ pub(super) async fn faults_and_log(
         let mut st = sb.lock();
         let pos = st.faults.iter().position(|f| {
             (f.route == "any" || f.route == kind)
+                && for_account(f)
                 && (f.page.is_none() || (kind == "list" && f.page == Some(page.unwrap_or(1))))
         });
         pos.map(|i| {

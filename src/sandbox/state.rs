@@ -142,6 +142,9 @@ pub struct Fault {
     /// Only this list page.
     #[serde(default)]
     pub page: Option<u64>,
+    /// Only requests about this account (its id in the path).
+    #[serde(default)]
+    pub account: Option<String>,
     /// How many requests it affects.
     #[serde(default = "one")]
     pub count: u32,

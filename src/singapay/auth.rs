@@ -42,9 +42,12 @@ pub fn token_signature_for_date(
 /// How long to trust a token that SingaPay says lives `expires_in` seconds: until 5 minutes
 /// before expiry (as LG does), or 10% early for short tokens, never less than 10 s. An absent
 /// or nonsensical `expires_in` is treated as one hour (LG's fallback).
+///
+/// A lifetime over 30 days is taken as 30 days (SingaPay's are 60 hours; a number that large is a
+/// defect, and the deadline must stay representable).
 pub fn usable_lifetime(expires_in: Option<u64>) -> Duration {
     let secs = match expires_in {
-        Some(s) if s > 0 => s,
+        Some(s) if s > 0 => s.min(30 * 86_400),
         _ => 3600,
     };
     let margin = (secs / 10).min(300);
@@ -163,6 +166,15 @@ mod tests {
         assert_eq!(usable_lifetime(Some(60)), Duration::from_secs(54));
         assert_eq!(usable_lifetime(None), Duration::from_secs(3300));
         assert_eq!(usable_lifetime(Some(0)), Duration::from_secs(3300));
+        assert_eq!(
+            usable_lifetime(Some(u64::MAX)),
+            Duration::from_secs(30 * 86_400 - 300)
+        );
+        assert!(
+            Instant::now()
+                .checked_add(usable_lifetime(Some(u64::MAX)))
+                .is_some()
+        );
     }
 
     #[tokio::test]

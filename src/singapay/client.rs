@@ -78,9 +78,30 @@ fn transport_error(e: reqwest::Error) -> SingapayError {
             "request timed out".to_string()
         } else {
             // The cause chain says "connection refused", "reset by peer", …
-            crate::telemetry::error_chain(&e)
+            crate::body::transport_message(e)
         },
     }
+}
+
+/// The most of one answer read into memory: the largest list page (100 links of ~1.5 KB) is
+/// about 150 KB.
+const MAX_ANSWER: usize = 8 * 1024 * 1024;
+
+/// An answer's body as text, at most [`MAX_ANSWER`] bytes.
+///
+/// Errors: the transport failed (retryable), the body is longer or not UTF-8 (malformed).
+async fn answer_text(resp: reqwest::Response) -> Result<String, SingapayError> {
+    let (bytes, cut) = crate::body::read_limited(resp, MAX_ANSWER)
+        .await
+        .map_err(transport_error)?;
+    if cut {
+        return Err(SingapayError::Malformed(format!(
+            "the answer is over {} MiB",
+            MAX_ANSWER / (1024 * 1024)
+        )));
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| SingapayError::Malformed(format!("the answer is not UTF-8: {e}")))
 }
 
 impl SingapayClient {
@@ -131,7 +152,7 @@ impl SingapayClient {
             .map_err(transport_error)?;
         let status = resp.status().as_u16();
         let ra = retry_after(resp.headers());
-        let body = resp.text().await.map_err(transport_error)?;
+        let body = answer_text(resp).await?;
         let env = Envelope::parse(&body).map_err(|e| {
             if (200..300).contains(&status) {
                 SingapayError::Malformed(format!("token answer: {e}"))
@@ -173,7 +194,9 @@ impl SingapayClient {
         debug!(target: "singapay", expires_in, "singapay.token_fetched");
         Ok(CachedToken {
             token: SecretString::from(td.access_token),
-            refresh_at: Instant::now() + usable_lifetime(expires_in),
+            refresh_at: Instant::now()
+                .checked_add(usable_lifetime(expires_in))
+                .unwrap_or_else(Instant::now),
         })
     }
 
@@ -203,7 +226,7 @@ impl SingapayClient {
                 .map_err(transport_error)?;
             let status = resp.status().as_u16();
             let ra = retry_after(resp.headers());
-            let body = resp.text().await.map_err(transport_error)?;
+            let body = answer_text(resp).await?;
             if (200..300).contains(&status) {
                 // A 200 may still carry SP013 in a v2 envelope.
                 if let Ok(env) = Envelope::parse(&body)
@@ -219,16 +242,31 @@ impl SingapayClient {
                 }
                 return Ok((status, body));
             }
-            let err = match Envelope::parse(&body) {
+            let (mut err, refusal) = match Envelope::parse(&body) {
                 Ok(env) => {
                     let mut e = envelope_error(status, &env);
                     if let SingapayError::RateLimited { retry_after, .. } = &mut e {
                         *retry_after = ra;
                     }
-                    e
+                    (e, env.is_refusal())
                 }
-                Err(_) => SingapayError::classify(status, None, truncate(&body), ra),
+                Err(_) => (
+                    SingapayError::classify(status, None, truncate(&body), ra),
+                    false,
+                ),
             };
+            // "Not found" counts only when SingaPay itself says so: a proxy's HTML 404 or an
+            // empty body must never make a link look deleted.
+            if matches!(err, SingapayError::NotFound { .. }) && !refusal {
+                err = SingapayError::Retryable {
+                    status: Some(status),
+                    code: None,
+                    message: format!(
+                        "HTTP {status} without SingaPay's JSON answer (a proxy or gateway?): {}",
+                        truncate(&body)
+                    ),
+                };
+            }
             if err.is_auth() && attempt == 0 {
                 warn!(target: "singapay", status, "singapay.token_refused");
                 stale = Some(token);

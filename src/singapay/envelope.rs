@@ -82,6 +82,12 @@ impl<'a> Envelope<'a> {
         }
     }
 
+    /// Whether this is SingaPay's own refusal (`success: false`, or a v2 `response_code`), as
+    /// opposed to some JSON a proxy or gateway answered with.
+    pub(crate) fn is_refusal(&self) -> bool {
+        self.success == Some(false) || self.response_code.is_some()
+    }
+
     /// The SingaPay code to report: `response_code`, else the v1 `error.code`.
     pub(crate) fn sp_code(&self) -> Option<String> {
         self.response_code.clone().or_else(|| self.code.clone())

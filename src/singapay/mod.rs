@@ -10,6 +10,8 @@ mod client;
 mod envelope;
 mod error;
 mod fields;
+#[cfg(test)]
+mod fuzz;
 mod link;
 mod pagination;
 

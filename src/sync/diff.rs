@@ -56,9 +56,16 @@ fn get<'a>(m: &'a Map<String, Value>, k: &str) -> &'a Value {
 
 /// The changes from `old` (the ledger's row, `None` if never seen) to `new` (this pass), in the
 /// order of the events table: created, paid, exhausted, status_changed, updated.
-pub fn diff(old: Option<&PaymentLink>, new: &PaymentLink, new_link: NewLink) -> Vec<Change> {
+///
+/// Errors: the usage rise does not fit an `i64` (numbers SingaPay never sends, but a hostile or
+/// broken upstream could); the pass stops instead of reporting a wrong `usage_delta`.
+pub fn diff(
+    old: Option<&PaymentLink>,
+    new: &PaymentLink,
+    new_link: NewLink,
+) -> Result<Vec<Change>, String> {
     let Some(old) = old else {
-        return diff_new(new, new_link);
+        return Ok(diff_new(new, new_link));
     };
     let (o, n) = (as_map(old), as_map(new));
     let mut out = Vec::new();
@@ -67,10 +74,19 @@ pub fn diff(old: Option<&PaymentLink>, new: &PaymentLink, new_link: NewLink) -> 
     let date_moved = new.payment_date.is_some() && new.payment_date != old.payment_date;
     let paid = usage_rose || date_moved;
     if paid {
+        let rise = new
+            .current_usage
+            .checked_sub(old.current_usage)
+            .ok_or_else(|| {
+                format!(
+                    "current_usage {} → {} does not fit a 64-bit difference",
+                    old.current_usage, new.current_usage
+                )
+            })?;
         out.push(Change {
             event_type: EventType::Paid,
             previous_attributes: Some(pick(&o, &PAID_FIELDS)),
-            usage_delta: Some((new.current_usage - old.current_usage).max(0)),
+            usage_delta: Some(rise.max(0)),
         });
     }
     if new.is_exhausted() && !old.is_exhausted() {
@@ -109,7 +125,7 @@ pub fn diff(old: Option<&PaymentLink>, new: &PaymentLink, new_link: NewLink) -> 
             usage_delta: None,
         });
     }
-    out
+    Ok(out)
 }
 
 fn diff_new(new: &PaymentLink, mode: NewLink) -> Vec<Change> {
@@ -203,7 +219,11 @@ mod tests {
 
     #[test]
     fn an_unchanged_link_yields_nothing() {
-        assert!(diff(Some(&seed(103)), &seed(103), NewLink::Full).is_empty());
+        assert!(
+            diff(Some(&seed(103)), &seed(103), NewLink::Full)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -221,7 +241,7 @@ mod tests {
                 "current_usage": "2"
             }),
         );
-        assert_eq!(diff(Some(&old), &new, NewLink::Full), vec![]);
+        assert_eq!(diff(Some(&old), &new, NewLink::Full).unwrap(), vec![]);
     }
 
     #[test]
@@ -232,7 +252,7 @@ mod tests {
             json!({"current_usage": 4, "payment_date": "2026-11-21T10:00:00+07:00",
                    "updated_at": "2026-11-21T10:00:00+07:00"}),
         );
-        let c = diff(Some(&old), &new, NewLink::Full);
+        let c = diff(Some(&old), &new, NewLink::Full).unwrap();
         assert_eq!(types(&c), [EventType::Paid]);
         assert_eq!(c[0].usage_delta, Some(2));
         assert_eq!(
@@ -250,7 +270,7 @@ mod tests {
             99,
             json!({"current_usage": 5, "payment_date": "2025-10-17T10:00:00+07:00"}),
         );
-        let c = diff(Some(&old), &new, NewLink::Full);
+        let c = diff(Some(&old), &new, NewLink::Full).unwrap();
         assert_eq!(types(&c), [EventType::Paid, EventType::Exhausted]);
         assert_eq!(c[0].usage_delta, Some(1));
         assert_eq!(c[1].previous_attributes, None);
@@ -263,7 +283,7 @@ mod tests {
             103,
             json!({"status": "closed", "status_computed": "closed"}),
         );
-        let c = diff(Some(&old), &new, NewLink::Full);
+        let c = diff(Some(&old), &new, NewLink::Full).unwrap();
         assert_eq!(types(&c), [EventType::StatusChanged]);
         assert_eq!(
             Value::Object(c[0].previous_attributes.clone().unwrap()),
@@ -279,7 +299,7 @@ mod tests {
             json!({"expired_at": "2026-11-22T10:00:00+07:00", "status": "open",
                    "status_computed": "expired", "is_expired": true}),
         );
-        let c = diff(Some(&old), &new, NewLink::Full);
+        let c = diff(Some(&old), &new, NewLink::Full).unwrap();
         assert_eq!(types(&c), [EventType::StatusChanged]);
         let prev = c[0].previous_attributes.clone().unwrap();
         assert_eq!(prev["status_computed"], "open");
@@ -296,7 +316,7 @@ mod tests {
                    "whitelisted_payment_method": ["QRIS"], "updated_at": "2026-11-21T10:00:00+07:00",
                    "description": "new v2 field"}),
         );
-        let c = diff(Some(&old), &new, NewLink::Full);
+        let c = diff(Some(&old), &new, NewLink::Full).unwrap();
         assert_eq!(types(&c), [EventType::Updated]);
         assert_eq!(
             Value::Object(c[0].previous_attributes.clone().unwrap()),
@@ -314,7 +334,7 @@ mod tests {
             json!({"total_amount": "25000.00",
                    "items": [{"name": "tes", "quantity": "1", "unit_price": "25000", "subtotal": 25000}]}),
         );
-        let c = diff(Some(&old), &new, NewLink::Full);
+        let c = diff(Some(&old), &new, NewLink::Full).unwrap();
         assert_eq!(types(&c), [EventType::Updated]);
         let prev = c[0].previous_attributes.clone().unwrap();
         assert_eq!(prev["total_amount"], "20000.00");
@@ -329,7 +349,7 @@ mod tests {
             json!({"current_usage": 5, "status": "closed", "status_computed": "closed",
                    "title": "Order #99 (final)"}),
         );
-        let c = diff(Some(&old), &new, NewLink::Full);
+        let c = diff(Some(&old), &new, NewLink::Full).unwrap();
         assert_eq!(
             types(&c),
             [
@@ -349,14 +369,14 @@ mod tests {
             json!({"updated_at": "2026-01-01T00:00:00Z",
                    "account": {"id": "01K7P073Q8RE2A9PQT8Q7MXPN4", "name": "Renamed"}}),
         );
-        assert!(diff(Some(&old), &new, NewLink::Full).is_empty());
+        assert!(diff(Some(&old), &new, NewLink::Full).unwrap().is_empty());
     }
 
     #[test]
     fn a_usage_decrease_is_an_update_not_a_payment() {
         let old = seed(103);
         let new = edited(103, json!({"current_usage": 1}));
-        let c = diff(Some(&old), &new, NewLink::Full);
+        let c = diff(Some(&old), &new, NewLink::Full).unwrap();
         assert_eq!(types(&c), [EventType::Updated]);
         assert_eq!(
             c[0].previous_attributes.clone().unwrap()["current_usage"],
@@ -367,24 +387,32 @@ mod tests {
     #[test]
     fn new_links_depend_on_the_baseline() {
         let l = seed(103);
-        assert!(diff(None, &l, NewLink::Silent).is_empty());
+        assert!(diff(None, &l, NewLink::Silent).unwrap().is_empty());
         assert_eq!(
-            types(&diff(None, &l, NewLink::CreatedOnly)),
+            types(&diff(None, &l, NewLink::CreatedOnly).unwrap()),
             [EventType::Created]
         );
-        let c = diff(None, &l, NewLink::Full);
+        let c = diff(None, &l, NewLink::Full).unwrap();
         assert_eq!(types(&c), [EventType::Created, EventType::Paid]);
         assert_eq!(c[1].usage_delta, Some(2));
         // Seed 102: 1 of 1 used: created, paid, exhausted.
         assert_eq!(
-            types(&diff(None, &seed(102), NewLink::Full)),
+            types(&diff(None, &seed(102), NewLink::Full).unwrap()),
             [EventType::Created, EventType::Paid, EventType::Exhausted]
         );
         // An unpaid new link is just created.
         assert_eq!(
-            types(&diff(None, &seed(100), NewLink::Full)),
+            types(&diff(None, &seed(100), NewLink::Full).unwrap()),
             [EventType::Created]
         );
+    }
+
+    #[test]
+    fn a_usage_rise_that_overflows_is_an_error_not_a_panic() {
+        let old = edited(99, json!({"current_usage": -5}));
+        let new = edited(99, json!({"current_usage": i64::MAX}));
+        let e = diff(Some(&old), &new, NewLink::Full).unwrap_err();
+        assert!(e.contains("current_usage"), "{e}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod writer;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
@@ -22,15 +22,26 @@ use tracing::{error, info};
 use crate::types::{AccountId, Trigger};
 
 pub(crate) use pass::SyncContext;
-pub use pass::{SyncError, SyncSummary};
+pub use pass::{PageHook, SyncError, SyncSummary};
 
 /// Starts passes, one at a time per account, in the background.
 #[derive(Debug)]
 pub(crate) struct Syncer {
     ctx: Arc<SyncContext>,
-    running: Mutex<HashMap<AccountId, i64>>,
+    /// Serialises the start of passes (checking `running`, recording the run).
+    starting: tokio::sync::Mutex<()>,
+    /// The run of each account whose pass is under way. Entries are removed by a
+    /// [`RunningGuard`], so a pass that panics or is aborted never leaves its account "running".
+    running: Arc<Mutex<HashMap<AccountId, i64>>>,
     tasks: TaskTracker,
     cancel: CancellationToken,
+}
+
+/// What a trigger asks of its pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassOptions {
+    /// Delete links found missing even beyond `sync.max_deletions` (a human looked).
+    pub confirm_deletions: bool,
 }
 
 /// The answer to a trigger.
@@ -42,47 +53,103 @@ pub(crate) struct Triggered {
     pub coalesced: bool,
 }
 
+/// Removes an account's entry from `running` when dropped: after the pass, and also if it
+/// panics or its task is aborted.
+struct RunningGuard {
+    running: Arc<Mutex<HashMap<AccountId, i64>>>,
+    account: AccountId,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.account);
+    }
+}
+
 impl Syncer {
     /// A syncer; passes stop at their next page boundary when `cancel` fires.
     pub fn new(ctx: Arc<SyncContext>, cancel: CancellationToken) -> Arc<Self> {
         Arc::new(Self {
             ctx,
-            running: Mutex::new(HashMap::new()),
+            starting: tokio::sync::Mutex::new(()),
+            running: Arc::default(),
             tasks: TaskTracker::new(),
             cancel,
         })
     }
 
-    /// Starts a pass of `account` in the background, or joins the one running. Returns its run id.
+    /// The shared context.
+    pub fn context(&self) -> &SyncContext {
+        &self.ctx
+    }
+
+    fn running_run(&self, account: &AccountId) -> Option<i64> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .copied()
+    }
+
+    /// Records a new run of `account` and marks it running (under `starting`): the run and the
+    /// guard that unmarks it. `Err(Busy)` if a pass is running.
+    async fn begin(
+        &self,
+        account: &AccountId,
+        trigger: Trigger,
+        opts: PassOptions,
+    ) -> Result<(pass::StartedRun, RunningGuard), SyncError> {
+        let _serial = self.starting.lock().await;
+        if let Some(id) = self.running_run(account) {
+            return Err(SyncError::Busy(id));
+        }
+        let run = pass::start_run(&self.ctx, account, trigger, opts.confirm_deletions).await?;
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(account.clone(), run.run_id);
+        let guard = RunningGuard {
+            running: Arc::clone(&self.running),
+            account: account.clone(),
+        };
+        Ok((run, guard))
+    }
+
+    /// Starts a pass of `account` in the background, or joins the one running (a trigger that
+    /// asks to confirm deletions does not join one that does not: [`SyncError::Busy`]). Returns
+    /// its run id.
     ///
-    /// Errors: the ledger cannot record the run.
+    /// Errors: the ledger cannot record the run; `Busy` as above.
     pub async fn trigger(
         self: &Arc<Self>,
         account: &AccountId,
         trigger: Trigger,
+        opts: PassOptions,
     ) -> Result<Triggered, SyncError> {
-        let mut running = self.running.lock().await;
-        if let Some(id) = running.get(account) {
-            return Ok(Triggered {
-                run_id: *id,
-                coalesced: true,
-            });
-        }
-        let run = pass::start_run(&self.ctx, account, trigger).await?;
+        let (run, guard) = match self.begin(account, trigger, opts).await {
+            Ok(started) => started,
+            Err(SyncError::Busy(run_id)) if !opts.confirm_deletions => {
+                return Ok(Triggered {
+                    run_id,
+                    coalesced: true,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let run_id = run.run_id;
-        running.insert(account.clone(), run_id);
-        drop(running);
         let me = Arc::clone(self);
         let account = account.clone();
         self.tasks.spawn(async move {
-            let r = pass::run_and_record(&me.ctx, &run, &me.cancel).await;
-            match r {
+            let _guard = guard;
+            match pass::run_and_record(&me.ctx, &run, &me.cancel).await {
                 Ok(s) => {
                     info!(account_id = %account, run_id, events = s.events, "sync.pass_succeeded")
                 }
                 Err(e) => error!(account_id = %account, run_id, error = %e, "sync.pass_failed"),
             }
-            me.running.lock().await.remove(&account);
         });
         Ok(Triggered {
             run_id,
@@ -90,25 +157,17 @@ impl Syncer {
         })
     }
 
-    /// Runs a pass now and waits for it (the `sync` command). If a pass of the account is running,
-    /// fails with [`SyncError::Busy`].
+    /// Runs a pass now and waits for it (the `sync` command).
+    ///
+    /// Errors: [`SyncError::Busy`] if a pass of the account is running; the pass's error.
     pub async fn sync_now(
         &self,
         account: &AccountId,
         trigger: Trigger,
+        opts: PassOptions,
     ) -> Result<SyncSummary, SyncError> {
-        let run = {
-            let mut running = self.running.lock().await;
-            if let Some(id) = running.get(account) {
-                return Err(SyncError::Busy(*id));
-            }
-            let run = pass::start_run(&self.ctx, account, trigger).await?;
-            running.insert(account.clone(), run.run_id);
-            run
-        };
-        let r = pass::run_and_record(&self.ctx, &run, &self.cancel).await;
-        self.running.lock().await.remove(account);
-        r
+        let (run, _guard) = self.begin(account, trigger, opts).await?;
+        pass::run_and_record(&self.ctx, &run, &self.cancel).await
     }
 
     /// Waits for background passes to end (after `cancel`, at their next page boundary).

@@ -29,7 +29,7 @@ pub async fn start(
             let s = Arc::clone(&s);
             let acc = acc.clone();
             Box::pin(async move {
-                match s.trigger(&acc, Trigger::Schedule).await {
+                match s.trigger(&acc, Trigger::Schedule, Default::default()).await {
                     Ok(t) => info!(account_id = %acc, run_id = t.run_id, coalesced = t.coalesced, "sync.scheduled"),
                     Err(e) => warn!(account_id = %acc, error = %e, "sync.schedule_failed"),
                 }

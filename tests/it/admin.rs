@@ -158,15 +158,7 @@ async fn readyz_turns_503_when_the_last_successful_pass_is_older_than_three_inte
     config.schedule = "0 0 */6 * * *".into();
     let daemon = serve(&config, clock.clone()).await;
     let admin = &daemon.admin;
-    let readyz = || async {
-        let r = admin
-            .http
-            .get(format!("{}/readyz", admin.base))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap())
-    };
+    let readyz = || admin.call(Method::GET, "/readyz");
     assert_eq!(readyz().await.0, 503, "not ready before the first pass");
     admin.resync_and_wait().await;
     let (status, body) = readyz().await;

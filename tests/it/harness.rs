@@ -619,6 +619,11 @@ pub async fn serve(config: &DaemonConfig, clock: Arc<dyn Clock>) -> Served {
     let app = App::build_with_clock(config.build().unwrap(), clock, true)
         .await
         .unwrap();
+    serve_app(app)
+}
+
+/// `app` (built with its listener) running in the background.
+pub fn serve_app(app: App) -> Served {
     let admin = Admin::new(format!("http://{}", app.local_addr().unwrap()));
     let ledger = app.ledger.clone();
     let stop = CancellationToken::new();

@@ -8,6 +8,7 @@ mod daemon;
 mod e2e;
 mod faults;
 mod feed;
+mod guards;
 mod harness;
 mod layout;
 mod multi;

@@ -7,24 +7,27 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::event::{Event, EventData};
-use crate::ledger::{Ledger, LedgerError, LinkState, LinkWrite, NewDelivery, NewEvent, PageCommit};
+use crate::config::DeletionLimit;
+use crate::ledger::{Ledger, LedgerError, RunEnd};
 use crate::notify::Routing;
 use crate::singapay::{PaymentLink, SingapayClient, SingapayError};
 use crate::time::Clock;
-use crate::types::{AccountId, EventId, LinkId, Trigger};
+use crate::types::{AccountId, LinkId, Trigger};
 
-use super::diff::{Change, NewLink, deletion, diff};
-use super::window::StateWindow;
+use super::diff::NewLink;
 use super::writer::PageWriter;
+
+mod commit;
+
+use commit::commit_now;
+#[cfg(test)]
+pub(crate) use commit::content_hash;
 
 /// Everything a pass needs.
 #[derive(Debug)]
@@ -45,6 +48,24 @@ pub(crate) struct SyncContext {
     pub clock: Arc<dyn Clock>,
     /// Woken after a commit that enqueued deliveries (the dispatcher).
     pub wake: Option<Arc<Notify>>,
+    /// `sync.max_deletions`.
+    pub max_deletions: DeletionLimit,
+    /// A test's hook, called with the account and page number before each page is diffed (a
+    /// panic in it is a panic in the pass). Set at most once.
+    pub page_hook: std::sync::OnceLock<PageHook>,
+}
+
+/// A hook called before each page is diffed (tests inject faults with it).
+#[derive(Clone)]
+pub struct PageHook(pub Arc<PageHookFn>);
+
+/// The function of a [`PageHook`]: the account and the page number.
+pub type PageHookFn = dyn Fn(&AccountId, u64) + Send + Sync;
+
+impl std::fmt::Debug for PageHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PageHook")
+    }
 }
 
 /// Why a pass failed.
@@ -68,6 +89,18 @@ pub enum SyncError {
     /// A pass of this account is already running (its run id).
     #[error("a pass of this account is already running (run {0})")]
     Busy(i64),
+    /// A link's numbers cannot be compared (an overflow), or SingaPay sent something else that
+    /// cannot be mirrored; the pass stops before committing that page.
+    #[error("link {link}: {message}")]
+    Data {
+        /// The link.
+        link: LinkId,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The pass panicked (a defect); recorded as its failure.
+    #[error("the pass panicked: {0}")]
+    Panicked(String),
     /// SingaPay's pagination never ended.
     #[error("pagination did not end after {0} pages")]
     Runaway(u64),
@@ -96,6 +129,8 @@ pub struct SyncSummary {
     pub deliveries: u64,
     /// Wall time, milliseconds.
     pub duration_ms: u64,
+    /// Links found missing whose deletion was held back (see `sync.max_deletions`).
+    pub deletions_held: u64,
 }
 
 const MAX_PAGES: u64 = 100_000;
@@ -109,6 +144,8 @@ pub(crate) struct StartedRun {
     pub account: AccountId,
     /// Whether it is the account's baseline (first complete pass).
     pub baseline: bool,
+    /// Whether a human confirmed that more deletions than `sync.max_deletions` are real.
+    pub confirm_deletions: bool,
 }
 
 /// Records the start of a pass of `account`.
@@ -118,6 +155,7 @@ pub(crate) async fn start_run(
     ctx: &SyncContext,
     account: &AccountId,
     trigger: Trigger,
+    confirm_deletions: bool,
 ) -> Result<StartedRun, SyncError> {
     let baseline = !ctx.ledger.baseline_done(account).await?;
     let run_id = ctx
@@ -128,6 +166,7 @@ pub(crate) async fn start_run(
         run_id,
         account: account.clone(),
         baseline,
+        confirm_deletions,
     })
 }
 
@@ -146,6 +185,7 @@ pub(crate) async fn run_and_record(
         run_id,
         ref account,
         baseline,
+        confirm_deletions,
     } = *run;
     let span = info_span!("sync_pass", account_id = %account, run_id, baseline);
     let started = Instant::now();
@@ -161,6 +201,7 @@ pub(crate) async fn run_and_record(
             NewLink::Silent
         },
         cancel,
+        confirm_deletions,
         seen: HashSet::new(),
         summary: SyncSummary {
             run_id,
@@ -169,21 +210,31 @@ pub(crate) async fn run_and_record(
             ..Default::default()
         },
     };
-    let result = pass.run().instrument(span).await;
+    // A panic in the pass (a defect) is this run's failure, not the end of the account's
+    // passes: the run is recorded and the next trigger starts a new one.
+    let result = match std::panic::AssertUnwindSafe(pass.run().instrument(span))
+        .catch_unwind()
+        .await
+    {
+        Ok(r) => r,
+        Err(panic) => Err(SyncError::Panicked(panic_message(&*panic))),
+    };
     let mut summary = pass.summary;
-    let outcome = match &result {
-        Ok(()) => Ok(()),
-        Err(e) => Err(e.to_string()),
+    let end = RunEnd {
+        result: result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+        pages: summary.pages as i64,
+        links_seen: summary.links_seen as i64,
+        deletions_held: summary.deletions_held as i64,
     };
     ctx.ledger
-        .finish_run(
-            run_id,
-            account,
-            outcome,
-            (summary.pages as i64, summary.links_seen as i64),
-            ctx.clock.now(),
-        )
+        .finish_run(run_id, account, &end, ctx.clock.now())
         .await?;
+    metrics::gauge!("singapay_sync_deletions_held", "account_id" => account.to_string())
+        .set(summary.deletions_held as f64);
+    if result.is_ok() {
+        metrics::gauge!("singapay_sync_last_success_timestamp_seconds", "account_id" => account.to_string())
+            .set(ctx.clock.now().timestamp() as f64);
+    }
     if let Some(w) = &ctx.wake {
         w.notify_one();
     }
@@ -209,6 +260,8 @@ struct Pass<'a> {
     /// How links the ledger has never seen are treated (baseline or not).
     mode: NewLink,
     cancel: &'a CancellationToken,
+    /// Deletions beyond `sync.max_deletions` were confirmed by a human.
+    confirm_deletions: bool,
     /// Ids read so far in this pass (dedupe, and the deletion check).
     seen: HashSet<LinkId>,
     summary: SyncSummary,
@@ -241,9 +294,14 @@ impl Pass<'_> {
     }
 
     /// Links the ledger has that this complete pass did not see: each is checked with show and
-    /// reported deleted only on a 404 (one skipped by a shifting page is diffed instead). Every
-    /// link seen is live in the ledger now, so equal counts mean nothing is missing (the usual
-    /// case, which then costs one COUNT instead of reading every id).
+    /// reported deleted only on SingaPay's own 404 (one skipped by a shifting page is diffed
+    /// instead). Every link seen is live in the ledger now, so equal counts mean nothing is
+    /// missing (the usual case, which then costs one COUNT instead of reading every id).
+    ///
+    /// The deletion guard: when more links are missing than `sync.max_deletions` allows, or the
+    /// list came back empty, nothing is checked or deleted (a list that lost its links is likelier
+    /// than a merchant who deleted them all); the pass records the count as `deletions_held`
+    /// until a pass with `confirm_deletions` runs.
     async fn confirm_missing(&mut self) -> Result<(), SyncError> {
         let (ctx, account) = (self.ctx, self.account);
         let live = ctx.ledger.count_live_links(account).await?;
@@ -257,6 +315,20 @@ impl Pass<'_> {
             .into_iter()
             .filter(|id| !self.seen.contains(id))
             .collect();
+        let allowed = ctx.max_deletions.allowed(live.max(0) as u64);
+        let empty_list = self.seen.is_empty();
+        if !self.confirm_deletions && (empty_list || missing.len() as u64 > allowed) {
+            self.summary.deletions_held = missing.len() as u64;
+            warn!(
+                account_id = %account,
+                missing = missing.len(),
+                allowed,
+                empty_list,
+                "sync.deletions_held: more links are missing than sync.max_deletions allows; \
+                 none is deleted until a resync with confirm_deletions"
+            );
+            return Ok(());
+        }
         for id in missing {
             if self.cancel.is_cancelled() {
                 return Err(SyncError::Interrupted);
@@ -328,8 +400,10 @@ impl Pass<'_> {
                             })
                             .buffered(conc);
                         while let Some(item) = pages.next().await {
-                            let failed = item.1.is_err();
-                            if stop.is_cancelled() || tx.send(item).await.is_err() || failed {
+                            // A failed or an empty page is the last one worth fetching.
+                            let last = item.1.as_ref().is_ok_and(|p| p.links.is_empty())
+                                || item.1.is_err();
+                            if stop.is_cancelled() || tx.send(item).await.is_err() || last {
                                 break;
                             }
                         }
@@ -342,7 +416,12 @@ impl Pass<'_> {
                     }
                     let p = r.map_err(|source| SyncError::Upstream { page, source })?;
                     last_total = p.pagination.total.or(last_total);
+                    // An empty page ends the list, whatever page count SingaPay claimed.
+                    let empty = p.links.is_empty();
                     self.accept_page(page, p, writer).await?;
+                    if empty {
+                        break;
+                    }
                 }
                 stop.cancel();
             }
@@ -373,6 +452,9 @@ impl Pass<'_> {
         p: crate::singapay::ListPage,
         writer: &mut PageWriter,
     ) -> Result<(), SyncError> {
+        if let Some(hook) = self.ctx.page_hook.get() {
+            (hook.0)(self.account, page);
+        }
         self.summary.pages += 1;
         let n = p.links.len();
         let seen = &mut self.seen;
@@ -394,143 +476,15 @@ impl Pass<'_> {
         info!(page, links = n, "sync.page_prepared");
         Ok(())
     }
+}
 
-    /// Appends the events of `changes` for one link (with their deliveries) to `commit`; returns
-    /// the link's sequence after them.
-    fn push_events(
-        &mut self,
-        link_id: LinkId,
-        object: &Value,
-        changes: &[Change],
-        mut sequence: i64,
-        commit: &mut PageCommit,
-    ) -> Result<i64, SyncError> {
-        let now = self.ctx.clock.now();
-        for c in changes {
-            sequence += 1;
-            let event = Event {
-                account_id: self.account.clone(),
-                created_at: now,
-                data: EventData {
-                    object: object.clone(),
-                    previous_attributes: c.previous_attributes.clone(),
-                    usage_delta: c.usage_delta,
-                },
-                id: EventId::generate(),
-                sequence,
-                event_type: c.event_type,
-            };
-            for r in self.ctx.routing.targets(c.event_type) {
-                commit.deliveries.push(NewDelivery {
-                    event_id: event.id.0.clone(),
-                    subscriber: r.name.clone(),
-                    channel: r.channel,
-                    next_attempt_at: now,
-                });
-            }
-            commit
-                .events
-                .push(NewEvent::new(event, link_id, self.run_id)?);
-            *self
-                .summary
-                .events_by_type
-                .entry(c.event_type.as_str().to_string())
-                .or_default() += 1;
-            metrics::counter!("singapay_sync_events_total", "type" => c.event_type.as_str())
-                .increment(1);
-        }
-        Ok(sequence)
-    }
-
-    /// Counts a prepared commit in the summary.
-    fn count(&mut self, commit: &PageCommit) {
-        self.summary.links_written += (commit.writes.len() + commit.deletions.len()) as u64;
-        self.summary.events += commit.events.len() as u64;
-        self.summary.deliveries += commit.deliveries.len() as u64;
-    }
-
-    /// Diffs fresh links against the ledger and prepares what to commit (rows, events,
-    /// deliveries). `window` serves the stored states of a page being swept.
-    async fn prepare(
-        &mut self,
-        links: Vec<(PaymentLink, String)>,
-        window: Option<&mut StateWindow>,
-    ) -> Result<PageCommit, SyncError> {
-        if links.is_empty() {
-            return Ok(PageCommit::default());
-        }
-        let (ctx, account) = (self.ctx, self.account);
-        let ids: Vec<LinkId> = links.iter().map(|(l, _)| l.id).collect();
-        let stored = match window {
-            Some(w) => w.states(ctx, account, &ids).await?,
-            None => ctx.ledger.load_link_states(account, &ids).await?,
-        };
-        let mut commit = PageCommit::default();
-        let now = ctx.clock.now();
-        // Keep only the links whose verbatim JSON differs from the stored read (or that are new).
-        let mut changed = Vec::new();
-        for (link, raw) in links {
-            let raw_hash = content_hash(&raw);
-            let state = stored.get(&link.id).filter(|o| o.deleted_at.is_none());
-            if state.is_some_and(|o| o.raw_hash == raw_hash) {
-                continue; // byte-identical to the stored read: unchanged, nothing to do
-            }
-            changed.push((link, raw, raw_hash));
-        }
-        // The stored links are read (and decoded) only for those.
-        let previous_ids: Vec<LinkId> = changed
-            .iter()
-            .filter(|(l, ..)| stored.get(&l.id).is_some_and(|o| o.deleted_at.is_none()))
-            .map(|(l, ..)| l.id)
-            .collect();
-        let previous_links = ctx.ledger.load_links(account, &previous_ids).await?;
-        for (link, raw, raw_hash) in changed {
-            let old: Option<&LinkState> = stored.get(&link.id);
-            let previous = previous_links.get(&link.id).map(|s| &s.link);
-            if previous == Some(&link) {
-                // Same content in another encoding (e.g. `20000` vs "20000.00"): no event, no
-                // write; the stored read stays the reference.
-                continue;
-            }
-            let changes = diff(previous, &link, self.mode);
-            let mut sequence = old.map(|o| o.sequence).unwrap_or(0);
-            if !changes.is_empty() {
-                let object = serde_json::to_value(&link).map_err(|e| {
-                    LedgerError::Corrupt(format!("link {} does not serialise: {e}", link.id))
-                })?;
-                sequence = self.push_events(link.id, &object, &changes, sequence, &mut commit)?;
-            }
-            commit.writes.push(LinkWrite {
-                account_id: account.clone(),
-                link,
-                raw_json: raw,
-                raw_hash,
-                sequence,
-                deleted_at: None,
-                now,
-            })?;
-        }
-        self.count(&commit);
-        Ok(commit)
-    }
-
-    /// Prepares the `deleted` event of a link confirmed gone (404 on show) and its mark.
-    async fn prepare_deletion(&mut self, id: LinkId) -> Result<PageCommit, SyncError> {
-        let mut commit = PageCommit::default();
-        let Some(stored) = self.ctx.ledger.get_link(self.account, id).await? else {
-            return Ok(commit);
-        };
-        let object = serde_json::to_value(&stored.link)
-            .map_err(|e| LedgerError::Corrupt(format!("link {id} does not serialise: {e}")))?;
-        let sequence =
-            self.push_events(id, &object, &[deletion()], stored.sequence, &mut commit)?;
-        commit
-            .deletions
-            .push((self.account.clone(), id, sequence, self.ctx.clock.now()));
-        info!(link_id = %id, "sync.link_deleted");
-        self.count(&commit);
-        Ok(commit)
-    }
+/// The message of a panic payload (a `&str` or a `String`; anything else is unnamed).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Aborts the page fetcher if the pass ends early (error or shutdown).
@@ -540,19 +494,4 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// SHA-256 (hex) of a text (a link's verbatim JSON).
-pub(crate) fn content_hash(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-/// Commits one prepared page now and wakes the dispatcher if it owes deliveries.
-async fn commit_now(ctx: &SyncContext, run_id: i64, commit: PageCommit) -> Result<(), SyncError> {
-    let wake = !commit.deliveries.is_empty();
-    ctx.ledger.commit_page(run_id, commit).await?;
-    if wake && let Some(w) = &ctx.wake {
-        w.notify_one();
-    }
-    Ok(())
 }
