@@ -104,6 +104,15 @@ impl App {
         if abandoned > 0 {
             warn!(abandoned, "sync.abandoned_runs_marked_failed");
         }
+        let interrupted = ledger.recover_interrupted_attempts().await?;
+        if interrupted > 0 {
+            warn!(
+                interrupted,
+                "delivery.interrupted_attempts: cut short by a crash or a kill; sent again"
+            );
+            metrics::counter!("singapay_sync_delivery_attempts_interrupted_total")
+                .increment(interrupted);
+        }
         let client = SingapayClient::new(ClientConfig::from(&config.singapay))?;
         let email = match &config.email {
             None => None,
@@ -214,10 +223,13 @@ impl App {
     }
 
     /// Runs the daemon until `shutdown` fires: admin HTTP, one cron poller per account, the
-    /// dispatcher; tells systemd READY=1 when up and pings its watchdog. On shutdown, stops
-    /// taking work, lets the page and delivery batch in flight finish, and returns `Ok`.
+    /// dispatcher; tells systemd READY=1 when up and pings its watchdog while the dispatcher and
+    /// the schedulers show progress. On shutdown, stops taking work, lets the page and delivery
+    /// batch in flight finish, and returns `Ok`.
     ///
-    /// Errors: the scheduler cannot start.
+    /// Errors: the scheduler cannot start; or a loop (dispatcher, admin listener, schedulers)
+    /// stopped or panicked on its own: the rest is stopped and the error says which, so that the
+    /// process exits non-zero and systemd restarts it.
     pub async fn run_until_stopped(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let listener = self
             .listener
@@ -233,13 +245,20 @@ impl App {
             clock: Arc::clone(&self.clock),
             metrics: metrics_handle(),
         };
-        let http_stop = shutdown.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(listener, crate::http::router(state))
-                .with_graceful_shutdown(async move { http_stop.cancelled().await })
-                .await
-        });
-        let mut sched = crate::sync::schedule::start(
+        let http_stop = CancellationToken::new();
+        let limits = crate::http::Limits {
+            header_timeout: self.config.http.header_timeout,
+            request_timeout: self.config.http.request_timeout,
+            concurrency: 64,
+            body_limit: 64 * 1024,
+        };
+        let mut http = tokio::spawn(crate::http::serve(
+            listener,
+            crate::http::router(state),
+            limits,
+            http_stop.clone(),
+        ));
+        let (mut sched, heartbeat) = crate::sync::schedule::start(
             Arc::clone(&self.syncer),
             self.config
                 .accounts
@@ -251,13 +270,33 @@ impl App {
         .map_err(anyhow::Error::msg)?;
         let dispatcher = Arc::clone(&self.dispatcher);
         let work = self.work.clone();
-        let disp = tokio::spawn(async move { dispatcher.run(work, Duration::from_secs(30)).await });
+        let mut disp = tokio::spawn(async move { dispatcher.run(work, DISPATCH_IDLE).await });
 
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        let watchdog = watchdog_task(shutdown.clone());
+        let watchdog = watchdog_task(
+            shutdown.clone(),
+            Arc::clone(&self.dispatcher),
+            heartbeat.clone(),
+        );
         info!(listen = ?addr, accounts = self.config.accounts.len(), "daemon.ready");
 
-        shutdown.cancelled().await;
+        // Which loop ended on its own, if one did (its handle is then spent).
+        let (died, disp_done, http_done) = tokio::select! {
+            _ = shutdown.cancelled() => (None, false, false),
+            r = &mut disp => (Some(format!("the dispatcher stopped: {}", ended(r))), true, false),
+            r = &mut http => {
+                let why = match r {
+                    Ok(Ok(())) => "without an error".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => ended(Err(e)),
+                };
+                (Some(format!("the admin listener stopped: {why}")), false, true)
+            }
+            _ = stalled(&heartbeat) => (Some("the schedulers stopped ticking".to_string()), false, false),
+        };
+        if let Some(why) = &died {
+            error!(why = %why, "daemon.loop_died");
+        }
         info!("daemon.stopping");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         if let Err(e) = sched.shutdown().await {
@@ -265,24 +304,63 @@ impl App {
         }
         self.work.cancel();
         self.syncer.wait().await;
-        if let Err(e) = disp.await {
+        if !disp_done && let Err(e) = disp.await {
             error!(error = %e, "daemon.dispatcher_panicked");
         }
-        match http.await {
-            Ok(Err(e)) => error!(error = %e, "daemon.http_failed"),
-            Err(e) => error!(error = %e, "daemon.http_panicked"),
-            Ok(Ok(())) => {}
+        http_stop.cancel();
+        if !http_done {
+            match http.await {
+                Ok(Err(e)) => error!(error = %e, "daemon.http_failed"),
+                Err(e) => error!(error = %e, "daemon.http_panicked"),
+                Ok(Ok(())) => {}
+            }
         }
         if let Some(w) = watchdog {
             w.abort();
         }
         self.ledger.close().await;
         info!("daemon.stopped");
-        Ok(())
+        match died {
+            None => Ok(()),
+            Some(why) => Err(anyhow::anyhow!(why)),
+        }
     }
 }
 
-fn watchdog_task(stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+/// How long the dispatcher sleeps at most when nothing is due.
+const DISPATCH_IDLE: Duration = Duration::from_secs(30);
+
+/// Why a task that should have run forever ended.
+fn ended(r: Result<(), tokio::task::JoinError>) -> String {
+    match r {
+        Ok(()) => "it returned".into(),
+        Err(e) if e.is_panic() => format!(
+            "it panicked: {}",
+            crate::sync::pass::panic_message(&*e.into_panic())
+        ),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Resolves when the schedulers have not ticked for 6 heartbeats.
+async fn stalled(heartbeat: &crate::sync::schedule::Heartbeat) {
+    let limit = crate::sync::schedule::HEARTBEAT_EVERY * 6;
+    loop {
+        tokio::time::sleep(crate::sync::schedule::HEARTBEAT_EVERY).await;
+        if heartbeat.since() > limit {
+            return;
+        }
+    }
+}
+
+/// Pings systemd's watchdog (`WatchdogSec=`) every half period, but only while the dispatcher
+/// made progress within two idle intervals and the schedulers ticked within three heartbeats: a
+/// daemon whose loops are stuck is restarted instead of being kept alive.
+fn watchdog_task(
+    stop: CancellationToken,
+    dispatcher: Arc<Dispatcher>,
+    heartbeat: crate::sync::schedule::Heartbeat,
+) -> Option<tokio::task::JoinHandle<()>> {
     let every = sd_notify::watchdog_enabled()? / 2;
     if every.is_zero() {
         return None;
@@ -292,7 +370,13 @@ fn watchdog_task(stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>>
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(every) => {
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    let dispatching = dispatcher.since_progress() < DISPATCH_IDLE * 2;
+                    let ticking = heartbeat.since() < crate::sync::schedule::HEARTBEAT_EVERY * 3;
+                    if dispatching && ticking {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    } else {
+                        warn!(dispatching, ticking, "daemon.watchdog_withheld");
+                    }
                 }
             }
         }

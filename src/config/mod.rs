@@ -129,6 +129,10 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Bearer token of the admin API.
     pub admin_token: SecretString,
+    /// How long a client may take to send a request's headers (default 10 s).
+    pub header_timeout: Duration,
+    /// How long a request may run before it is answered 408 (default 30 s).
+    pub request_timeout: Duration,
 }
 
 /// `[delivery]`.

@@ -222,6 +222,10 @@ pub(super) struct RawHttp {
     pub admin_token: Option<String>,
     #[serde(default, deserialize_with = "string")]
     pub admin_token_file: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub header_timeout: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub request_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -301,7 +305,16 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ),
     ("sync", &["schedule", "notify_on_baseline", "max_deletions"]),
     ("accounts", &["id", "name", "schedule"]),
-    ("http", &["listen", "admin_token", "admin_token_file"]),
+    (
+        "http",
+        &[
+            "listen",
+            "admin_token",
+            "admin_token_file",
+            "header_timeout",
+            "request_timeout",
+        ],
+    ),
     (
         "delivery",
         &[

@@ -195,6 +195,18 @@ fn http(p: &mut Problems, h: RawHttp) -> HttpConfig {
     HttpConfig {
         listen,
         admin_token: admin_token.unwrap_or_else(|| SecretString::from(String::new())),
+        header_timeout: duration(
+            p,
+            "http.header_timeout",
+            h.header_timeout,
+            Duration::from_secs(10),
+        ),
+        request_timeout: duration(
+            p,
+            "http.request_timeout",
+            h.request_timeout,
+            Duration::from_secs(30),
+        ),
     }
 }
 

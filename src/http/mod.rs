@@ -111,3 +111,102 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
     }
     response
 }
+
+/// The listener's limits (`[http]`): how long a client may take to send its headers, how long a
+/// request may run, how many run at once, how large a body may be.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Header-read timeout (hyper): a client that trickles its headers is disconnected.
+    pub header_timeout: std::time::Duration,
+    /// Request timeout (tower-http): answered 408.
+    pub request_timeout: std::time::Duration,
+    /// Requests handled at once (tower); more wait.
+    pub concurrency: usize,
+    /// Largest request body, bytes (tower-http): answered 413.
+    pub body_limit: usize,
+}
+
+/// Serves `router` on `listener` with `limits` until `stop`, then waits (at most 10 s) for the
+/// requests in flight. Connections are served by hyper directly (axum's `serve` has no
+/// header-read timeout); a failed `accept` (e.g. too many open files) is logged and retried.
+///
+/// Errors: none yet (the signature leaves room for listener errors).
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: Limits,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceBuilder;
+
+    // Layers wrap what is above them: the JSON mapper is outermost, so it sees the 408 and 413
+    // that the limit layers answer.
+    let app = router
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            limits.body_limit,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(middleware::map_response(json_limit_errors));
+    let service = ServiceBuilder::new()
+        .layer(tower::limit::ConcurrencyLimitLayer::new(limits.concurrency))
+        .service(app);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http.accept_failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let conn = http.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(service.clone()),
+        );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "http.connection_ended");
+            }
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
+            tracing::warn!("http.shutdown_timed_out: connections still open after 10 s");
+        }
+    }
+    Ok(())
+}
+
+/// Gives the limit layers' bare answers (408, 413) the API's JSON error body.
+async fn json_limit_errors(response: Response) -> Response {
+    match response.status() {
+        StatusCode::REQUEST_TIMEOUT => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request took longer than http.request_timeout",
+        )
+        .into_response(),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the request body is over the limit",
+        )
+        .into_response(),
+        _ => response,
+    }
+}

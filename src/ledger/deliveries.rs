@@ -198,14 +198,13 @@ impl Ledger {
     pub(crate) async fn due_deliveries(
         &self,
         now: DateTime<Utc>,
-        after_id: i64,
         limit: i64,
     ) -> LedgerResult<Vec<DueDelivery>> {
         let rows = sqlx::query(
             "SELECT d.id, d.event_id, d.subscriber, d.channel, d.attempts, e.envelope, e.run_id, \
              e.link_id, e.account_id \
              FROM delivery d INDEXED BY delivery_pending JOIN link_event e ON e.id = d.event_id \
-             WHERE d.state = 'pending' AND d.id > ?3 AND d.next_attempt_at <= ?1 \
+             WHERE d.state = 'pending' AND d.claimed_at IS NULL AND d.next_attempt_at <= ?1 \
              AND (d.channel <> 'email' OR e.run_id IS NULL \
                   OR EXISTS (SELECT 1 FROM sync_run r WHERE r.id = e.run_id AND r.finished_at IS NOT NULL)) \
              AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
@@ -215,7 +214,6 @@ impl Ledger {
         )
         .bind(ledger_ts(now))
         .bind(limit)
-        .bind(after_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -255,7 +253,7 @@ impl Ledger {
 
     /// Records a batch of attempts and their outcomes in one transaction, a few statements per
     /// 300 attempts (one multi-row INSERT into `delivery_attempt`, one `UPDATE … FROM (VALUES …)`).
-    pub(crate) async fn record_attempts(&self, outcomes: &[AttemptOutcome]) -> LedgerResult<()> {
+    pub(crate) async fn record_attempts(&self, outcomes: &[&AttemptOutcome]) -> LedgerResult<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
@@ -299,13 +297,84 @@ impl Ledger {
             upd.push(
                 ") UPDATE delivery SET state = v.state, attempts = attempts + 1, \
                  next_attempt_at = v.next_attempt_at, last_status = v.last_status, \
-                 last_error = v.last_error, delivered_at = COALESCE(v.delivered_at, delivery.delivered_at) \
+                 last_error = v.last_error, claimed_at = NULL, \
+                 delivered_at = COALESCE(v.delivered_at, delivery.delivered_at) \
                  FROM v WHERE delivery.id = v.id",
             );
             upd.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Marks `ids` as claimed by an attempt in flight (`claimed_at`), so that one cut short by a
+    /// crash is known at the next start.
+    pub(crate) async fn claim_deliveries(
+        &self,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> LedgerResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE delivery SET claimed_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(ledger_ts(now))
+        .bind(serde_json::to_string(ids).map_err(|e| super::LedgerError::Corrupt(e.to_string()))?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Clears the claims of `ids` whose outcome was not recorded (a group stopped behind a
+    /// failure did not attempt its later deliveries).
+    pub(crate) async fn release_claims(&self, ids: &[i64]) -> LedgerResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE delivery SET claimed_at = NULL \
+             WHERE claimed_at IS NOT NULL AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(ids).map_err(|e| super::LedgerError::Corrupt(e.to_string()))?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The attempts a crash or a kill cut short (deliveries still claimed at start): each gets
+    /// an attempt row saying so (without counting against its retry schedule) and is due again.
+    /// Returns how many.
+    pub(crate) async fn recover_interrupted_attempts(&self) -> LedgerResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status, error) \
+             SELECT id, claimed_at, 0, NULL, \
+             'interrupted: the daemon stopped during the attempt; it is sent again' \
+             FROM delivery WHERE claimed_at IS NOT NULL ORDER BY id",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let r = sqlx::query("UPDATE delivery SET claimed_at = NULL WHERE claimed_at IS NOT NULL")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected())
+    }
+
+    /// When the oldest pending delivery was enqueued, if any (for the `/metrics` gauge).
+    pub(crate) async fn oldest_pending_since(&self) -> LedgerResult<Option<DateTime<Utc>>> {
+        let row = sqlx::query(
+            "SELECT created_at FROM delivery INDEXED BY delivery_pending \
+             WHERE state = 'pending' ORDER BY id LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(Some(parse_ts(&r.try_get::<String, _>(0)?)?)),
+            None => Ok(None),
+        }
     }
 
     /// Disables a subscriber (410 Gone): its pending deliveries become `disabled`. Returns how

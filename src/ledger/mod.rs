@@ -45,6 +45,58 @@ pub enum LedgerError {
     /// A stored value does not parse (the ledger was edited by hand or is corrupt).
     #[error("ledger row unreadable: {0}")]
     Corrupt(String),
+    /// The WAL could not be synced: committed changes may not be on disk yet.
+    #[error("ledger durability barrier failed (the WAL could not be synced): {0}")]
+    Durability(#[source] std::io::Error),
+    /// The ledger file belongs to another user (a command run as root or as the wrong user
+    /// would leave files the daemon cannot open).
+    #[error(
+        "the ledger {path} belongs to uid {owner}, this command runs as uid {me}: run it as the \
+         ledger's owner (e.g. `sudo -u <that user> singapay-sync …`), or use the admin API"
+    )]
+    NotOwner {
+        /// The file.
+        path: String,
+        /// Its owner.
+        owner: u32,
+        /// The effective user of this process.
+        me: u32,
+    },
+}
+
+/// Creates the ledger file mode 0600 if it does not exist (SQLite then gives its `-wal` and
+/// `-shm` files the same mode), and refuses a file owned by another user than this process's.
+fn prepare_file(path: &Path) -> LedgerResult<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+        match std::fs::metadata(path) {
+            Ok(meta) => {
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                let me = unsafe { libc::geteuid() };
+                if meta.uid() != me {
+                    return Err(LedgerError::NotOwner {
+                        path: path.display().to_string(),
+                        owner: meta.uid(),
+                        me,
+                    });
+                }
+                if meta.permissions().mode() & 0o077 != 0 {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| LedgerError::Sql(sqlx::Error::Io(e)))?;
+                }
+            }
+            Err(_) => {
+                std::fs::OpenOptions::new()
+                    .create_new(true)
+                    .write(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| LedgerError::Sql(sqlx::Error::Io(e)))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Result alias for ledger operations.
@@ -56,6 +108,8 @@ pub struct Ledger {
     pool: SqlitePool,
     /// Held while a background checkpoint runs (at most one at a time).
     checkpointing: Arc<tokio::sync::Mutex<()>>,
+    /// The WAL file (`<path>-wal`), synced by [`Ledger::make_durable`].
+    wal: Arc<std::path::PathBuf>,
 }
 
 /// The embedded migrations (`migrations/*.sql`).
@@ -89,6 +143,7 @@ impl Ledger {
         {
             let _ = std::fs::create_dir_all(dir);
         }
+        prepare_file(path)?;
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -104,17 +159,38 @@ impl Ledger {
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
         Ok(Self {
             pool,
             checkpointing: Arc::default(),
+            wal: Arc::new(wal.into()),
         })
     }
 
-    /// Makes every committed transaction durable: a passive checkpoint, which syncs the WAL
-    /// before copying it (SQLITE, `PRAGMA synchronous`: "in WAL mode when synchronous is NORMAL,
-    /// the WAL file is synchronized before each checkpoint"; docs/ARCHITECTURE.md, "Sources"). Does
-    /// not wait for readers.
+    /// Makes every committed transaction durable by syncing the WAL file itself
+    /// (`fsync`): in WAL mode a commit is on disk once its frames are (SQLITE, WAL). With
+    /// `synchronous = NORMAL` commits do not sync, so this is the barrier before anything is
+    /// announced (a delivery sent, the pull feed answered).
+    ///
+    /// Not a checkpoint: a passive checkpoint syncs the WAL only when it has frames to copy, and
+    /// a reader pinning an old snapshot can leave it nothing to copy, so its success would not
+    /// prove durability. The `fsync`'s own result does.
+    ///
+    /// Errors: [`LedgerError::Durability`] when the WAL cannot be opened or synced; the caller
+    /// must not announce.
     pub(crate) async fn make_durable(&self) -> LedgerResult<()> {
+        let wal = Arc::clone(&self.wal);
+        let synced = tokio::task::spawn_blocking(move || {
+            std::fs::File::open(wal.as_path()).and_then(|f| f.sync_data())
+        })
+        .await
+        .map_err(|e| LedgerError::Durability(std::io::Error::other(e.to_string())))?;
+        synced.map_err(LedgerError::Durability)
+    }
+
+    /// A passive checkpoint now (copies WAL frames into the database file beside the writers).
+    async fn checkpoint(&self) -> LedgerResult<()> {
         sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&self.pool)
             .await?;
@@ -131,7 +207,7 @@ impl Ledger {
         };
         let ledger = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = ledger.make_durable().await {
+            if let Err(e) = ledger.checkpoint().await {
                 tracing::warn!(error = %e, "ledger.checkpoint_failed");
             }
             drop(guard);

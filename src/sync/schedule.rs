@@ -2,6 +2,8 @@
 //! [`crate::cron`] validates and normalises the expressions).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tracing::{info, warn};
@@ -10,15 +12,45 @@ use crate::types::{AccountId, Trigger};
 
 use super::Syncer;
 
+/// The scheduler's heartbeat: a job every [`HEARTBEAT_EVERY`] stores the time (Unix
+/// milliseconds, real time), so the daemon can tell its ticks still run.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Heartbeat(Arc<AtomicI64>);
+
+/// How often the heartbeat job runs.
+pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+impl Heartbeat {
+    fn beat(&self) {
+        self.0
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// How long ago the scheduler last ticked.
+    pub(crate) fn since(&self) -> Duration {
+        let ms = chrono::Utc::now().timestamp_millis() - self.0.load(Ordering::Relaxed);
+        Duration::from_millis(ms.max(0) as u64)
+    }
+}
+
 /// Builds and starts the scheduler with one job per `(account, cron)`; each tick triggers a
-/// pass (coalescing into a running one).
+/// pass (coalescing into a running one). Returns it with its heartbeat.
 ///
 /// Errors: the scheduler cannot start or an expression does not parse.
 pub async fn start(
     syncer: Arc<Syncer>,
     accounts: Vec<(AccountId, String)>,
-) -> Result<JobScheduler, String> {
+) -> Result<(JobScheduler, Heartbeat), String> {
     let sched = JobScheduler::new()
+        .await
+        .map_err(|e| format!("cron scheduler: {e}"))?;
+    let heartbeat = Heartbeat::default();
+    heartbeat.beat();
+    let beat = heartbeat.clone();
+    let job = Job::new_repeated(HEARTBEAT_EVERY, move |_, _| beat.beat())
+        .map_err(|e| format!("cron scheduler: {e}"))?;
+    sched
+        .add(job)
         .await
         .map_err(|e| format!("cron scheduler: {e}"))?;
     for (account, expr) in accounts {
@@ -46,5 +78,5 @@ pub async fn start(
         .start()
         .await
         .map_err(|e| format!("cron scheduler: {e}"))?;
-    Ok(sched)
+    Ok((sched, heartbeat))
 }

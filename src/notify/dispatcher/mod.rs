@@ -1,0 +1,250 @@
+//! The outbox dispatcher: claims due deliveries in batches, sends them (`send`: webhooks
+//! concurrently with one link's events in order per subscriber, e-mail as one digest per pass per
+//! group), and records each outcome as it comes (`record`: committed in small groups, every
+//! ~100 ms or 200 outcomes, so a kill loses at most the attempts in flight and one group).
+
+mod record;
+mod send;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use lettre::message::Mailbox;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::email::Mailer;
+use super::retry::RetrySchedule;
+use crate::ledger::{Ledger, LedgerError};
+use crate::standard_webhooks::WebhookSecret;
+use crate::time::Clock;
+use crate::types::DeliveryState;
+
+/// A configured webhook subscriber.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    /// Name (`[[webhooks]].name`).
+    pub name: String,
+    /// Callback URL.
+    pub url: String,
+    /// Signing secret.
+    pub secret: WebhookSecret,
+}
+
+/// A configured e-mail recipient group.
+#[derive(Debug, Clone)]
+pub struct EmailGroup {
+    /// Addresses.
+    pub to: Vec<Mailbox>,
+}
+
+/// E-mail settings.
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// Transport.
+    pub mailer: Mailer,
+    /// `From:`.
+    pub from: Mailbox,
+    /// Groups by name.
+    pub groups: HashMap<String, EmailGroup>,
+}
+
+/// What one [`Dispatcher::dispatch_due`] call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DispatchSummary {
+    /// Deliveries attempted.
+    pub attempted: usize,
+    /// Delivered.
+    pub delivered: usize,
+    /// Failed, to be retried.
+    pub retrying: usize,
+    /// Failed for the last time (`dead`).
+    pub dead: usize,
+    /// Parked because the subscriber answered 410 Gone.
+    pub disabled: usize,
+}
+
+/// The dispatcher. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct Dispatcher {
+    ledger: Ledger,
+    http: reqwest::Client,
+    webhooks: HashMap<String, WebhookTarget>,
+    email: Option<EmailSettings>,
+    schedule: RetrySchedule,
+    clock: Arc<dyn Clock>,
+    batch: i64,
+    concurrency: usize,
+    per_subscriber: usize,
+    /// Unix milliseconds (real time) of the last sign of progress: an outcome recorded, or a
+    /// loop turn that found nothing to send. The watchdog pings systemd only while it is recent.
+    progress: AtomicI64,
+    /// Notified after a sync commits deliveries, so they go out at once.
+    pub wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// A dispatcher. `timeout` bounds each webhook request; `concurrency` bounds requests in
+    /// flight.
+    ///
+    /// Errors: the HTTP client cannot be built.
+    pub fn new(
+        ledger: Ledger,
+        webhooks: Vec<WebhookTarget>,
+        email: Option<EmailSettings>,
+        schedule: RetrySchedule,
+        timeout: Duration,
+        concurrency: usize,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("singapay-sync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the webhook HTTP client: {e}"))?;
+        Ok(Self {
+            ledger,
+            http,
+            webhooks: webhooks.into_iter().map(|w| (w.name.clone(), w)).collect(),
+            email,
+            schedule,
+            clock,
+            batch: 2000,
+            concurrency: concurrency.max(1),
+            per_subscriber: concurrency.max(1),
+            progress: AtomicI64::new(chrono::Utc::now().timestamp_millis()),
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Bounds requests in flight to any one subscriber (default: the total bound), so that a
+    /// slow receiver cannot take every slot from the others.
+    pub fn with_per_subscriber_limit(mut self, n: usize) -> Self {
+        self.per_subscriber = n.clamp(1, self.concurrency);
+        self
+    }
+
+    /// Notes a sign of progress (now).
+    fn progressed(&self) {
+        self.progress
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// How long ago (real time) the dispatcher last showed progress.
+    pub(crate) fn since_progress(&self) -> Duration {
+        let ms = chrono::Utc::now().timestamp_millis() - self.progress.load(Ordering::Relaxed);
+        Duration::from_millis(ms.max(0) as u64)
+    }
+
+    /// Sends everything due now, recording each outcome as it comes. Returns what happened.
+    ///
+    /// Each batch is claimed (`claimed_at`), made durable (nothing is sent that an OS crash could
+    /// still roll back), sent, and its unattempted claims released; a (subscriber, link) whose
+    /// earlier event failed in a batch keeps its later ones for a later call.
+    ///
+    /// Errors: the ledger failed, including the durability barrier; nothing is sent after that
+    /// (unrecorded attempts are simply tried again, with the same `webhook-id`).
+    pub async fn dispatch_due(&self) -> Result<DispatchSummary, LedgerError> {
+        let mut summary = DispatchSummary::default();
+        let mut gone: BTreeSet<String> = BTreeSet::new();
+        for _ in 0..1000 {
+            let now = self.clock.now();
+            let due = self.ledger.due_deliveries(now, self.batch).await?;
+            let claimed = due.len();
+            if claimed == 0 {
+                break;
+            }
+            let due: Vec<_> = due
+                .into_iter()
+                .filter(|d| !gone.contains(&d.subscriber))
+                .collect();
+            let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
+            self.ledger.claim_deliveries(&ids, now).await?;
+            // Never announce an event that an OS crash could still roll back.
+            if let Err(e) = self.ledger.make_durable().await {
+                self.ledger.release_claims(&ids).await?;
+                return Err(e);
+            }
+            let stop = CancellationToken::new();
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let (_, recorded) = tokio::join!(
+                self.send_batch(due, tx, &stop),
+                self.record_stream(rx, &mut summary, &mut gone, &stop)
+            );
+            // Deliveries of a group stopped behind a failure were claimed but not attempted.
+            self.ledger.release_claims(&ids).await?;
+            recorded?;
+            if claimed < self.batch as usize {
+                break;
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Sets the gauges of `/metrics` from the ledger: deliveries by state and the age of the
+    /// oldest pending one (so a scrape costs no query).
+    async fn refresh_gauges(&self) -> Result<(), LedgerError> {
+        let counts = self.ledger.delivery_state_counts().await?;
+        for &state in DeliveryState::ALL {
+            let n = counts.iter().find(|(s, _)| *s == state).map_or(0, |c| c.1);
+            metrics::gauge!("singapay_sync_deliveries", "state" => state.as_str()).set(n as f64);
+        }
+        let age = match self.ledger.oldest_pending_since().await? {
+            Some(t) => (self.clock.now() - t).num_milliseconds().max(0) as f64 / 1000.0,
+            None => 0.0,
+        };
+        metrics::gauge!("singapay_sync_oldest_pending_delivery_age_seconds").set(age);
+        Ok(())
+    }
+
+    /// The dispatcher loop: dispatch what is due, then sleep until the next due time, a wake-up
+    /// (a sync committed deliveries) or at most `idle`. Stops at `cancel` after the batch in
+    /// flight is recorded.
+    pub(crate) async fn run(&self, cancel: CancellationToken, idle: Duration) {
+        info!("dispatcher.started");
+        let mut gauges_at = std::time::Instant::now() - Duration::from_secs(60);
+        loop {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let failed = match self.dispatch_due().await {
+                Ok(_) => false,
+                Err(e) => {
+                    error!(error = %crate::telemetry::error_chain(&e), "dispatcher.ledger_error");
+                    true
+                }
+            };
+            if gauges_at.elapsed() >= Duration::from_secs(10) {
+                if let Err(e) = self.refresh_gauges().await {
+                    warn!(error = %e, "dispatcher.gauges_failed");
+                }
+                gauges_at = std::time::Instant::now();
+            }
+            let wait = match self.ledger.next_due_at().await {
+                // After a ledger error, pause before trying again instead of spinning.
+                _ if failed => Duration::from_secs(5),
+                Ok(Some(t)) => (t - self.clock.now()).to_std().unwrap_or(Duration::ZERO),
+                Ok(None) => idle,
+                Err(e) => {
+                    error!(error = %e, "dispatcher.ledger_error");
+                    idle
+                }
+            }
+            .min(idle);
+            if !failed {
+                self.progressed();
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        info!("dispatcher.stopped");
+    }
+}

@@ -1,0 +1,194 @@
+//! Recording outcomes as they come: committed in small groups (every [`GROUP_WINDOW`] or
+//! [`GROUP_MAX`] outcomes), so that after a kill the only deliveries sent again are those in
+//! flight and the last uncommitted group. Counts them, disables subscribers that answered 410
+//! Gone, and tells finance so.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use lettre::message::Mailbox;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use super::{DispatchSummary, Dispatcher};
+use crate::ledger::{AttemptOutcome, AttemptResult, DueDelivery, LedgerError};
+use crate::types::Channel;
+
+/// The longest an outcome waits to be committed.
+pub(super) const GROUP_WINDOW: Duration = Duration::from_millis(100);
+/// The most outcomes committed together.
+pub(super) const GROUP_MAX: usize = 200;
+
+/// One attempt's outcome, with what the recorder reports it by.
+#[derive(Debug)]
+pub(super) struct Sent {
+    /// The outcome.
+    pub outcome: AttemptOutcome,
+    /// The delivery's subscriber.
+    pub subscriber: String,
+    /// Its channel.
+    pub channel: Channel,
+}
+
+impl Sent {
+    /// The outcome of an attempt of `d`.
+    pub(super) fn new(outcome: AttemptOutcome, d: &DueDelivery) -> Self {
+        Self {
+            outcome,
+            subscriber: d.subscriber.clone(),
+            channel: d.channel,
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Records the outcomes of one batch as they arrive on `rx`, in groups; returns when the
+    /// batch is sent (the channel closes) and everything is recorded. On a ledger error, fires
+    /// `stop` (nothing more is sent) and returns it.
+    pub(super) async fn record_stream(
+        &self,
+        mut rx: UnboundedReceiver<Sent>,
+        summary: &mut DispatchSummary,
+        gone: &mut BTreeSet<String>,
+        stop: &CancellationToken,
+    ) -> Result<(), LedgerError> {
+        let mut group: Vec<Sent> = Vec::with_capacity(GROUP_MAX);
+        let mut seen: HashSet<i64> = HashSet::new();
+        let mut deadline = tokio::time::Instant::now();
+        loop {
+            let next = if group.is_empty() {
+                rx.recv().await
+            } else {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        self.flush(&mut group, summary, gone, stop).await?;
+                        continue;
+                    }
+                }
+            };
+            match next {
+                Some(sent) => {
+                    // One outcome per delivery and batch (a panicked group may report some twice).
+                    if !seen.insert(sent.outcome.delivery_id) {
+                        continue;
+                    }
+                    if group.is_empty() {
+                        deadline = tokio::time::Instant::now() + GROUP_WINDOW;
+                    }
+                    group.push(sent);
+                    if group.len() >= GROUP_MAX {
+                        self.flush(&mut group, summary, gone, stop).await?;
+                    }
+                }
+                None => return self.flush(&mut group, summary, gone, stop).await,
+            }
+        }
+    }
+
+    /// Commits one group of outcomes, counts them and acts on 410s.
+    async fn flush(
+        &self,
+        group: &mut Vec<Sent>,
+        summary: &mut DispatchSummary,
+        gone: &mut BTreeSet<String>,
+        stop: &CancellationToken,
+    ) -> Result<(), LedgerError> {
+        if group.is_empty() {
+            return Ok(());
+        }
+        let outcomes: Vec<&AttemptOutcome> = group.iter().map(|s| &s.outcome).collect();
+        if let Err(e) = self.ledger.record_attempts(&outcomes).await {
+            stop.cancel();
+            return Err(e);
+        }
+        self.progressed();
+        let mut newly_gone = BTreeSet::new();
+        for s in group.drain(..) {
+            let o = &s.outcome;
+            summary.attempted += 1;
+            let label = match &o.result {
+                AttemptResult::Delivered => {
+                    summary.delivered += 1;
+                    "delivered"
+                }
+                AttemptResult::Retry(at) => {
+                    summary.retrying += 1;
+                    warn!(delivery_id = o.delivery_id, subscriber = %s.subscriber, status = o.status,
+                          next_attempt_at = %at, error = o.error.as_deref().unwrap_or(""),
+                          "delivery.failed");
+                    "failed"
+                }
+                AttemptResult::Dead => {
+                    summary.dead += 1;
+                    error!(delivery_id = o.delivery_id, subscriber = %s.subscriber,
+                           status = o.status, error = o.error.as_deref().unwrap_or(""),
+                           "delivery.dead");
+                    "dead"
+                }
+                AttemptResult::Disabled => {
+                    summary.disabled += 1;
+                    if gone.insert(s.subscriber.clone()) {
+                        newly_gone.insert(s.subscriber.clone());
+                    }
+                    "disabled"
+                }
+            };
+            metrics::counter!("singapay_sync_delivery_attempts_total",
+                "channel" => s.channel.as_str(), "outcome" => label)
+            .increment(1);
+            metrics::histogram!("singapay_sync_delivery_duration_seconds",
+                "channel" => s.channel.as_str())
+            .record(o.duration_ms as f64 / 1000.0);
+        }
+        for name in newly_gone {
+            let now = self.clock.now();
+            let parked = self
+                .ledger
+                .disable_subscriber(&name, "receiver answered 410 Gone", now)
+                .await?;
+            error!(subscriber = %name, parked, "delivery.subscriber_disabled");
+            self.tell_finance_disabled(&name, parked).await;
+        }
+        Ok(())
+    }
+
+    /// E-mails every recipient group that a webhook subscriber was disabled (410 Gone), if
+    /// e-mail is configured. Best effort: a failure is logged (the disable itself is recorded).
+    async fn tell_finance_disabled(&self, name: &str, parked: u64) {
+        let Some(settings) = &self.email else {
+            return;
+        };
+        let to: Vec<Mailbox> = settings
+            .groups
+            .values()
+            .flat_map(|g| g.to.iter().cloned())
+            .collect();
+        if to.is_empty() {
+            return;
+        }
+        let text = format!(
+            "The webhook subscriber \"{name}\" answered 410 Gone, so singapay-sync stopped sending to it.\n\
+             {parked} pending deliveries are parked as \"disabled\"; new events for it are parked too.\n\
+             Nothing is lost: re-enable it with `singapay-sync subscribers enable {name}` or\n\
+             POST /subscribers/{name}/enable, and every parked delivery is sent.\n"
+        );
+        let mut b = lettre::Message::builder()
+            .from(settings.from.clone())
+            .subject(format!(
+                "SingaPay: webhook subscriber {name} disabled (410 Gone)"
+            ));
+        for t in to {
+            b = b.to(t);
+        }
+        match b.body(text) {
+            Ok(msg) => {
+                if let Err(e) = settings.mailer.send(msg).await {
+                    warn!(subscriber = %name, error = %e.message, "delivery.disable_notice_failed");
+                }
+            }
+            Err(e) => warn!(subscriber = %name, error = %e, "delivery.disable_notice_failed"),
+        }
+    }
+}

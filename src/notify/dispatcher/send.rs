@@ -1,0 +1,298 @@
+//! Sending a claimed batch: webhooks grouped per (subscriber, link) in sequence order, e-mail as
+//! one digest per (recipient group, pass), bounded in total and per subscriber. Each outcome goes
+//! to the recorder the moment it is known.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::Dispatcher;
+use super::record::Sent;
+use crate::event::Event;
+use crate::ledger::{AttemptOutcome, AttemptResult, DueDelivery};
+use crate::notify::email::{build_message, render_digest};
+use crate::notify::retry::FailureKind;
+use crate::notify::webhook::send;
+use crate::types::Channel;
+
+/// The ordering unit: one subscriber's deliveries of one link.
+fn link_key(d: &DueDelivery) -> (String, String, i64) {
+    (d.subscriber.clone(), d.account_id.clone(), d.link_id)
+}
+
+enum Group {
+    Webhook(Vec<DueDelivery>),
+    Email(Vec<DueDelivery>),
+}
+
+impl Group {
+    fn deliveries(&self) -> &[DueDelivery] {
+        match self {
+            Group::Webhook(v) | Group::Email(v) => v,
+        }
+    }
+}
+
+impl Dispatcher {
+    /// What becomes of a delivery whose attempt number `attempts + 1`, started at `at`, failed
+    /// this way: retried on the schedule, or dead when it is exhausted.
+    fn after_failure(
+        &self,
+        attempts: i64,
+        at: chrono::DateTime<chrono::Utc>,
+        kind: FailureKind,
+    ) -> AttemptResult {
+        let made = usize::try_from(attempts).unwrap_or(0) + 1;
+        match self.schedule.next_delay(made, kind) {
+            Some(delay) => AttemptResult::Retry(
+                chrono::Duration::from_std(delay)
+                    .ok()
+                    .and_then(|d| at.checked_add_signed(d))
+                    .unwrap_or(at + chrono::Duration::hours(1)),
+            ),
+            None => AttemptResult::Dead,
+        }
+    }
+
+    /// The outcome of an attempt of `d` started at `at`: delivered, disabled (410 Gone), or
+    /// [`Self::after_failure`].
+    pub(super) fn outcome_for(
+        &self,
+        d: &DueDelivery,
+        at: chrono::DateTime<chrono::Utc>,
+        duration: Duration,
+        status: Option<i64>,
+        failure: Option<(FailureKind, String)>,
+        gone: bool,
+    ) -> AttemptOutcome {
+        let (result, error) = match failure {
+            None => (AttemptResult::Delivered, None),
+            Some((_, msg)) if gone => (AttemptResult::Disabled, Some(msg)),
+            Some((kind, msg)) => (self.after_failure(d.attempts, at, kind), Some(msg)),
+        };
+        AttemptOutcome {
+            delivery_id: d.id,
+            attempted_at: at,
+            duration_ms: duration.as_millis() as i64,
+            status,
+            error,
+            result,
+        }
+    }
+
+    /// A failed attempt of delivery `id` (`attempts` made before) that never reached the peer.
+    fn failure_outcome(
+        &self,
+        id: i64,
+        attempts: i64,
+        at: chrono::DateTime<chrono::Utc>,
+        msg: String,
+    ) -> AttemptOutcome {
+        AttemptOutcome {
+            delivery_id: id,
+            attempted_at: at,
+            duration_ms: 0,
+            status: None,
+            error: Some(msg),
+            result: self.after_failure(attempts, at, FailureKind::Other(None)),
+        }
+    }
+
+    /// Sends one (subscriber, link) group in sequence order, each outcome to `out` as it comes;
+    /// stops after a failure (later events wait behind it) or when `stop` fires.
+    async fn run_webhook_group(
+        &self,
+        group: Vec<DueDelivery>,
+        out: &UnboundedSender<Sent>,
+        stop: &CancellationToken,
+    ) {
+        for d in group {
+            if stop.is_cancelled() {
+                return;
+            }
+            let at = self.clock.now();
+            let Some(target) = self.webhooks.get(&d.subscriber) else {
+                let o = AttemptOutcome {
+                    delivery_id: d.id,
+                    attempted_at: at,
+                    duration_ms: 0,
+                    status: None,
+                    error: Some(format!(
+                        "webhook {:?} is no longer configured",
+                        d.subscriber
+                    )),
+                    result: AttemptResult::Dead,
+                };
+                let _ = out.send(Sent::new(o, &d));
+                continue;
+            };
+            // `webhook-timestamp` is the real send time: receivers check it against their own
+            // clock (replay window), whatever clock schedules the retries.
+            let r = send(
+                &self.http,
+                &target.url,
+                &target.secret,
+                &d.event_id,
+                chrono::Utc::now().timestamp(),
+                &d.envelope,
+            )
+            .await;
+            let failed = r.failure.is_some();
+            let o = self.outcome_for(
+                &d,
+                at,
+                r.duration,
+                r.status.map(i64::from),
+                r.failure,
+                r.gone,
+            );
+            let _ = out.send(Sent::new(o, &d));
+            if failed {
+                return;
+            }
+        }
+    }
+
+    /// One digest for the group's deliveries (one recipient group, one pass): every delivery
+    /// gets the mail's outcome. A digest that cannot be rendered fails them all (retried).
+    async fn run_email_group(&self, group: Vec<DueDelivery>, out: &UnboundedSender<Sent>) {
+        let at = self.clock.now();
+        let started = std::time::Instant::now();
+        let send_all = |result: Result<Option<i64>, (String, Option<i64>)>| {
+            for d in &group {
+                let o = match &result {
+                    Ok(code) => self.outcome_for(d, at, started.elapsed(), *code, None, false),
+                    Err((msg, code)) => self.outcome_for(
+                        d,
+                        at,
+                        started.elapsed(),
+                        *code,
+                        Some((FailureKind::Other(None), msg.clone())),
+                        false,
+                    ),
+                };
+                let _ = out.send(Sent::new(o, d));
+            }
+        };
+        send_all(self.mail_digest(&group).await);
+    }
+
+    /// Renders and sends one digest: the SMTP reply code, or why it failed.
+    async fn mail_digest(
+        &self,
+        group: &[DueDelivery],
+    ) -> Result<Option<i64>, (String, Option<i64>)> {
+        let fail = |msg: String| (msg, None);
+        let settings = self
+            .email
+            .as_ref()
+            .ok_or_else(|| fail("e-mail is not configured".into()))?;
+        let first = group.first().ok_or_else(|| fail("empty group".into()))?;
+        let g = settings.groups.get(&first.subscriber).ok_or_else(|| {
+            fail(format!(
+                "recipient group {:?} is no longer configured",
+                first.subscriber
+            ))
+        })?;
+        let events = group
+            .iter()
+            .map(|d| serde_json::from_str::<Event>(&d.envelope))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(format!("an event envelope is unreadable: {e}")))?;
+        let digest = render_digest(&events).map_err(fail)?;
+        let msg = build_message(&settings.from, &g.to, &digest).map_err(fail)?;
+        settings
+            .mailer
+            .send(msg)
+            .await
+            .map(|code| code.map(i64::from))
+            .map_err(|e| (e.message, e.code.map(i64::from)))
+    }
+
+    /// Sends one claimed batch, bounded in total and per subscriber; outcomes go to `out`. A
+    /// group that panics (a defect) fails its deliveries (retried) and leaves the others alone.
+    pub(super) async fn send_batch(
+        &self,
+        due: Vec<DueDelivery>,
+        out: UnboundedSender<Sent>,
+        stop: &CancellationToken,
+    ) {
+        let mut hooks: BTreeMap<(String, String, i64), Vec<DueDelivery>> = BTreeMap::new();
+        let mut mails: BTreeMap<(String, Option<i64>), Vec<DueDelivery>> = BTreeMap::new();
+        for d in due {
+            match d.channel {
+                Channel::Email => mails
+                    .entry((d.subscriber.clone(), d.run_id))
+                    .or_default()
+                    .push(d),
+                Channel::Webhook => hooks.entry(link_key(&d)).or_default().push(d),
+            }
+        }
+        let limits: HashMap<String, Arc<tokio::sync::Semaphore>> = hooks
+            .keys()
+            .map(|(sub, ..)| {
+                (
+                    sub.clone(),
+                    Arc::new(tokio::sync::Semaphore::new(self.per_subscriber)),
+                )
+            })
+            .collect();
+        let groups = hooks
+            .into_values()
+            .map(Group::Webhook)
+            .chain(mails.into_values().map(Group::Email));
+        futures_util::stream::iter(groups)
+            .for_each_concurrent(self.concurrency, |g| {
+                let (limits, out) = (&limits, &out);
+                async move {
+                    let _permit = match g.deliveries().first() {
+                        Some(d) if matches!(g, Group::Webhook(_)) => {
+                            match limits.get(&d.subscriber) {
+                                Some(s) => s.acquire().await.ok(),
+                                None => None,
+                            }
+                        }
+                        _ => None,
+                    };
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    // What a panic fails: (id, attempts) of each delivery, and their subscriber.
+                    let doomed: Vec<(i64, i64)> =
+                        g.deliveries().iter().map(|d| (d.id, d.attempts)).collect();
+                    let (subscriber, channel) = g
+                        .deliveries()
+                        .first()
+                        .map(|d| (d.subscriber.clone(), d.channel))
+                        .unwrap_or((String::new(), Channel::Webhook));
+                    let run = async {
+                        match g {
+                            Group::Webhook(v) => self.run_webhook_group(v, out, stop).await,
+                            Group::Email(v) => self.run_email_group(v, out).await,
+                        }
+                    };
+                    if let Err(panic) = std::panic::AssertUnwindSafe(run).catch_unwind().await {
+                        let msg = format!(
+                            "sending panicked: {}",
+                            crate::sync::pass::panic_message(&*panic)
+                        );
+                        tracing::error!(error = %msg, "delivery.panicked");
+                        let at = self.clock.now();
+                        for &(id, attempts) in &doomed {
+                            let o = self.failure_outcome(id, attempts, at, msg.clone());
+                            let _ = out.send(Sent {
+                                outcome: o,
+                                subscriber: subscriber.clone(),
+                                channel,
+                            });
+                        }
+                    }
+                }
+            })
+            .await;
+    }
+}
