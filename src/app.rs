@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -28,7 +28,27 @@ pub(crate) fn metrics_handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Durations as histograms (summaries cannot be aggregated across instances or
+            // alerted on by bucket): passes take seconds to minutes, deliveries milliseconds.
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("singapay_sync_pass_duration_seconds".into()),
+                    &[
+                        0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("singapay_sync_delivery_duration_seconds".into()),
+                        &[
+                            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0,
+                        ],
+                    )
+                });
+            let Ok(builder) = builder else {
+                return None;
+            };
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok().map(|_| handle)
         })
@@ -108,10 +128,9 @@ impl App {
         if interrupted > 0 {
             warn!(
                 interrupted,
-                "delivery.interrupted_attempts: cut short by a crash or a kill; sent again"
+                "delivery.interrupted: deliveries claimed when the daemon stopped are sent again"
             );
-            metrics::counter!("singapay_sync_delivery_attempts_interrupted_total")
-                .increment(interrupted);
+            metrics::counter!("singapay_sync_deliveries_interrupted_total").increment(interrupted);
         }
         let client = SingapayClient::new(ClientConfig::from(&config.singapay))?;
         let email = match &config.email {

@@ -343,15 +343,16 @@ impl Ledger {
         Ok(())
     }
 
-    /// The attempts a crash or a kill cut short (deliveries still claimed at start): each gets
-    /// an attempt row saying so (without counting against its retry schedule) and is due again.
-    /// Returns how many.
+    /// The deliveries a crash or a kill left claimed (their batch was being sent: some were in
+    /// flight, some perhaps delivered): each gets an attempt row saying so (without counting
+    /// against its retry schedule) and is due again. Returns how many.
     pub(crate) async fn recover_interrupted_attempts(&self) -> LedgerResult<u64> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status, error) \
              SELECT id, claimed_at, 0, NULL, \
-             'interrupted: the daemon stopped during the attempt; it is sent again' \
+             'interrupted: the daemon stopped with this delivery claimed for sending (it may have \
+             been delivered); it is sent again' \
              FROM delivery WHERE claimed_at IS NOT NULL ORDER BY id",
         )
         .execute(&mut *tx)

@@ -70,6 +70,8 @@ pub struct DaemonConfig {
     pub listen: String,
     /// `http.admin_token`.
     pub admin_token: String,
+    /// `http.header_timeout`.
+    pub header_timeout: Option<String>,
     /// `delivery.retry_schedule`.
     pub retry_schedule: Option<Vec<String>>,
     /// `delivery.timeout`.
@@ -102,6 +104,7 @@ impl DaemonConfig {
             }],
             listen: "127.0.0.1:0".into(),
             admin_token: hex::encode(rand::random::<[u8; 16]>()),
+            header_timeout: None,
             retry_schedule: None,
             delivery_timeout: None,
             per_subscriber_concurrency: None,
@@ -167,6 +170,9 @@ impl DaemonConfig {
         line("[http]".into());
         line(format!("listen = {}", quoted(&self.listen)));
         line(format!("admin_token = {}", quoted(&self.admin_token)));
+        if let Some(t) = &self.header_timeout {
+            line(format!("header_timeout = {}", quoted(t)));
+        }
         line("[delivery]".into());
         if let Some(rs) = &self.retry_schedule {
             line(format!("retry_schedule = {}", list(rs)));

@@ -83,6 +83,21 @@ fn transport_error(e: reqwest::Error) -> SingapayError {
     }
 }
 
+/// Counts one request to SingaPay by route and status (`error` when no answer came) in
+/// `singapay_sync_upstream_requests_total`, and classifies a transport failure.
+fn counted(
+    route: &'static str,
+    resp: Result<reqwest::Response, reqwest::Error>,
+) -> Result<reqwest::Response, SingapayError> {
+    let status = match &resp {
+        Ok(r) => r.status().as_str().to_string(),
+        Err(_) => "error".to_string(),
+    };
+    metrics::counter!("singapay_sync_upstream_requests_total", "route" => route, "status" => status)
+        .increment(1);
+    resp.map_err(transport_error)
+}
+
 /// The most of one answer read into memory: the largest list page (100 links of ~1.5 KB) is
 /// about 150 KB.
 const MAX_ANSWER: usize = 8 * 1024 * 1024;
@@ -148,8 +163,8 @@ impl SingapayClient {
             .header("Accept", "application/json")
             .json(&serde_json::json!({"grant_type": "client_credentials"}))
             .send()
-            .await
-            .map_err(transport_error)?;
+            .await;
+        let resp = counted("token", resp)?;
         let status = resp.status().as_u16();
         let ra = retry_after(resp.headers());
         let body = answer_text(resp).await?;
@@ -208,6 +223,7 @@ impl SingapayClient {
     /// the token is refreshed and the request sent once more.
     async fn get_once(
         &self,
+        route: &'static str,
         path: &str,
         query: &[(&str, String)],
     ) -> Result<(u16, String), SingapayError> {
@@ -222,8 +238,8 @@ impl SingapayClient {
                 .header("X-PARTNER-ID", &self.cfg.partner_id)
                 .header("Accept", HeaderValue::from_static("application/json"))
                 .send()
-                .await
-                .map_err(transport_error)?;
+                .await;
+            let resp = counted(route, resp)?;
             let status = resp.status().as_u16();
             let ra = retry_after(resp.headers());
             let body = answer_text(resp).await?;
@@ -285,6 +301,7 @@ impl SingapayClient {
     /// a `Retry-After` longer than the computed delay is honoured up to `max_backoff`.
     async fn get(
         &self,
+        route: &'static str,
         path: &str,
         query: &[(&str, String)],
     ) -> Result<(u16, String), SingapayError> {
@@ -294,7 +311,7 @@ impl SingapayClient {
             .with_max_times(self.cfg.max_retries)
             .with_jitter();
         let max = self.cfg.max_backoff;
-        (|| self.get_once(path, query))
+        (|| self.get_once(route, path, query))
             .retry(policy)
             .when(SingapayError::is_retryable)
             .adjust(move |e, dur| match e {
@@ -324,6 +341,7 @@ impl SingapayClient {
         let path = format!("/api/v1.0/payment-link-manage/{}", account.as_str());
         let (status, body) = self
             .get(
+                "list",
                 &path,
                 &[
                     ("page", page.to_string()),
@@ -346,7 +364,7 @@ impl SingapayClient {
             account.as_str(),
             id.0
         );
-        match self.get(&path, &[]).await {
+        match self.get("show", &path, &[]).await {
             Ok((status, body)) => decode_show(status, &body).map(Some),
             Err(SingapayError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),

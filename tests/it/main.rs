@@ -12,6 +12,7 @@ mod guards;
 mod harness;
 mod layout;
 mod multi;
+mod observability;
 mod replay;
 mod retries;
 mod schedule;

@@ -212,14 +212,20 @@ impl Dispatcher {
             if cancel.is_cancelled() {
                 break;
             }
+            let mut moved = false;
             let failed = match self.dispatch_due().await {
-                Ok(_) => false,
+                Ok(s) => {
+                    moved = s.attempted > 0;
+                    false
+                }
                 Err(e) => {
                     error!(error = %crate::telemetry::error_chain(&e), "dispatcher.ledger_error");
                     true
                 }
             };
-            if gauges_at.elapsed() >= Duration::from_secs(10) {
+            // The gauges follow deliveries that moved (at most every second), else every 10 s.
+            let since = gauges_at.elapsed();
+            if since >= Duration::from_secs(10) || (moved && since >= Duration::from_secs(1)) {
                 if let Err(e) = self.refresh_gauges().await {
                     warn!(error = %e, "dispatcher.gauges_failed");
                 }
