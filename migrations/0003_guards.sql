@@ -13,3 +13,6 @@ ALTER TABLE delivery ADD COLUMN claimed_at TEXT;
 
 -- Retention prunes delivered deliveries by age.
 CREATE INDEX delivery_delivered ON delivery (delivered_at) WHERE state = 'delivered';
+
+-- Retention keeps a sync run that events refer to; this finds those events without a scan.
+CREATE INDEX link_event_run ON link_event (run_id);

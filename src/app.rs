@@ -290,6 +290,12 @@ impl App {
         let dispatcher = Arc::clone(&self.dispatcher);
         let work = self.work.clone();
         let mut disp = tokio::spawn(async move { dispatcher.run(work, DISPATCH_IDLE).await });
+        let retention = tokio::spawn(crate::maintenance::run(
+            self.ledger.clone(),
+            self.config.ledger.clone(),
+            Arc::clone(&self.clock),
+            self.work.clone(),
+        ));
 
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         let watchdog = watchdog_task(
@@ -323,6 +329,9 @@ impl App {
         }
         self.work.cancel();
         self.syncer.wait().await;
+        if let Err(e) = retention.await {
+            error!(error = %e, "daemon.retention_panicked");
+        }
         if !disp_done && let Err(e) = disp.await {
             error!(error = %e, "daemon.dispatcher_panicked");
         }

@@ -16,6 +16,7 @@ mod demo;
 pub mod event;
 mod http;
 pub mod ledger;
+mod maintenance;
 mod money;
 pub mod notify;
 pub mod sandbox;

@@ -14,6 +14,7 @@
 mod deliveries;
 mod events;
 mod links;
+mod retention;
 mod runs;
 
 use std::path::Path;
@@ -30,6 +31,7 @@ pub use deliveries::{DeliveryAttemptRow, DeliveryFilter, DeliveryRow, NewDeliver
 pub use events::{EventFilter, EventRow, NewEvent};
 pub use links::StoredLink;
 pub(crate) use links::{LinkRows, LinkState, LinkWrite};
+pub use retention::Pruned;
 pub(crate) use runs::RunEnd;
 pub use runs::SyncRunRow;
 

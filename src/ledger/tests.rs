@@ -67,9 +67,13 @@ fn page(ids: impl IntoIterator<Item = i64>) -> PageCommit {
 }
 
 fn event(id: &str, link: i64, run_id: i64) -> NewEvent {
+    event_at(id, link, run_id, Utc::now())
+}
+
+fn event_at(id: &str, link: i64, run_id: i64, at: chrono::DateTime<Utc>) -> NewEvent {
     let event = Event {
         account_id: AccountId::parse(ACCOUNT).expect("account"),
-        created_at: Utc::now(),
+        created_at: at,
         data: EventData {
             object: serde_json::json!({"id": link}),
             previous_attributes: None,
@@ -198,5 +202,91 @@ async fn deliveries_of_a_disabled_subscriber_are_parked_and_order_is_kept() {
         .expect("feed");
     let ids: Vec<&str> = feed.iter().map(|e| e.event.id.0.as_str()).collect();
     assert_eq!(ids, ["evt_1", "evt_2", "evt_3"]);
+    f.close().await;
+}
+
+#[tokio::test]
+async fn event_retention_keeps_events_a_delivery_still_owes() {
+    let f = Fixture::new().await;
+    let (l, run) = (&f.l, f.run);
+    let old = Utc
+        .with_ymd_and_hms(2025, 1, 1, 0, 0, 0)
+        .single()
+        .expect("time");
+    let mut c = PageCommit::default();
+    for i in 1..=3 {
+        c.events.push(event_at(&format!("evt_r{i}"), i, run, old));
+        c.deliveries.push(NewDelivery {
+            event_id: format!("evt_r{i}"),
+            subscriber: "erp".into(),
+            channel: Channel::Webhook,
+            next_attempt_at: old,
+        });
+    }
+    l.commit_page(run, c).await.expect("commit");
+    // Events 1 and 2 were delivered a year ago; event 3's delivery is still pending.
+    let due = l.due_deliveries(Utc::now(), 10).await.expect("due");
+    let outcomes: Vec<AttemptOutcome> = due
+        .iter()
+        .filter(|d| d.event_id != "evt_r3")
+        .map(|d| AttemptOutcome {
+            delivery_id: d.id,
+            attempted_at: old,
+            duration_ms: 3,
+            status: Some(200),
+            error: None,
+            result: AttemptResult::Delivered,
+        })
+        .collect();
+    l.record_attempts(&outcomes.iter().collect::<Vec<_>>())
+        .await
+        .expect("record");
+    let cutoff = Utc::now() - chrono::Duration::days(180);
+    let p = l
+        .prune_batch(cutoff, Some(cutoff), 1000)
+        .await
+        .expect("prune");
+    assert_eq!((p.deliveries, p.attempts, p.events), (2, 2, 2), "{p:?}");
+    let left = l
+        .events(&EventFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("events")
+        .expect("feed");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].event.id.0, "evt_r3");
+    assert!(
+        l.prune_batch(cutoff, Some(cutoff), 1000)
+            .await
+            .expect("again")
+            .is_empty()
+    );
+    f.close().await;
+}
+
+#[tokio::test]
+async fn the_ledger_file_is_private_and_another_users_file_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let f = Fixture::new().await;
+    let path = f.dir.join("ledger.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.clone().into_os_string();
+        p.push(suffix);
+        let mode = std::fs::metadata(&p).expect("file").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "ledger.db{suffix} is mode {mode:o}");
+    }
+    let other = f.dir.join("other.db");
+    std::fs::write(&other, b"").expect("file");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&other, Some(12345), None).expect("chown");
+        let err = Ledger::open(&other)
+            .await
+            .expect_err("another user's ledger");
+        assert!(err.to_string().contains("belongs to uid 12345"), "{err}");
+        assert_eq!(std::fs::metadata(&other).expect("file").uid(), 12345);
+    }
     f.close().await;
 }

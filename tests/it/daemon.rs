@@ -226,3 +226,83 @@ async fn the_cli_lists_dead_deliveries_and_retries_them() {
         "the manual retry is logged like any attempt"
     );
 }
+
+#[tokio::test]
+async fn check_config_refuses_each_unsafe_setup_with_exit_2_naming_the_key() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = TestSandbox::start().await;
+    let short_key = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode([9u8; 16])
+    );
+    let cases: Vec<(
+        &str,
+        Box<dyn Fn(&mut singapay_sync::sandbox::DaemonConfig)>,
+        &str,
+    )> = vec![
+        (
+            "SMTP credentials without TLS",
+            Box::new(|c| {
+                c.email = Some(singapay_sync::sandbox::EmailEntry {
+                    smtp_url: "smtp://user:secret@mail.example.com:587".into(),
+                    from: "Sync <sync@example.com>".into(),
+                    to: singapay_sync::sandbox::strings(&["finance@example.com"]),
+                    events: None,
+                    timeout: None,
+                })
+            }),
+            "email.smtp_url",
+        ),
+        (
+            "http:// to SingaPay",
+            Box::new(|c| c.sandbox_url = "http://payment-b2b.singapay.id".into()),
+            "singapay.base_url",
+        ),
+        (
+            "http:// to a webhook",
+            Box::new(|c| {
+                c.webhook(
+                    "erp",
+                    "http://erp.example.com/hooks",
+                    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                    None,
+                );
+            }),
+            "webhooks[0].url",
+        ),
+        (
+            "a 16-byte webhook key",
+            Box::new(move |c| {
+                c.webhook("erp", "https://erp.example.com/hooks", &short_key, None);
+            }),
+            "webhooks[0].secret",
+        ),
+    ];
+    for (what, edit, key) in cases {
+        let mut c = test_config(&dir, &sandbox);
+        edit(&mut c);
+        check_refused(&dir, &c.toml(), what, key).await;
+    }
+    let level = format!(
+        "{}[log]\nlevel = \"verbose\"\n",
+        test_config(&dir, &sandbox).toml()
+    );
+    check_refused(&dir, &level, "an unknown log.level", "log.level").await;
+}
+
+async fn check_refused(dir: &tempfile::TempDir, toml: &str, what: &str, key: &str) {
+    let path = dir.path().join("refused.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
+        .arg("--config")
+        .arg(&path)
+        .arg("check-config")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+    assert!(err.contains(key), "{what}: {key} not named in {err}");
+    assert!(!err.contains("secret@"), "{what}: a value is echoed: {err}");
+}

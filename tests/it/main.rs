@@ -14,5 +14,6 @@ mod layout;
 mod multi;
 mod observability;
 mod replay;
+mod retention;
 mod retries;
 mod schedule;

@@ -1,0 +1,107 @@
+//! Retention: pruning what the audit trail does not need, in small transactions so that the
+//! writers (passes, the dispatcher) never wait long behind it.
+
+use chrono::{DateTime, Utc};
+
+use super::{Ledger, LedgerResult};
+use crate::time::ledger_ts;
+
+/// Rows one [`Ledger::prune_batch`] call removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Delivered deliveries (and, for `event_cutoff`, the dead and disabled ones of old events).
+    pub deliveries: u64,
+    /// Their attempts.
+    pub attempts: u64,
+    /// Finished sync runs no event refers to.
+    pub runs: u64,
+    /// Events older than the event cutoff with no delivery pending.
+    pub events: u64,
+}
+
+impl Pruned {
+    /// Whether nothing was removed (the pruning is done for now).
+    pub fn is_empty(&self) -> bool {
+        *self == Pruned::default()
+    }
+}
+
+impl Ledger {
+    /// One small pruning step, at most `limit` rows of each kind, in one transaction:
+    /// deliveries delivered before `cutoff` with their attempts; sync runs finished before
+    /// `cutoff` that no event refers to; and, when `event_cutoff` is given, events created
+    /// before it that no pending delivery still owes, with their deliveries and attempts.
+    /// Call it again until it returns [`Pruned::is_empty`].
+    pub async fn prune_batch(
+        &self,
+        cutoff: DateTime<Utc>,
+        event_cutoff: Option<DateTime<Utc>>,
+        limit: i64,
+    ) -> LedgerResult<Pruned> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Pruned::default();
+        let cut = ledger_ts(cutoff);
+        out.attempts += sqlx::query(
+            "DELETE FROM delivery_attempt WHERE delivery_id IN (SELECT id FROM delivery \
+             INDEXED BY delivery_delivered WHERE state = 'delivered' AND delivered_at < ?1 \
+             ORDER BY delivered_at LIMIT ?2)",
+        )
+        .bind(&cut)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        out.deliveries += sqlx::query(
+            "DELETE FROM delivery WHERE id IN (SELECT id FROM delivery \
+             INDEXED BY delivery_delivered WHERE state = 'delivered' AND delivered_at < ?1 \
+             ORDER BY delivered_at LIMIT ?2)",
+        )
+        .bind(&cut)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if let Some(event_cut) = event_cutoff.map(ledger_ts) {
+            let owed = "SELECT e.id FROM link_event e WHERE e.created_at < ?1 AND NOT EXISTS \
+                 (SELECT 1 FROM delivery d WHERE d.event_id = e.id AND d.state = 'pending') \
+                 ORDER BY e.seq LIMIT ?2";
+            out.attempts += sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM delivery_attempt WHERE delivery_id IN \
+                 (SELECT id FROM delivery WHERE event_id IN ({owed}))"
+            )))
+            .bind(&event_cut)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            out.deliveries += sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM delivery WHERE event_id IN ({owed})"
+            )))
+            .bind(&event_cut)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            out.events += sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM link_event WHERE id IN ({owed})"
+            )))
+            .bind(&event_cut)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        out.runs += sqlx::query(
+            "DELETE FROM sync_run WHERE id IN (SELECT r.id FROM sync_run r \
+             WHERE r.finished_at < ?1 AND NOT EXISTS \
+             (SELECT 1 FROM link_event e WHERE e.run_id = r.id) ORDER BY r.id LIMIT ?2)",
+        )
+        .bind(&cut)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,158 @@
+//! Retention prunes a large backlog in small batches while the daemon keeps syncing and
+//! delivering: no writer waits long behind it, and the audit trail (events) is kept.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use singapay_sync::ledger::Ledger;
+use singapay_sync::time::SystemClock;
+use singapay_sync::types::Trigger;
+use sqlx::sqlite::SqlitePoolOptions;
+
+use crate::harness::*;
+
+const OLD: i64 = 200_000;
+
+/// Seeds the ledger at `path` with `OLD` events delivered a year ago (one attempt each) and 50
+/// sync runs finished a year ago without events. Test scaffolding, straight SQL.
+async fn seed_backlog(path: &std::path::Path) {
+    Ledger::open(path).await.unwrap().close().await;
+    let pool = SqlitePoolOptions::new()
+        .connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let old = "2025-01-01T00:00:00.000000Z";
+    let series =
+        format!("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {OLD})");
+    for sql in [
+        format!(
+            "{series} INSERT INTO link_event (id, account_id, link_id, type, sequence, run_id, \
+             created_at, usage_delta, envelope) SELECT 'evt_old_' || i, '{ACCOUNT}', 1000000 + i, \
+             'payment_link.paid', 1, NULL, '{old}', 1, '{{}}' FROM n"
+        ),
+        format!(
+            "INSERT INTO delivery (event_id, subscriber, channel, state, attempts, delivered_at, \
+             created_at) SELECT id, 'erp', 'webhook', 'delivered', 1, '{old}', '{old}' \
+             FROM link_event"
+        ),
+        format!(
+            "INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status) \
+             SELECT id, '{old}', 5, 200 FROM delivery"
+        ),
+        format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50) \
+             INSERT INTO sync_run (account_id, trigger, started_at, finished_at, outcome) \
+             SELECT '{ACCOUNT}', 'schedule', '{old}', '{old}', 'succeeded' FROM n"
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+}
+
+async fn count(pool: &sqlx::SqlitePool, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_year_of_delivered_deliveries_is_pruned_while_the_daemon_keeps_delivering() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = TestSandbox::start().await;
+    let erp = Receiver::start(vec![]).await;
+    let mut config = test_config(&dir, &sandbox);
+    subscribe(&mut config, "erp", &erp, None);
+    seed_backlog(&config.ledger).await;
+
+    // A second writer measures how long its small transactions wait while retention runs.
+    let probe = Ledger::open(&config.ledger).await.unwrap();
+    let started = Instant::now();
+    let daemon = serve(&config, Arc::new(SystemClock)).await;
+    let reader = SqlitePoolOptions::new()
+        .connect(&format!("sqlite://{}", config.ledger.display()))
+        .await
+        .unwrap();
+    let left = "SELECT COUNT(*) FROM delivery WHERE delivered_at < '2026-01-01'";
+    let mut longest = Duration::ZERO;
+    let mut writes = 0;
+    let mut paid = false;
+    while count(&reader, left).await > 0 {
+        for _ in 0..20 {
+            let t = Instant::now();
+            probe
+                .start_run(&account(), Trigger::Manual, false, chrono::Utc::now())
+                .await
+                .unwrap();
+            longest = longest.max(t.elapsed());
+            writes += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if !paid {
+            // Meanwhile customers pay and the daemon syncs and delivers.
+            daemon.admin.resync_and_wait().await;
+            for id in [103, 78, 70] {
+                sandbox.pay(id).await;
+            }
+            daemon.admin.resync_and_wait().await;
+            paid = true;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "pruning never ended"
+        );
+    }
+    let took = started.elapsed();
+    for _ in 0..200 {
+        if erp.hits().len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    println!(
+        "pruned {OLD} deliveries and their attempts in {took:?}; longest writer wait {longest:?} \
+         over {writes} probe writes"
+    );
+    assert_eq!(
+        erp.hits().len(),
+        3,
+        "the new payments were delivered during the pruning"
+    );
+    assert!(
+        longest < Duration::from_millis(100),
+        "a writer waited {longest:?}"
+    );
+    assert_eq!(
+        count(
+            &reader,
+            "SELECT COUNT(*) FROM delivery_attempt WHERE attempted_at < '2026-01-01'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &reader,
+            "SELECT COUNT(*) FROM sync_run WHERE finished_at < '2026-01-01'"
+        )
+        .await,
+        0,
+        "old runs without events are pruned"
+    );
+    assert_eq!(
+        count(
+            &reader,
+            "SELECT COUNT(*) FROM link_event WHERE id LIKE 'evt_old_%'"
+        )
+        .await,
+        OLD,
+        "events are kept without ledger.event_retention"
+    );
+    reader.close().await;
+    probe.close().await;
+    daemon.shutdown().await;
+}
