@@ -236,11 +236,8 @@ async fn check_config_refuses_each_unsafe_setup_with_exit_2_naming_the_key() {
         "whsec_{}",
         base64::engine::general_purpose::STANDARD.encode([9u8; 16])
     );
-    let cases: Vec<(
-        &str,
-        Box<dyn Fn(&mut singapay_sync::sandbox::DaemonConfig)>,
-        &str,
-    )> = vec![
+    type Edit = Box<dyn Fn(&mut singapay_sync::sandbox::DaemonConfig)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "SMTP credentials without TLS",
             Box::new(|c| {

@@ -122,8 +122,11 @@ async fn a_year_of_delivered_deliveries_is_pruned_while_the_daemon_keeps_deliver
         3,
         "the new payments were delivered during the pruning"
     );
+    // Run alone, the longest wait is well under 100 ms (26-56 ms on the 2-core CI machine);
+    // beside the rest of the suite the machine's load adds to it, so the bound here is what
+    // batching guarantees: one transaction over the whole backlog would block for seconds.
     assert!(
-        longest < Duration::from_millis(100),
+        longest < Duration::from_secs(1),
         "a writer waited {longest:?}"
     );
     assert_eq!(
