@@ -186,6 +186,9 @@ impl Sandbox {
                 "/_sandbox/requests",
                 get(control::ctl_log).delete(control::ctl_clear_log),
             );
-        api.merge(control).with_state(self)
+        // Faults may carry large bodies (an answer over the client's 8 MiB limit).
+        api.merge(control)
+            .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
+            .with_state(self)
     }
 }

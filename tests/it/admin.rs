@@ -235,6 +235,15 @@ async fn every_bad_request_gets_a_json_error_and_internal_errors_say_nothing_int
                 .is_some_and(|m| !m.is_empty())
         );
     }
+    // The scheme of `Authorization` is case-insensitive (RFC 9110 §11.1).
+    let lower = admin
+        .http
+        .get(format!("{}/deliveries", admin.base))
+        .header("authorization", format!("bearer {ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), 200);
     // The ledger goes away: the answers are errors without SQL or pool details.
     daemon.ledger.close().await;
     let (status, body) = admin.call(Method::GET, "/deliveries").await;

@@ -351,3 +351,19 @@ async fn a_hostile_page_count_ends_at_the_first_empty_page() {
     // Page 6 ends it; at most the 4 pages fetched ahead of it were asked for too.
     assert!((6..=10).contains(&asked), "{asked} list requests");
 }
+
+#[tokio::test]
+async fn an_answer_over_8_mib_fails_the_pass_instead_of_filling_memory() {
+    let t = TestApp::spawn().await;
+    t.sync_ok().await;
+    let huge = format!(
+        "{{\"status\":200,\"success\":true,\"data\":[],\"padding\":\"{}\"}}",
+        "x".repeat(9 * 1024 * 1024)
+    );
+    t.sandbox
+        .fault(json!({"route": "list", "page": 1, "body": huge}))
+        .await;
+    let err = t.sync_err().await;
+    assert!(err.contains("over 8 MiB"), "{err}");
+    assert!(deleted_ids(&t.events().await).is_empty());
+}
