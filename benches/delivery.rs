@@ -71,6 +71,7 @@ fn main() {
                     created_at: now,
                     data: EventData {
                         object: object.clone(),
+                        payments: None,
                         previous_attributes: Some(prev),
                         usage_delta: Some(1),
                     },

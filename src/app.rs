@@ -180,6 +180,7 @@ impl App {
             clock: Arc::clone(&clock),
             wake: Some(Arc::clone(&dispatcher.wake)),
             max_deletions: config.sync.max_deletions,
+            history_window: config.sync.history_window,
             page_hook: std::sync::OnceLock::new(),
         });
         let syncer = Syncer::new(ctx, work.clone());

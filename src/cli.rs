@@ -36,6 +36,10 @@ pub enum Command {
         /// checked that SingaPay really lost them). Needs `--account`.
         #[arg(long, requires = "account")]
         confirm_deletions: bool,
+        /// Read the whole Payment Link History, not only `sync.history_window` (catches a
+        /// change to an older payment).
+        #[arg(long)]
+        full: bool,
     },
     /// Apply ledger migrations and exit.
     Migrate,
@@ -54,6 +58,12 @@ pub enum Command {
         /// Links to seed for account 01K7P073Q8RE2A9PQT8Q7MXPN4.
         #[arg(long, default_value_t = 103)]
         links: usize,
+        /// Extra generated Payment Link History rows (paid; settled unless recent).
+        #[arg(long, default_value_t = 0)]
+        history: usize,
+        /// How many of the generated rows were created in the last 6 days.
+        #[arg(long, default_value_t = 0)]
+        recent: usize,
     },
     /// The end-to-end demo: sandbox, webhook receiver, daemon, payments, deliveries. No network.
     Demo,
@@ -70,6 +80,45 @@ pub enum Command {
         #[command(subcommand)]
         action: SubscribersCommand,
     },
+    /// Export the ledger for accounting (works on the ledger directly).
+    Export {
+        /// What to export.
+        #[command(subcommand)]
+        what: ExportCommand,
+    },
+}
+
+/// `export …`.
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Every mirrored payment (one row per Payment Link History record) to stdout, oldest first.
+    Payments {
+        /// Only this account.
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// Only payments paid (an unpaid attempt: created) on or after this Jakarta day
+        /// (`2026-11-01`).
+        #[arg(long, value_name = "DATE")]
+        from: Option<String>,
+        /// Only payments paid (created) on or before this Jakarta day.
+        #[arg(long, value_name = "DATE")]
+        to: Option<String>,
+        /// Only this status (`paid`, `pending`, `failed`, `expired`, …).
+        #[arg(long)]
+        status: Option<String>,
+        /// `csv` (RFC 4180, a header line) or `json` (one object per line).
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
+    },
+}
+
+/// `export payments --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// CSV.
+    Csv,
+    /// JSON lines.
+    Json,
 }
 
 /// `deliveries …`.

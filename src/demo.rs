@@ -130,9 +130,33 @@ async fn sandbox_post(
     Ok(r.error_for_status()?.json().await?)
 }
 
-/// One line per event: type, link, sequence, title and what changed.
+/// One line per event: type, link (or payment), sequence, title and what changed.
 fn describe(e: &Event) -> String {
     let o = &e.data.object;
+    if e.event_type.is_payment() {
+        let link = &o["payment_link"];
+        let what = match e.event_type {
+            EventType::PaymentSettled => format!("settled {}", o["settle_at"]),
+            _ => format!("status {} → {}", e.previous("status"), o["status"]),
+        };
+        return format!(
+            "{:<28} pay  {:>3} seq {}  {:<24} {} {} {}, attempt {}",
+            e.event_type.as_str(),
+            o["id"],
+            e.sequence,
+            link["title"].as_str().unwrap_or_default(),
+            o["payment_method_name"]
+                .as_str()
+                .unwrap_or("(method unknown)"),
+            o["amount"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .map(crate::money::format_rupiah)
+                .unwrap_or_else(|| o["amount"].to_string()),
+            what,
+            o["reff_no"].as_str().unwrap_or_default(),
+        );
+    }
     let what = match e.event_type {
         EventType::Paid => format!(
             "usage {} → {} (+{}), {} each",
@@ -158,6 +182,11 @@ fn describe(e: &Event) -> String {
             Value::Object(e.data.previous_attributes.clone().unwrap_or_default())
         ),
         EventType::Created | EventType::Deleted => String::new(),
+        EventType::PaymentCreated
+        | EventType::PaymentPaid
+        | EventType::PaymentSettled
+        | EventType::PaymentFailed
+        | EventType::PaymentExpired => String::new(),
     };
     format!(
         "{:<28} link {:>3} seq {}  {:<24} {}",

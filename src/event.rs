@@ -8,6 +8,10 @@
 //!   "id": "evt_…", "sequence": 7, "type": "payment_link.paid" }
 //! ```
 //!
+//! A `payment.*` event's `object` is a [`PaymentObject`]: the history row as mirrored plus
+//! `payment_link: {id, reff_no, title}`; a `payment_link.paid` carries the rows behind its usage
+//! rise in `data.payments` (same shape; DESIGN §13).
+//!
 //! Keys are serialised in byte order at every level (the struct fields are declared in that order
 //! and `object` is a `serde_json::Value`, whose maps are sorted), so an envelope's text is a pure
 //! function of its content: the bytes a receiver verifies are the bytes the ledger stores.
@@ -16,9 +20,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::singapay::PaymentLink;
+use crate::singapay::{PaymentLink, PaymentRecord};
 use crate::time::rfc3339_utc;
-use crate::types::{AccountId, EventId, EventType};
+use crate::types::{AccountId, EventId, EventType, LinkId};
 
 /// One event. `id` is unique and stable (the receivers' idempotency key and the `webhook-id`);
 /// `sequence` rises by one per event of the same link, so a receiver can discard stale ones.
@@ -46,6 +50,10 @@ pub struct EventData {
     /// The link as mirrored after the change (a serialised [`PaymentLink`]: amounts as decimal
     /// strings in Rupiah, times RFC 3339 UTC).
     pub object: Value,
+    /// For `payment_link.paid`: the payments behind the usage rise (each a serialised
+    /// [`PaymentObject`]), when the history shows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payments: Option<Vec<Value>>,
     /// The changed fields' values before the change (`paid`, `status_changed`, `updated`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_attributes: Option<Map<String, Value>>,
@@ -68,6 +76,25 @@ impl Event {
         PaymentLink::deserialize(&self.data.object)
     }
 
+    /// `data.object` as a payment (of a `payment.*` event).
+    ///
+    /// Errors when the object is not a mirrored payment.
+    pub fn payment(&self) -> Result<PaymentObject, serde_json::Error> {
+        PaymentObject::from_value(&self.data.object)
+    }
+
+    /// `data.payments` of a `payment_link.paid` (empty when absent).
+    ///
+    /// Errors when an entry is not a mirrored payment.
+    pub fn payments(&self) -> Result<Vec<PaymentObject>, serde_json::Error> {
+        self.data
+            .payments
+            .iter()
+            .flatten()
+            .map(PaymentObject::from_value)
+            .collect()
+    }
+
     /// A previous attribute (`Value::Null` when absent).
     pub fn previous(&self, field: &str) -> &Value {
         self.data
@@ -75,6 +102,61 @@ impl Event {
             .as_ref()
             .and_then(|p| p.get(field))
             .unwrap_or(&Value::Null)
+    }
+}
+
+/// The link a payment belongs to, as payment events name it: `payment_link: {id, reff_no,
+/// title}` (the id is 0 and the title absent while the ledger has not seen the link).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkRef {
+    /// The link's id.
+    pub id: LinkId,
+    /// Its `reff_no` (the merchant's invoice; the row's `payment_link_reff_no`).
+    pub reff_no: String,
+    /// Its title.
+    pub title: Option<String>,
+}
+
+/// A payment as events carry it: the mirrored history row and its link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentObject {
+    /// The row as mirrored.
+    pub payment: PaymentRecord,
+    /// Its link.
+    pub payment_link: LinkRef,
+}
+
+impl PaymentObject {
+    /// The JSON object: the row's fields (amounts decimal strings, times RFC 3339 UTC) plus
+    /// `payment_link`, keys in byte order.
+    ///
+    /// Errors: only serde_json's own limits.
+    pub fn to_value(&self) -> Result<Value, serde_json::Error> {
+        let mut v = serde_json::to_value(&self.payment)?;
+        if let Value::Object(m) = &mut v {
+            m.insert(
+                "payment_link".into(),
+                serde_json::to_value(&self.payment_link)?,
+            );
+        }
+        Ok(v)
+    }
+
+    /// Reads one back from its JSON object.
+    ///
+    /// Errors: the value is not such an object.
+    pub fn from_value(v: &Value) -> Result<PaymentObject, serde_json::Error> {
+        let mut m = match v {
+            Value::Object(m) => m.clone(),
+            _ => return Err(serde::de::Error::custom("a payment is a JSON object")),
+        };
+        let link = m
+            .remove("payment_link")
+            .ok_or_else(|| serde::de::Error::missing_field("payment_link"))?;
+        Ok(PaymentObject {
+            payment: PaymentRecord::deserialize(Value::Object(m))?,
+            payment_link: LinkRef::deserialize(link)?,
+        })
     }
 }
 
@@ -113,6 +195,7 @@ mod tests {
                 .with_timezone(&Utc),
             data: EventData {
                 object,
+                payments: None,
                 previous_attributes: Some(prev),
                 usage_delta: Some(2),
             },

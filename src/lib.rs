@@ -14,6 +14,7 @@ pub mod config;
 mod cron;
 mod demo;
 pub mod event;
+pub mod export;
 mod http;
 pub mod ledger;
 mod maintenance;

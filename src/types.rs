@@ -54,6 +54,17 @@ impl fmt::Display for LinkId {
     }
 }
 
+/// A payment's id: the numeric id of SingaPay's Payment Link History row (one per attempt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PaymentId(pub i64);
+
+impl fmt::Display for PaymentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// An event id, `evt_<ULID>`: unique, stable, and the receivers' idempotency key.
 /// It is also the Standard Webhooks `webhook-id` of every delivery of the event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -136,6 +147,31 @@ pub enum EventType {
     Updated,
     /// Gone from a complete pass and confirmed gone by a 404 on show.
     Deleted,
+    /// A payment (history row) first seen after the account's history baseline: usually
+    /// `pending`, a customer picked a method (DESIGN §13, seed 002).
+    PaymentCreated,
+    /// A payment's status became `paid` (or it was first seen already paid).
+    PaymentPaid,
+    /// A payment's `has_settle` became true or its `settle_at` was set.
+    PaymentSettled,
+    /// A payment's status became `failed`.
+    PaymentFailed,
+    /// A payment's status became `expired`.
+    PaymentExpired,
+}
+
+impl EventType {
+    /// Whether it is a `payment.*` event (about one history row, not a link).
+    pub fn is_payment(self) -> bool {
+        matches!(
+            self,
+            EventType::PaymentCreated
+                | EventType::PaymentPaid
+                | EventType::PaymentSettled
+                | EventType::PaymentFailed
+                | EventType::PaymentExpired
+        )
+    }
 }
 
 wire_names!(EventType, "event type", {
@@ -145,6 +181,11 @@ wire_names!(EventType, "event type", {
     StatusChanged => "payment_link.status_changed",
     Updated => "payment_link.updated",
     Deleted => "payment_link.deleted",
+    PaymentCreated => "payment.created",
+    PaymentPaid => "payment.paid",
+    PaymentSettled => "payment.settled",
+    PaymentFailed => "payment.failed",
+    PaymentExpired => "payment.expired",
 });
 
 /// What started a sync pass (`sync_run.trigger`).

@@ -4,6 +4,7 @@
 mod check_config;
 mod daemon;
 mod deliveries;
+mod export;
 mod sandbox;
 mod sync;
 
@@ -25,7 +26,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::demo::run(&mut std::io::stdout()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sandbox { listen, links } => sandbox::run(*listen, *links).await,
+        Command::Sandbox {
+            listen,
+            links,
+            history,
+            recent,
+        } => sandbox::run(*listen, *links, *history, *recent).await,
         Command::CheckConfig { online } => match load(&cli) {
             Ok(cfg) => check_config::run(&cfg, *online).await,
             Err(code) => Ok(code),
@@ -46,8 +52,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             account,
             json,
             confirm_deletions,
+            full,
         } => match load(&cli) {
-            Ok(cfg) => sync::run(cfg, account.as_deref(), *json, *confirm_deletions).await,
+            Ok(cfg) => {
+                let opts = crate::sync::PassOptions {
+                    confirm_deletions: *confirm_deletions,
+                    full_history: *full,
+                };
+                sync::run(cfg, account.as_deref(), *json, opts).await
+            }
             Err(code) => Ok(code),
         },
         Command::Deliveries { action } => match load(&cli) {
@@ -56,6 +69,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Subscribers { action } => match load(&cli) {
             Ok(cfg) => deliveries::subscribers(&cfg, action).await,
+            Err(code) => Ok(code),
+        },
+        Command::Export { what } => match load(&cli) {
+            Ok(cfg) => export::run(&cfg, what).await,
             Err(code) => Ok(code),
         },
         Command::Run => match load(&cli) {

@@ -1,4 +1,4 @@
-//! `sync [--account ID] [--json]`: one pass per account now, then deliver what is due.
+//! `sync [--account ID] [--json] [--confirm-deletions] [--full]`: one pass per account now, then deliver what is due.
 
 use std::process::ExitCode;
 
@@ -15,7 +15,7 @@ pub(super) async fn run(
     cfg: Config,
     account: Option<&str>,
     as_json: bool,
-    confirm_deletions: bool,
+    opts: crate::sync::PassOptions,
 ) -> anyhow::Result<ExitCode> {
     telemetry::init(cfg.log.format, &cfg.log.level);
     let only = match account.map(AccountId::parse) {
@@ -32,7 +32,6 @@ pub(super) async fn run(
     };
     let app =
         App::build_with_clock(cfg, std::sync::Arc::new(crate::time::SystemClock), false).await?;
-    let opts = crate::sync::PassOptions { confirm_deletions };
     let results = app.sync_all_with(only.as_ref(), opts).await;
     let dispatched = app.dispatcher.dispatch_due().await?;
     let mut failed = false;

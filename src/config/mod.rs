@@ -109,6 +109,10 @@ pub struct SyncConfig {
     pub notify_on_baseline: bool,
     /// Deletions one pass may make before it holds them.
     pub max_deletions: DeletionLimit,
+    /// How far back (by `created_at`) a pass re-reads Payment Link History every time (default
+    /// 7 days, DESIGN §13): rows in it are compared each pass; older ones only until a page of
+    /// them is unchanged.
+    pub history_window: Duration,
 }
 
 /// `[[accounts]]`.

@@ -202,6 +202,8 @@ pub(super) struct RawSync {
     pub notify_on_baseline: Option<bool>,
     #[serde(default, deserialize_with = "string")]
     pub max_deletions: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub history_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -303,7 +305,15 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "allow_insecure_http",
         ],
     ),
-    ("sync", &["schedule", "notify_on_baseline", "max_deletions"]),
+    (
+        "sync",
+        &[
+            "schedule",
+            "notify_on_baseline",
+            "max_deletions",
+            "history_window",
+        ],
+    ),
     ("accounts", &["id", "name", "schedule"]),
     (
         "http",

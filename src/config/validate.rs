@@ -128,6 +128,12 @@ fn sync(p: &mut Problems, s: RawSync) -> SyncConfig {
         schedule,
         notify_on_baseline: s.notify_on_baseline.unwrap_or(false),
         max_deletions,
+        history_window: duration(
+            p,
+            "sync.history_window",
+            s.history_window,
+            Duration::from_secs(7 * 86_400),
+        ),
     }
 }
 

@@ -3,6 +3,7 @@
 //! `Authorization: Bearer <http.admin_token>`. [`status`] has the probes, [`routes`] the rest.
 
 mod error;
+mod payments;
 mod routes;
 mod status;
 
@@ -51,6 +52,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/links", get(routes::links))
         .route("/links/{account_id}/{id}", get(routes::link))
         .route("/events", get(routes::events))
+        .route("/payments", get(payments::payments))
         .route("/deliveries", get(routes::deliveries))
         .route("/deliveries/{id}/retry", post(routes::retry_delivery))
         .route(

@@ -19,6 +19,9 @@ pub(super) struct ResyncQuery {
     account_id: Option<String>,
     #[serde(default)]
     confirm_deletions: bool,
+    /// Read the whole Payment Link History (DESIGN §13).
+    #[serde(default)]
+    full: bool,
 }
 
 /// `GET /links?account_id=&limit=&offset=`.
@@ -51,7 +54,7 @@ pub(super) struct DeliveriesQuery {
 impl AdminState {
     /// A configured account from `?account_id=`: 400 `bad_account_id` if it is not a ULID, 404
     /// `unknown_account` if it is not configured.
-    fn account(&self, given: Option<&str>) -> Result<Option<AccountId>, ApiError> {
+    pub(super) fn account(&self, given: Option<&str>) -> Result<Option<AccountId>, ApiError> {
         let Some(a) = given else {
             return Ok(None);
         };
@@ -90,6 +93,7 @@ pub(super) async fn resync(
     }
     let opts = PassOptions {
         confirm_deletions: q.confirm_deletions,
+        full_history: q.full,
     };
     let mut runs = Vec::new();
     for a in st
@@ -103,7 +107,9 @@ pub(super) async fn resync(
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "pass_running",
-                    format!("a pass of this account is running (run {run}); confirm after it ends"),
+                    format!(
+                        "a pass of this account is running (run {run}); ask again after it ends"
+                    ),
                 ));
             }
             Err(e) => return Err(e.into()),

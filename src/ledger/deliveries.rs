@@ -43,6 +43,8 @@ pub(crate) struct DueDelivery {
     pub run_id: Option<i64>,
     /// Link id (the dispatcher keeps one link's deliveries in order).
     pub link_id: i64,
+    /// The payment of a `payment.*` event.
+    pub payment_id: Option<i64>,
     /// Account id.
     pub account_id: String,
 }
@@ -190,8 +192,8 @@ fn row_to_delivery(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<DeliveryRow> {
 impl Ledger {
     /// Pending deliveries due at `now` with an id above `after_id`, oldest first (delivery ids
     /// follow event commit order), at most `limit`. A delivery waits while
-    /// an earlier event of the same link for the same subscriber is pending a retry, so each
-    /// subscriber receives a link's events in `sequence` order. E-mail deliveries wait for their
+    /// an earlier event of the same link (or payment) for the same subscriber is pending a retry,
+    /// so each subscriber receives a link's (a payment's) events in `sequence` order. E-mail deliveries wait for their
     /// pass to finish, so that each pass makes one digest per recipient group. The scan walks the
     /// partial index of pending deliveries in id order and stops at `limit` (without
     /// `INDEXED BY`, SQLite picks the `(state, next_attempt_at)` index and sorts every due row).
@@ -202,14 +204,15 @@ impl Ledger {
     ) -> LedgerResult<Vec<DueDelivery>> {
         let rows = sqlx::query(
             "SELECT d.id, d.event_id, d.subscriber, d.channel, d.attempts, e.envelope, e.run_id, \
-             e.link_id, e.account_id \
+             e.link_id, e.payment_id, e.account_id \
              FROM delivery d INDEXED BY delivery_pending JOIN link_event e ON e.id = d.event_id \
              WHERE d.state = 'pending' AND d.claimed_at IS NULL AND d.next_attempt_at <= ?1 \
              AND (d.channel <> 'email' OR e.run_id IS NULL \
                   OR EXISTS (SELECT 1 FROM sync_run r WHERE r.id = e.run_id AND r.finished_at IS NOT NULL)) \
              AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
                  WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' AND d2.next_attempt_at > ?1 \
-                 AND e2.account_id = e.account_id AND e2.link_id = e.link_id AND e2.sequence < e.sequence) \
+                 AND e2.account_id = e.account_id AND e2.link_id = e.link_id \
+                 AND e2.payment_id IS e.payment_id AND e2.sequence < e.sequence) \
              ORDER BY d.id LIMIT ?2",
         )
         .bind(ledger_ts(now))
@@ -227,6 +230,7 @@ impl Ledger {
                     envelope: r.try_get("envelope")?,
                     run_id: r.try_get("run_id")?,
                     link_id: r.try_get("link_id")?,
+                    payment_id: r.try_get("payment_id")?,
                     account_id: r.try_get("account_id")?,
                 })
             })
@@ -244,7 +248,8 @@ impl Ledger {
                   OR EXISTS (SELECT 1 FROM sync_run r WHERE r.id = e.run_id AND r.finished_at IS NOT NULL)) \
              AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
                  WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' \
-                 AND e2.account_id = e.account_id AND e2.link_id = e.link_id AND e2.sequence < e.sequence)",
+                 AND e2.account_id = e.account_id AND e2.link_id = e.link_id \
+                 AND e2.payment_id IS e.payment_id AND e2.sequence < e.sequence)",
         )
         .fetch_one(&self.pool)
         .await?;

@@ -4,7 +4,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::event::Event;
 use crate::time::ledger_ts;
-use crate::types::{AccountId, EventType, LinkId};
+use crate::types::{AccountId, EventType, LinkId, PaymentId};
 
 use super::{Ledger, LedgerError, LedgerResult};
 
@@ -14,8 +14,10 @@ use super::{Ledger, LedgerError, LedgerResult};
 pub struct NewEvent {
     /// The envelope.
     pub event: Event,
-    /// The link it is about.
+    /// The link it is about (of a payment event: the payment's link, 0 while unknown).
     pub link_id: LinkId,
+    /// The payment of a `payment.*` event.
+    pub payment_id: Option<PaymentId>,
     /// The pass that detected it.
     pub run_id: i64,
     /// `event` as JSON, exactly as it will be delivered.
@@ -33,9 +35,36 @@ impl NewEvent {
         Ok(Self {
             event,
             link_id,
+            payment_id: None,
             run_id,
             envelope,
         })
+    }
+
+    /// Sets `data.payments` (of a `payment_link.paid`) and re-encodes the envelope.
+    ///
+    /// Errors: as [`NewEvent::new`].
+    pub fn set_payments(&mut self, payments: Vec<serde_json::Value>) -> LedgerResult<()> {
+        self.event.data.payments = Some(payments);
+        self.envelope = self
+            .event
+            .to_json()
+            .map_err(|e| LedgerError::Corrupt(format!("event does not serialise: {e}")))?;
+        Ok(())
+    }
+
+    /// An event of payment `payment_id` (whose link is `link_id`, 0 while unknown).
+    ///
+    /// Errors: as [`NewEvent::new`].
+    pub fn for_payment(
+        event: Event,
+        link_id: LinkId,
+        payment_id: PaymentId,
+        run_id: i64,
+    ) -> LedgerResult<Self> {
+        let mut e = Self::new(event, link_id, run_id)?;
+        e.payment_id = Some(payment_id);
+        Ok(e)
     }
 }
 
@@ -44,8 +73,10 @@ impl NewEvent {
 pub struct EventRow {
     /// Commit order (the pull feed's internal cursor).
     pub seq: i64,
-    /// The link it is about.
+    /// The link it is about (of a payment event: the payment's link, 0 while unknown).
     pub link_id: LinkId,
+    /// The payment of a `payment.*` event.
+    pub payment_id: Option<PaymentId>,
     /// The pass that detected it.
     pub run_id: Option<i64>,
     /// The envelope as delivered.
@@ -79,14 +110,15 @@ pub(super) async fn insert_many(
 ) -> LedgerResult<()> {
     for chunk in events.chunks(EVENTS_PER_STATEMENT) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO link_event (id, account_id, link_id, type, sequence, run_id, created_at, \
-             usage_delta, envelope) ",
+            "INSERT INTO link_event (id, account_id, link_id, payment_id, type, sequence, run_id, \
+             created_at, usage_delta, envelope) ",
         );
         qb.push_values(chunk, |mut b, e| {
             let ev = &e.event;
             b.push_bind(ev.id.0.as_str())
                 .push_bind(ev.account_id.as_str())
                 .push_bind(e.link_id.0)
+                .push_bind(e.payment_id.map(|p| p.0))
                 .push_bind(ev.event_type.as_str())
                 .push_bind(ev.sequence)
                 .push_bind(e.run_id)
@@ -104,6 +136,7 @@ fn row_to_event(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<EventRow> {
     Ok(EventRow {
         seq: r.try_get("seq")?,
         link_id: LinkId(r.try_get("link_id")?),
+        payment_id: r.try_get::<Option<i64>, _>("payment_id")?.map(PaymentId),
         run_id: r.try_get("run_id")?,
         event: serde_json::from_str(&env)
             .map_err(|e| LedgerError::Corrupt(format!("link_event.envelope: {e}")))?,
@@ -128,7 +161,7 @@ impl Ledger {
             }
         };
         let rows = sqlx::query(
-            "SELECT seq, link_id, run_id, envelope \
+            "SELECT seq, link_id, payment_id, run_id, envelope \
              FROM link_event WHERE seq > ?1 \
              AND (?2 IS NULL OR type = ?2) AND (?3 IS NULL OR account_id = ?3) \
              AND (?4 IS NULL OR link_id = ?4) AND (?5 IS NULL OR run_id = ?5) \

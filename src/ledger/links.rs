@@ -131,6 +131,11 @@ impl LinkRows {
         Ok(())
     }
 
+    /// Whether there are no rows.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Number of rows.
     pub(crate) fn len(&self) -> usize {
         self.len

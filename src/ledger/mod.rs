@@ -14,6 +14,7 @@
 mod deliveries;
 mod events;
 mod links;
+mod payments;
 mod retention;
 mod runs;
 
@@ -31,6 +32,8 @@ pub use deliveries::{DeliveryAttemptRow, DeliveryFilter, DeliveryRow, NewDeliver
 pub use events::{EventFilter, EventRow, NewEvent};
 pub use links::StoredLink;
 pub(crate) use links::{LinkRows, LinkState, LinkWrite};
+pub(crate) use payments::PaymentWrite;
+pub use payments::{ExportRow, PaymentFilter, StoredPayment};
 pub use retention::Pruned;
 pub(crate) use runs::RunEnd;
 pub use runs::SyncRunRow;
@@ -122,6 +125,8 @@ pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 pub struct PageCommit {
     /// Link rows to insert or update (only changed ones), already encoded.
     pub(crate) writes: LinkRows,
+    /// Payment rows to insert or update (only changed ones).
+    pub(crate) payments: Vec<PaymentWrite>,
     /// Events, in emission order.
     pub events: Vec<NewEvent>,
     /// Deliveries owed for those events.
@@ -251,14 +256,19 @@ impl Ledger {
             .iter_mut()
             .map(|c| std::mem::take(&mut c.writes))
             .collect();
+        let payments: Vec<PaymentWrite> = commits
+            .iter_mut()
+            .flat_map(|c| std::mem::take(&mut c.payments))
+            .collect();
         let deletions: Vec<_> = commits.iter().flat_map(|c| &c.deletions).collect();
         let events: Vec<&NewEvent> = commits.iter().flat_map(|c| &c.events).collect();
         let deliveries: Vec<&NewDelivery> = commits.iter().flat_map(|c| &c.deliveries).collect();
-        if written == 0 && events.is_empty() && deliveries.is_empty() {
+        if written == 0 && payments.is_empty() && events.is_empty() && deliveries.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
         links::upsert_many(&mut tx, rows).await?;
+        payments::upsert_many(&mut tx, &payments).await?;
         for (account, link, sequence, at) in &deletions {
             sqlx::query(
                 "UPDATE payment_link SET deleted_at = ?, sequence = ?, last_seen_at = ? \
@@ -275,10 +285,12 @@ impl Ledger {
         events::insert_many(&mut tx, &events).await?;
         deliveries::insert_many(&mut tx, &deliveries).await?;
         sqlx::query(
-            "UPDATE sync_run SET links_written = links_written + ?, changes = changes + ? WHERE id = ?",
+            "UPDATE sync_run SET links_written = links_written + ?, changes = changes + ?, \
+             payments_written = payments_written + ? WHERE id = ?",
         )
         .bind(written as i64)
         .bind(events.len() as i64)
+        .bind(payments.len() as i64)
         .bind(run_id)
         .execute(&mut *tx)
         .await?;

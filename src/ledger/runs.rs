@@ -39,6 +39,12 @@ pub struct SyncRunRow {
     /// Links found missing whose deletion this pass held back (more than `sync.max_deletions`,
     /// or an empty list); 0 when none was held.
     pub deletions_held: i64,
+    /// Payment Link History pages read.
+    pub history_pages: i64,
+    /// Distinct history rows read.
+    pub payments_seen: i64,
+    /// `payment` rows inserted or updated.
+    pub payments_written: i64,
 }
 
 /// How a pass ended, as [`Ledger::finish_run`] records it.
@@ -52,6 +58,21 @@ pub(crate) struct RunEnd {
     pub links_seen: i64,
     /// Deletions held back.
     pub deletions_held: i64,
+    /// History pages read.
+    pub history_pages: i64,
+    /// Distinct history rows read.
+    pub payments_seen: i64,
+    /// Whether the pass read the whole history (it then completes the history baseline).
+    pub history_complete: bool,
+}
+
+/// Which baselines of an account are done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Baselines {
+    /// The links' (the first complete pass).
+    pub links: bool,
+    /// The history's (the first complete read of Payment Link History).
+    pub history: bool,
 }
 
 /// An account's state for `/readyz`.
@@ -65,15 +86,20 @@ pub(crate) struct AccountStatus {
 
 impl Ledger {
     /// Whether the account's baseline (first complete pass) is done.
-    pub(crate) async fn baseline_done(&self, account: &AccountId) -> LedgerResult<bool> {
-        let row =
-            sqlx::query("SELECT baseline_completed_at FROM account_state WHERE account_id = ?")
-                .bind(account.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+    pub(crate) async fn baselines(&self, account: &AccountId) -> LedgerResult<Baselines> {
+        let row = sqlx::query(
+            "SELECT baseline_completed_at, history_baseline_at FROM account_state \
+             WHERE account_id = ?",
+        )
+        .bind(account.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(match row {
-            Some(r) => r.try_get::<Option<String>, _>(0)?.is_some(),
-            None => false,
+            Some(r) => Baselines {
+                links: r.try_get::<Option<String>, _>(0)?.is_some(),
+                history: r.try_get::<Option<String>, _>(1)?.is_some(),
+            },
+            None => Baselines::default(),
         })
     }
 
@@ -113,7 +139,7 @@ impl Ledger {
         };
         sqlx::query(
             "UPDATE sync_run SET finished_at = ?, outcome = ?, error = ?, pages = ?, links_seen = ?, \
-             deletions_held = ? WHERE id = ?",
+             deletions_held = ?, history_pages = ?, payments_seen = ? WHERE id = ?",
         )
         .bind(ledger_ts(now))
         .bind(outcome)
@@ -121,19 +147,25 @@ impl Ledger {
         .bind(end.pages)
         .bind(end.links_seen)
         .bind(end.deletions_held)
+        .bind(end.history_pages)
+        .bind(end.payments_seen)
         .bind(run_id)
         .execute(&mut *tx)
         .await?;
         if end.result.is_ok() {
             sqlx::query(
                 "INSERT INTO account_state (account_id, baseline_completed_at, last_success_at, \
-                 deletions_held) VALUES (?1, ?2, ?2, ?3) ON CONFLICT (account_id) DO UPDATE SET \
+                 deletions_held, history_baseline_at) \
+                 VALUES (?1, ?2, ?2, ?3, CASE WHEN ?4 THEN ?2 END) \
+                 ON CONFLICT (account_id) DO UPDATE SET \
                  baseline_completed_at = COALESCE(baseline_completed_at, ?2), last_success_at = ?2, \
-                 deletions_held = ?3",
+                 deletions_held = ?3, \
+                 history_baseline_at = COALESCE(history_baseline_at, CASE WHEN ?4 THEN ?2 END)",
             )
             .bind(account.as_str())
             .bind(ledger_ts(now))
             .bind(end.deletions_held)
+            .bind(end.history_complete)
             .execute(&mut *tx)
             .await?;
         }
@@ -174,7 +206,8 @@ impl Ledger {
     pub async fn get_run(&self, id: i64) -> LedgerResult<Option<SyncRunRow>> {
         let row = sqlx::query(
             "SELECT id, account_id, trigger, started_at, finished_at, baseline, pages, links_seen, \
-             links_written, changes, outcome, error, deletions_held FROM sync_run WHERE id = ?",
+             links_written, changes, outcome, error, deletions_held, history_pages, payments_seen, \
+             payments_written FROM sync_run WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -194,6 +227,9 @@ impl Ledger {
                 outcome: r.try_get(10)?,
                 error: r.try_get(11)?,
                 deletions_held: r.try_get(12)?,
+                history_pages: r.try_get(13)?,
+                payments_seen: r.try_get(14)?,
+                payments_written: r.try_get(15)?,
             })
         })
         .transpose()

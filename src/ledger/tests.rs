@@ -76,6 +76,7 @@ fn event_at(id: &str, link: i64, run_id: i64, at: chrono::DateTime<Utc>) -> NewE
         created_at: at,
         data: EventData {
             object: serde_json::json!({"id": link}),
+            payments: None,
             previous_attributes: None,
             usage_delta: Some(1),
         },

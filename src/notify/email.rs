@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::digest_payments::PaymentSections;
 use crate::event::Event;
 use crate::money::format_rupiah;
 use crate::time::format_wib;
@@ -80,13 +81,18 @@ pub fn render_digest(events: &[Event]) -> Result<Digest, String> {
     let mut ids = Vec::new();
     let mut accounts = std::collections::BTreeSet::new();
     let mut detected_at = None;
+    let mut sections = PaymentSections::default();
     for ev in events {
-        let link = ev
-            .link()
-            .map_err(|e| format!("event {}: the object is not a link: {e}", ev.id))?;
         ids.push(ev.id.0.clone());
         accounts.insert(ev.account_id.as_str().to_string());
         detected_at = detected_at.or_else(|| Some(format_wib(ev.created_at)));
+        sections.add(ev)?;
+        if ev.event_type.is_payment() {
+            continue;
+        }
+        let link = ev
+            .link()
+            .map_err(|e| format!("event {}: the object is not a link: {e}", ev.id))?;
         let amount_text = link
             .total_amount
             .map(format_rupiah)
@@ -180,6 +186,12 @@ pub fn render_digest(events: &[Event]) -> Result<Digest, String> {
                 lines.push(format!("amount {amount_text}"));
                 "Link deleted"
             }
+            // Taken by the payment sections above.
+            EventType::PaymentCreated
+            | EventType::PaymentPaid
+            | EventType::PaymentSettled
+            | EventType::PaymentFailed
+            | EventType::PaymentExpired => continue,
         };
         items.push(Item {
             headline: headline.to_string(),
@@ -191,6 +203,13 @@ pub fn render_digest(events: &[Event]) -> Result<Digest, String> {
             payment_url: link.payment_url.filter(|u| u.starts_with("https://")),
         });
     }
+    let sections = sections.finish()?;
+    payments = payments
+        .checked_add(sections.uncounted.0)
+        .ok_or("the number of payments overflows")?;
+    received = received
+        .checked_add(sections.uncounted.1)
+        .ok_or("the total received overflows")?;
     let mut parts = Vec::new();
     if payments > 0 {
         parts.push(format!(
@@ -198,6 +217,7 @@ pub fn render_digest(events: &[Event]) -> Result<Digest, String> {
             plural(payments, "payment", "payments")
         ));
     }
+    parts.extend(sections.subject_parts.iter().cloned());
     for (n, one, many) in [
         (exhausted, "link fully used", "links fully used"),
         (expired, "link expired", "links expired"),
@@ -230,6 +250,10 @@ pub fn render_digest(events: &[Event]) -> Result<Digest, String> {
         account_line => account_line,
         total_received => total_received,
         items => minijinja::Value::from(minijinja::value::Serde(&items)),
+        received_payments => minijinja::Value::from(minijinja::value::Serde(&sections.received)),
+        settlements => minijinja::Value::from(minijinja::value::Serde(&sections.settled)),
+        total_settled => sections.total_settled,
+        attempts => minijinja::Value::from(minijinja::value::Serde(&sections.attempts)),
         event_ids => ids.join(", "),
         detected_at => detected_at.unwrap_or_default(),
     };

@@ -1,6 +1,7 @@
 //! Delivery: the outbox dispatcher, Standard Webhooks callbacks and e-mail digests. Knows the event
 //! envelope ([`crate::event`]), nothing of SingaPay's wire format.
 
+mod digest_payments;
 pub mod dispatcher;
 pub(crate) mod email;
 pub mod retry;

@@ -1,6 +1,6 @@
 //! SingaPay's API as the sandbox serves it: the v1.1 token (signature checked), list, show,
 //! create, update and delete of payment links with the docs' validation (seeds 000, 001, 003),
-//! payment methods and payment-link histories.
+//! payment methods (histories: `history`).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::state::{
-    History, METHODS, SandboxItem, SandboxLink, SandboxState, decimal_from_json, money, ok,
-    parse_expiry_millis, v1_error, wib,
+    METHODS, SandboxItem, SandboxLink, SandboxState, decimal_from_json, ok, parse_expiry_millis,
+    v1_error,
 };
 use super::{ApiResult, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SANDBOX_PARTNER_ID, Sandbox};
 use crate::singapay::auth::token_signature_for_date;
@@ -24,7 +24,7 @@ pub(super) fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn authorize(sb: &Sandbox, h: &HeaderMap) -> Result<(), Response> {
+pub(super) fn authorize(sb: &Sandbox, h: &HeaderMap) -> Result<(), Response> {
     if header(h, "x-partner-id") != Some(SANDBOX_PARTNER_ID) {
         return Err(v1_error(
             StatusCode::UNAUTHORIZED,
@@ -101,11 +101,11 @@ pub(super) async fn methods(State(sb): State<Sandbox>, h: HeaderMap) -> ApiResul
 
 #[derive(Deserialize)]
 pub(super) struct PageQ {
-    page: Option<String>,
-    per_page: Option<String>,
+    pub(super) page: Option<String>,
+    pub(super) per_page: Option<String>,
 }
 
-fn paginate(q: &PageQ) -> (usize, usize) {
+pub(super) fn paginate(q: &PageQ) -> (usize, usize) {
     let page = q
         .page
         .as_deref()
@@ -124,7 +124,7 @@ fn paginate(q: &PageQ) -> (usize, usize) {
 
 /// A v1 list answer: page `page` (of `per`) of `rows`, newest first, with seed 004's
 /// `pagination` block (camelCase counts, a `links.next` URL on this host).
-fn list_answer<T>(
+pub(super) fn list_answer<T>(
     h: &HeaderMap,
     path: &str,
     (page, per): (usize, usize),
@@ -452,37 +452,4 @@ pub(super) fn remove_link(sb: &Sandbox, account: &str, id: i64, force: bool) -> 
     }
     links.remove(&id);
     Ok(ok(json!({"message": "Payment Link deleted successfully"})))
-}
-
-pub(super) async fn histories(
-    State(sb): State<Sandbox>,
-    Path(account): Path<String>,
-    Query(q): Query<PageQ>,
-    h: HeaderMap,
-) -> ApiResult {
-    authorize(&sb, &h)?;
-    let st = sb.lock();
-    let rows: Vec<&History> = st
-        .histories
-        .iter()
-        .rev()
-        .filter(|r| r.account == account)
-        .collect();
-    Ok(list_answer(
-        &h,
-        &format!("/api/v1.0/payment-link-histories/{account}"),
-        paginate(&q),
-        rows.into_iter(),
-        |r| {
-            json!({
-                "id": r.id, "reff_no": r.reff_no, "payment_link_id": r.link_id,
-                "payment_link_reff_no": r.link_reff_no, "payment_method_name": r.method,
-                "payment_method_value": "8277000000012345", "payment_method_additional": null,
-                "amount": money(r.amount), "payment_date": wib(r.at), "status": "paid",
-                "status_computed": "paid", "is_expired": false, "customer_name": "",
-                "customer_email": "", "customer_phone": "", "has_settle": false, "settle_at": null,
-                "created_at": wib(r.at), "updated_at": wib(r.at)
-            })
-        },
-    ))
 }

@@ -1,4 +1,5 @@
-//! The control plane under `/_sandbox/`: act as customers (pay), as the merchant (close, reopen,
+//! The control plane under `/_sandbox/`: act as customers (pick a method, pay; an attempt
+//! settles, fails or expires), as the merchant (close, reopen,
 //! edit, add, delete), as the clock (advance) and as the operator (faults, token expiry, extra
 //! accounts, the request log).
 
@@ -11,9 +12,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::api::{insert_link, not_found, remove_link};
-use super::state::{Fault, History, LoggedRequest, SandboxLink, decimal_from_json, ok};
+use super::state::{Fault, LoggedRequest, SandboxLink, decimal_from_json, ok};
 use super::{ApiResult, Sandbox, seed};
-use crate::time::{jakarta, parse_singapay_time};
+use crate::time::parse_singapay_time;
 
 fn ctl_error(status: StatusCode, msg: &str) -> Response {
     (status, Json(json!({"error": {"message": msg}}))).into_response()
@@ -53,55 +54,66 @@ where
 
 #[derive(Deserialize, Default)]
 pub(super) struct Pay {
+    /// A method code (`VA_BRI`) or label (`VA BRI`); default `VA BRI`.
     #[serde(default)]
     method: Option<String>,
 }
 
+fn method_of(body: Option<Json<Pay>>) -> String {
+    body.and_then(|Json(p)| p.method)
+        .unwrap_or_else(|| "VA BRI".into())
+}
+
+fn step_error((status, msg): (StatusCode, String)) -> Response {
+    ctl_error(status, &msg)
+}
+
+/// The history row `id` of `account` as SingaPay would show it.
+fn history_answer(sb: &Sandbox, account: &str, id: i64) -> ApiResult {
+    let st = sb.lock();
+    let row = st.find_history(account, id).ok_or_else(not_found)?;
+    Ok(ok(row.render(st.now())))
+}
+
+/// `POST /_sandbox/accounts/{a}/links/{id}/attempts {"method"}`: a customer picks a method on
+/// the hosted page: a `pending` history row. Answers the row.
+pub(super) async fn ctl_attempt(
+    State(sb): State<Sandbox>,
+    Path((account, id)): Path<(String, i64)>,
+    body: Option<Json<Pay>>,
+) -> ApiResult {
+    let method = method_of(body);
+    let hid = sb.lock().pick(&account, id, &method).map_err(step_error)?;
+    history_answer(&sb, &account, hid)
+}
+
+/// `POST /_sandbox/accounts/{a}/histories/{hid}/{pay|settle|fail|expire}`: the attempt is paid
+/// (the link's usage rises), settled, fails or expires. Answers the row.
+pub(super) async fn ctl_history_step(
+    State(sb): State<Sandbox>,
+    Path((account, hid, step)): Path<(String, i64, String)>,
+) -> ApiResult {
+    sb.lock()
+        .advance_history(&account, hid, &step)
+        .map_err(step_error)?;
+    history_answer(&sb, &account, hid)
+}
+
+/// `POST /_sandbox/accounts/{a}/links/{id}/pay {"method"}`: a customer picks a method and pays
+/// at once (a history row made `pending`, then `paid`). Answers the link.
 pub(super) async fn ctl_pay(
     State(sb): State<Sandbox>,
     Path((account, id)): Path<(String, i64)>,
     body: Option<Json<Pay>>,
 ) -> ApiResult {
-    let method = body
-        .and_then(|Json(p)| p.method)
-        .unwrap_or_else(|| "VA BRI".into());
-    let mut paid = None;
-    let r = with_link(&sb, &account, id, |l, now| {
-        if l.status != "open" {
-            return Err(ctl_error(StatusCode::CONFLICT, "link is not open"));
-        }
-        if l.expired_at.is_some_and(|e| e <= now) {
-            return Err(ctl_error(StatusCode::CONFLICT, "link has expired"));
-        }
-        if l.max_usage > 0 && l.current_usage >= l.max_usage {
-            return Err(ctl_error(StatusCode::CONFLICT, "link is fully used"));
-        }
-        l.current_usage += 1;
-        l.payment_date = Some(now);
-        l.updated_at = now;
-        l.has_history = true;
-        paid = Some((l.reff_no.clone(), l.total_amount, now));
-        Ok(())
-    })?;
-    if let Some((link_reff, amount, at)) = paid {
+    let method = method_of(body);
+    {
         let mut st = sb.lock();
-        let hid = st.next_history_id;
-        st.next_history_id += 1;
-        st.histories.push(History {
-            id: hid,
-            account: account.clone(),
-            link_id: id,
-            link_reff_no: link_reff,
-            reff_no: format!(
-                "{id}{}",
-                at.with_timezone(&jakarta()).format("%Y%m%d%H%M%S")
-            ),
-            method,
-            amount,
-            at,
-        });
+        let hid = st.pick(&account, id, &method).map_err(step_error)?;
+        st.advance_history(&account, hid, "pay")
+            .map_err(step_error)?;
     }
-    Ok(r)
+    with_link(&sb, &account, id, |_, _| Ok(()))
 }
 
 pub(super) async fn ctl_close(
@@ -246,11 +258,18 @@ pub(super) async fn ctl_add_account(
     let now = st.now();
     let links = seed::seed_links(b.links, now);
     let n = links.len();
+    let first = st.next_history_id;
+    let history = super::history::seed_history(&links, first);
+    st.next_history_id += history.len() as i64;
+    let rows = history.len();
+    st.histories.insert(account.clone(), history);
     st.accounts.insert(
         account.clone(),
         links.into_iter().map(|l| (l.id, l)).collect(),
     );
-    Ok(ok(json!({"account_id": account, "links": n})))
+    Ok(ok(
+        json!({"account_id": account, "links": n, "history": rows}),
+    ))
 }
 
 pub(super) async fn ctl_fault(State(sb): State<Sandbox>, Json(f): Json<Fault>) -> StatusCode {

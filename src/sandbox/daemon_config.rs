@@ -64,6 +64,8 @@ pub struct DaemonConfig {
     pub schedule: String,
     /// `sync.notify_on_baseline`.
     pub notify_on_baseline: bool,
+    /// `sync.history_window` (default: the daemon's, 7 days).
+    pub history_window: Option<String>,
     /// `[[accounts]]` (default: the sandbox's seeded account, "Toko Utama").
     pub accounts: Vec<AccountEntry>,
     /// `http.listen`.
@@ -97,6 +99,7 @@ impl DaemonConfig {
             page_concurrency: None,
             schedule: crate::config::DEFAULT_SCHEDULE.into(),
             notify_on_baseline: false,
+            history_window: None,
             accounts: vec![AccountEntry {
                 id: SEED_ACCOUNT.into(),
                 name: Some("Toko Utama".into()),
@@ -157,6 +160,9 @@ impl DaemonConfig {
         line("[sync]".into());
         line(format!("schedule = {}", quoted(&self.schedule)));
         line(format!("notify_on_baseline = {}", self.notify_on_baseline));
+        if let Some(w) = &self.history_window {
+            line(format!("history_window = {}", quoted(w)));
+        }
         for a in &self.accounts {
             line("[[accounts]]".into());
             line(format!("id = {}", quoted(&a.id)));

@@ -18,6 +18,12 @@ fn route_kind(path: &str) -> &'static str {
         "token"
     } else if path.ends_with("/payment-methods") {
         "methods"
+    } else if path.starts_with("/api/v1.0/payment-link-histories/") {
+        if path.trim_end_matches('/').matches('/').count() >= 5 {
+            "history_show"
+        } else {
+            "history"
+        }
     } else if path.starts_with("/api/v1.0/payment-link-manage/") {
         if path.trim_end_matches('/').matches('/').count() >= 5 {
             "show"

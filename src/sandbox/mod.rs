@@ -5,8 +5,9 @@
 //! 003), delete (403 with history), payment methods, histories, and the JSON quirks
 //! (amounts as `"20000.00"`, item quantities as strings, `+07:00` times).
 //!
-//! The `/_sandbox/` control plane acts as customers and as the clock: pay, close, reopen, edit, add
-//! or delete a link, advance time, expire tokens, inject faults, read the request log.
+//! The `/_sandbox/` control plane acts as customers and as the clock: pick a method (a pending
+//! history row), pay, settle, fail or expire an attempt, close, reopen, edit, add or delete a link,
+//! advance time, expire tokens, inject faults, read the request log.
 
 // Handlers return `Result<_, Response>`: the error is the HTTP answer itself, built once and
 // handed straight to axum, so boxing it would only add an allocation.
@@ -16,6 +17,7 @@ mod api;
 mod control;
 mod daemon_config;
 mod faults;
+mod history;
 mod seed;
 mod state;
 
@@ -50,6 +52,12 @@ pub struct SandboxOptions {
     pub links: usize,
     /// `expires_in` of issued tokens, seconds (default 216,000 as observed).
     pub token_ttl_secs: i64,
+    /// Extra generated history rows for [`SEED_ACCOUNT`] (benchmarks; default 0), beyond the
+    /// seeded ones (one paid, settled row per payment a seeded link counts).
+    pub history: usize,
+    /// How many of the generated rows were created in the last 6 days (the rest over the year
+    /// before).
+    pub recent_history: usize,
 }
 
 impl Default for SandboxOptions {
@@ -57,6 +65,8 @@ impl Default for SandboxOptions {
         Self {
             links: 103,
             token_ttl_secs: 216_000,
+            history: 0,
+            recent_history: 0,
         }
     }
 }
@@ -76,6 +86,18 @@ impl Sandbox {
         let now = Utc::now();
         let links = seed::seed_links(opts.links, now);
         let max_id = links.iter().map(|l| l.id).max().unwrap_or(0);
+        let mut rows = history::seed_history(&links, 1);
+        let next = rows.len() as i64 + 1;
+        rows.extend(history::generated_history(
+            &links,
+            opts.history,
+            opts.recent_history.min(opts.history),
+            now,
+            next,
+        ));
+        let next_history_id = rows.len() as i64 + 1;
+        let mut histories = BTreeMap::new();
+        histories.insert(SEED_ACCOUNT.to_string(), rows);
         let mut accounts = BTreeMap::new();
         accounts.insert(
             SEED_ACCOUNT.to_string(),
@@ -84,9 +106,9 @@ impl Sandbox {
         Self {
             st: Arc::new(Mutex::new(SandboxState {
                 accounts,
-                histories: Vec::new(),
+                histories,
                 next_link_id: max_id + 1,
-                next_history_id: 1,
+                next_history_id,
                 offset: chrono::Duration::zero(),
                 tokens: HashMap::new(),
                 token_ttl: opts.token_ttl_secs,
@@ -147,7 +169,11 @@ impl Sandbox {
             )
             .route(
                 "/api/v1.0/payment-link-histories/{account}",
-                get(api::histories),
+                get(history::list),
+            )
+            .route(
+                "/api/v1.0/payment-link-histories/{account}/{id}",
+                get(history::show),
             )
             .layer(middleware::from_fn_with_state(
                 self.clone(),
@@ -168,6 +194,14 @@ impl Sandbox {
             .route(
                 "/_sandbox/accounts/{account}/links/{id}/pay",
                 post(control::ctl_pay),
+            )
+            .route(
+                "/_sandbox/accounts/{account}/links/{id}/attempts",
+                post(control::ctl_attempt),
+            )
+            .route(
+                "/_sandbox/accounts/{account}/histories/{hid}/{step}",
+                post(control::ctl_history_step),
             )
             .route(
                 "/_sandbox/accounts/{account}/links/{id}/close",

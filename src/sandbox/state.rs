@@ -120,23 +120,129 @@ impl SandboxLink {
     }
 }
 
-/// One payment history row.
+/// How long a picked method accepts payment (the docs' sample: 24 hours).
+const ATTEMPT_TTL_HOURS: i64 = 24;
+
+/// One history row: a payment attempt.
 #[derive(Debug, Clone)]
 pub(super) struct History {
     pub(super) id: i64,
-    pub(super) account: String,
     pub(super) link_id: i64,
     pub(super) link_reff_no: String,
     pub(super) reff_no: String,
+    /// `payment_method_name`, a label such as `VA BRI`.
     pub(super) method: String,
+    pub(super) method_value: String,
+    pub(super) method_additional: Option<String>,
     pub(super) amount: Decimal,
-    pub(super) at: DateTime<Utc>,
+    /// `pending`, `paid`, `failed` or `expired`.
+    pub(super) status: String,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) updated_at: DateTime<Utc>,
+    pub(super) expired_at: DateTime<Utc>,
+    pub(super) payment_date: Option<DateTime<Utc>>,
+    pub(super) settle_at: Option<DateTime<Utc>>,
+    pub(super) customer_name: String,
+    pub(super) customer_email: String,
+}
+
+/// A method's label and group from a code (`VA_BRI`) or a label (`VA BRI`); an unknown one is
+/// kept as given, in group `other`.
+fn method(m: &str) -> (String, &'static str) {
+    METHODS
+        .iter()
+        .find(|(code, name, _)| code.eq_ignore_ascii_case(m) || name.eq_ignore_ascii_case(m))
+        .map(|(_, name, group)| (name.to_string(), *group))
+        .unwrap_or_else(|| (m.to_string(), "other"))
+}
+
+impl History {
+    /// A `pending` attempt on `link` by `method`, picked at `at`: its own reff_no (the link id,
+    /// the WIB time and the history id, as LV observed), a VA number or pay code.
+    pub(super) fn attempt(id: i64, link: &SandboxLink, method_in: &str, at: DateTime<Utc>) -> Self {
+        let (name, group) = method(method_in);
+        let wib_stamp = at.with_timezone(&jakarta()).format("%Y%m%d%H%M%S");
+        let reff_no = format!("{}{wib_stamp}{id:04}", link.id);
+        let (value, additional) = match group {
+            "va" => (
+                format!("8277{:012}", id),
+                Some("a.n. SINGA PAYMENT".to_string()),
+            ),
+            "offline_store" => (
+                format!("{wib_stamp}{:02}", id % 100),
+                Some(
+                    json!({"retail_code": name.to_ascii_uppercase(),
+                           "partner_reff": format!("{wib_stamp}{:06}", link.id)})
+                    .to_string(),
+                ),
+            ),
+            "card" => (reff_no.clone(), None),
+            "qris" => (format!("00020101021226680016ID.CO.QRIS.WWW{id:010}"), None),
+            _ => (format!("0812{:08}", id), None),
+        };
+        History {
+            id,
+            link_id: link.id,
+            link_reff_no: link.reff_no.clone(),
+            reff_no,
+            method: name,
+            method_value: value,
+            method_additional: additional,
+            amount: link.total_amount,
+            status: "pending".into(),
+            created_at: at,
+            updated_at: at,
+            expired_at: at + chrono::Duration::hours(ATTEMPT_TTL_HOURS),
+            payment_date: None,
+            settle_at: None,
+            customer_name: String::new(),
+            customer_email: String::new(),
+        }
+    }
+
+    /// The row as SingaPay writes it (DOC2's list sample: `amount` a string, `""` customer
+    /// fields, `+07:00` times, `locations: {}`); `now` decides `is_expired` of an unpaid attempt.
+    pub(super) fn render(&self, now: DateTime<Utc>) -> Value {
+        let unpaid = self.status == "pending" || self.status == "expired";
+        let is_expired = unpaid && self.expired_at <= now;
+        let computed = if self.status == "pending" && is_expired {
+            "expired"
+        } else {
+            self.status.as_str()
+        };
+        json!({
+            "id": self.id,
+            "reff_no": self.reff_no,
+            "payment_link_reff_no": self.link_reff_no,
+            "payment_method_name": self.method,
+            "payment_method_value": self.method_value,
+            "payment_method_additional": self.method_additional,
+            "expired_at": wib(self.expired_at),
+            "amount": money(self.amount),
+            "payment_date": self.payment_date.map(wib),
+            "balance_after": null,
+            "status": self.status,
+            "status_computed": computed,
+            "is_expired": is_expired,
+            "customer_name": self.customer_name,
+            "customer_email": self.customer_email,
+            "customer_phone": "",
+            "ip_address": "103.133.68.7, 103.133.68.7",
+            "locations": {},
+            "processed_timestamp": self.payment_date.map(wib),
+            "has_settle": self.settle_at.is_some(),
+            "settle_at": self.settle_at.map(wib),
+            "optional_metadata": null,
+            "created_at": wib(self.created_at),
+            "updated_at": wib(self.updated_at),
+        })
+    }
 }
 
 /// An injected fault (`POST /_sandbox/faults`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Fault {
-    /// `token`, `list`, `show`, `methods` or `any`.
+    /// `token`, `list`, `show`, `methods`, `history`, `history_show` or `any`.
     #[serde(default = "any")]
     pub route: String,
     /// Only this list page.
@@ -200,7 +306,7 @@ pub struct LoggedRequest {
 #[derive(Debug)]
 pub(super) struct SandboxState {
     pub(super) accounts: BTreeMap<String, BTreeMap<i64, SandboxLink>>,
-    pub(super) histories: Vec<History>,
+    pub(super) histories: BTreeMap<String, Vec<History>>,
     pub(super) next_link_id: i64,
     pub(super) next_history_id: i64,
     pub(super) offset: chrono::Duration,

@@ -11,11 +11,12 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 use url::Url;
 
-use crate::types::{AccountId, LinkId};
+use crate::types::{AccountId, LinkId, PaymentId};
 
 use super::auth::{CachedToken, TokenCache, token_signature, usable_lifetime};
 use super::envelope::{Envelope, envelope_error};
 use super::error::SingapayError;
+use super::history::{HistoryPage, PaymentRecord, decode_history_list, decode_history_show};
 use super::link::{ListPage, PaymentLink, decode_list, decode_show};
 
 /// What a [`SingapayClient`] needs (from `[singapay]` in the config).
@@ -366,6 +367,52 @@ impl SingapayClient {
         );
         match self.get("show", &path, &[]).await {
             Ok((status, body)) => decode_show(status, &body).map(Some),
+            Err(SingapayError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One page of an account's Payment Link History (`GET /api/v1.0/payment-link-histories/
+    /// {account_id}`, reference §4), newest first (`sort_by=id&sort_order=desc`); `page` is
+    /// 1-based. `filters` are passed as sent (`status`, `created_at_from`, … in ISO 8601).
+    ///
+    /// Errors: classified [`SingapayError`]; [`SingapayError::Malformed`] if any row on the page
+    /// cannot be decoded (the page is all or nothing).
+    pub async fn history_page(
+        &self,
+        account: &AccountId,
+        page: u64,
+        per_page: u64,
+        filters: &[(&str, String)],
+    ) -> Result<HistoryPage, SingapayError> {
+        let path = format!("/api/v1.0/payment-link-histories/{}", account.as_str());
+        let mut query = vec![
+            ("page", page.to_string()),
+            ("per_page", per_page.to_string()),
+            ("sort_by", "id".to_string()),
+            ("sort_order", "desc".to_string()),
+        ];
+        query.extend(filters.iter().cloned());
+        let (status, body) = self.get("history", &path, &query).await?;
+        decode_history_list(status, &body)
+    }
+
+    /// One history row by its numeric id (`GET …/payment-link-histories/{account_id}/
+    /// {history_id}`, reference §4): `Ok(None)` on SingaPay's 404.
+    ///
+    /// Errors: classified [`SingapayError`]; [`SingapayError::Malformed`].
+    pub async fn history_show(
+        &self,
+        account: &AccountId,
+        id: PaymentId,
+    ) -> Result<Option<(PaymentRecord, String)>, SingapayError> {
+        let path = format!(
+            "/api/v1.0/payment-link-histories/{}/{}",
+            account.as_str(),
+            id.0
+        );
+        match self.get("history_show", &path, &[]).await {
+            Ok((status, body)) => decode_history_show(status, &body).map(Some),
             Err(SingapayError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }

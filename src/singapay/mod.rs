@@ -2,7 +2,7 @@
 //!
 //! `auth` signs and caches the access token, `client` makes the calls (retries, error
 //! classification); the wire format is decoded leniently and losslessly by `link` (payment
-//! links), `envelope` (v1/v2 envelopes) and `pagination`, on the field readers of `fields`. No
+//! links), `history` (Payment Link History: one row per payment attempt), `envelope` (v1/v2 envelopes) and `pagination`, on the field readers of `fields`. No
 //! other module knows SingaPay's wire format.
 
 pub(crate) mod auth;
@@ -12,10 +12,12 @@ mod error;
 mod fields;
 #[cfg(test)]
 mod fuzz;
+mod history;
 mod link;
 mod pagination;
 
 pub use client::{ClientConfig, SingapayClient};
 pub use error::SingapayError;
+pub use history::{HistoryPage, PaymentRecord};
 pub use link::{LinkItem, ListPage, PaymentLink};
 pub use pagination::Pagination;

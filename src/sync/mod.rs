@@ -42,6 +42,16 @@ pub(crate) struct Syncer {
 pub struct PassOptions {
     /// Delete links found missing even beyond `sync.max_deletions` (a human looked).
     pub confirm_deletions: bool,
+    /// Read the whole Payment Link History, not only `sync.history_window` (`resync?full=true`).
+    pub full_history: bool,
+}
+
+impl PassOptions {
+    /// Whether a trigger asking this joins a pass already running: only a plain one does (a
+    /// pass that confirms deletions or reads the whole history must start on its own).
+    fn joins_running(self) -> bool {
+        !self.confirm_deletions && !self.full_history
+    }
 }
 
 /// The answer to a trigger.
@@ -106,7 +116,7 @@ impl Syncer {
         if let Some(id) = self.running_run(account) {
             return Err(SyncError::Busy(id));
         }
-        let run = pass::start_run(&self.ctx, account, trigger, opts.confirm_deletions).await?;
+        let run = pass::start_run(&self.ctx, account, trigger, opts).await?;
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -119,7 +129,7 @@ impl Syncer {
     }
 
     /// Starts a pass of `account` in the background, or joins the one running (a trigger that
-    /// asks to confirm deletions does not join one that does not: [`SyncError::Busy`]). Returns
+    /// asks to confirm deletions or a full history read does not join: [`SyncError::Busy`]). Returns
     /// its run id.
     ///
     /// Errors: the ledger cannot record the run; `Busy` as above.
@@ -131,7 +141,7 @@ impl Syncer {
     ) -> Result<Triggered, SyncError> {
         let (run, guard) = match self.begin(account, trigger, opts).await {
             Ok(started) => started,
-            Err(SyncError::Busy(run_id)) if !opts.confirm_deletions => {
+            Err(SyncError::Busy(run_id)) if opts.joins_running() => {
                 return Ok(Triggered {
                     run_id,
                     coalesced: true,

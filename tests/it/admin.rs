@@ -62,7 +62,7 @@ async fn a_dead_delivery_retried_over_the_api_is_delivered() {
     let sandbox = TestSandbox::start().await;
     let erp = Receiver::start(vec![500, 500]).await;
     let mut config = test_config(&dir, &sandbox);
-    subscribe(&mut config, "erp", &erp, None);
+    subscribe(&mut config, "erp", &erp, Some(LINK_EVENTS));
     config.retry_schedule = Some(strings(&["10ms"]));
     let daemon = serve(&config, Arc::new(SystemClock)).await;
     let admin = &daemon.admin;
@@ -117,7 +117,7 @@ async fn a_subscriber_re_enabled_over_the_api_gets_its_parked_deliveries() {
     let sandbox = TestSandbox::start().await;
     let erp = Receiver::start(vec![410]).await;
     let mut config = test_config(&dir, &sandbox);
-    subscribe(&mut config, "erp", &erp, None);
+    subscribe(&mut config, "erp", &erp, Some(LINK_EVENTS));
     let daemon = serve(&config, Arc::new(SystemClock)).await;
     let admin = &daemon.admin;
     admin.resync_and_wait().await;

@@ -158,7 +158,7 @@ fn setup_for(
     port: u16,
 ) -> std::path::PathBuf {
     let mut c = test_config(dir, sb);
-    subscribe(&mut c, "erp", rx, None);
+    subscribe(&mut c, "erp", rx, Some(LINK_EVENTS));
     c.listen = format!("127.0.0.1:{port}");
     c.retry_schedule = Some(singapay_sync::sandbox::strings(&["1s", "1s", "1s"]));
     c.notify_on_baseline = true;

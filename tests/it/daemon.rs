@@ -170,7 +170,7 @@ async fn a_fatal_403_stops_sync_after_one_request_with_exit_1() {
 async fn the_cli_lists_dead_deliveries_and_retries_them() {
     let erp = Receiver::start(vec![500, 500]).await;
     let t = TestApp::spawn_with(|c| {
-        subscribe(c, "erp", &erp, None);
+        subscribe(c, "erp", &erp, Some(LINK_EVENTS));
         c.retry_schedule = Some(singapay_sync::sandbox::strings(&["10ms"]));
     })
     .await;

@@ -33,7 +33,7 @@ async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_onc
     let payments_only = Receiver::start(vec![]).await;
     let smtp = SmtpSink::start().await;
     let t = TestApp::spawn_with(|c| {
-        subscribe(c, "erp", &erp, None);
+        subscribe(c, "erp", &erp, Some(LINK_EVENTS));
         subscribe(c, "cashier", &payments_only, Some(&["payment_link.paid"]));
         mail_to(
             c,
@@ -74,11 +74,18 @@ async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_onc
 
     let pass = t.sync_ok().await;
     assert!(!pass.baseline);
-    assert_eq!(pass.events, 6, "{pass:?}");
+    assert_eq!(link_events(&pass), 6, "{pass:?}");
+    // The two payments on 103 are history rows too: each created and paid (tests/it/payments.rs).
+    assert_eq!(pass.events, 10, "{pass:?}");
     // Only the changed rows were written (5 changed + 1 new; the deleted one is marked).
     assert_eq!(pass.links_written, 6);
 
-    let events = t.events().await;
+    let events: Vec<EventRow> = t
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| !e.event.event_type.is_payment())
+        .collect();
     let by_link: BTreeMap<i64, Vec<&EventRow>> = events.iter().fold(BTreeMap::new(), |mut m, e| {
         m.entry(e.link_id.0).or_default().push(e);
         m
@@ -106,6 +113,17 @@ async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_onc
     );
     assert_eq!(paid.data.object["current_usage"], 4);
     assert_eq!(paid.data.object["total_amount"], "20000.00");
+    // The payments behind the rise, one per history row.
+    let behind = paid.payments().unwrap();
+    assert_eq!(behind.len(), 2);
+    for p in &behind {
+        assert_eq!(p.payment.amount.to_string(), "20000.00");
+        assert_eq!(p.payment.payment_method_name.as_deref(), Some("VA BRI"));
+        assert_eq!(p.payment.status, "paid");
+        assert_eq!(p.payment_link.id.0, 103);
+        assert_eq!(p.payment_link.title.as_deref(), Some("tes"));
+    }
+    assert_ne!(behind[0].payment.reff_no, behind[1].payment.reff_no);
 
     let closed = ev(102);
     assert_eq!(closed.event_type, EventType::StatusChanged);
@@ -193,7 +211,7 @@ async fn a_pass_after_the_baseline_records_and_delivers_every_change_exactly_onc
     assert_eq!(t.dispatch().await.attempted, 0);
     assert_eq!(erp.hits().len(), 6);
     assert_eq!(smtp.mails().len(), 1);
-    assert_eq!(app.ledger.count_events().await.unwrap(), 6);
+    assert_eq!(app.ledger.count_events().await.unwrap(), 10);
 }
 
 #[tokio::test]
@@ -221,6 +239,7 @@ async fn a_pass_that_exhausts_a_link_emits_paid_then_exhausted_with_rising_seque
         .unwrap();
     let seen: Vec<(EventType, i64, Option<i64>)> = events
         .iter()
+        .filter(|e| !e.event.event_type.is_payment())
         .map(|e| {
             (
                 e.event.event_type,

@@ -36,7 +36,9 @@ async fn the_pull_feed_returns_every_event_once_across_pages_and_restarts() {
     sandbox
         .edit(60, serde_json::json!({"title": "renamed"}))
         .await;
-    admin.resync_and_wait().await; // 4 events: 103 paid, 101 status, 70 paid, 60 updated
+    // 4 link events (103 paid, 101 status, 70 paid, 60 updated) and 6 payment events (each of
+    // the 3 history rows created and paid).
+    admin.resync_and_wait().await;
 
     let mut seen = Vec::new();
     let (ids, mut cursor) = page(&admin, None).await;
@@ -48,7 +50,7 @@ async fn the_pull_feed_returns_every_event_once_across_pages_and_restarts() {
     let daemon = serve(&config, Arc::new(SystemClock)).await;
     let admin = daemon.admin.clone();
     sandbox.pay(78).await;
-    admin.resync_and_wait().await; // +1 event
+    admin.resync_and_wait().await; // +3 events: 78 paid, its history row created and paid
     loop {
         let (ids, next) = page(&admin, cursor.as_deref()).await;
         if ids.is_empty() {
@@ -58,11 +60,11 @@ async fn the_pull_feed_returns_every_event_once_across_pages_and_restarts() {
         seen.extend(ids);
         cursor = next;
     }
-    assert_eq!(seen.len(), 5);
+    assert_eq!(seen.len(), 13);
     let mut unique = seen.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!(unique.len(), 5, "{seen:?}");
+    assert_eq!(unique.len(), 13, "{seen:?}");
 
     let (status, body) = admin
         .call(reqwest::Method::GET, "/events?after=evt_nope")

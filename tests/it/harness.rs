@@ -65,6 +65,34 @@ impl TestSandbox {
     }
 
     /// `/_sandbox/accounts/{ACCOUNT}/links/{id}{action}`.
+    /// The control-plane URL of history row `hid`'s `step` (`pay`, `settle`, `fail`, `expire`).
+    pub fn history_url(&self, hid: i64, step: &str) -> String {
+        format!(
+            "{}/_sandbox/accounts/{ACCOUNT}/histories/{hid}/{step}",
+            self.base
+        )
+    }
+
+    /// A customer picks `method` on link `id`: the new pending history row.
+    pub async fn pick(&self, id: i64, method: &str) -> Value {
+        self.ctl(
+            reqwest::Method::POST,
+            self.link_url(id, "/attempts"),
+            json!({ "method": method }),
+        )
+        .await
+    }
+
+    /// History row `hid` takes `step` (`pay`, `settle`, `fail`, `expire`): the row after it.
+    pub async fn step(&self, hid: i64, step: &str) -> Value {
+        self.ctl(
+            reqwest::Method::POST,
+            self.history_url(hid, step),
+            json!({}),
+        )
+        .await
+    }
+
     pub fn link_url(&self, id: i64, action: &str) -> String {
         format!(
             "{}/_sandbox/accounts/{ACCOUNT}/links/{id}{action}",
@@ -143,12 +171,13 @@ impl TestSandbox {
     }
 
     /// The statuses answered to the list requests of `page` of the seeded account, in order.
+    /// The statuses answered to requests for link list page `page`, in order.
     pub async fn page_statuses(&self, page: u64) -> Vec<u16> {
         self.requests()
             .await
             .into_iter()
             .filter(|r| {
-                r.path.ends_with(ACCOUNT)
+                r.path.ends_with(&format!("/payment-link-manage/{ACCOUNT}"))
                     && r.query
                         .as_deref()
                         .is_some_and(|q| q.starts_with(&format!("page={page}&")))
@@ -365,6 +394,26 @@ pub fn test_config(dir: &tempfile::TempDir, sandbox: &TestSandbox) -> DaemonConf
     c.delivery_timeout = Some("2s".into());
     c.retry_schedule = Some(strings(&["5s", "5m", "30m", "2h", "5h", "10h", "10h"]));
     c
+}
+
+/// The link events (`payment_link.*`): what tests of delivery mechanics subscribe to, so that
+/// one link change is one delivery (a payment also makes `payment.*` events of its history row).
+pub const LINK_EVENTS: &[&str] = &[
+    "payment_link.created",
+    "payment_link.paid",
+    "payment_link.exhausted",
+    "payment_link.status_changed",
+    "payment_link.updated",
+    "payment_link.deleted",
+];
+
+/// The events of a pass about links (`payment_link.*`), leaving out its `payment.*` events.
+pub fn link_events(s: &singapay_sync::sync::SyncSummary) -> u64 {
+    s.events_by_type
+        .iter()
+        .filter(|(t, _)| t.starts_with("payment_link."))
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// Subscribes `rx` as webhook `name` (with an event filter, or to every event).

@@ -13,6 +13,7 @@ mod harness;
 mod layout;
 mod multi;
 mod observability;
+mod payments;
 mod replay;
 mod retention;
 mod retries;

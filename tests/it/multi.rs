@@ -97,6 +97,16 @@ async fn accounts_sync_side_by_side_and_sync_account_picks_one() {
         .await
         .unwrap()
         .unwrap();
+    // The link's event, and its history row's `payment.created` and `payment.paid`.
+    let types: Vec<&str> = events.iter().map(|e| e.event.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        ["payment.created", "payment.paid", "payment_link.paid"]
+    );
+    let events: Vec<_> = events
+        .into_iter()
+        .filter(|e| !e.event.event_type.is_payment())
+        .collect();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].event.account_id.as_str(), SECOND);
     assert_eq!(events[0].link_id.0, 40);

@@ -70,7 +70,7 @@ async fn metrics_carry_every_family_an_operator_alerts_on() {
     let sandbox = TestSandbox::start().await;
     let erp = Receiver::start(vec![500; 5]).await;
     let mut config = test_config(&dir, &sandbox);
-    subscribe(&mut config, "erp", &erp, None);
+    subscribe(&mut config, "erp", &erp, Some(LINK_EVENTS));
     let daemon = serve(&config, Arc::new(SystemClock)).await;
     let admin = &daemon.admin;
     admin.resync_and_wait().await;
@@ -290,7 +290,7 @@ async fn nothing_is_announced_when_the_durability_barrier_fails() {
     let sandbox = TestSandbox::start().await;
     let erp = Receiver::start(vec![]).await;
     let mut config = test_config(&dir, &sandbox);
-    subscribe(&mut config, "erp", &erp, None);
+    subscribe(&mut config, "erp", &erp, Some(LINK_EVENTS));
     let daemon = serve(&config, Arc::new(SystemClock)).await;
     let admin = &daemon.admin;
     admin.resync_and_wait().await;
@@ -301,7 +301,10 @@ async fn nothing_is_announced_when_the_durability_barrier_fails() {
     std::fs::remove_file(&wal).unwrap();
     sandbox.pay(103).await;
     let run = admin.resync_and_wait().await;
-    assert_eq!(run["changes"], 1);
+    assert_eq!(
+        run["changes"], 3,
+        "paid, and its history row created and paid"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         erp.hits().is_empty(),

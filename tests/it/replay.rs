@@ -1,7 +1,8 @@
 //! Property: whatever SingaPay does between passes, each pass emits exactly the events the
 //! change upstream calls for (types in table order, `previous_attributes`, `usage_delta`), the
 //! events replay exactly to the mirror, and the mirror equals SingaPay
-//! (fold(events) = ledger = sandbox).
+//! (fold(events) = ledger = sandbox), for links and for payments (Payment Link History rows:
+//! customers pick methods, pay, attempts settle, fail or expire; DESIGN §13).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,8 +11,10 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
+use singapay_sync::event::PaymentObject;
 use singapay_sync::singapay::{ClientConfig, SingapayClient};
 use singapay_sync::time::SystemClock;
+use singapay_sync::types::EventType;
 
 use crate::harness::*;
 
@@ -27,8 +30,14 @@ enum Op {
     Delete(i64),
     Add(u32),
     Advance(u16),
+    /// A customer picks a method (the index into `METHODS`) on a link.
+    Pick(i64, u8),
+    /// The history row at this index (of the rows SingaPay lists) takes a step.
+    Step(u8, &'static str),
     Sync,
 }
+
+const METHODS: [&str; 4] = ["VA_BRI", "QRIS", "ALFAMART", "EWALLET_OVO"];
 
 fn op() -> impl Strategy<Value = Op> {
     let id = 1..=LINKS + 3;
@@ -41,6 +50,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => id.prop_map(Op::Delete),
         1 => (1u32..50).prop_map(Op::Add),
         1 => (1u16..48).prop_map(Op::Advance),
+        2 => (1..=LINKS + 3, any::<u8>()).prop_map(|(i, m)| Op::Pick(i, m)),
+        3 => (any::<u8>(), prop::sample::select(vec!["pay", "settle", "fail", "expire"]))
+            .prop_map(|(k, s)| Op::Step(k, s)),
         3 => Just(Op::Sync),
     ]
 }
@@ -67,6 +79,86 @@ async fn sandbox_state(client: &SingapayClient) -> BTreeMap<i64, Value> {
         for (l, _) in p.links {
             out.insert(l.id.0, serde_json::to_value(&l).unwrap());
         }
+    }
+    out
+}
+
+/// Every history row the sandbox holds, decoded by the daemon's client and serialised like a
+/// payment event's object (without its `payment_link`).
+async fn sandbox_history(client: &SingapayClient) -> BTreeMap<i64, Value> {
+    let mut out = BTreeMap::new();
+    for page in 1.. {
+        let p = client
+            .history_page(&account(), page, 100, &[])
+            .await
+            .unwrap();
+        if p.rows.is_empty() {
+            break;
+        }
+        for (r, _) in p.rows {
+            out.insert(r.id.0, serde_json::to_value(&r).unwrap());
+        }
+    }
+    out
+}
+
+/// The mirrored payments.
+async fn mirror_payments(t: &TestApp) -> BTreeMap<i64, Value> {
+    t.app
+        .ledger
+        .list_payments(&account())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.payment.id.0, serde_json::to_value(&p.payment).unwrap()))
+        .collect()
+}
+
+/// Where an attempt stands by the contract and reference §4 (statuses are open strings and
+/// SingaPay computes `status_computed`/`is_expired` at read time): paid, failed, expired or
+/// pending.
+fn outcome(row: &Value) -> &'static str {
+    let s = |k: &str| field(row, k).as_str().unwrap_or_default().to_string();
+    let settled = field(row, "has_settle") == &json!(true) || !field(row, "settle_at").is_null();
+    if s("status") == "paid" || s("status") == "settled" || settled {
+        "paid"
+    } else if s("status") == "failed" {
+        "failed"
+    } else if s("status") == "expired"
+        || s("status_computed") == "expired"
+        || field(row, "is_expired") == &json!(true)
+    {
+        "expired"
+    } else {
+        "pending"
+    }
+}
+
+/// The events of one history row between two reads, from DESIGN §13's table.
+fn expected_payment_events(before: Option<&Value>, after: Option<&Value>) -> Vec<Expected> {
+    let Some(new) = after else {
+        return Vec::new(); // a row SingaPay no longer lists is not an event
+    };
+    let settled =
+        |r: &Value| field(r, "has_settle") == &json!(true) || !field(r, "settle_at").is_null();
+    let status = json!({"status": before.map_or(Value::Null, |o| field(o, "status").clone())});
+    let mut out = Vec::new();
+    if before.is_none() {
+        out.push(("payment.created".into(), None, None));
+    }
+    let was = before.map_or("pending", outcome);
+    let now = outcome(new);
+    if now == "paid" && was != "paid" {
+        out.push(("payment.paid".into(), Some(status.clone()), None));
+    }
+    if settled(new) && !before.is_some_and(settled) {
+        let prev = before.map_or(json!({"has_settle": false, "settle_at": null}), |o| {
+            pick(o, &["has_settle", "settle_at"])
+        });
+        out.push(("payment.settled".into(), Some(prev), None));
+    }
+    if now != was && (now == "failed" || now == "expired") {
+        out.push((format!("payment.{now}"), Some(status), None));
     }
     out
 }
@@ -187,7 +279,15 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut upstream = sandbox_state(&client).await;
     // The mirror after the baseline is the fold's starting point.
     let mut fold = mirror(&t).await;
-    let mut last_seq: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut history = sandbox_history(&client).await;
+    let mut fold_payments = mirror_payments(&t).await;
+    prop_assert_eq!(
+        &fold_payments,
+        &history,
+        "the baseline mirrors the history silently"
+    );
+    // Sequences per link (`Err`) and per payment (`Ok`).
+    let mut last_seq: BTreeMap<Result<i64, i64>, i64> = BTreeMap::new();
     for op in ops.into_iter().chain([Op::Sync]) {
         match op {
             Op::Pay(i) => drop(
@@ -227,13 +327,35 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .await;
             }
             Op::Advance(h) => sb.advance(i64::from(h) * 3600).await,
+            Op::Pick(i, m) => drop(
+                sb.try_ctl(
+                    Method::POST,
+                    sb.link_url(i, "/attempts"),
+                    json!({"method": METHODS[m as usize % METHODS.len()]}),
+                )
+                .await,
+            ),
+            Op::Step(k, step) => {
+                let ids: Vec<i64> = sandbox_history(&client).await.into_keys().collect();
+                let hid = ids[k as usize % ids.len()];
+                drop(
+                    sb.try_ctl(Method::POST, sb.history_url(hid, step), json!({}))
+                        .await,
+                );
+            }
             Op::Sync => {
                 let r = t.app.sync_all(None).await;
                 prop_assert!(r[0].1.is_ok(), "{:?}", r[0].1);
                 let run = r[0].1.as_ref().unwrap().run_id;
                 let now = sandbox_state(&client).await;
-                // What this pass emitted, per link, against what the change calls for.
+                let history_now = sandbox_history(&client).await;
+                // What this pass emitted, per link and per payment, against what the change
+                // calls for.
                 let mut got: BTreeMap<i64, Vec<Expected>> = BTreeMap::new();
+                let mut got_payments: BTreeMap<i64, Vec<Expected>> = BTreeMap::new();
+                // Payments paid in this pass, and those a `payment_link.paid` carries, by link.
+                let mut paid_now: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+                let mut carried: BTreeMap<String, Vec<i64>> = BTreeMap::new();
                 for e in t
                     .events()
                     .await
@@ -241,11 +363,45 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .filter(|e| e.run_id == Some(run))
                 {
                     let ev = e.event;
-                    let seq = last_seq.entry(e.link_id.0).or_insert(0);
-                    prop_assert_eq!(ev.sequence, *seq + 1, "sequences rise by one per link");
+                    let key = e.payment_id.map_or(Err(e.link_id.0), |p| Ok(p.0));
+                    let seq = last_seq.entry(key).or_insert(0);
+                    prop_assert_eq!(
+                        ev.sequence,
+                        *seq + 1,
+                        "sequences rise by one per link and per payment"
+                    );
                     *seq = ev.sequence;
+                    if let Some(pid) = e.payment_id {
+                        let p = PaymentObject::from_value(&ev.data.object).unwrap();
+                        prop_assert_eq!(p.payment.id, pid);
+                        prop_assert_eq!(&p.payment_link.reff_no, &p.payment.payment_link_reff_no);
+                        prop_assert_eq!(p.payment_link.id, e.link_id);
+                        if ev.event_type == EventType::PaymentPaid {
+                            paid_now
+                                .entry(p.payment.payment_link_reff_no.clone())
+                                .or_default()
+                                .push(pid.0);
+                        }
+                        fold_payments.insert(pid.0, serde_json::to_value(&p.payment).unwrap());
+                        got_payments.entry(pid.0).or_default().push((
+                            ev.event_type.to_string(),
+                            ev.data.previous_attributes.map(Value::Object),
+                            ev.data.usage_delta,
+                        ));
+                        continue;
+                    }
+                    if ev.event_type == EventType::Paid {
+                        let reff = ev.data.object["reff_no"].as_str().unwrap().to_string();
+                        let ids = ev
+                            .payments()
+                            .unwrap()
+                            .iter()
+                            .map(|p| p.payment.id.0)
+                            .collect();
+                        carried.insert(reff, ids);
+                    }
                     let obj = comparable(ev.data.object.clone());
-                    if ev.event_type == singapay_sync::types::EventType::Deleted {
+                    if ev.event_type == EventType::Deleted {
                         fold.remove(&e.link_id.0);
                     } else {
                         fold.insert(e.link_id.0, obj);
@@ -264,7 +420,24 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
                 prop_assert_eq!(&got, &want, "the pass's events are exactly the change's");
+                let mut want_payments: BTreeMap<i64, Vec<Expected>> = BTreeMap::new();
+                for id in history.keys().chain(history_now.keys()) {
+                    let e = expected_payment_events(history.get(id), history_now.get(id));
+                    if !e.is_empty() {
+                        want_payments.insert(*id, e);
+                    }
+                }
+                prop_assert_eq!(
+                    &got_payments,
+                    &want_payments,
+                    "the pass's payment events are exactly the history's change"
+                );
+                // Every payment paid in this pass rides on its link's `payment_link.paid`, and
+                // nothing else does (a payment is a usage rise: one without the other would be
+                // a payment the ERP cannot place).
+                prop_assert_eq!(&carried, &paid_now, "data.payments = the payments paid");
                 upstream = now;
+                history = history_now;
             }
         }
     }
@@ -275,7 +448,10 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
         .await
         .unwrap();
     for r in &rows {
-        prop_assert_eq!(r.sequence, last_seq.get(&r.link.id.0).copied().unwrap_or(0));
+        prop_assert_eq!(
+            r.sequence,
+            last_seq.get(&Err(r.link.id.0)).copied().unwrap_or(0)
+        );
     }
     let mirror = mirror(&t).await;
     let upstream: BTreeMap<i64, Value> = upstream
@@ -284,6 +460,24 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
         .collect();
     prop_assert_eq!(&fold, &mirror, "fold of events = mirror");
     prop_assert_eq!(&mirror, &upstream, "mirror = SingaPay");
+    // Payments: the fold of payment events equals the mirror but for `updated_at` (SingaPay's
+    // bookkeeping), and the mirror equals SingaPay exactly.
+    let payments = mirror_payments(&t).await;
+    let no_updated_at = |m: &BTreeMap<i64, Value>| -> BTreeMap<i64, Value> {
+        m.iter().map(|(k, v)| (*k, comparable(v.clone()))).collect()
+    };
+    prop_assert_eq!(
+        no_updated_at(&fold_payments),
+        no_updated_at(&payments),
+        "fold of payment events = payment mirror"
+    );
+    prop_assert_eq!(&payments, &history, "payment mirror = SingaPay's history");
+    for p in t.app.ledger.list_payments(&account()).await.unwrap() {
+        prop_assert_eq!(
+            p.sequence,
+            last_seq.get(&Ok(p.payment.id.0)).copied().unwrap_or(0)
+        );
+    }
     Ok(())
 }
 

@@ -66,7 +66,7 @@ async fn a_year_of_delivered_deliveries_is_pruned_while_the_daemon_keeps_deliver
     let sandbox = TestSandbox::start().await;
     let erp = Receiver::start(vec![]).await;
     let mut config = test_config(&dir, &sandbox);
-    subscribe(&mut config, "erp", &erp, None);
+    subscribe(&mut config, "erp", &erp, Some(LINK_EVENTS));
     seed_backlog(&config.ledger).await;
 
     // A second writer measures how long its small transactions wait while retention runs.

@@ -14,13 +14,13 @@ use crate::harness::*;
 async fn a_receiver_failing_twice_gets_the_event_on_the_third_attempt_with_the_same_id() {
     let erp = Receiver::start(vec![500, 500]).await;
     let t = TestApp::spawn_with(|c| {
-        subscribe(c, "erp", &erp, None);
+        subscribe(c, "erp", &erp, Some(LINK_EVENTS));
         c.retry_schedule = Some(strings(&["100ms", "100ms"]));
     })
     .await;
     t.sync_ok().await;
     t.sandbox.pay(103).await;
-    assert_eq!(t.sync_ok().await.events, 1);
+    assert_eq!(link_events(&t.sync_ok().await), 1);
 
     let first = t.dispatch().await;
     assert_eq!((first.attempted, first.retrying), (1, 1));
@@ -67,7 +67,7 @@ async fn a_receiver_failing_twice_gets_the_event_on_the_third_attempt_with_the_s
 async fn an_exhausted_schedule_leaves_the_delivery_dead() {
     let erp = Receiver::start(vec![503, 503]).await;
     let t = TestApp::spawn_with(|c| {
-        subscribe(c, "erp", &erp, None);
+        subscribe(c, "erp", &erp, Some(LINK_EVENTS));
         c.retry_schedule = Some(strings(&["50ms"]));
     })
     .await;
@@ -120,7 +120,7 @@ async fn smtp_failures_are_retried_through_the_delivery_table() {
             smtp_url: format!("smtp://127.0.0.1:{port}"),
             from: "SingaPay Sync <sync@toko.example>".into(),
             to: strings(&["finance@toko.example"]),
-            events: None,
+            events: Some(strings(LINK_EVENTS)),
             timeout: Some("5s".into()),
         });
         c.retry_schedule = Some(strings(&["5s", "5m"]));

@@ -26,13 +26,13 @@ async fn one_event(
     edit: impl FnOnce(&mut singapay_sync::sandbox::DaemonConfig),
 ) -> TestApp {
     let t = TestApp::start(TestSandbox::start().await, clock.clone(), |c| {
-        subscribe(c, "erp", erp, None);
+        subscribe(c, "erp", erp, Some(LINK_EVENTS));
         edit(c);
     })
     .await;
     t.sync_ok().await;
     t.sandbox.pay(103).await;
-    assert_eq!(t.sync_ok().await.events, 1);
+    assert_eq!(link_events(&t.sync_ok().await), 1);
     t
 }
 
@@ -243,7 +243,7 @@ async fn one_links_events_reach_a_subscriber_in_sequence_order_even_across_a_fai
     let erp = Receiver::start(vec![500]).await;
     let clock = manual();
     let t = TestApp::start(TestSandbox::start().await, clock.clone(), |c| {
-        subscribe(c, "erp", &erp, None);
+        subscribe(c, "erp", &erp, Some(LINK_EVENTS));
     })
     .await;
     t.sync_ok().await;
@@ -278,8 +278,8 @@ async fn a_slow_subscriber_gets_at_most_its_share_of_the_requests_in_flight() {
     fast.delay_ms
         .store(20, std::sync::atomic::Ordering::Relaxed);
     let t = TestApp::spawn_with(|c| {
-        subscribe(c, "slow", &slow, None);
-        subscribe(c, "fast", &fast, None);
+        subscribe(c, "slow", &slow, Some(LINK_EVENTS));
+        subscribe(c, "fast", &fast, Some(LINK_EVENTS));
         c.per_subscriber_concurrency = Some(2);
     })
     .await;
@@ -287,7 +287,7 @@ async fn a_slow_subscriber_gets_at_most_its_share_of_the_requests_in_flight() {
     for id in (5..=60).step_by(5) {
         t.sandbox.pay(id).await;
     }
-    assert_eq!(t.sync_ok().await.events, 12);
+    assert_eq!(link_events(&t.sync_ok().await), 12);
     let d = t.dispatch().await;
     assert_eq!(d.delivered, 24, "{d:?}");
     use std::sync::atomic::Ordering::SeqCst;

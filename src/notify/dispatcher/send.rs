@@ -19,9 +19,14 @@ use crate::notify::retry::FailureKind;
 use crate::notify::webhook::send;
 use crate::types::Channel;
 
-/// The ordering unit: one subscriber's deliveries of one link.
-fn link_key(d: &DueDelivery) -> (String, String, i64) {
-    (d.subscriber.clone(), d.account_id.clone(), d.link_id)
+/// The ordering unit: one subscriber's deliveries of one link, or of one payment.
+fn link_key(d: &DueDelivery) -> (String, String, i64, Option<i64>) {
+    (
+        d.subscriber.clone(),
+        d.account_id.clone(),
+        d.link_id,
+        d.payment_id,
+    )
 }
 
 enum Group {
@@ -221,7 +226,8 @@ impl Dispatcher {
         out: UnboundedSender<Sent>,
         stop: &CancellationToken,
     ) {
-        let mut hooks: BTreeMap<(String, String, i64), Vec<DueDelivery>> = BTreeMap::new();
+        let mut hooks: BTreeMap<(String, String, i64, Option<i64>), Vec<DueDelivery>> =
+            BTreeMap::new();
         let mut mails: BTreeMap<(String, Option<i64>), Vec<DueDelivery>> = BTreeMap::new();
         for d in due {
             match d.channel {

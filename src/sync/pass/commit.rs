@@ -6,19 +6,20 @@ use sha2::{Digest, Sha256};
 use tracing::info;
 
 use super::{Pass, SyncContext, SyncError};
-use crate::event::{Event, EventData};
+use crate::event::{Event, EventData, LinkRef};
 use crate::ledger::{LedgerError, LinkState, LinkWrite, NewDelivery, NewEvent, PageCommit};
 use crate::singapay::PaymentLink;
 use crate::sync::diff::{Change, deletion, diff};
 use crate::sync::window::StateWindow;
-use crate::types::{EventId, LinkId};
+use crate::types::{EventId, EventType, LinkId, PaymentId};
 
 impl Pass<'_> {
-    /// Appends the events of `changes` for one link (with their deliveries) to `commit`; returns
-    /// the link's sequence after them.
+    /// Appends the events of `changes` for one link, or for one payment of that link (with their
+    /// deliveries), to `commit`; returns the link's (the payment's) sequence after them.
     pub(super) fn push_events(
         &mut self,
         link_id: LinkId,
+        payment: Option<PaymentId>,
         object: &Value,
         changes: &[Change],
         mut sequence: i64,
@@ -32,6 +33,7 @@ impl Pass<'_> {
                 created_at: now,
                 data: EventData {
                     object: object.clone(),
+                    payments: None,
                     previous_attributes: c.previous_attributes.clone(),
                     usage_delta: c.usage_delta,
                 },
@@ -47,9 +49,10 @@ impl Pass<'_> {
                     next_attempt_at: now,
                 });
             }
-            commit
-                .events
-                .push(NewEvent::new(event, link_id, self.run_id)?);
+            commit.events.push(match payment {
+                Some(p) => NewEvent::for_payment(event, link_id, p, self.run_id)?,
+                None => NewEvent::new(event, link_id, self.run_id)?,
+            });
             *self
                 .summary
                 .events_by_type
@@ -69,11 +72,25 @@ impl Pass<'_> {
     }
 
     /// Diffs fresh links against the ledger and prepares what to commit (rows, events,
-    /// deliveries). `window` serves the stored states of a page being swept.
+    /// deliveries). `window` serves the stored states of a page being swept. A link whose usage
+    /// rose (after the baseline) goes to the deferred commit instead, committed after the
+    /// history (`flush_deferred`).
     pub(super) async fn prepare(
         &mut self,
         links: Vec<(PaymentLink, String)>,
         window: Option<&mut StateWindow>,
+    ) -> Result<PageCommit, SyncError> {
+        let mut deferred = std::mem::take(&mut self.deferred);
+        let r = self.prepare_into(links, window, &mut deferred).await;
+        self.deferred = deferred;
+        r
+    }
+
+    async fn prepare_into(
+        &mut self,
+        links: Vec<(PaymentLink, String)>,
+        window: Option<&mut StateWindow>,
+        deferred: &mut PageCommit,
     ) -> Result<PageCommit, SyncError> {
         if links.is_empty() {
             return Ok(PageCommit::default());
@@ -116,13 +133,31 @@ impl Pass<'_> {
                 message,
             })?;
             let mut sequence = old.map(|o| o.sequence).unwrap_or(0);
+            let defer = self.mode == crate::sync::diff::NewLink::Full
+                && changes.iter().any(|c| c.event_type == EventType::Paid);
+            let target = if defer {
+                if old.is_none_or(|o| o.deleted_at.is_some()) {
+                    self.deferred_new += 1;
+                }
+                self.deferred_links.insert(
+                    link.reff_no.clone(),
+                    LinkRef {
+                        id: link.id,
+                        reff_no: link.reff_no.clone(),
+                        title: link.title.clone(),
+                    },
+                );
+                &mut *deferred
+            } else {
+                &mut commit
+            };
             if !changes.is_empty() {
                 let object = serde_json::to_value(&link).map_err(|e| {
                     LedgerError::Corrupt(format!("link {} does not serialise: {e}", link.id))
                 })?;
-                sequence = self.push_events(link.id, &object, &changes, sequence, &mut commit)?;
+                sequence = self.push_events(link.id, None, &object, &changes, sequence, target)?;
             }
-            commit.writes.push(LinkWrite {
+            target.writes.push(LinkWrite {
                 account_id: account.clone(),
                 link,
                 raw_json: raw,
@@ -144,14 +179,42 @@ impl Pass<'_> {
         };
         let object = serde_json::to_value(&stored.link)
             .map_err(|e| LedgerError::Corrupt(format!("link {id} does not serialise: {e}")))?;
-        let sequence =
-            self.push_events(id, &object, &[deletion()], stored.sequence, &mut commit)?;
+        let sequence = self.push_events(
+            id,
+            None,
+            &object,
+            &[deletion()],
+            stored.sequence,
+            &mut commit,
+        )?;
         commit
             .deletions
             .push((self.account.clone(), id, sequence, self.ctx.clock.now()));
         info!(link_id = %id, "sync.link_deleted");
         self.count(&commit);
         Ok(commit)
+    }
+}
+
+impl Pass<'_> {
+    /// Commits the deferred links (those whose usage rose), each `payment_link.paid` with
+    /// `data.payments`: the payments of that link that became paid in this pass.
+    pub(super) async fn flush_deferred(&mut self) -> Result<(), SyncError> {
+        let mut commit = std::mem::take(&mut self.deferred);
+        if commit.events.is_empty() && commit.writes.is_empty() {
+            return Ok(());
+        }
+        for e in &mut commit.events {
+            if e.event.event_type != EventType::Paid {
+                continue;
+            }
+            let reff = e.event.data.object.get("reff_no").and_then(Value::as_str);
+            if let Some(paid) = reff.and_then(|r| self.newly_paid.get(r)) {
+                e.set_payments(paid.clone())?;
+            }
+        }
+        self.count(&commit);
+        commit_now(self.ctx, self.run_id, commit).await
     }
 }
 

@@ -1,9 +1,12 @@
 //! One sync pass of one account: page through the list, dedupe by id, diff each link against the
 //! ledger, and commit link rows + events + deliveries of a page in one transaction (pages queued
 //! behind a busy writer share one: group commit). Links missing from a complete pass are checked
-//! with show and reported deleted only on 404.
+//! with show and reported deleted only on 404. Then the Payment Link History is read newest first
+//! (`history`): rows in `sync.history_window` every pass, older ones until a page of them is
+//! unchanged, everything on the history baseline or a full resync. A link whose usage rose is
+//! committed after the history, so that its `payment_link.paid` carries the payments behind it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,16 +17,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::DeletionLimit;
-use crate::ledger::{Ledger, LedgerError, RunEnd};
+use crate::event::LinkRef;
+use crate::ledger::{Ledger, LedgerError, PageCommit, RunEnd};
 use crate::notify::Routing;
 use crate::singapay::{PaymentLink, SingapayClient, SingapayError};
 use crate::time::Clock;
-use crate::types::{AccountId, LinkId, Trigger};
+use crate::types::{AccountId, LinkId, PaymentId, Trigger};
 
+use super::PassOptions;
 use super::diff::NewLink;
 use super::writer::PageWriter;
 
 mod commit;
+mod history;
 
 use commit::commit_now;
 #[cfg(test)]
@@ -50,6 +56,8 @@ pub(crate) struct SyncContext {
     pub wake: Option<Arc<Notify>>,
     /// `sync.max_deletions`.
     pub max_deletions: DeletionLimit,
+    /// `sync.history_window`.
+    pub history_window: std::time::Duration,
     /// A test's hook, called with the account and page number before each page is diffed (a
     /// panic in it is a panic in the pass). Set at most once.
     pub page_hook: std::sync::OnceLock<PageHook>,
@@ -131,6 +139,14 @@ pub struct SyncSummary {
     pub duration_ms: u64,
     /// Links found missing whose deletion was held back (see `sync.max_deletions`).
     pub deletions_held: u64,
+    /// Whether this pass read the whole Payment Link History (its baseline, or a full resync).
+    pub history_full: bool,
+    /// History pages read.
+    pub history_pages: u64,
+    /// Distinct history rows read.
+    pub payments_seen: u64,
+    /// `payment` rows written.
+    pub payments_written: u64,
 }
 
 const MAX_PAGES: u64 = 100_000;
@@ -144,8 +160,10 @@ pub(crate) struct StartedRun {
     pub account: AccountId,
     /// Whether it is the account's baseline (first complete pass).
     pub baseline: bool,
-    /// Whether a human confirmed that more deletions than `sync.max_deletions` are real.
-    pub confirm_deletions: bool,
+    /// Whether the account's history baseline is done (else this pass records it silently).
+    pub history_baseline_done: bool,
+    /// What the trigger asked.
+    pub opts: PassOptions,
 }
 
 /// Records the start of a pass of `account`.
@@ -155,9 +173,10 @@ pub(crate) async fn start_run(
     ctx: &SyncContext,
     account: &AccountId,
     trigger: Trigger,
-    confirm_deletions: bool,
+    opts: PassOptions,
 ) -> Result<StartedRun, SyncError> {
-    let baseline = !ctx.ledger.baseline_done(account).await?;
+    let done = ctx.ledger.baselines(account).await?;
+    let baseline = !done.links;
     let run_id = ctx
         .ledger
         .start_run(account, trigger, baseline, ctx.clock.now())
@@ -166,7 +185,8 @@ pub(crate) async fn start_run(
         run_id,
         account: account.clone(),
         baseline,
-        confirm_deletions,
+        history_baseline_done: done.history,
+        opts,
     })
 }
 
@@ -185,7 +205,8 @@ pub(crate) async fn run_and_record(
         run_id,
         ref account,
         baseline,
-        confirm_deletions,
+        history_baseline_done,
+        opts,
     } = *run;
     let span = info_span!("sync_pass", account_id = %account, run_id, baseline);
     let started = Instant::now();
@@ -201,12 +222,23 @@ pub(crate) async fn run_and_record(
             NewLink::Silent
         },
         cancel,
-        confirm_deletions,
+        confirm_deletions: opts.confirm_deletions,
         seen: HashSet::new(),
+        history_mode: if history_baseline_done {
+            NewLink::Full
+        } else {
+            NewLink::Silent
+        },
+        payments_seen: HashSet::new(),
+        deferred: PageCommit::default(),
+        deferred_links: HashMap::new(),
+        deferred_new: 0,
+        newly_paid: HashMap::new(),
         summary: SyncSummary {
             run_id,
             account_id: account.to_string(),
             baseline,
+            history_full: opts.full_history || !history_baseline_done,
             ..Default::default()
         },
     };
@@ -225,6 +257,9 @@ pub(crate) async fn run_and_record(
         pages: summary.pages as i64,
         links_seen: summary.links_seen as i64,
         deletions_held: summary.deletions_held as i64,
+        history_pages: summary.history_pages as i64,
+        payments_seen: summary.payments_seen as i64,
+        history_complete: result.is_ok() && summary.history_full,
     };
     ctx.ledger
         .finish_run(run_id, account, &end, ctx.clock.now())
@@ -264,11 +299,37 @@ struct Pass<'a> {
     confirm_deletions: bool,
     /// Ids read so far in this pass (dedupe, and the deletion check).
     seen: HashSet<LinkId>,
+    /// How history rows the ledger has never seen are treated (history baseline or not).
+    history_mode: NewLink,
+    /// History ids read so far in this pass (dedupe).
+    payments_seen: HashSet<PaymentId>,
+    /// Links whose usage rose, held until the history is read (their `payment_link.paid` then
+    /// gets `data.payments`).
+    deferred: PageCommit,
+    /// The deferred links by `reff_no` (payments name their link before it is committed).
+    deferred_links: HashMap<String, LinkRef>,
+    /// How many deferred links the ledger does not have live yet (seen, not yet committed).
+    deferred_new: usize,
+    /// Payments that became paid in this pass, by their link's `reff_no` (serialised objects).
+    newly_paid: HashMap<String, Vec<serde_json::Value>>,
     summary: SyncSummary,
 }
 
 impl Pass<'_> {
+    /// The links, then the history; the deferred links are committed whatever happened (without
+    /// `data.payments` if the history could not be read), then the first error is returned.
     async fn run(&mut self) -> Result<(), SyncError> {
+        let links = self.sync_links().await;
+        let history = match links {
+            Ok(()) => self.sync_history().await,
+            Err(e) => Err(e),
+        };
+        let flushed = self.flush_deferred().await;
+        history?;
+        flushed
+    }
+
+    async fn sync_links(&mut self) -> Result<(), SyncError> {
         // A sweep reads every page; a second sweep (only links not yet seen) runs when the list
         // shifted under the first one: its total changed between pages, or fewer links were read
         // than it reports (a deletion pulls items to earlier pages, so one can be skipped).
@@ -305,7 +366,8 @@ impl Pass<'_> {
     async fn confirm_missing(&mut self) -> Result<(), SyncError> {
         let (ctx, account) = (self.ctx, self.account);
         let live = ctx.ledger.count_live_links(account).await?;
-        if live as usize <= self.seen.len() {
+        // Deferred new links are seen but not in the ledger yet.
+        if live as usize <= self.seen.len().saturating_sub(self.deferred_new) {
             return Ok(());
         }
         let missing: Vec<LinkId> = ctx

@@ -1,5 +1,6 @@
-//! The diff engine: what changed between the mirrored link and the fresh one. Pure: no I/O, no
-//! clock, no SQL; the same inputs always give the same changes.
+//! The diff engine: what changed between the mirrored link and the fresh one (here) or the
+//! mirrored payment and the fresh history row (`payment`). Pure: no I/O, no clock, no SQL; the
+//! same inputs always give the same changes.
 //!
 //! Fields are compared in their canonical form ([`PaymentLink`] decoding erases encoding-only
 //! differences: `20000` vs `"20000.00"`, `+07:00` vs `Z` for one instant, whitelist order), so an
@@ -10,19 +11,24 @@ use serde_json::{Map, Value};
 use crate::singapay::PaymentLink;
 use crate::types::EventType;
 
+mod payment;
+
+pub use payment::diff_payment;
+
 /// One detected change: becomes one event (docs/ARCHITECTURE.md, "Events").
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     /// Event type.
     pub event_type: EventType,
     /// The changed fields' values before this pass (canonical JSON), for `paid`,
-    /// `status_changed` and `updated`; `None` for `created`, `exhausted` and `deleted`.
+    /// `status_changed`, `updated` and the payment events but `payment.created`; `None` for
+    /// `created`, `exhausted`, `deleted` and `payment.created`.
     pub previous_attributes: Option<Map<String, Value>>,
     /// For `paid`: by how much `current_usage` rose (0 if only `payment_date` moved).
     pub usage_delta: Option<i64>,
 }
 
-/// How to treat a link the ledger has never seen.
+/// How to treat a link (or a history row) the ledger has never seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NewLink {
     /// Baseline without notification: record silently.
@@ -182,7 +188,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const SEED_004: &str = include_str!("../../tests/fixtures/seed_004_list_page1.json");
+    const SEED_004: &str = include_str!("../../../tests/fixtures/seed_004_list_page1.json");
 
     /// Link `id` from the list example (seed 004), decoded.
     fn seed(id: i64) -> PaymentLink {
