@@ -4,7 +4,14 @@
 //! decoded, no ledger), the baseline import, a no-change pass, a 1%-changed pass, the
 //! `payment_link` rows each pass wrote, and this process's peak RSS. Targets: no-change
 //! ≤ 1.3 × floor, baseline ≤ 2 × floor, peak RSS ≤ 150 MB, zero row writes when nothing changed.
-//! `SYNC_BENCH_LINKS` overrides the link count.
+//!
+//! Then the history figure (DESIGN §13): a second sandbox with the same links plus 300,000
+//! Payment Link History rows, 10,000 of them in the last 6 days (inside `sync.history_window`).
+//! After the baseline (which reads all of it), a no-change pass over links and history must stay
+//! ≤ 1.3 × the fetch-only floor of the same requests (the link pages and the history pages that
+//! pass read), write 0 rows, and read history pages in proportion to the window, not to the
+//! 300,000 rows: the request counts are printed.
+//! `SYNC_BENCH_LINKS`, `SYNC_BENCH_HISTORY` and `SYNC_BENCH_RECENT` override the counts.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -19,6 +26,40 @@ use singapay_sync::types::AccountId;
 const ACCOUNT: &str = "01K7P073Q8RE2A9PQT8Q7MXPN4";
 
 struct Sandbox(Child);
+
+impl Sandbox {
+    /// `singapay-sync sandbox` on a free port with `links` links and `history` generated
+    /// history rows (`recent` of them in the last 6 days): the process and its base URL, once
+    /// it answers.
+    async fn start(links: usize, history: usize, recent: usize) -> (Sandbox, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let child = Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
+            .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--links", &links.to_string()])
+            .args(["--history", &history.to_string()])
+            .args(["--recent", &recent.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the sandbox");
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..2000 {
+            if reqwest::get(format!("{base}/_sandbox/clock")).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        (Sandbox(child), base)
+    }
+
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -120,47 +161,57 @@ async fn fetch_only(
     (tp, links)
 }
 
-fn main() {
-    let links: usize = std::env::var("SYNC_BENCH_LINKS")
+/// History pages 1..=`pages`, two at a time (a windowed pass fetches one page ahead).
+async fn fetch_history(client: &SingapayClient, account: &AccountId, pages: u64) -> u64 {
+    let mut rows = 0;
+    let mut s = futures_util::stream::iter(1..=pages)
+        .map(|p| client.history_page(account, p, 100, &[]))
+        .buffered(2);
+    while let Some(p) = s.next().await {
+        rows += p.expect("history page").rows.len() as u64;
+    }
+    rows
+}
+
+/// The requests the sandbox logged since its log was last cleared: `(list, history)`.
+async fn requests(http: &reqwest::Client, base: &str) -> (usize, usize) {
+    let log: Vec<serde_json::Value> = http
+        .get(format!("{base}/_sandbox/requests"))
+        .send()
+        .await
+        .expect("log")
+        .json()
+        .await
+        .expect("log JSON");
+    let count = |part: &str| {
+        log.iter()
+            .filter(|r| r["path"].as_str().is_some_and(|p| p.contains(part)))
+            .count()
+    };
+    (
+        count("/payment-link-manage/"),
+        count("/payment-link-histories/"),
+    )
+}
+
+async fn clear_requests(http: &reqwest::Client, base: &str) {
+    http.delete(format!("{base}/_sandbox/requests"))
+        .send()
+        .await
+        .expect("clear log");
+}
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let sandbox = Sandbox(
-        Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
-            .args([
-                "sandbox",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--links",
-                &links.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the sandbox"),
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let sandbox_pid = sandbox.0.id().to_string();
-    rt.block_on(async move {
-        let base = format!("http://127.0.0.1:{port}");
-        for _ in 0..200 {
-            if reqwest::get(format!("{base}/_sandbox/clock")).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let dir = std::env::temp_dir().join(format!("singapay-sync-bench-{}", ulid::Ulid::new()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let config = |ledger: &str| {
-            let toml = format!(
-                r#"
+        .unwrap_or(default)
+}
+
+/// The bench's config: the sandbox at `base`, the ledger `dir/ledger`.
+fn bench_config(base: &str, dir: &std::path::Path, ledger: &str) -> Config {
+    let toml = format!(
+        r#"
 [ledger]
 path = "{}"
 [singapay]
@@ -175,10 +226,104 @@ id = "{ACCOUNT}"
 [http]
 admin_token = "bench-admin-token-0123456789"
 "#,
-                dir.join(ledger).display()
-            );
-            Config::from_toml_str(&toml).expect("config")
-        };
+        dir.join(ledger).display()
+    );
+    Config::from_toml_str(&toml).expect("config")
+}
+
+fn main() {
+    let links = env_count("SYNC_BENCH_LINKS", 100_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(links_bench(links));
+    rt.block_on(history_bench(
+        links,
+        env_count("SYNC_BENCH_HISTORY", 300_000),
+        env_count("SYNC_BENCH_RECENT", 10_000),
+    ));
+}
+
+/// The figure of issue 10: links plus a year of history, most of it outside the window.
+async fn history_bench(links: usize, history: usize, recent: usize) {
+    let (sandbox, base) = Sandbox::start(links, history, recent).await;
+    let sandbox_pid = sandbox.pid();
+    let dir = std::env::temp_dir().join(format!("singapay-sync-bench-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cfg = bench_config(&base, &dir, "history.db");
+    let account = AccountId::parse(ACCOUNT).expect("account");
+    let client = SingapayClient::new(ClientConfig::from(&cfg.singapay)).expect("client");
+    let http = reqwest::Client::new();
+    let app = App::build_with_clock(cfg, Arc::new(singapay_sync::time::SystemClock), false)
+        .await
+        .expect("app");
+    clear_requests(&http, &base).await;
+    let (b, s) = measure(&sandbox_pid, pass(&app)).await;
+    let (b_list, b_hist) = requests(&http, &base).await;
+    assert!(s.baseline && s.history_full);
+    let total_rows = s.payments_seen;
+    // The no-change passes, each against the floor of the requests it made.
+    let mut nc = Best::default();
+    let mut floor = Best::default();
+    let (mut written, mut events, mut counts, mut hist_pages) = (0, 0, (0, 0), 0);
+    for _ in 0..ROUNDS {
+        clear_requests(&http, &base).await;
+        let (sample, s) = measure(&sandbox_pid, pass(&app)).await;
+        counts = requests(&http, &base).await;
+        written = written.max(s.links_written + s.payments_written);
+        events = events.max(s.events);
+        hist_pages = s.history_pages;
+        nc.add(sample);
+        let (f, _) = measure(&sandbox_pid, async {
+            fetch_only(&client, &account, 100, 4).await;
+            fetch_history(&client, &account, hist_pages).await
+        })
+        .await;
+        floor.add(f);
+    }
+    let (nc, floor) = (nc.0.expect("measured"), floor.0.expect("measured"));
+    println!(
+        "history bench: {links} links + {total_rows} history rows ({recent} in the last 6 days; window 7 d), best of {ROUNDS}"
+    );
+    println!(
+        "  baseline (all history) {:>7.3} s  cpu: client {:>5.2} s, sandbox {:>5.2} s  rows written {} links + {} payments; requests: {b_list} list, {b_hist} history",
+        b.wall, b.client_cpu, b.sandbox_cpu, s.links_written, s.payments_written
+    );
+    println!(
+        "  fetch-only floor       {:>7.3} s  (the no-change pass's requests: link pages and {hist_pages} history pages)",
+        floor.wall
+    );
+    println!(
+        "  no-change pass         {:>7.3} s  {:>5.2} × floor (target ≤ 1.3)  cpu: client {:>5.2} s, sandbox {:>5.2} s",
+        nc.wall,
+        nc.wall / floor.wall,
+        nc.client_cpu,
+        nc.sandbox_cpu
+    );
+    println!(
+        "    rows written {written} (target 0), events {events}; requests: {} list, {} history ({hist_pages} pages read; the whole history is {} pages)",
+        counts.0,
+        counts.1,
+        total_rows.div_ceil(100)
+    );
+    println!(
+        "  peak RSS (this process, sandbox excluded) {:.1} MB (target ≤ 150)",
+        peak_rss_mb()
+    );
+    app.ledger.close().await;
+    drop(sandbox);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The link figures (issue 5): baseline, no-change and 1%-changed passes against the floor.
+async fn links_bench(links: usize) {
+    let (sandbox, base) = Sandbox::start(links, 0, 0).await;
+    let sandbox_pid = sandbox.pid();
+    {
+        let dir = std::env::temp_dir().join(format!("singapay-sync-bench-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = |ledger: &str| bench_config(&base, &dir, ledger);
         let cfg = config("ledger-0.db");
         let account = AccountId::parse(ACCOUNT).expect("account");
         let client = SingapayClient::new(ClientConfig::from(&cfg.singapay)).expect("client");
@@ -255,7 +400,9 @@ admin_token = "bench-admin-token-0123456789"
                 s.sandbox_cpu
             );
         };
-        println!("sync bench: {links} links, {pages} pages of 100, page concurrency 4, best of {ROUNDS}");
+        println!(
+            "sync bench: {links} links, {pages} pages of 100, page concurrency 4, best of {ROUNDS}"
+        );
         row("fetch-only floor", &floor, String::new());
         let baseline = baseline.0.expect("baseline measured");
         row(
@@ -272,10 +419,17 @@ admin_token = "bench-admin-token-0123456789"
         row(
             "1%-changed pass",
             &one_pct,
-            format!("payment_link rows written {}, events {}", o.links_written, o.events),
+            format!(
+                "payment_link rows written {}, events {}",
+                o.links_written, o.events
+            ),
         );
-        println!("  peak RSS (this process, sandbox excluded) {:.1} MB (target ≤ 150)", peak_rss_mb());
+        println!(
+            "  peak RSS (this process, sandbox excluded) {:.1} MB (target ≤ 150)",
+            peak_rss_mb()
+        );
         app.ledger.close().await;
         let _ = std::fs::remove_dir_all(&dir);
-    });
+    }
+    drop(sandbox);
 }

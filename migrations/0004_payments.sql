@@ -44,10 +44,17 @@ ALTER TABLE account_state ADD COLUMN history_baseline_at TEXT;
 
 -- link_event carries payment events too: `payment_id` names the payment of a payment.* event (its
 -- `link_id` is then the parent link, 0 while unknown) and `sequence` rises per payment. SQLite
--- cannot change a table's UNIQUE constraint, so the table is rebuilt; the deliveries that refer to
--- it keep their ids (the check is deferred to the end of the migration's transaction).
+-- cannot change a table's UNIQUE constraint, so the table is rebuilt inside this migration's
+-- transaction, keeping every event's seq and id, so the deliveries that refer to it stay valid.
+-- (PRAGMA foreign_keys cannot be switched off inside a transaction: the foreign-key check is
+-- deferred instead. Dropping the old table orphans the deliveries for a moment; inserting the
+-- events back into the new table resolves each of them before the commit checks.)
 PRAGMA defer_foreign_keys = ON;
-CREATE TABLE link_event_v4 (
+CREATE TEMP TABLE link_event_v3 AS SELECT * FROM link_event;
+-- The AUTOINCREMENT counter too: seq never reuses a number, even of an event retention pruned.
+CREATE TEMP TABLE link_event_seq_v3 AS SELECT seq FROM sqlite_sequence WHERE name = 'link_event';
+DROP TABLE link_event;
+CREATE TABLE link_event (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     id          TEXT    NOT NULL UNIQUE,             -- evt_<ULID>
     account_id  TEXT    NOT NULL,
@@ -60,12 +67,17 @@ CREATE TABLE link_event_v4 (
     usage_delta INTEGER,                             -- for payment_link.paid
     envelope    TEXT    NOT NULL                     -- the JSON delivered
 ) STRICT;
-INSERT INTO link_event_v4 (seq, id, account_id, link_id, payment_id, type, sequence, run_id,
-                           created_at, usage_delta, envelope)
+INSERT INTO link_event (seq, id, account_id, link_id, payment_id, type, sequence, run_id,
+                        created_at, usage_delta, envelope)
     SELECT seq, id, account_id, link_id, NULL, type, sequence, run_id, created_at, usage_delta,
-           envelope FROM link_event;
-DROP TABLE link_event;
-ALTER TABLE link_event_v4 RENAME TO link_event;
+           envelope FROM temp.link_event_v3 ORDER BY seq;
+DROP TABLE temp.link_event_v3;
+UPDATE sqlite_sequence SET seq = MAX(seq, (SELECT seq FROM temp.link_event_seq_v3))
+    WHERE name = 'link_event' AND EXISTS (SELECT 1 FROM temp.link_event_seq_v3);
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'link_event', seq FROM temp.link_event_seq_v3
+    WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'link_event');
+DROP TABLE temp.link_event_seq_v3;
 CREATE UNIQUE INDEX link_event_sequence
     ON link_event (account_id, link_id, IFNULL(payment_id, -1), sequence);
 CREATE INDEX link_event_run ON link_event (run_id);

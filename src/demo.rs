@@ -96,6 +96,17 @@ impl Admin {
             .await?;
         Ok(r.error_for_status()?.json().await?)
     }
+    /// `GET path` as CSV (`Accept: text/csv`).
+    async fn get_csv(&self, path: &str) -> anyhow::Result<String> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("Accept", "text/csv")
+            .send()
+            .await?;
+        Ok(r.error_for_status()?.text().await?)
+    }
     /// Triggers a pass and waits for it to finish; returns the run.
     async fn resync(&self) -> anyhow::Result<Value> {
         let runs = self.post("/resync").await?;
@@ -137,6 +148,7 @@ fn describe(e: &Event) -> String {
         let link = &o["payment_link"];
         let what = match e.event_type {
             EventType::PaymentSettled => format!("settled {}", o["settle_at"]),
+            EventType::PaymentCreated => format!("first seen, status {}", o["status"]),
             _ => format!("status {} → {}", e.previous("status"), o["status"]),
         };
         return format!(
@@ -159,7 +171,7 @@ fn describe(e: &Event) -> String {
     }
     let what = match e.event_type {
         EventType::Paid => format!(
-            "usage {} → {} (+{}), {} each",
+            "usage {} → {} (+{}), {} each{}",
             e.previous("current_usage"),
             o["current_usage"],
             e.data.usage_delta.unwrap_or(0),
@@ -167,7 +179,21 @@ fn describe(e: &Event) -> String {
                 .as_str()
                 .and_then(|s| s.parse().ok())
                 .map(crate::money::format_rupiah)
-                .unwrap_or_else(|| o["total_amount"].to_string())
+                .unwrap_or_else(|| o["total_amount"].to_string()),
+            match e.payments() {
+                Ok(p) if !p.is_empty() => format!(
+                    "; data.payments: {}",
+                    p.iter()
+                        .map(|p| format!(
+                            "{} {}",
+                            p.payment.payment_method_name.as_deref().unwrap_or("?"),
+                            p.payment.reff_no
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => String::new(),
+            }
         ),
         EventType::Exhausted => format!("usage {}/{}", o["current_usage"], o["max_usage"]),
         EventType::StatusChanged => format!(
@@ -259,6 +285,7 @@ pub async fn run(out: &mut dyn Write) -> anyhow::Result<()> {
                 EventType::Paid,
                 EventType::Exhausted,
                 EventType::StatusChanged,
+                EventType::PaymentSettled,
             ]
             .map(|t| t.to_string())
             .to_vec(),
@@ -287,28 +314,36 @@ pub async fn run(out: &mut dyn Write) -> anyhow::Result<()> {
     let run = admin.resync().await?;
     writeln!(
         out,
-        "1. Baseline of account {SEED_ACCOUNT}: {} links mirrored from {} pages, {} events (a baseline is recorded silently).",
-        run["links_seen"], run["pages"], run["changes"]
+        "1. Baseline of account {SEED_ACCOUNT}: {} links mirrored from {} pages, {} payments (Payment Link History rows) from {} history pages, {} events (a baseline is recorded silently).",
+        run["links_seen"], run["pages"], run["payments_seen"], run["history_pages"], run["changes"]
     )?;
 
     // 2. Customers and time act on SingaPay.
-    let acct = format!("/_sandbox/accounts/{SEED_ACCOUNT}/links");
+    let acct = format!("/_sandbox/accounts/{SEED_ACCOUNT}");
     let http = reqwest::Client::new();
-    sandbox_post(
-        &http,
-        &sb,
-        &format!("{acct}/103/pay"),
-        json!({"method": "VA BRI"}),
-    )
-    .await?;
-    sandbox_post(
-        &http,
-        &sb,
-        &format!("{acct}/103/pay"),
-        json!({"method": "QRIS"}),
-    )
-    .await?;
-    sandbox_post(&http, &sb, &format!("{acct}/101/close"), json!({})).await?;
+    let mut attempts = Vec::new();
+    for method in ["VA_BRI", "QRIS"] {
+        // The customer picks a method on the hosted page (a pending history row), then pays.
+        let row = sandbox_post(
+            &http,
+            &sb,
+            &format!("{acct}/links/103/attempts"),
+            json!({ "method": method }),
+        )
+        .await?;
+        let hid = row["data"]["id"]
+            .as_i64()
+            .context("the sandbox made no history row")?;
+        sandbox_post(
+            &http,
+            &sb,
+            &format!("{acct}/histories/{hid}/pay"),
+            json!({}),
+        )
+        .await?;
+        attempts.push(hid);
+    }
+    sandbox_post(&http, &sb, &format!("{acct}/links/101/close"), json!({})).await?;
     sandbox_post(
         &http,
         &sb,
@@ -316,9 +351,16 @@ pub async fn run(out: &mut dyn Write) -> anyhow::Result<()> {
         json!({"seconds": 25 * 3600}),
     )
     .await?;
+    sandbox_post(
+        &http,
+        &sb,
+        &format!("{acct}/histories/{}/settle", attempts[0]),
+        json!({}),
+    )
+    .await?;
     writeln!(
         out,
-        "\n2. On SingaPay: link 103 paid twice (Rp 20.000 each), link 101 closed, then 25 hours pass and link 78 expires."
+        "\n2. On SingaPay: two customers pay link 103 (Rp 20.000 each), one by VA BRI, one by QRIS; link 101 is closed; 25 hours pass, link 78 expires and the VA BRI payment is settled."
     )?;
 
     // 3. The next pass.
@@ -395,6 +437,16 @@ pub async fn run(out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(out)?;
     for line in parsed.body_text(0).unwrap_or_default().lines() {
         writeln!(out, "   | {line}")?;
+    }
+
+    // 6. The accounting export.
+    let csv = admin.get_csv("/payments").await?;
+    writeln!(
+        out,
+        "\n6. Accounting export (GET /payments, Accept: text/csv; the same bytes as `singapay-sync export payments`):"
+    )?;
+    for line in csv.lines() {
+        writeln!(out, "   {line}")?;
     }
 
     daemon_stop.cancel();

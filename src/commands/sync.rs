@@ -41,12 +41,17 @@ pub(super) async fn run(
             Ok(s) => {
                 if !as_json {
                     println!(
-                        "{acc}: run {} {} — {} pages, {} links, {} written, {} events {:?} ({} ms)",
+                        "{acc}: run {} {} — {} pages, {} links, {} written; history {} pages{}, \
+                         {} payments, {} written; {} events {:?} ({} ms)",
                         s.run_id,
                         if s.baseline { "baseline" } else { "pass" },
                         s.pages,
                         s.links_seen,
                         s.links_written,
+                        s.history_pages,
+                        if s.history_full { " (all of it)" } else { "" },
+                        s.payments_seen,
+                        s.payments_written,
                         s.events,
                         s.events_by_type,
                         s.duration_ms

@@ -105,6 +105,10 @@ fn the_example_config_is_valid_and_documents_every_section() {
     let text = include_str!("../../config/example.toml");
     let c = Config::from_toml_str(text).unwrap();
     assert_eq!(c.accounts[0].id.as_str(), "01K7P073Q8RE2A9PQT8Q7MXPN4");
+    assert_eq!(
+        c.sync.history_window,
+        std::time::Duration::from_secs(7 * 86_400)
+    );
     for key in [
         "path",
         "retention",
@@ -118,6 +122,7 @@ fn the_example_config_is_valid_and_documents_every_section() {
         "max_retries",
         "schedule",
         "notify_on_baseline",
+        "history_window",
         "listen",
         "admin_token",
         "retry_schedule",
@@ -322,4 +327,27 @@ fn max_deletions_takes_links_or_a_share() {
     assert_eq!(DeletionLimit::Default.allowed(1_001), 21);
     assert_eq!(DeletionLimit::Percent(5).allowed(1_000), 50);
     assert_eq!(DeletionLimit::Links(3).allowed(1_000), 3);
+}
+
+#[test]
+fn history_window_is_a_duration_of_seven_days_by_default() {
+    let with = |v: &str| {
+        Config::from_toml_str(&good_with(
+            "[[accounts]]",
+            &format!("[sync]\nhistory_window = {v}\n[[accounts]]"),
+        ))
+        .map(|c| c.sync.history_window)
+    };
+    assert_eq!(
+        Config::from_toml_str(GOOD).unwrap().sync.history_window,
+        std::time::Duration::from_secs(7 * 86_400)
+    );
+    assert_eq!(
+        with("\"36h\"").unwrap(),
+        std::time::Duration::from_secs(36 * 3600)
+    );
+    for bad in ["\"soon\"", "\"0s\""] {
+        let e = with(bad).unwrap_err().to_string();
+        assert!(e.contains("sync.history_window"), "{e}");
+    }
 }

@@ -291,3 +291,142 @@ async fn the_ledger_file_is_private_and_another_users_file_is_refused() {
     }
     f.close().await;
 }
+
+/// A ledger made by version 3 (migrations 0001-0003) with events, deliveries and attempts opens
+/// under version 4: every event keeps its id, commit order and deliveries (`payment_id` NULL),
+/// the link sequence stays unique, and payments can be recorded.
+#[tokio::test]
+async fn a_version_3_ledger_with_events_migrates_to_payments() {
+    use sqlx::Row;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let dir = std::env::temp_dir().join(format!("singapay-ledger-v3-{}", ulid::Ulid::new()));
+    let old = dir.join("migrations-v3");
+    std::fs::create_dir_all(&old).expect("dir");
+    for f in std::fs::read_dir("migrations").expect("migrations") {
+        let f = f.expect("entry").path();
+        let name = f.file_name().expect("name").to_string_lossy().to_string();
+        if name.as_str() < "0004" {
+            std::fs::copy(&f, old.join(&name)).expect("copy");
+        }
+    }
+    let path = dir.join("ledger.db");
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .foreign_keys(true),
+        )
+        .await
+        .expect("pool");
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .expect("v3 migrator")
+        .run(&pool)
+        .await
+        .expect("v3 schema");
+    sqlx::query(
+        "INSERT INTO sync_run (account_id, trigger, started_at, baseline) \
+         VALUES (?1, 'manual', '2026-11-21T03:04:05.000000Z', 0)",
+    )
+    .bind(ACCOUNT)
+    .execute(&pool)
+    .await
+    .expect("run");
+    for (i, (link, seq)) in [(103, 1), (103, 2), (78, 1)].into_iter().enumerate() {
+        let id = format!("evt_0{i}");
+        sqlx::query(
+            "INSERT INTO link_event (id, account_id, link_id, type, sequence, run_id, created_at, \
+             envelope) VALUES (?1, ?2, ?3, 'payment_link.paid', ?4, 1, '2026-11-21T03:04:05Z', ?5)",
+        )
+        .bind(&id)
+        .bind(ACCOUNT)
+        .bind(link)
+        .bind(seq)
+        .bind(format!(r#"{{"id":"{id}"}}"#))
+        .execute(&pool)
+        .await
+        .expect("event");
+        sqlx::query(
+            "INSERT INTO delivery (event_id, subscriber, channel, state, attempts, created_at) \
+             VALUES (?1, 'erp', 'webhook', 'delivered', 1, '2026-11-21T03:04:05Z')",
+        )
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .expect("delivery");
+    }
+    sqlx::query(
+        "INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status) \
+         VALUES (1, '2026-11-21T03:04:06Z', 12, 200)",
+    )
+    .execute(&pool)
+    .await
+    .expect("attempt");
+    // Retention pruned an event with a higher seq: its number is never reused.
+    sqlx::query("UPDATE sqlite_sequence SET seq = 9 WHERE name = 'link_event'")
+        .execute(&pool)
+        .await
+        .expect("counter");
+    pool.close().await;
+
+    let l = Ledger::open(&path).await.expect("migrates to version 4");
+    let rows = sqlx::query(
+        "SELECT e.seq, e.id, e.link_id, e.payment_id, e.sequence, d.id AS delivery \
+         FROM link_event e JOIN delivery d ON d.event_id = e.id ORDER BY e.seq",
+    )
+    .fetch_all(&l.pool)
+    .await
+    .expect("events");
+    let got: Vec<(i64, String, i64, Option<i64>, i64, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "evt_00".into(), 103, None, 1, 1),
+            (2, "evt_01".into(), 103, None, 2, 2),
+            (3, "evt_02".into(), 78, None, 1, 3),
+        ]
+    );
+    let fk: Vec<sqlx::sqlite::SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&l.pool)
+        .await
+        .expect("fk check");
+    assert!(fk.is_empty(), "no dangling reference after the rebuild");
+    // A link's sequence stays unique; a payment's sequence is its own.
+    let dup = sqlx::query(
+        "INSERT INTO link_event (id, account_id, link_id, type, sequence, created_at, envelope) \
+         VALUES ('evt_dup', ?1, 103, 'payment_link.paid', 2, 'x', '{}')",
+    )
+    .bind(ACCOUNT)
+    .execute(&l.pool)
+    .await;
+    assert!(dup.is_err(), "(account, link, sequence) is still unique");
+    sqlx::query(
+        "INSERT INTO link_event (id, account_id, link_id, payment_id, type, sequence, created_at, \
+         envelope) VALUES ('evt_pay', ?1, 103, 129, 'payment.paid', 2, 'x', '{}')",
+    )
+    .bind(ACCOUNT)
+    .execute(&l.pool)
+    .await
+    .expect("a payment's sequence 2 beside the link's");
+    let seq: i64 = sqlx::query("SELECT seq FROM link_event WHERE id = 'evt_pay'")
+        .fetch_one(&l.pool)
+        .await
+        .expect("seq")
+        .get(0);
+    assert_eq!(seq, 10, "the AUTOINCREMENT counter survived the rebuild");
+    let b = l
+        .baselines(&AccountId::parse(ACCOUNT).expect("account"))
+        .await
+        .expect("baselines");
+    assert!(
+        !b.history,
+        "an upgraded ledger has not read the history yet"
+    );
+    l.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

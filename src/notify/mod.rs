@@ -2,6 +2,8 @@
 //! envelope ([`crate::event`]), nothing of SingaPay's wire format.
 
 mod digest_payments;
+#[cfg(test)]
+mod digest_tests;
 pub mod dispatcher;
 pub(crate) mod email;
 pub mod retry;

@@ -74,7 +74,8 @@ pub(super) async fn faults_and_log(
         let pos = st.faults.iter().position(|f| {
             (f.route == "any" || f.route == kind)
                 && for_account(f)
-                && (f.page.is_none() || (kind == "list" && f.page == Some(page.unwrap_or(1))))
+                && (f.page.is_none()
+                    || (matches!(kind, "list" | "history") && f.page == Some(page.unwrap_or(1))))
         });
         pos.map(|i| {
             let f = st.faults[i].clone();

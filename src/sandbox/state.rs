@@ -245,7 +245,7 @@ pub struct Fault {
     /// `token`, `list`, `show`, `methods`, `history`, `history_show` or `any`.
     #[serde(default = "any")]
     pub route: String,
-    /// Only this list page.
+    /// Only this page of a list (of links or of history).
     #[serde(default)]
     pub page: Option<u64>,
     /// Only requests about this account (its id in the path).

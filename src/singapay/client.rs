@@ -373,8 +373,9 @@ impl SingapayClient {
     }
 
     /// One page of an account's Payment Link History (`GET /api/v1.0/payment-link-histories/
-    /// {account_id}`, reference §4), newest first (`sort_by=id&sort_order=desc`); `page` is
-    /// 1-based. `filters` are passed as sent (`status`, `created_at_from`, … in ISO 8601).
+    /// {account_id}`, reference §4), newest first (`sort_by=id&sort_order=desc` unless `filters`
+    /// name another order); `page` is 1-based. `filters` are passed as sent (`status`,
+    /// `created_at_from`, … in ISO 8601).
     ///
     /// Errors: classified [`SingapayError`]; [`SingapayError::Malformed`] if any row on the page
     /// cannot be decoded (the page is all or nothing).
@@ -389,9 +390,12 @@ impl SingapayClient {
         let mut query = vec![
             ("page", page.to_string()),
             ("per_page", per_page.to_string()),
-            ("sort_by", "id".to_string()),
-            ("sort_order", "desc".to_string()),
         ];
+        for (k, v) in [("sort_by", "id"), ("sort_order", "desc")] {
+            if !filters.iter().any(|(f, _)| *f == k) {
+                query.push((k, v.to_string()));
+            }
+        }
         query.extend(filters.iter().cloned());
         let (status, body) = self.get("history", &path, &query).await?;
         decode_history_list(status, &body)

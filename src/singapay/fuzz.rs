@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value};
 
 use super::envelope::Envelope;
+use super::history::{PaymentRecord, SAMPLE, decode_history_list, decode_history_show};
 use super::link::{PaymentLink, decode_list, decode_show};
 use super::pagination::Pagination;
 
@@ -41,6 +42,21 @@ const FIELDS: &[&str] = &[
     "name",
     "description",
     "",
+    // Payment Link History rows (reference §4).
+    "payment_link_reff_no",
+    "payment_method_name",
+    "payment_method_value",
+    "payment_method_additional",
+    "amount",
+    "balance_after",
+    "customer_name",
+    "customer_email",
+    "customer_phone",
+    "processed_timestamp",
+    "has_settle",
+    "settle_at",
+    "ip_address",
+    "locations",
 ];
 
 /// Scalars that break naive decoders.
@@ -119,6 +135,54 @@ fn decode_everything(body: &str) -> Result<(), TestCaseError> {
 
 use serde::Deserialize;
 
+/// A history page of three rows (the documented sample, ids 129-131) in a v1 envelope.
+fn history_page() -> Value {
+    let row: Value = serde_json::from_str(SAMPLE).unwrap();
+    let rows: Vec<Value> = (0..3)
+        .map(|k| {
+            let mut r = row.clone();
+            r["id"] = Value::from(129 + k);
+            r
+        })
+        .collect();
+    serde_json::json!({"status": 200, "success": true, "data": rows,
+        "pagination": {"count": 3, "total": 3, "perPage": 25, "currentPage": 1, "totalPages": 1}})
+}
+
+/// Calls the history decoders on `body`; whatever decodes reads back from its own JSON and from
+/// the event object the ledger would build of it.
+fn decode_history(body: &str) -> Result<(), TestCaseError> {
+    let _ = decode_history_show(200, body);
+    let _ = decode_history_show(404, body);
+    let _ = decode_history_list(500, body);
+    if let Ok(page) = decode_history_list(200, body) {
+        for (row, raw) in &page.rows {
+            prop_assert_eq!(
+                &PaymentRecord::decode(raw).map_err(TestCaseError::fail)?,
+                row
+            );
+            let object = crate::event::PaymentObject {
+                payment: row.clone(),
+                payment_link: crate::event::LinkRef {
+                    id: crate::types::LinkId(103),
+                    reff_no: row.payment_link_reff_no.clone(),
+                    title: None,
+                },
+            }
+            .to_value()
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let back = crate::event::PaymentObject::from_value(&object)
+                .map_err(|e| TestCaseError::fail(format!("{e}: {object}")))?;
+            prop_assert_eq!(
+                &back.payment,
+                row,
+                "a mirrored payment reads back from its event"
+            );
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 512,
@@ -129,6 +193,26 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic_a_decoder(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
         decode_everything(&String::from_utf8_lossy(&bytes))?;
+        decode_history(&String::from_utf8_lossy(&bytes))?;
+    }
+
+    #[test]
+    fn mutated_history_pages_never_panic_and_decode_faithfully(
+        changes in prop::collection::vec(
+            (prop::option::weighted(0.85, 0usize..3), prop::sample::select(FIELDS), json_value()),
+            1..5,
+        )
+    ) {
+        let mut page = history_page();
+        for (row, field, value) in changes {
+            match row {
+                Some(i) => page["data"][i][field] = value,
+                None => page[field] = value,
+            }
+        }
+        decode_history(&page.to_string())?;
+        let show = serde_json::json!({"status": 200, "success": true, "data": page["data"][0]});
+        decode_history(&show.to_string())?;
     }
 
     #[test]

@@ -244,21 +244,22 @@ pub(crate) fn decode_history_show(
     Ok((row, data.get().to_string()))
 }
 
+/// A row with every field and quirk the docs and LV/LG list for history rows (the seed pages
+/// carry no history JSON): `amount` as a string, `""` customer fields, the additional data
+/// as a JSON-encoded string, `locations: {}`.
+#[cfg(test)]
+pub(crate) const SAMPLE: &str = r#"{"id":129,"reff_no":"12917720251024134439474",
+    "payment_link_reff_no":"PL2025102113590968f72f3df34e5","payment_method_name":"Alfamart (Linkqu)",
+    "payment_method_value":"2025102413443929","payment_method_additional":"{\"retail_code\":\"ALFAMART\",\"partner_reff\":\"20251024134439000129\"}",
+    "expired_at":"2025-10-25T13:44:39+07:00","amount":"1200000.00","payment_date":null,
+    "balance_after":null,"status":"pending","status_computed":"pending","is_expired":false,
+    "customer_name":"","customer_email":"","customer_phone":"","ip_address":"103.133.68.7, 103.133.68.7",
+    "locations":{},"processed_timestamp":null,"has_settle":false,"settle_at":null,
+    "optional_metadata":null,"created_at":"2025-10-24T13:44:39+07:00","updated_at":"2025-10-24T13:44:39+07:00"}"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A row with every field and quirk the docs and LV/LG list for history rows (the seed pages
-    /// carry no history JSON): `amount` as a string, `""` customer fields, the additional data
-    /// as a JSON-encoded string, `locations: {}`.
-    pub(crate) const SAMPLE: &str = r#"{"id":129,"reff_no":"12917720251024134439474",
-        "payment_link_reff_no":"PL2025102113590968f72f3df34e5","payment_method_name":"Alfamart (Linkqu)",
-        "payment_method_value":"2025102413443929","payment_method_additional":"{\"retail_code\":\"ALFAMART\",\"partner_reff\":\"20251024134439000129\"}",
-        "expired_at":"2025-10-25T13:44:39+07:00","amount":"1200000.00","payment_date":null,
-        "balance_after":null,"status":"pending","status_computed":"pending","is_expired":false,
-        "customer_name":"","customer_email":"","customer_phone":"","ip_address":"103.133.68.7, 103.133.68.7",
-        "locations":{},"processed_timestamp":null,"has_settle":false,"settle_at":null,
-        "optional_metadata":null,"created_at":"2025-10-24T13:44:39+07:00","updated_at":"2025-10-24T13:44:39+07:00"}"#;
 
     #[test]
     fn a_history_row_decodes_losslessly() {

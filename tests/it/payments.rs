@@ -469,3 +469,134 @@ async fn the_export_reads_back_as_csv_and_the_api_serves_the_same_bytes() {
     assert_eq!(lines[0]["payment_date_wib"], Value::Null);
     daemon.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_sandbox_history_filters_pages_and_shows_like_singapay() {
+    use singapay_sync::singapay::{ClientConfig, SingapayClient, SingapayError};
+    use singapay_sync::types::PaymentId;
+    let t = TestApp::spawn().await;
+    let client = SingapayClient::new(ClientConfig::from(&t.app.config.singapay)).unwrap();
+    let a = account();
+    let pending = t.sandbox.pick(70, "ALFAMART").await["data"].clone();
+    let page = |n: u64, per: u64, f: Vec<(&'static str, String)>| {
+        let (client, a) = (client.clone(), a.clone());
+        async move { client.history_page(&a, n, per, &f).await.unwrap() }
+    };
+    let ids = |p: &singapay_sync::singapay::HistoryPage| -> Vec<i64> {
+        p.rows.iter().map(|(r, _)| r.id.0).collect()
+    };
+    // Newest first by id, paginated with seed 004's pagination block.
+    let p1 = page(1, 2, vec![]).await;
+    assert_eq!(ids(&p1), [5, 4]);
+    assert_eq!(
+        (p1.pagination.total, p1.pagination.total_pages),
+        (Some(5), Some(3))
+    );
+    assert_eq!(ids(&page(3, 2, vec![]).await), [1]);
+    assert!(page(4, 2, vec![]).await.rows.is_empty());
+    // status, attempt reff_no (partial; not the link's reff_no), method, dates, sort.
+    let only = page(1, 25, vec![("status", "pending".into())]).await;
+    assert_eq!(ids(&only), [5]);
+    let reff = pending["reff_no"].as_str().unwrap();
+    assert_eq!(
+        ids(&page(1, 25, vec![("reff_no", reff[..8].into())]).await),
+        [5]
+    );
+    let link_reff = pending["payment_link_reff_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        page(1, 25, vec![("reff_no", link_reff)])
+            .await
+            .rows
+            .is_empty()
+    );
+    assert_eq!(
+        ids(&page(1, 25, vec![("payment_method_name", "alfa".into())]).await),
+        [5]
+    );
+    assert_eq!(
+        ids(&page(
+            1,
+            25,
+            vec![("created_at_to", "2025-10-17T00:00:00+07:00".into())]
+        )
+        .await),
+        [2, 1]
+    );
+    assert_eq!(
+        ids(&page(1, 25, vec![("has_settle", "false".into())]).await),
+        [5, 1]
+    );
+    let by_amount = page(
+        1,
+        25,
+        vec![("sort_by", "amount".into()), ("sort_order", "asc".into())],
+    )
+    .await;
+    assert_eq!(by_amount.rows[0].0.amount.to_string(), "10000.00");
+    // Show: the row, or SingaPay's 404.
+    let (row, _) = client
+        .history_show(&a, PaymentId(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.payment_method_name.as_deref(),
+        Some("Alfamart (Linkqu)")
+    );
+    assert_eq!(row.customer_name, "");
+    assert!(
+        row.payment_method_additional
+            .unwrap()
+            .contains("partner_reff")
+    );
+    assert!(
+        client
+            .history_show(&a, PaymentId(0))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A bad filter is SingaPay's 422.
+    let e = client
+        .history_page(&a, 1, 25, &[("created_at_from", "yesterday".into())])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, SingapayError::Fatal { status: 422, .. }),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_history_page_fails_the_pass_but_never_holds_back_a_paid_link() {
+    let t = TestApp::spawn().await;
+    t.sync_ok().await;
+    let before = t.app.ledger.list_payments(&account()).await.unwrap();
+    t.sandbox.pay(103).await;
+    t.sandbox
+        .fault(json!({"route": "history", "page": 1,
+                      "body": "{\"status\":200,\"success\":true,\"data\":[{\"id\":7,\"amount\":"}))
+        .await;
+    let err = t.sync_err().await;
+    assert!(err.starts_with("history page 1: "), "{err}");
+    // The payment rows are as they were; the link's payment is not lost: its event is
+    // committed (without data.payments, which the history could not give).
+    assert_eq!(
+        t.app.ledger.list_payments(&account()).await.unwrap(),
+        before
+    );
+    let events = t.events().await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event.event_type, EventType::Paid);
+    assert_eq!(events[0].event.data.payments, None);
+    assert_eq!(t.link(103).await.link.current_usage, 3);
+    // The next pass reads the history: the payment's own events, and the link is not repeated.
+    let s = t.sync_ok().await;
+    assert_eq!(
+        s.events_by_type,
+        BTreeMap::from([("payment.created".into(), 1), ("payment.paid".into(), 1)])
+    );
+}

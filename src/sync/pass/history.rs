@@ -23,7 +23,7 @@ use crate::types::{EventType, LinkId};
 impl Pass<'_> {
     /// Reads the history and commits its changes page by page.
     ///
-    /// Errors: SingaPay failed on a page ([`SyncError::Upstream`], the page numbered from 1), a
+    /// Errors: SingaPay failed on a page ([`SyncError::History`], the page numbered from 1), a
     /// row cannot be mirrored, the ledger failed, or the daemon is stopping; the pages already
     /// committed stay.
     pub(super) async fn sync_history(&mut self) -> Result<(), SyncError> {
@@ -51,7 +51,7 @@ impl Pass<'_> {
     async fn read_history(&mut self, writer: &mut PageWriter) -> Result<(), SyncError> {
         let full = self.summary.history_full;
         let since = self.window_start();
-        let upstream = |page| move |source| SyncError::Upstream { page, source };
+        let upstream = |page| move |source| SyncError::History { page, source };
         let first = self
             .ctx
             .client

@@ -88,6 +88,17 @@ pub enum SyncError {
         #[source]
         source: SingapayError,
     },
+    /// SingaPay failed on a Payment Link History page (after the client's retries) or sent one
+    /// that cannot be read; the links of the pass are committed, the history from that page on is
+    /// not.
+    #[error("history page {page}: {source}")]
+    History {
+        /// Page being read (from 1).
+        page: u64,
+        /// The classified error.
+        #[source]
+        source: SingapayError,
+    },
     /// The ledger failed.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
