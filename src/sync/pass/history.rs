@@ -132,7 +132,9 @@ impl Pass<'_> {
             .collect();
         let ids: Vec<_> = fresh.iter().map(|(r, _)| r.id).collect();
         let states = ctx.ledger.load_payment_states(account, &ids).await?;
-        let mut settled = true;
+        // A page of rows already read in this pass (new attempts pushed them down a page) says
+        // nothing about the pages after it: read on.
+        let mut settled = !fresh.is_empty();
         let mut changed = Vec::new();
         for (row, raw) in fresh {
             let hash = content_hash(&raw);

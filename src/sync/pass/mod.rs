@@ -158,6 +158,8 @@ pub struct SyncSummary {
     pub payments_seen: u64,
     /// `payment` rows written.
     pub payments_written: u64,
+    /// Wall time of the history part, milliseconds.
+    pub history_ms: u64,
 }
 
 const MAX_PAGES: u64 = 100_000;
@@ -331,10 +333,12 @@ impl Pass<'_> {
     /// `data.payments` if the history could not be read), then the first error is returned.
     async fn run(&mut self) -> Result<(), SyncError> {
         let links = self.sync_links().await;
+        let started = Instant::now();
         let history = match links {
             Ok(()) => self.sync_history().await,
             Err(e) => Err(e),
         };
+        self.summary.history_ms = started.elapsed().as_millis() as u64;
         let flushed = self.flush_deferred().await;
         history?;
         flushed
