@@ -69,6 +69,10 @@ pub struct App {
     pub(crate) clock: Arc<dyn Clock>,
     work: CancellationToken,
     listener: Option<TcpListener>,
+    /// The inbound (doorbell) listener, when `[inbound]` is configured and bound.
+    inbound_listener: Option<TcpListener>,
+    /// Wakes the inbound processor (a notification was stored).
+    inbound_wake: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for App {
@@ -76,6 +80,7 @@ impl std::fmt::Debug for App {
         f.debug_struct("App")
             .field("ledger", &self.config.ledger.path)
             .field("listen", &self.local_addr())
+            .field("inbound", &self.inbound_addr())
             .finish()
     }
 }
@@ -182,6 +187,7 @@ impl App {
             max_deletions: config.sync.max_deletions,
             history_window: config.sync.history_window,
             page_hook: std::sync::OnceLock::new(),
+            passed: Arc::new(tokio::sync::Notify::new()),
         });
         let syncer = Syncer::new(ctx, work.clone());
         let listener = if bind {
@@ -193,6 +199,14 @@ impl App {
         } else {
             None
         };
+        let inbound_listener = match (&config.inbound, bind) {
+            (Some(i), true) => Some(
+                TcpListener::bind(i.listen)
+                    .await
+                    .with_context(|| format!("binding inbound.listen {}", i.listen))?,
+            ),
+            _ => None,
+        };
         Ok(App {
             config,
             ledger,
@@ -201,12 +215,52 @@ impl App {
             clock,
             work,
             listener,
+            inbound_listener,
+            inbound_wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
     /// The bound admin address.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The bound inbound (doorbell) address, when `[inbound]` is configured.
+    pub fn inbound_addr(&self) -> Option<SocketAddr> {
+        self.inbound_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The candidate keys of SingaPay's webhook signatures: `inbound.keys`, then the client
+    /// secret (reference §5.5: which key signs is not settled, so every one is tried).
+    fn inbound_keys(&self) -> Vec<secrecy::SecretString> {
+        let mut keys = self
+            .config
+            .inbound
+            .as_ref()
+            .map(|i| i.keys.clone())
+            .unwrap_or_default();
+        keys.push(self.config.singapay.client_secret.clone());
+        keys
+    }
+
+    fn inbound_processor(&self) -> crate::inbound::processor::Processor {
+        crate::inbound::processor::Processor {
+            ledger: self.ledger.clone(),
+            syncer: Arc::clone(&self.syncer),
+            accounts: self.config.accounts.iter().map(|a| a.id.clone()).collect(),
+            clock: Arc::clone(&self.clock),
+            wake: Arc::clone(&self.inbound_wake),
+        }
+    }
+
+    /// Processes the stored notifications due now, once (tests; the daemon drains them
+    /// continuously). Returns how many were taken.
+    ///
+    /// Errors: the ledger failed.
+    pub async fn process_inbound(&self) -> Result<usize, crate::ledger::LedgerError> {
+        self.inbound_processor().drain_once().await
     }
 
     /// One pass of each configured account (or only `only`), accounts concurrently. Used by the
@@ -291,6 +345,47 @@ impl App {
         let dispatcher = Arc::clone(&self.dispatcher);
         let work = self.work.clone();
         let mut disp = tokio::spawn(async move { dispatcher.run(work, DISPATCH_IDLE).await });
+        // The doorbell: its own listener with the admin listener's limits, and the queue's
+        // consumer. Without `[inbound]`, a task that waits for the stop (so `select!` below
+        // has one shape).
+        let inbound_stop = CancellationToken::new();
+        let mut inbound = match (self.inbound_listener.take(), &self.config.inbound) {
+            (Some(l), Some(cfg)) => {
+                let bell = crate::inbound::Doorbell {
+                    ledger: self.ledger.clone(),
+                    verifier: Arc::new(crate::inbound::signature::Verifier::new(
+                        cfg.path.clone(),
+                        self.inbound_keys(),
+                        cfg.tolerance,
+                    )),
+                    clock: Arc::clone(&self.clock),
+                    wake: Arc::clone(&self.inbound_wake),
+                };
+                info!(listen = ?l.local_addr().ok(), path = %cfg.path, "inbound.listening");
+                tokio::spawn(crate::http::serve(
+                    l,
+                    crate::inbound::router(cfg.route(), bell),
+                    limits,
+                    inbound_stop.clone(),
+                ))
+            }
+            _ => {
+                let stop = inbound_stop.clone();
+                tokio::spawn(async move {
+                    stop.cancelled().await;
+                    Ok(())
+                })
+            }
+        };
+        let processor = tokio::spawn(self.inbound_processor().run(self.work.clone()));
+        let expiry = tokio::spawn(
+            crate::sync::expiry::ExpiryTimer {
+                syncer: Arc::clone(&self.syncer),
+                accounts: self.config.accounts.iter().map(|a| a.id.clone()).collect(),
+                wake: Arc::clone(&self.syncer.context().passed),
+            }
+            .run(self.work.clone()),
+        );
         let retention = tokio::spawn(crate::maintenance::run(
             self.ledger.clone(),
             self.config.ledger.clone(),
@@ -309,6 +404,14 @@ impl App {
         // Which loop ended on its own, if one did (its handle is then spent).
         let (died, disp_done, http_done) = tokio::select! {
             _ = shutdown.cancelled() => (None, false, false),
+            r = &mut inbound => {
+                let why = match r {
+                    Ok(Ok(())) => "without an error".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => ended(Err(e)),
+                };
+                (Some(format!("the inbound listener stopped: {why}")), false, false)
+            }
             r = &mut disp => (Some(format!("the dispatcher stopped: {}", ended(r))), true, false),
             r = &mut http => {
                 let why = match r {
@@ -329,6 +432,12 @@ impl App {
             warn!(error = %e, "daemon.scheduler_shutdown_failed");
         }
         self.work.cancel();
+        inbound_stop.cancel();
+        for (name, task) in [("processor", processor), ("expiry", expiry)] {
+            if let Err(e) = task.await {
+                error!(task = name, error = %e, "daemon.task_panicked");
+            }
+        }
         self.syncer.wait().await;
         if let Err(e) = retention.await {
             error!(error = %e, "daemon.retention_panicked");

@@ -16,6 +16,7 @@ mod demo;
 pub mod event;
 pub mod export;
 mod http;
+pub mod inbound;
 pub mod ledger;
 mod maintenance;
 mod money;

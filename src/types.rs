@@ -239,6 +239,26 @@ wire_names!(DeliveryState, "delivery state", {
     Disabled => "disabled",
 });
 
+/// The state of a notification (`inbound_notification.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundState {
+    /// Waiting for (another) targeted pass.
+    Pending,
+    /// Its targeted pass succeeded.
+    Processed,
+    /// Stored, nothing to read (an event the daemon does not act on).
+    Ignored,
+    /// Its reads kept failing; the sweep remains the safety net.
+    Failed,
+}
+
+wire_names!(InboundState, "inbound state", {
+    Pending => "pending",
+    Processed => "processed",
+    Ignored => "ignored",
+    Failed => "failed",
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 //! check), `validate` checks it section by section; every problem is reported at once and the CLI
 //! exits 2 with them.
 
+mod inbound;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -22,6 +23,8 @@ use figment::providers::{Format, Toml};
 use lettre::message::Mailbox;
 use secrecy::SecretString;
 use url::Url;
+
+pub use inbound::{DEFAULT_INBOUND_LISTEN, DEFAULT_INBOUND_PATH, InboundConfig};
 
 use crate::singapay::ClientConfig;
 use crate::standard_webhooks::WebhookSecret;
@@ -220,6 +223,8 @@ pub struct Config {
     pub email: Option<EmailConfig>,
     /// Logging.
     pub log: LogConfig,
+    /// `[inbound]` (`None`: no inbound listener).
+    pub inbound: Option<InboundConfig>,
 }
 
 /// Every problem found in a configuration, one per line.

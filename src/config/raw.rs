@@ -158,6 +158,20 @@ pub(super) struct Raw {
     pub email: Option<RawEmail>,
     #[serde(default)]
     pub log: RawLog,
+    pub inbound: Option<RawInbound>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawInbound {
+    #[serde(default, deserialize_with = "string")]
+    pub listen: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub path: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub tolerance: Option<String>,
+    pub keys: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "string")]
+    pub keys_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -350,6 +364,10 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
         &["smtp_url", "smtp_url_file", "from", "timeout", "recipients"],
     ),
     ("log", &["format", "level"]),
+    (
+        "inbound",
+        &["listen", "path", "tolerance", "keys", "keys_file"],
+    ),
 ];
 
 /// The keys of one `[[email.recipients]]` entry.

@@ -351,3 +351,56 @@ fn history_window_is_a_duration_of_seven_days_by_default() {
         assert!(e.contains("sync.history_window"), "{e}");
     }
 }
+
+#[test]
+fn inbound_is_off_unless_configured_and_gets_its_defaults() {
+    assert!(Config::from_toml_str(GOOD).unwrap().inbound.is_none());
+    let c = Config::from_toml_str(&format!("{GOOD}[inbound]\n")).unwrap();
+    let i = c.inbound.unwrap();
+    assert_eq!(i.listen.to_string(), DEFAULT_INBOUND_LISTEN);
+    assert_eq!(i.path, DEFAULT_INBOUND_PATH);
+    assert_eq!(i.tolerance, Duration::from_secs(300));
+    assert!(i.keys.is_empty());
+}
+
+#[test]
+fn inbound_keys_come_inline_and_from_a_file_and_the_path_keeps_its_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("keys");
+    std::fs::write(&f, "file-key-1\n\n  file-key-2  \n").unwrap();
+    let toml = format!(
+        "{GOOD}[inbound]\nlisten = \"127.0.0.1:9789\"\npath = \"/hooks/singapay?src=pl\"\n\
+         tolerance = \"2m\"\nkeys = [\"inline-key\"]\nkeys_file = \"{}\"\n",
+        f.display()
+    );
+    let i = Config::from_toml_str(&toml).unwrap().inbound.unwrap();
+    assert_eq!(i.path, "/hooks/singapay?src=pl");
+    assert_eq!(i.route(), "/hooks/singapay");
+    assert_eq!(i.tolerance, Duration::from_secs(120));
+    let keys: Vec<&str> = i
+        .keys
+        .iter()
+        .map(secrecy::ExposeSecret::expose_secret)
+        .collect();
+    assert_eq!(keys, ["inline-key", "file-key-1", "file-key-2"]);
+    // Debug output never shows a key.
+    assert!(!format!("{i:?}").contains("inline-key"));
+}
+
+#[test]
+fn every_inbound_problem_is_listed() {
+    let all = problems(&format!(
+        "{GOOD}[inbound]\nlisten = \"127.0.0.1:8787\"\npath = \"singapay webhook\"\n\
+         tolerance = \"0s\"\nkeys = [\" \"]\nkeys_file = \"/nonexistent/keys\"\nport = 1\n"
+    ));
+    for part in [
+        "inbound.listen must not share http.listen's port",
+        "inbound.path must be the ENDPOINT",
+        "inbound.tolerance is not a positive duration",
+        "inbound.keys[0] is empty",
+        "inbound.keys_file cannot be read",
+        "unknown key `inbound.port`",
+    ] {
+        assert!(all.contains(part), "{part} missing from:\n{all}");
+    }
+}

@@ -42,6 +42,9 @@ pub(super) fn validate(raw: Raw) -> Result<Config, ConfigErrors> {
     let webhooks = webhooks(&mut p, raw.webhooks, &mut names);
     let email = raw.email.and_then(|e| email(&mut p, e, &mut names));
     let log = log(&mut p, raw.log);
+    let inbound = raw
+        .inbound
+        .map(|i| super::inbound::validate(&mut p, i, http.listen));
     if !p.is_empty() {
         return Err(ConfigErrors(p));
     }
@@ -55,6 +58,7 @@ pub(super) fn validate(raw: Raw) -> Result<Config, ConfigErrors> {
         webhooks,
         email,
         log,
+        inbound,
     })
 }
 

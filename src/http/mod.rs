@@ -54,6 +54,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/events", get(routes::events))
         .route("/payments", get(payments::payments))
         .route("/deliveries", get(routes::deliveries))
+        .route("/inbound", get(routes::inbound))
         .route("/deliveries/{id}/retry", post(routes::retry_delivery))
         .route(
             "/subscribers/{name}/enable",

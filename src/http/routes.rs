@@ -249,6 +249,35 @@ pub(super) async fn deliveries(
     Ok(Json(json!({"deliveries": rows})))
 }
 
+/// `GET /inbound?state=&limit=&before=`.
+#[derive(Debug, Deserialize)]
+pub(super) struct InboundQuery {
+    state: Option<String>,
+    limit: Option<i64>,
+    before: Option<i64>,
+}
+
+/// `GET /inbound`: SingaPay's webhooks as stored (DESIGN §14), newest first, without bodies.
+pub(super) async fn inbound(
+    State(st): State<AdminState>,
+    ApiQuery(q): ApiQuery<InboundQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let state = q
+        .state
+        .as_deref()
+        .map(str::parse::<crate::ledger::InboundState>)
+        .transpose()
+        .map_err(|_| {
+            ApiError::bad_request(
+                "bad_state",
+                "state must be pending, processed, ignored or failed",
+            )
+        })?;
+    let limit = bounded("limit", q.limit, 100, 1000)?;
+    let rows = st.ledger.list_notifications(state, q.before, limit).await?;
+    Ok(Json(json!({"notifications": rows})))
+}
+
 pub(super) async fn retry_delivery(
     State(st): State<AdminState>,
     ApiPath(id): ApiPath<i64>,

@@ -13,6 +13,7 @@
 
 mod deliveries;
 mod events;
+mod inbound;
 mod links;
 mod payments;
 mod retention;
@@ -27,9 +28,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use crate::types::InboundState;
 pub(crate) use deliveries::{AttemptOutcome, AttemptResult, DueDelivery};
 pub use deliveries::{DeliveryAttemptRow, DeliveryFilter, DeliveryRow, NewDelivery};
 pub use events::{EventFilter, EventRow, NewEvent};
+pub(crate) use inbound::{Expiry, ExpiryTarget, InboundOutcome};
+pub use inbound::{InboundRow, NewNotification, Stored};
 pub use links::StoredLink;
 pub(crate) use links::{LinkRows, LinkState, LinkWrite};
 pub(crate) use payments::PaymentWrite;

@@ -52,7 +52,7 @@ pub(crate) struct PaymentWrite {
     pub now: DateTime<Utc>,
 }
 
-/// Rows per payment INSERT (25 parameters each).
+/// Rows per payment INSERT (26 parameters each).
 const ROWS_PER_STATEMENT: usize = 100;
 
 /// Inserts or updates `rows`, many per statement.
@@ -66,7 +66,7 @@ pub(super) async fn upsert_many(
              payment_method_name, payment_method_value, payment_method_additional, amount, status, \
              status_computed, is_expired, payment_date, processed_timestamp, has_settle, settle_at, \
              customer_name, customer_email, customer_phone, created_at, raw_json, raw_hash, \
-             first_seen_at, last_seen_at, sequence) ",
+             first_seen_at, last_seen_at, sequence, expired_at) ",
         );
         qb.push_values(chunk, |mut b, w| {
             let r = &w.record;
@@ -95,7 +95,8 @@ pub(super) async fn upsert_many(
                 .push_bind(w.raw_hash.as_str())
                 .push_bind(now.clone())
                 .push_bind(now)
-                .push_bind(w.sequence);
+                .push_bind(w.sequence)
+                .push_bind(r.expired_at.map(ledger_ts));
         });
         qb.push(
             " ON CONFLICT (account_id, payment_id) DO UPDATE SET \
@@ -111,7 +112,8 @@ pub(super) async fn upsert_many(
              customer_name = excluded.customer_name, customer_email = excluded.customer_email, \
              customer_phone = excluded.customer_phone, created_at = excluded.created_at, \
              raw_json = excluded.raw_json, raw_hash = excluded.raw_hash, \
-             last_seen_at = excluded.last_seen_at, sequence = excluded.sequence",
+             last_seen_at = excluded.last_seen_at, sequence = excluded.sequence, \
+             expired_at = excluded.expired_at",
         );
         qb.build().execute(&mut **tx).await?;
     }

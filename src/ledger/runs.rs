@@ -64,6 +64,9 @@ pub(crate) struct RunEnd {
     pub payments_seen: i64,
     /// Whether the pass read the whole history (it then completes the history baseline).
     pub history_complete: bool,
+    /// Whether it was a sweep of the whole account (a targeted pass is not: it leaves the
+    /// account's last success and held deletions as they were).
+    pub complete: bool,
 }
 
 /// Which baselines of an account are done.
@@ -152,7 +155,7 @@ impl Ledger {
         .bind(run_id)
         .execute(&mut *tx)
         .await?;
-        if end.result.is_ok() {
+        if end.result.is_ok() && end.complete {
             sqlx::query(
                 "INSERT INTO account_state (account_id, baseline_completed_at, last_success_at, \
                  deletions_held, history_baseline_at) \

@@ -430,3 +430,80 @@ async fn a_version_3_ledger_with_events_migrates_to_payments() {
     l.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn notification(key: &str, at: chrono::DateTime<Utc>) -> NewNotification {
+    NewNotification {
+        dedupe_key: key.into(),
+        event: Some("payment-link-transaction".into()),
+        partner_id: Some("partner".into()),
+        x_timestamp: Some(at.timestamp().to_string()),
+        body: "{}".into(),
+        received_at: at,
+        state: InboundState::Pending,
+        link_id: Some(LinkId(103)),
+    }
+}
+
+#[tokio::test]
+async fn a_notification_is_stored_once_retried_with_its_attempts_and_processed() {
+    let f = Fixture::new().await;
+    let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    let n = notification("k1", t0);
+    let id = match f.l.store_notification(&n).await.unwrap() {
+        Stored::New(id) => id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        f.l.store_notification(&n).await.unwrap(),
+        Stored::Duplicate(id)
+    );
+    assert_eq!(f.l.due_notifications(t0, 10).await.unwrap().len(), 1);
+    let later = t0 + chrono::Duration::seconds(1);
+    let retry = InboundOutcome::Retry {
+        error: "show failed".into(),
+        next: Some(later),
+    };
+    f.l.finish_notifications(&[id], &retry, t0).await.unwrap();
+    assert!(f.l.due_notifications(t0, 10).await.unwrap().is_empty());
+    assert_eq!(f.l.next_notification_due().await.unwrap(), Some(later));
+    let due = f.l.due_notifications(later, 10).await.unwrap();
+    assert_eq!((due[0].attempts, due[0].duplicates), (1, 1));
+    assert_eq!(due[0].last_error.as_deref(), Some("show failed"));
+    let done = InboundOutcome::Processed {
+        run_id: f.run,
+        account: f.account.clone(),
+    };
+    f.l.finish_notifications(&[id], &done, later).await.unwrap();
+    let rows =
+        f.l.list_notifications(Some(InboundState::Processed), None, 10)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].attempts, 2);
+    assert_eq!(rows[0].run_id, Some(f.run));
+    assert_eq!(rows[0].last_error, None);
+    assert_eq!(f.l.next_notification_due().await.unwrap(), None);
+    // A notification out of retries is failed.
+    let id2 = match f
+        .l
+        .store_notification(&notification("k2", t0))
+        .await
+        .unwrap()
+    {
+        Stored::New(id) => id,
+        other => panic!("{other:?}"),
+    };
+    let give_up = InboundOutcome::Retry {
+        error: "still failing".into(),
+        next: None,
+    };
+    f.l.finish_notifications(&[id2], &give_up, t0)
+        .await
+        .unwrap();
+    let failed =
+        f.l.list_notifications(Some(InboundState::Failed), None, 10)
+            .await
+            .unwrap();
+    assert_eq!(failed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![id2]);
+    f.close().await;
+}

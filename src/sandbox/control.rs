@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::api::{insert_link, not_found, remove_link};
 use super::state::{Fault, LoggedRequest, SandboxLink, decimal_from_json, ok};
+use super::webhooks::Happened;
 use super::{ApiResult, Sandbox, seed};
 use crate::time::parse_singapay_time;
 
@@ -84,6 +85,7 @@ pub(super) async fn ctl_attempt(
 ) -> ApiResult {
     let method = method_of(body);
     let hid = sb.lock().pick(&account, id, &method).map_err(step_error)?;
+    sb.announce(&account, hid, Happened::Picked);
     history_answer(&sb, &account, hid)
 }
 
@@ -96,6 +98,11 @@ pub(super) async fn ctl_history_step(
     sb.lock()
         .advance_history(&account, hid, &step)
         .map_err(step_error)?;
+    match step.as_str() {
+        "pay" => sb.announce(&account, hid, Happened::Paid),
+        "expire" => sb.announce(&account, hid, Happened::Expired),
+        _ => {}
+    }
     history_answer(&sb, &account, hid)
 }
 
@@ -107,12 +114,15 @@ pub(super) async fn ctl_pay(
     body: Option<Json<Pay>>,
 ) -> ApiResult {
     let method = method_of(body);
-    {
+    let hid = {
         let mut st = sb.lock();
         let hid = st.pick(&account, id, &method).map_err(step_error)?;
         st.advance_history(&account, hid, "pay")
             .map_err(step_error)?;
-    }
+        hid
+    };
+    sb.announce(&account, hid, Happened::Picked);
+    sb.announce(&account, hid, Happened::Paid);
     with_link(&sb, &account, id, |_, _| Ok(()))
 }
 

@@ -46,6 +46,19 @@ pub struct EmailEntry {
     pub timeout: Option<String>,
 }
 
+/// `[inbound]`: the doorbell listener.
+#[derive(Debug, Clone)]
+pub struct InboundEntry {
+    /// `inbound.listen` (e.g. `127.0.0.1:0`).
+    pub listen: String,
+    /// `inbound.path`: the ENDPOINT as registered (path and query).
+    pub path: String,
+    /// `inbound.tolerance`.
+    pub tolerance: Option<String>,
+    /// `inbound.keys`.
+    pub keys: Vec<String>,
+}
+
 /// The keys a run against a sandbox varies; [`DaemonConfig::toml`] writes them (keys left `None`
 /// keep the daemon's defaults) and [`DaemonConfig::build`] validates the result like any file.
 #[derive(Debug, Clone)]
@@ -84,6 +97,8 @@ pub struct DaemonConfig {
     pub webhooks: Vec<WebhookEntry>,
     /// `[email]`.
     pub email: Option<EmailEntry>,
+    /// `[inbound]`.
+    pub inbound: Option<InboundEntry>,
 }
 
 impl DaemonConfig {
@@ -113,7 +128,19 @@ impl DaemonConfig {
             per_subscriber_concurrency: None,
             webhooks: Vec::new(),
             email: None,
+            inbound: None,
         }
+    }
+
+    /// Turns the doorbell on: `[inbound]` on a free port of 127.0.0.1 with `path`.
+    pub fn doorbell(&mut self, path: &str) -> &mut Self {
+        self.inbound = Some(InboundEntry {
+            listen: "127.0.0.1:0".into(),
+            path: path.into(),
+            tolerance: None,
+            keys: Vec::new(),
+        });
+        self
     }
 
     /// Adds a webhook subscriber.
@@ -210,6 +237,17 @@ impl DaemonConfig {
             line(format!("to = {}", list(&e.to)));
             if let Some(ev) = &e.events {
                 line(format!("events = {}", list(ev)));
+            }
+        }
+        if let Some(i) = &self.inbound {
+            line("[inbound]".into());
+            line(format!("listen = {}", quoted(&i.listen)));
+            line(format!("path = {}", quoted(&i.path)));
+            if let Some(t) = &i.tolerance {
+                line(format!("tolerance = {}", quoted(t)));
+            }
+            if !i.keys.is_empty() {
+                line(format!("keys = {}", list(&i.keys)));
             }
         }
         t

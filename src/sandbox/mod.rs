@@ -7,7 +7,8 @@
 //!
 //! The `/_sandbox/` control plane acts as customers and as the clock: pick a method (a pending
 //! history row), pay, settle, fail or expire an attempt, close, reopen, edit, add or delete a link,
-//! advance time, expire tokens, inject faults, read the request log.
+//! advance time, expire tokens, inject faults, read the request log, and have SingaPay's own
+//! webhooks posted (signed inquiry, transaction and expiration bodies) to a notify URL.
 
 // Handlers return `Result<_, Response>`: the error is the HTTP answer itself, built once and
 // handed straight to axum, so boxing it would only add an allocation.
@@ -20,6 +21,7 @@ mod faults;
 mod history;
 mod seed;
 mod state;
+mod webhooks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -33,10 +35,12 @@ use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use daemon_config::{AccountEntry, DaemonConfig, EmailEntry, WebhookEntry, strings};
+pub use daemon_config::{
+    AccountEntry, DaemonConfig, EmailEntry, InboundEntry, WebhookEntry, strings,
+};
 pub use seed::SEED_ACCOUNT;
 use state::SandboxState;
-pub use state::{Fault, LoggedRequest};
+pub use state::{Fault, LoggedRequest, PostedWebhook, WebhookSettings};
 
 /// Sandbox credentials (what a config pointing at the sandbox uses).
 pub const SANDBOX_PARTNER_ID: &str = "sandbox-partner-id";
@@ -75,6 +79,8 @@ impl Default for SandboxOptions {
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     st: Arc<Mutex<SandboxState>>,
+    /// Posts SingaPay's webhooks.
+    http: reqwest::Client,
 }
 
 /// How a sandbox handler answers: the answer, or an error answer.
@@ -115,7 +121,13 @@ impl Sandbox {
                 faults: Vec::new(),
                 log: Vec::new(),
                 payment_host: "https://sandbox-paymentlink.singapay.id".into(),
+                webhooks: None,
+                posted: Vec::new(),
             })),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
         }
     }
 
@@ -216,6 +228,12 @@ impl Sandbox {
                 post(control::ctl_fault).delete(control::ctl_clear_faults),
             )
             .route("/_sandbox/tokens/expire", post(control::ctl_expire_tokens))
+            .route(
+                "/_sandbox/webhooks",
+                get(webhooks::ctl_get)
+                    .post(webhooks::ctl_set)
+                    .delete(webhooks::ctl_clear),
+            )
             .route(
                 "/_sandbox/requests",
                 get(control::ctl_log).delete(control::ctl_clear_log),

@@ -302,6 +302,47 @@ pub struct LoggedRequest {
     pub status: u16,
 }
 
+/// Where and how the sandbox posts webhooks (`POST /_sandbox/webhooks`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct WebhookSettings {
+    /// The notify URL (one for every event, as the dashboard allows); its path and query are the
+    /// signed ENDPOINT.
+    pub url: String,
+    /// Sign the deliveries (default true; SingaPay's dashboard Test button does not).
+    #[serde(default = "yes")]
+    pub signed: bool,
+    /// The signing key (default: the sandbox client secret, as LV observed live).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Post every webhook twice (SingaPay retries and duplicates).
+    #[serde(default)]
+    pub duplicate: bool,
+    /// Wait this long before posting, milliseconds.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Post the inquiry webhook when a method is picked (default true; it has its own optional
+    /// URL at SingaPay).
+    #[serde(default = "yes")]
+    pub inquiry: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One delivery the sandbox made (`GET /_sandbox/webhooks`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PostedWebhook {
+    /// The body's `event`.
+    pub event: String,
+    /// When it was posted (the sandbox's clock).
+    pub at: DateTime<Utc>,
+    /// The receiver's status code, or `None` if the request failed.
+    pub status: Option<u16>,
+    /// Why the request failed.
+    pub error: Option<String>,
+}
+
 /// Everything the sandbox holds, behind one mutex.
 #[derive(Debug)]
 pub(super) struct SandboxState {
@@ -315,6 +356,10 @@ pub(super) struct SandboxState {
     pub(super) faults: Vec<Fault>,
     pub(super) log: Vec<LoggedRequest>,
     pub(super) payment_host: String,
+    /// Where and how SingaPay's webhooks are posted (`None`: not at all).
+    pub(super) webhooks: Option<WebhookSettings>,
+    /// The webhooks posted, with their answers.
+    pub(super) posted: Vec<PostedWebhook>,
 }
 
 impl SandboxState {

@@ -6,6 +6,7 @@
 //! `schedule` calls it on each account's cron schedule.
 
 pub(crate) mod diff;
+pub(crate) mod expiry;
 pub(crate) mod pass;
 pub(crate) mod schedule;
 mod window;
@@ -51,6 +52,30 @@ impl PassOptions {
     /// pass that confirms deletions or reads the whole history must start on its own).
     fn joins_running(self) -> bool {
         !self.confirm_deletions && !self.full_history
+    }
+}
+
+/// What a targeted pass reads (the doorbell and the expiry timers, DESIGN §14): these links by
+/// show, these history rows by their attempt `reff_no` (the list filtered by `reff_no`), through
+/// the same diff and commit as a sweep. With no attempt named, no history is read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Targets {
+    /// Links to show.
+    pub links: std::collections::BTreeSet<crate::types::LinkId>,
+    /// Attempt `reff_no`s (history rows) to read.
+    pub attempts: std::collections::BTreeSet<String>,
+}
+
+impl Targets {
+    /// Whether nothing is named.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty() && self.attempts.is_empty()
+    }
+
+    /// Adds what `other` names.
+    pub fn merge(&mut self, other: Targets) {
+        self.links.extend(other.links);
+        self.attempts.extend(other.attempts);
     }
 }
 
@@ -111,12 +136,13 @@ impl Syncer {
         account: &AccountId,
         trigger: Trigger,
         opts: PassOptions,
+        targets: Option<Targets>,
     ) -> Result<(pass::StartedRun, RunningGuard), SyncError> {
         let _serial = self.starting.lock().await;
         if let Some(id) = self.running_run(account) {
             return Err(SyncError::Busy(id));
         }
-        let run = pass::start_run(&self.ctx, account, trigger, opts).await?;
+        let run = pass::start_run(&self.ctx, account, trigger, opts, targets).await?;
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -139,7 +165,7 @@ impl Syncer {
         trigger: Trigger,
         opts: PassOptions,
     ) -> Result<Triggered, SyncError> {
-        let (run, guard) = match self.begin(account, trigger, opts).await {
+        let (run, guard) = match self.begin(account, trigger, opts, None).await {
             Ok(started) => started,
             Err(SyncError::Busy(run_id)) if opts.joins_running() => {
                 return Ok(Triggered {
@@ -176,7 +202,28 @@ impl Syncer {
         trigger: Trigger,
         opts: PassOptions,
     ) -> Result<SyncSummary, SyncError> {
-        let (run, _guard) = self.begin(account, trigger, opts).await?;
+        let (run, _guard) = self.begin(account, trigger, opts, None).await?;
+        pass::run_and_record(&self.ctx, &run, &self.cancel).await
+    }
+
+    /// Runs a targeted pass of `account` now and waits for it: `targets` shown and read, diffed
+    /// and committed like a sweep (events, deliveries), recorded in `sync_run` with `trigger`.
+    /// On an account whose baseline is not done yet, a full pass runs instead (a targeted read
+    /// cannot tell new links from the baseline's).
+    ///
+    /// Errors: [`SyncError::Busy`] while another pass of the account runs (the caller retries
+    /// after it); the pass's error.
+    pub async fn sync_targeted(
+        &self,
+        account: &AccountId,
+        trigger: Trigger,
+        targets: Targets,
+    ) -> Result<SyncSummary, SyncError> {
+        let done = self.ctx.ledger.baselines(account).await?;
+        let targets = done.links.then_some(targets);
+        let (run, _guard) = self
+            .begin(account, trigger, PassOptions::default(), targets)
+            .await?;
         pass::run_and_record(&self.ctx, &run, &self.cancel).await
     }
 

@@ -5,6 +5,7 @@
 mod admin;
 mod crash;
 mod daemon;
+mod doorbell;
 mod e2e;
 mod faults;
 mod feed;

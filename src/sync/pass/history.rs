@@ -38,7 +38,7 @@ impl Pass<'_> {
 
     /// The start of the window: rows created before it are re-read only until a page of them is
     /// unchanged.
-    fn window_start(&self) -> DateTime<Utc> {
+    pub(super) fn window_start(&self) -> DateTime<Utc> {
         let window =
             chrono::Duration::from_std(self.ctx.history_window).unwrap_or(chrono::Duration::MAX);
         self.ctx
@@ -114,7 +114,7 @@ impl Pass<'_> {
 
     /// Diffs one history page and queues what changed. Returns whether the page is all rows
     /// older than the window and mirrored unchanged (a windowed read stops there).
-    async fn accept_history_page(
+    pub(super) async fn accept_history_page(
         &mut self,
         page: u64,
         p: HistoryPage,

@@ -24,12 +24,13 @@ use crate::singapay::{PaymentLink, SingapayClient, SingapayError};
 use crate::time::Clock;
 use crate::types::{AccountId, LinkId, PaymentId, Trigger};
 
-use super::PassOptions;
 use super::diff::NewLink;
 use super::writer::PageWriter;
+use super::{PassOptions, Targets};
 
 mod commit;
 mod history;
+mod targeted;
 
 use commit::commit_now;
 #[cfg(test)]
@@ -54,6 +55,8 @@ pub(crate) struct SyncContext {
     pub clock: Arc<dyn Clock>,
     /// Woken after a commit that enqueued deliveries (the dispatcher).
     pub wake: Option<Arc<Notify>>,
+    /// Woken after every pass (the expiry timer: a pass may add or move an expiry).
+    pub passed: Arc<Notify>,
     /// `sync.max_deletions`.
     pub max_deletions: DeletionLimit,
     /// `sync.history_window`.
@@ -177,6 +180,8 @@ pub(crate) struct StartedRun {
     pub history_baseline_done: bool,
     /// What the trigger asked.
     pub opts: PassOptions,
+    /// `Some`: a targeted pass (these links and history rows only), else a sweep.
+    pub targets: Option<Targets>,
 }
 
 /// Records the start of a pass of `account`.
@@ -187,6 +192,7 @@ pub(crate) async fn start_run(
     account: &AccountId,
     trigger: Trigger,
     opts: PassOptions,
+    targets: Option<Targets>,
 ) -> Result<StartedRun, SyncError> {
     let done = ctx.ledger.baselines(account).await?;
     let baseline = !done.links;
@@ -200,6 +206,7 @@ pub(crate) async fn start_run(
         baseline,
         history_baseline_done: done.history,
         opts,
+        targets,
     })
 }
 
@@ -220,6 +227,7 @@ pub(crate) async fn run_and_record(
         baseline,
         history_baseline_done,
         opts,
+        ref targets,
     } = *run;
     let span = info_span!("sync_pass", account_id = %account, run_id, baseline);
     let started = Instant::now();
@@ -251,13 +259,13 @@ pub(crate) async fn run_and_record(
             run_id,
             account_id: account.to_string(),
             baseline,
-            history_full: opts.full_history || !history_baseline_done,
+            history_full: targets.is_none() && (opts.full_history || !history_baseline_done),
             ..Default::default()
         },
     };
     // A panic in the pass (a defect) is this run's failure, not the end of the account's
     // passes: the run is recorded and the next trigger starts a new one.
-    let result = match std::panic::AssertUnwindSafe(pass.run().instrument(span))
+    let result = match std::panic::AssertUnwindSafe(pass.run(targets.as_ref()).instrument(span))
         .catch_unwind()
         .await
     {
@@ -273,25 +281,33 @@ pub(crate) async fn run_and_record(
         history_pages: summary.history_pages as i64,
         payments_seen: summary.payments_seen as i64,
         history_complete: result.is_ok() && summary.history_full,
+        complete: targets.is_none(),
     };
     ctx.ledger
         .finish_run(run_id, account, &end, ctx.clock.now())
         .await?;
     metrics::gauge!("singapay_sync_deletions_held", "account_id" => account.to_string())
         .set(summary.deletions_held as f64);
-    if result.is_ok() {
+    if result.is_ok() && targets.is_none() {
         metrics::gauge!("singapay_sync_last_success_timestamp_seconds", "account_id" => account.to_string())
             .set(ctx.clock.now().timestamp() as f64);
     }
     if let Some(w) = &ctx.wake {
         w.notify_one();
     }
+    ctx.passed.notify_one();
     let label = if result.is_ok() {
         "succeeded"
     } else {
         "failed"
     };
-    metrics::counter!("singapay_sync_passes_total", "outcome" => label).increment(1);
+    let kind = if targets.is_some() {
+        "targeted"
+    } else {
+        "sweep"
+    };
+    metrics::counter!("singapay_sync_passes_total", "outcome" => label, "kind" => kind)
+        .increment(1);
     metrics::histogram!("singapay_sync_pass_duration_seconds")
         .record(started.elapsed().as_secs_f64());
     result.map(|()| {
@@ -329,14 +345,19 @@ struct Pass<'a> {
 }
 
 impl Pass<'_> {
-    /// The links, then the history; the deferred links are committed whatever happened (without
-    /// `data.payments` if the history could not be read), then the first error is returned.
-    async fn run(&mut self) -> Result<(), SyncError> {
-        let links = self.sync_links().await;
+    /// The links, then the history (all of a sweep, or only `targets`); the deferred links are
+    /// committed whatever happened (without `data.payments` if the history could not be read),
+    /// then the first error is returned.
+    async fn run(&mut self, targets: Option<&Targets>) -> Result<(), SyncError> {
+        let links = match targets {
+            None => self.sync_links().await,
+            Some(t) => self.show_targets(t).await,
+        };
         let started = Instant::now();
-        let history = match links {
-            Ok(()) => self.sync_history().await,
-            Err(e) => Err(e),
+        let history = match (links, targets) {
+            (Ok(()), None) => self.sync_history().await,
+            (Ok(()), Some(t)) => self.read_target_history(t).await,
+            (Err(e), _) => Err(e),
         };
         self.summary.history_ms = started.elapsed().as_millis() as u64;
         let flushed = self.flush_deferred().await;

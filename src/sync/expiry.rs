@@ -1,0 +1,120 @@
+//! Expiry on the clock (DESIGN §14): the ledger knows every open link's and pending history row's
+//! `expired_at`, so no poll is needed to see them expire. A timer sleeps until just after the
+//! soonest one, then shows those links and reads those rows in a targeted pass (recorded with
+//! trigger `schedule`: the clock asked), which emits their `status_changed` / `payment.expired`
+//! through the usual diff. The queue is the ledger itself: rebuilt at start, and read again after
+//! every pass (a pass may add or move an expiry).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{SyncError, Syncer, Targets};
+use crate::ledger::{Expiry, ExpiryTarget};
+use crate::types::{AccountId, Trigger};
+
+/// How long after `expired_at` the link is shown (SingaPay's clock may be a little behind ours).
+pub(crate) const GRACE: chrono::Duration = chrono::Duration::seconds(1);
+/// Expiries read ahead per query (of links, and of history rows).
+const LOOKAHEAD: i64 = 1000;
+/// Longest sleep (the ledger is read again at least this often).
+const IDLE: Duration = Duration::from_secs(60);
+/// Attempts at a targeted pass while the account's sweep is running.
+const BUSY_TRIES: usize = 600;
+
+/// The expiry timer.
+pub(crate) struct ExpiryTimer {
+    /// Runs the targeted passes (and holds the ledger and the clock).
+    pub syncer: Arc<Syncer>,
+    /// The configured accounts.
+    pub accounts: Vec<AccountId>,
+    /// Woken after every pass.
+    pub wake: Arc<Notify>,
+}
+
+impl ExpiryTimer {
+    /// Runs until `stop`.
+    pub(crate) async fn run(self, stop: CancellationToken) {
+        // Expiries up to here were handled (`None`: none yet, so the first read includes those
+        // that passed while the daemon was down).
+        let mut handled: Option<DateTime<Utc>> = None;
+        loop {
+            let ctx = self.syncer.context();
+            let upcoming = match ctx
+                .ledger
+                .next_expiries(&self.accounts, handled, LOOKAHEAD)
+                .await
+            {
+                Ok(u) => u,
+                Err(e) => {
+                    warn!(error = %e, "expiry.read_failed");
+                    Vec::new()
+                }
+            };
+            let now = ctx.clock.now();
+            let due: Vec<&Expiry> = upcoming.iter().filter(|e| e.at + GRACE <= now).collect();
+            if let Some(last) = due.iter().map(|e| e.at).max() {
+                self.fire(&due, &stop).await;
+                handled = Some(last);
+                continue;
+            }
+            let wait = upcoming
+                .first()
+                .and_then(|e| (e.at + GRACE - now).to_std().ok())
+                .unwrap_or(IDLE)
+                .min(IDLE);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One targeted pass per account for the expiries `due`.
+    async fn fire(&self, due: &[&Expiry], stop: &CancellationToken) {
+        let mut per_account: BTreeMap<&AccountId, Targets> = BTreeMap::new();
+        for e in due {
+            let t = per_account.entry(&e.account).or_default();
+            match &e.target {
+                ExpiryTarget::Link(id) => {
+                    t.links.insert(*id);
+                }
+                ExpiryTarget::Attempt(r) => {
+                    t.attempts.insert(r.clone());
+                }
+            }
+        }
+        for (account, targets) in per_account {
+            let (links, rows) = (targets.links.len(), targets.attempts.len());
+            for _ in 0..BUSY_TRIES {
+                if stop.is_cancelled() {
+                    return;
+                }
+                match self
+                    .syncer
+                    .sync_targeted(account, Trigger::Schedule, targets.clone())
+                    .await
+                {
+                    Ok(s) => {
+                        info!(account_id = %account, run_id = s.run_id, links, rows, events = s.events, "expiry.fired");
+                        break;
+                    }
+                    Err(SyncError::Busy(_)) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => {
+                        // The next sweep sees the expiry anyway.
+                        warn!(account_id = %account, error = %e, "expiry.pass_failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
