@@ -14,9 +14,8 @@
 //! `SYNC_BENCH_LINKS`, `SYNC_BENCH_HISTORY` and `SYNC_BENCH_RECENT` override the counts;
 //! `SYNC_BENCH_ONLY=links` or `history` runs one figure.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use singapay_sync::app::App;
@@ -24,49 +23,10 @@ use singapay_sync::config::Config;
 use singapay_sync::singapay::{ClientConfig, SingapayClient};
 use singapay_sync::types::AccountId;
 
+mod common;
+use common::{Sandbox, clear_requests, env_count, peak_rss_mb, requests};
+
 const ACCOUNT: &str = "01K7P073Q8RE2A9PQT8Q7MXPN4";
-
-struct Sandbox(Child);
-
-impl Sandbox {
-    /// `singapay-sync sandbox` on a free port with `links` links and `history` generated
-    /// history rows (`recent` of them in the last 6 days): the process and its base URL, once
-    /// it answers.
-    async fn start(links: usize, history: usize, recent: usize) -> (Sandbox, String) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let child = Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
-            .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--links", &links.to_string()])
-            .args(["--history", &history.to_string()])
-            .args(["--recent", &recent.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the sandbox");
-        let base = format!("http://127.0.0.1:{port}");
-        for _ in 0..2000 {
-            if reqwest::get(format!("{base}/_sandbox/clock")).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        (Sandbox(child), base)
-    }
-
-    fn pid(&self) -> String {
-        self.0.id().to_string()
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// CPU seconds (user + system) used so far by process `pid` ("self" for this one), from
 /// `/proc/PID/stat` (fields 14 and 15, in clock ticks of 1/100 s).
@@ -127,20 +87,6 @@ async fn pass(app: &App) -> singapay_sync::sync::SyncSummary {
     r.into_iter().next().expect("one account").1.expect("pass")
 }
 
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|k| k.parse::<f64>().ok())
-            })
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 async fn fetch_only(
     client: &SingapayClient,
     account: &AccountId,
@@ -172,41 +118,6 @@ async fn fetch_history(client: &SingapayClient, account: &AccountId, pages: u64)
         rows += p.expect("history page").rows.len() as u64;
     }
     rows
-}
-
-/// The requests the sandbox logged since its log was last cleared: `(list, history)`.
-async fn requests(http: &reqwest::Client, base: &str) -> (usize, usize) {
-    let log: Vec<serde_json::Value> = http
-        .get(format!("{base}/_sandbox/requests"))
-        .send()
-        .await
-        .expect("log")
-        .json()
-        .await
-        .expect("log JSON");
-    let count = |part: &str| {
-        log.iter()
-            .filter(|r| r["path"].as_str().is_some_and(|p| p.contains(part)))
-            .count()
-    };
-    (
-        count("/payment-link-manage/"),
-        count("/payment-link-histories/"),
-    )
-}
-
-async fn clear_requests(http: &reqwest::Client, base: &str) {
-    http.delete(format!("{base}/_sandbox/requests"))
-        .send()
-        .await
-        .expect("clear log");
-}
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// The bench's config: the sandbox at `base`, the ledger `dir/ledger`.

@@ -233,7 +233,7 @@ impl App {
     }
 
     /// The candidate keys of SingaPay's webhook signatures: `inbound.keys`, then the client
-    /// secret (reference §5.5: which key signs is not settled, so every one is tried).
+    /// secret (DOC2 webhooks "Security and signature": which key signs is not settled, so every one is tried).
     fn inbound_keys(&self) -> Vec<secrecy::SecretString> {
         let mut keys = self
             .config

@@ -1,7 +1,8 @@
 //! `singapay-sync demo`: the newcomer's first command. Starts the sandbox, a webhook receiver that
 //! verifies Standard Webhooks signatures, and the daemon on a temporary ledger; runs the baseline;
 //! has customers pay, a link get closed and one expire; and prints what the daemon saw and
-//! delivered. Needs no credentials and no network (everything is on 127.0.0.1).
+//! delivered; then a payment rings the doorbell (SingaPay's signed webhook) and reaches the ERP
+//! without a sweep. Needs no credentials and no network (everything is on 127.0.0.1).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -292,10 +293,12 @@ pub async fn run(out: &mut dyn Write) -> anyhow::Result<()> {
         ),
         timeout: None,
     });
+    daemon.doorbell("/singapay/webhook");
     let cfg = daemon.build().map_err(|e| anyhow::anyhow!("{e}"))?;
     let admin_token = daemon.admin_token.clone();
     let app = App::build(cfg).await?;
     let admin_addr = app.local_addr().context("admin listener")?;
+    let inbound_addr = app.inbound_addr().context("inbound listener")?;
     let daemon_stop = CancellationToken::new();
     let daemon = tokio::spawn(app.run_until_stopped(daemon_stop.clone()));
     let admin = Admin {
@@ -448,6 +451,90 @@ pub async fn run(out: &mut dyn Write) -> anyhow::Result<()> {
     for line in csv.lines() {
         writeln!(out, "   {line}")?;
     }
+
+    // 7. The doorbell: SingaPay's own signed webhook, seconds instead of the next sweep.
+    let added = sandbox_post(
+        &http,
+        &sb,
+        &format!("{acct}/links"),
+        json!({"title": "Invoice INV-2026-0042", "reff_no": "INV-2026-0042", "total_amount": 150000}),
+    )
+    .await?;
+    let link = added["data"]["id"]
+        .as_i64()
+        .context("the sandbox made no link")?;
+    admin.resync().await?;
+    // The sandbox's clock back to ours: a webhook stamped 25 hours ahead would be refused as
+    // stale (inbound.tolerance), as it should be.
+    sandbox_post(
+        &http,
+        &sb,
+        "/_sandbox/clock/advance",
+        json!({"seconds": -25 * 3600}),
+    )
+    .await?;
+    sandbox_post(
+        &http,
+        &sb,
+        "/_sandbox/webhooks",
+        json!({"url": format!("http://{inbound_addr}/singapay/webhook")}),
+    )
+    .await
+    .ok();
+    let before = rx.got.lock().map(|g| g.len()).unwrap_or(0);
+    let started = std::time::Instant::now();
+    sandbox_post(
+        &http,
+        &sb,
+        &format!("{acct}/links/{link}/pay"),
+        json!({"method": "VA_MANDIRI"}),
+    )
+    .await?;
+    let mut paid = None;
+    for _ in 0..400 {
+        paid = rx.got.lock().ok().and_then(|g| {
+            g.iter()
+                .skip(before)
+                .find(|r| r.body["type"] == "payment_link.paid")
+                .cloned()
+        });
+        if paid.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = started.elapsed();
+    let paid = paid.context("the doorbell's payment_link.paid did not arrive")?;
+    let inbound = admin.get("/inbound").await?;
+    writeln!(
+        out,
+        "\n7. Doorbell: a customer pays INV-2026-0042 (link {link}, Rp 150.000) by VA Mandiri; the sandbox posts SingaPay's signed webhooks to http://{inbound_addr}/singapay/webhook (no sweep runs):"
+    )?;
+    for n in inbound["notifications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rev()
+    {
+        writeln!(
+            out,
+            "   notification {}  {:<26} signature verified, stored, {} by run {}",
+            n["id"],
+            n["event"].as_str().unwrap_or("-"),
+            n["state"].as_str().unwrap_or("-"),
+            n["run_id"]
+        )?;
+    }
+    let method = paid.body["data"]["payments"][0]["payment_method_name"]
+        .as_str()
+        .unwrap_or("-")
+        .to_string();
+    writeln!(
+        out,
+        "   ✓ ERP received payment_link.paid (webhook-id {}, paid by {method}) {} ms after the payment",
+        paid.id,
+        took.as_millis()
+    )?;
 
     daemon_stop.cancel();
     daemon.await??;

@@ -15,10 +15,10 @@ pub struct InboundConfig {
     /// Address of the inbound listener (default `0.0.0.0:8789`), separate from the admin API.
     pub listen: SocketAddr,
     /// The ENDPOINT exactly as registered in SingaPay's dashboard "Notif URL" fields: path plus
-    /// query string (default `/singapay/webhook`). It is part of the signed string (reference
-    /// §5.5), so a proxy must pass it through unchanged; the listener serves its path.
+    /// query string (default `/singapay/webhook`). It is part of the signed string (DOC2
+    /// webhooks "Security and signature"), so a proxy must pass it through unchanged; the listener serves its path.
     pub path: String,
-    /// How far `X-Timestamp` may be from now, either way (default 5 minutes, reference §5.5).
+    /// How far `X-Timestamp` may be from now, either way (default 5 minutes, DOC2 webhooks "Security and signature").
     pub tolerance: Duration,
     /// Candidate HMAC-SHA512 keys beyond the configured client secret (`keys`, and one per
     /// non-empty line of `keys_file`).

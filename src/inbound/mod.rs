@@ -4,6 +4,8 @@
 //! targeted passes (show + history, the same diff and commit as a sweep). The webhook only rings
 //! the bell: the ledger is written from what SingaPay's API answers.
 
+#[cfg(test)]
+mod fuzz;
 pub mod notice;
 pub(crate) mod processor;
 pub mod signature;

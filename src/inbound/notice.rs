@@ -1,4 +1,4 @@
-//! What a SingaPay webhook names (reference §5.3–5.4): the event, and the link and history rows a
+//! What a SingaPay webhook names (DOC2 webhooks "Payment Link" and "Payment Link Inquiry"): the event, and the link and history rows a
 //! targeted pass should read. The webhook's own fields are never written to the ledger; they only
 //! say where to look.
 
@@ -10,8 +10,8 @@ use crate::types::LinkId;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// `payment-link-transaction` (a payment on a link; also recognised by
-    /// `data.transaction.type == "pl"` or `data.payment.method == "payment_link"`, reference
-    /// §5.3): show the link, read the attempt.
+    /// `data.transaction.type == "pl"` or `data.payment.method == "payment_link"`, LV #8):
+    /// show the link, read the attempt.
     Transaction {
         /// `data.payment.additional_info.payment_link.id`.
         link_id: Option<LinkId>,
@@ -114,7 +114,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// Reference §5.3's documented sample (DOC2 webhooks/payment-link, LG webhook_events_test.go),
+    /// The documented sample (DOC2 webhooks "Payment Link", LG `webhook_events_test.go`),
     /// with the `event` field a live delivery carried.
     fn transaction() -> Value {
         json!({

@@ -1,4 +1,4 @@
-//! Verifying SingaPay's webhook signature (reference §5.5; SingaPay docs "How to validate the
+//! Verifying SingaPay's webhook signature (DOC2 webhooks "Security and signature"; SingaPay docs "How to validate the
 //! signature" and "Security and signature", DOC1/DOC2 in docs/ARCHITECTURE.md's Sources):
 //!
 //! ```text
@@ -11,7 +11,7 @@
 //! token), X-Timestamp the header as sent (Unix seconds). The body is normalised the way
 //! SingaPay's PHP sample does ([`normalize`]); the hash of the raw bytes is a second candidate
 //! (as LV's and JS's verifiers accept). Every configured key is tried (which key SingaPay signs
-//! with is not settled: reference §5.5).
+//! with is not settled: DOC2 webhooks "Security and signature").
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256, Sha512};
 /// the token).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
-    /// No `X-Signature` header (e.g. the dashboard's unsigned Test button, reference §5.2).
+    /// No `X-Signature` header (e.g. the dashboard's unsigned Test button, DOC2 webhooks, LV #21).
     #[error("unsigned: no X-Signature header")]
     Unsigned,
     /// `X-Signature` is not 128 hex characters.
@@ -171,7 +171,7 @@ fn bearer(authorization: Option<&str>) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// `"POST:" + endpoint + ":" + token + ":" + body_hash + ":" + timestamp` (reference §5.5).
+/// `"POST:" + endpoint + ":" + token + ":" + body_hash + ":" + timestamp` (DOC2 webhooks "Security and signature").
 pub fn string_to_sign(endpoint: &str, token: &str, body_hash: &str, timestamp: &str) -> String {
     format!("POST:{endpoint}:{token}:{body_hash}:{timestamp}")
 }
@@ -196,14 +196,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// The body as SingaPay's PHP sample re-encodes it before hashing: `json_decode($raw, true)`,
 /// keys sorted recursively in byte order (`ksort SORT_STRING`), `json_encode` with
 /// `JSON_UNESCAPED_UNICODE | JSON_UNESCAPED_SLASHES` and no whitespace. PHP's array model adds
-/// two quirks reproduced here (reference §5.5, JS verify.ts `normalizeWebhookBody`): an empty
+/// two quirks reproduced here (DOC2 webhooks "Security and signature", JS verify.ts `normalizeWebhookBody`): an empty
 /// object encodes as `[]`, and an object whose keys are exactly `"0".."n-1"` encodes as a list
 /// (in index order). Lists keep their order. U+2028 and U+2029 stay escaped (`\u2028`), as PHP
 /// escapes them without `JSON_UNESCAPED_LINE_TERMINATORS`. `None` if the body is not JSON.
 ///
-/// Known limit: numbers are re-encoded by serde_json (integers verbatim, floats shortest
-/// round-trip), which matches PHP for the integers and two-decimal amounts SingaPay sends but
-/// not for every float PHP could print differently; the raw-body hash is the fallback.
+/// Numbers as PHP has them: integers within `i64` verbatim; anything else (a fraction, an
+/// exponent, an integer beyond `i64`) is a PHP float, written as `json_encode` writes it with
+/// `serialize_precision = -1` ([`php_float`]).
 pub fn normalize(raw: &[u8]) -> Option<String> {
     let value: Value = serde_json::from_slice(raw).ok()?;
     let mut out = String::with_capacity(raw.len());
@@ -213,7 +213,12 @@ pub fn normalize(raw: &[u8]) -> Option<String> {
 
 fn write_php(v: &Value, out: &mut String) {
     match v {
-        Value::Null | Value::Bool(_) | Value::Number(_) => out.push_str(&v.to_string()),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => out.push_str(&i.to_string()),
+            (None, Some(f)) => out.push_str(&php_float(f)),
+            (None, None) => out.push_str(&n.to_string()),
+        },
+        Value::Null | Value::Bool(_) => out.push_str(&v.to_string()),
         Value::String(s) => write_string(s, out),
         Value::Array(items) => write_list(items.iter(), out),
         Value::Object(map) => {
@@ -234,6 +239,42 @@ fn write_php(v: &Value, out: &mut String) {
             }
             out.push('}');
         }
+    }
+}
+
+/// A float as PHP's `json_encode` writes it (`php_gcvt` with `serialize_precision = -1`): the
+/// shortest digits that round-trip; positional unless the decimal exponent is below -4 or above
+/// 17, else `d.ddde+N` (`1.0e+25`, `1.0e-5`); no `.0` on integral values (`10.0` → `10`, as
+/// without `JSON_PRESERVE_ZERO_FRACTION`).
+pub fn php_float(f: f64) -> String {
+    if f == 0.0 {
+        return if f.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    // `{:e}` gives the shortest round-trip digits: "-1.5e3".
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let decpt = exp + 1;
+    let exponential = if decpt < 0 { decpt < -3 } else { decpt > 17 };
+    if exponential {
+        let (first, rest) = digits.split_at(1);
+        let rest = if rest.is_empty() { "0" } else { rest };
+        let esign = if exp < 0 { '-' } else { '+' };
+        return format!("{sign}{first}.{rest}e{esign}{}", exp.abs());
+    }
+    let n = digits.len() as i32;
+    if decpt <= 0 {
+        format!("{sign}0.{}{digits}", "0".repeat((-decpt) as usize))
+    } else if decpt >= n {
+        format!("{sign}{digits}{}", "0".repeat((decpt - n) as usize))
+    } else {
+        let (int, frac) = digits.split_at(decpt as usize);
+        format!("{sign}{int}.{frac}")
     }
 }
 
@@ -285,7 +326,7 @@ fn write_string(s: &str, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
-    //! Vectors derived by hand from the PHP sample's steps (reference §5.5): each expected
+    //! Vectors derived by hand from the PHP sample's steps (DOC2 webhooks "Security and signature"): each expected
     //! normalisation is what `json_encode(ksort_recursive(json_decode($raw, true)),
     //! JSON_UNESCAPED_UNICODE|JSON_UNESCAPED_SLASHES)` gives, written out key by key; each
     //! signature is HMAC-SHA512 computed over the string to sign built from the formula.
@@ -344,6 +385,19 @@ mod tests {
             normalize(raw).unwrap(),
             r#"{"account_id":35,"amount":{"currency":"IDR","value":"10000.00"},"max_usage":1}"#
         );
+    }
+
+    #[test]
+    fn floats_are_written_as_php_writes_them() {
+        // What PHP 8.2 printed for this body through tests/fixtures/php_normalize.php.
+        let raw = br#"[10.0,1.5,0.1,1e25,1e-5,0.0001,1e15,1e16,1e17,1e18,-2.5e-7,12345678901234567890,-1.958338163258906e+241,-0.0,0.00012,123456789.125]"#;
+        assert_eq!(
+            normalize(raw).unwrap(),
+            "[10,1.5,0.1,1.0e+25,1.0e-5,0.0001,1000000000000000,10000000000000000,1.0e+17,1.0e+18,\
+             -2.5e-7,1.2345678901234567e+19,-1.958338163258906e+241,-0,0.00012,123456789.125]"
+        );
+        assert_eq!(php_float(-0.0), "-0");
+        assert_eq!(php_float(125000.5), "125000.5");
     }
 
     #[test]

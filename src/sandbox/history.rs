@@ -1,4 +1,4 @@
-//! Payment Link History as the sandbox keeps and serves it (reference §4, DESIGN §13): one row per
+//! Payment Link History as the sandbox keeps and serves it (DOC2 payment-link-history, DESIGN §13): one row per
 //! payment attempt, made the way SingaPay makes them. A customer picks a method on the hosted page
 //! (a `pending` row with its VA number or pay code), then pays (`paid`, and the link's usage
 //! rises), is settled later (`has_settle`, `settle_at`), or the attempt fails or expires. The list
@@ -92,7 +92,7 @@ pub(super) fn generated_history(
         .collect()
 }
 
-/// The list's query (reference §4): pagination, sort and every documented filter.
+/// The list's query (DOC2 payment-link-history): pagination, sort and every documented filter.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct HistoryQuery {
     page: Option<String>,

@@ -1,8 +1,8 @@
-//! SingaPay's own webhooks, as the sandbox posts them (reference §5.2–5.5): when a customer picks a
+//! SingaPay's own webhooks, as the sandbox posts them (DOC2 webhooks): when a customer picks a
 //! method, `payment-link-inquiry` with the pending history row; when the attempt is paid,
 //! `payment-link-transaction` with the link; when it expires, `transaction-expiration` with it.
 //! Bodies are encoded the way PHP's `json_encode` does by default (slashes escaped as `\/`), and
-//! signed over the normalised body as reference §5.5 says (`crate::inbound::signature`), with a
+//! signed over the normalised body as DOC2 webhooks "Security and signature" says (`crate::inbound::signature`), with a
 //! fresh random TOKEN in `Authorization` per delivery. `/_sandbox/webhooks` sets where and how (signed or not, which
 //! key, duplicates, a delay) and lists what was posted with the answers.
 
@@ -31,14 +31,14 @@ pub(super) enum Happened {
     Expired,
 }
 
-/// SingaPay's text timestamp: `d M Y H:i:s` in WIB, no offset (reference §5.3).
+/// SingaPay's text timestamp: `d M Y H:i:s` in WIB, no offset (DOC2 webhooks "Payment Link", LV #8).
 fn text_time(t: DateTime<Utc>) -> String {
     t.with_timezone(&jakarta())
         .format("%d %b %Y %H:%M:%S")
         .to_string()
 }
 
-/// SingaPay's numeric id of an account (its internal id, not the ULID: reference §5.3).
+/// SingaPay's numeric id of an account (its internal id, not the ULID: DOC2 webhooks "Payment Link", LV #8).
 fn numeric_account(st: &SandboxState, account: &str) -> i64 {
     35 + st.accounts.keys().position(|a| a == account).unwrap_or(0) as i64
 }

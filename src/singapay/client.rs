@@ -373,7 +373,7 @@ impl SingapayClient {
     }
 
     /// One page of an account's Payment Link History (`GET /api/v1.0/payment-link-histories/
-    /// {account_id}`, reference §4), newest first (`sort_by=id&sort_order=desc` unless `filters`
+    /// {account_id}`, DOC2 payment-link-history), newest first (`sort_by=id&sort_order=desc` unless `filters`
     /// name another order); `page` is 1-based. `filters` are passed as sent (`status`,
     /// `created_at_from`, … in ISO 8601).
     ///
@@ -402,7 +402,7 @@ impl SingapayClient {
     }
 
     /// One history row by its numeric id (`GET …/payment-link-histories/{account_id}/
-    /// {history_id}`, reference §4): `Ok(None)` on SingaPay's 404.
+    /// {history_id}`, DOC2 payment-link-history): `Ok(None)` on SingaPay's 404.
     ///
     /// Errors: classified [`SingapayError`]; [`SingapayError::Malformed`].
     pub async fn history_show(

@@ -42,7 +42,7 @@ const FIELDS: &[&str] = &[
     "name",
     "description",
     "",
-    // Payment Link History rows (reference §4).
+    // Payment Link History rows (DOC2 payment-link-history).
     "payment_link_reff_no",
     "payment_method_name",
     "payment_method_value",
@@ -79,13 +79,18 @@ fn nasty_scalar() -> impl Strategy<Value = Value> {
     ]
 }
 
-/// Any JSON value, nested a few levels.
+/// Any JSON value, nested a few levels, its object keys from [`FIELDS`].
 fn json_value() -> impl Strategy<Value = Value> {
-    nasty_scalar().prop_recursive(3, 24, 4, |inner| {
+    json_value_with(FIELDS)
+}
+
+/// Any JSON value, nested a few levels, its object keys from `keys`.
+pub(crate) fn json_value_with(keys: &'static [&'static str]) -> impl Strategy<Value = Value> {
+    nasty_scalar().prop_recursive(3, 24, 4, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
             prop::collection::btree_map(
-                prop::sample::select(FIELDS).prop_map(str::to_string),
+                prop::sample::select(keys).prop_map(str::to_string),
                 inner,
                 0..4
             )

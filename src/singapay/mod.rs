@@ -11,7 +11,7 @@ mod envelope;
 mod error;
 mod fields;
 #[cfg(test)]
-mod fuzz;
+pub(crate) mod fuzz;
 mod history;
 mod link;
 mod pagination;

@@ -1,7 +1,7 @@
 //! What changed between the mirrored payment and the fresh history row (DESIGN §13): a payment
 //! first seen, paid, settled, failed or expired. Pure.
 //!
-//! SingaPay's status values differ by source (reference §4: `pending`, `paid`, `settled`,
+//! SingaPay's status values differ by source (DOC2 payment-link-history: `pending`, `paid`, `settled`,
 //! `failed`, `expired`, `unpaid`), so a row's outcome is read from all of its fields: paid when
 //! the status is `paid` or `settled` or the row is settled; otherwise failed on `failed`; otherwise
 //! expired on `expired` (in `status` or `status_computed`) or `is_expired`; else pending.

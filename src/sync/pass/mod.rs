@@ -301,15 +301,15 @@ pub(crate) async fn run_and_record(
     } else {
         "failed"
     };
-    let kind = if targets.is_some() {
-        "targeted"
+    // Targeted passes (the doorbell, expiry) are counted apart: their many short runs would
+    // hide a slow or failing sweep.
+    if targets.is_some() {
+        metrics::counter!("singapay_sync_targeted_passes_total", "outcome" => label).increment(1);
     } else {
-        "sweep"
-    };
-    metrics::counter!("singapay_sync_passes_total", "outcome" => label, "kind" => kind)
-        .increment(1);
-    metrics::histogram!("singapay_sync_pass_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
+        metrics::counter!("singapay_sync_passes_total", "outcome" => label).increment(1);
+        metrics::histogram!("singapay_sync_pass_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+    }
     result.map(|()| {
         summary.duration_ms = started.elapsed().as_millis() as u64;
         summary

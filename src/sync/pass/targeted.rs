@@ -1,6 +1,6 @@
 //! The targeted part of a pass (DESIGN §14): the links a SingaPay webhook or an expiry timer
 //! names, read by show, and their history rows, read by the list filtered by the attempt's
-//! `reff_no` (reference §4: that filter matches the row's own `reff_no`), each diffed and
+//! `reff_no` (DOC2 payment-link-history: that filter matches the row's own `reff_no`), each diffed and
 //! committed exactly as a sweep would.
 
 use tracing::info;
