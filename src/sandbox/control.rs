@@ -58,10 +58,14 @@ pub(super) struct Pay {
     /// A method code (`VA_BRI`) or label (`VA BRI`); default `VA BRI`.
     #[serde(default)]
     method: Option<String>,
+    /// Seconds until the attempt expires (default: a day, as the sandbox's attempts do).
+    #[serde(default)]
+    expires_in: Option<i64>,
 }
 
-fn method_of(body: Option<Json<Pay>>) -> String {
-    body.and_then(|Json(p)| p.method)
+fn method_of(body: &Option<Json<Pay>>) -> String {
+    body.as_ref()
+        .and_then(|Json(p)| p.method.clone())
         .unwrap_or_else(|| "VA BRI".into())
 }
 
@@ -76,15 +80,22 @@ fn history_answer(sb: &Sandbox, account: &str, id: i64) -> ApiResult {
     Ok(ok(row.render(st.now())))
 }
 
-/// `POST /_sandbox/accounts/{a}/links/{id}/attempts {"method"}`: a customer picks a method on
+/// `POST /_sandbox/accounts/{a}/links/{id}/attempts {"method", "expires_in"?}`: a customer picks a method on
 /// the hosted page: a `pending` history row. Answers the row.
 pub(super) async fn ctl_attempt(
     State(sb): State<Sandbox>,
     Path((account, id)): Path<(String, i64)>,
     body: Option<Json<Pay>>,
 ) -> ApiResult {
-    let method = method_of(body);
-    let hid = sb.lock().pick(&account, id, &method).map_err(step_error)?;
+    let method = method_of(&body);
+    let hid = {
+        let mut st = sb.lock();
+        let hid = st.pick(&account, id, &method).map_err(step_error)?;
+        if let Some(secs) = body.as_ref().and_then(|Json(p)| p.expires_in) {
+            st.set_attempt_expiry(&account, hid, chrono::Duration::seconds(secs));
+        }
+        hid
+    };
     sb.announce(&account, hid, Happened::Picked);
     history_answer(&sb, &account, hid)
 }
@@ -113,7 +124,7 @@ pub(super) async fn ctl_pay(
     Path((account, id)): Path<(String, i64)>,
     body: Option<Json<Pay>>,
 ) -> ApiResult {
-    let method = method_of(body);
+    let method = method_of(&body);
     let hid = {
         let mut st = sb.lock();
         let hid = st.pick(&account, id, &method).map_err(step_error)?;

@@ -324,6 +324,13 @@ impl SandboxState {
         Some(&mut rows[i])
     }
 
+    /// Attempt `id` expires `after` its creation instead (the control plane's `expires_in`).
+    pub(super) fn set_attempt_expiry(&mut self, account: &str, id: i64, after: Duration) {
+        if let Some(row) = self.find_history_mut(account, id) {
+            row.expired_at = row.created_at + after;
+        }
+    }
+
     /// A customer picks `method` on link `link_id`: a new `pending` attempt (the link then has
     /// history: delete is refused). Errors (the control plane's 404/409) when there is no such
     /// link or it does not take payments now.

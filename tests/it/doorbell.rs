@@ -422,3 +422,96 @@ async fn a_link_expiring_after_the_last_sweep_changes_status_on_the_clock() {
     assert_eq!(bell.sweep_requests().await, Vec::<String>::new());
     bell.served.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_pending_attempt_expiring_on_the_clock_reports_payment_expired() {
+    let bell = Bell::start(json!({}), |_| {}).await;
+    let row = bell
+        .sandbox
+        .ctl(
+            reqwest::Method::POST,
+            bell.sandbox.link_url(103, "/attempts"),
+            json!({"method": "QRIS", "expires_in": 2}),
+        )
+        .await;
+    let hid = row["data"]["id"].as_i64().unwrap();
+    let created = bell.hit("payment.created", 103).await;
+    assert_eq!(created.body["data"]["object"]["id"], hid);
+    assert_eq!(created.body["data"]["object"]["status"], "pending");
+    let expired = bell.hit("payment.expired", 103).await;
+    assert_eq!(expired.body["data"]["object"]["id"], hid);
+    assert_eq!(expired.body["data"]["object"]["status_computed"], "expired");
+    assert_eq!(
+        expired.body["data"]["object"]["payment_method_name"],
+        "QRIS"
+    );
+    assert_eq!(bell.sweep_requests().await, Vec::<String>::new());
+    bell.served.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_webhook_is_processed_in_the_configured_account_that_holds_its_link() {
+    const SECOND: &str = "01K946KF851RK7FX075GJHBVKF";
+    let bell = Bell::start(json!({}), |c| {
+        c.accounts.push(singapay_sync::sandbox::AccountEntry {
+            id: SECOND.into(),
+            name: Some("Cabang Dua".into()),
+            schedule: None,
+        });
+    })
+    .await;
+    let sb = &bell.sandbox;
+    sb.ctl(
+        reqwest::Method::POST,
+        format!("{}/_sandbox/accounts/{SECOND}", sb.base),
+        json!({"links": 5}),
+    )
+    .await;
+    let added = sb
+        .ctl(
+            reqwest::Method::POST,
+            format!("{}/_sandbox/accounts/{SECOND}/links", sb.base),
+            json!({"title": "Cabang Dua invoice", "total_amount": 45000}),
+        )
+        .await;
+    let id = added["data"]["id"].as_i64().unwrap();
+    let runs = bell.served.admin.resync_runs().await;
+    for r in &runs {
+        let run = bell
+            .served
+            .admin
+            .wait_run(r["run_id"].as_i64().unwrap())
+            .await;
+        assert_eq!(run["outcome"], "succeeded", "{run}");
+    }
+    sb.http
+        .delete(format!("{}/_sandbox/requests", sb.base))
+        .send()
+        .await
+        .unwrap();
+    sb.ctl(
+        reqwest::Method::POST,
+        format!("{}/_sandbox/accounts/{SECOND}/links/{id}/pay", sb.base),
+        json!({"method": "EWALLET_OVO"}),
+    )
+    .await;
+    let paid = bell.hit("payment_link.paid", id).await;
+    assert_eq!(paid.body["account_id"], SECOND);
+    let payment = bell.hit("payment.paid", id).await;
+    assert_eq!(payment.body["account_id"], SECOND);
+    let stored = bell.served.admin.get("/inbound?state=processed").await;
+    let rows = stored["notifications"].as_array().unwrap();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r["account_id"] == SECOND),
+        "{stored}"
+    );
+    // The first account was not asked about it.
+    let asked_first = sb
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.path.contains(ACCOUNT) && !r.path.contains("access-token"))
+        .count();
+    assert_eq!(asked_first, 0);
+    bell.served.shutdown().await;
+}
