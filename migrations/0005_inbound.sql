@@ -28,6 +28,8 @@ CREATE TABLE inbound_notification (
 CREATE INDEX inbound_notification_due ON inbound_notification (next_attempt_at)
     WHERE state = 'pending';
 CREATE INDEX inbound_notification_state ON inbound_notification (state, id);
+-- Retention keeps a sync run that a notification refers to; this finds those without a scan.
+CREATE INDEX inbound_notification_run ON inbound_notification (run_id);
 
 -- History rows' expiry, for the expiry timer (UTC like every time here; backfilled from the JSON
 -- SingaPay sent, whose times carry their +07:00 offset).

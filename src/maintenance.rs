@@ -49,11 +49,13 @@ pub(crate) async fn prune_all(
         total.attempts += p.attempts;
         total.runs += p.runs;
         total.events += p.events;
+        total.notifications += p.notifications;
         for (table, n) in [
             ("delivery", p.deliveries),
             ("delivery_attempt", p.attempts),
             ("sync_run", p.runs),
             ("link_event", p.events),
+            ("inbound_notification", p.notifications),
         ] {
             metrics::counter!("singapay_sync_pruned_rows_total", "table" => table).increment(n);
         }
@@ -77,6 +79,7 @@ pub(crate) async fn run(
                 attempts = p.attempts,
                 runs = p.runs,
                 events = p.events,
+                notifications = p.notifications,
                 "ledger.pruned"
             ),
             Ok(_) => {}

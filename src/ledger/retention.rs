@@ -17,6 +17,8 @@ pub struct Pruned {
     pub runs: u64,
     /// Events older than the event cutoff with no delivery pending.
     pub events: u64,
+    /// SingaPay webhooks received before the cutoff and no longer pending.
+    pub notifications: u64,
 }
 
 impl Pruned {
@@ -28,8 +30,9 @@ impl Pruned {
 
 impl Ledger {
     /// One small pruning step, at most `limit` rows of each kind, in one transaction:
-    /// deliveries delivered before `cutoff` with their attempts; sync runs finished before
-    /// `cutoff` that no event refers to; and, when `event_cutoff` is given, events created
+    /// deliveries delivered before `cutoff` with their attempts; SingaPay webhooks received before
+    /// `cutoff` and no longer pending; sync runs finished before `cutoff` that no event or
+    /// webhook refers to; and, when `event_cutoff` is given, events created
     /// before it that no pending delivery still owes, with their deliveries and attempts.
     /// Call it again until it returns [`Pruned::is_empty`].
     pub async fn prune_batch(
@@ -91,10 +94,20 @@ impl Ledger {
             .await?
             .rows_affected();
         }
+        out.notifications += sqlx::query(
+            "DELETE FROM inbound_notification WHERE id IN (SELECT id FROM inbound_notification \
+             WHERE state <> 'pending' AND received_at < ?1 ORDER BY id LIMIT ?2)",
+        )
+        .bind(&cut)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         out.runs += sqlx::query(
             "DELETE FROM sync_run WHERE id IN (SELECT r.id FROM sync_run r \
              WHERE r.finished_at < ?1 AND NOT EXISTS \
-             (SELECT 1 FROM link_event e WHERE e.run_id = r.id) ORDER BY r.id LIMIT ?2)",
+             (SELECT 1 FROM link_event e WHERE e.run_id = r.id) AND NOT EXISTS \
+             (SELECT 1 FROM inbound_notification n WHERE n.run_id = r.id) ORDER BY r.id LIMIT ?2)",
         )
         .bind(&cut)
         .bind(limit)

@@ -505,5 +505,19 @@ async fn a_notification_is_stored_once_retried_with_its_attempts_and_processed()
             .await
             .unwrap();
     assert_eq!(failed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![id2]);
+    // Retention removes those no longer pending (a pending one stays), and keeps their run.
+    let id3 = match f
+        .l
+        .store_notification(&notification("k3", t0))
+        .await
+        .unwrap()
+    {
+        Stored::New(id) => id,
+        other => panic!("{other:?}"),
+    };
+    let pruned = f.l.prune_batch(later, None, 100).await.unwrap();
+    assert_eq!(pruned.notifications, 2);
+    let left = f.l.list_notifications(None, None, 10).await.unwrap();
+    assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), vec![id3]);
     f.close().await;
 }
