@@ -65,6 +65,8 @@ pub struct App {
     pub(crate) syncer: Arc<Syncer>,
     /// The outbox dispatcher.
     pub dispatcher: Arc<Dispatcher>,
+    /// Link management (create, update, delete through the daemon).
+    pub manager: Arc<crate::manage::Manager>,
     /// The clock.
     pub(crate) clock: Arc<dyn Clock>,
     work: CancellationToken,
@@ -190,6 +192,7 @@ impl App {
             passed: Arc::new(tokio::sync::Notify::new()),
         });
         let syncer = Syncer::new(ctx, work.clone());
+        let manager = Arc::new(crate::manage::Manager::new(Arc::clone(&syncer)));
         let listener = if bind {
             Some(
                 TcpListener::bind(config.http.listen)
@@ -212,6 +215,7 @@ impl App {
             ledger,
             syncer,
             dispatcher,
+            manager,
             clock,
             work,
             listener,
@@ -318,6 +322,7 @@ impl App {
             accounts: self.config.accounts.clone(),
             clock: Arc::clone(&self.clock),
             metrics: metrics_handle(),
+            manager: Arc::clone(&self.manager),
         };
         let http_stop = CancellationToken::new();
         let limits = crate::http::Limits {

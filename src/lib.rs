@@ -19,6 +19,7 @@ mod http;
 pub mod inbound;
 pub mod ledger;
 mod maintenance;
+pub mod manage;
 mod money;
 pub mod notify;
 pub mod sandbox;

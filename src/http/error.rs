@@ -18,6 +18,10 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// More members of the `error` object (e.g. `fields` of an invalid request).
+    details: serde_json::Map<String, serde_json::Value>,
+    /// More members beside `error` (e.g. the existing `link` of a duplicate).
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -27,7 +31,21 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: serde_json::Map::new(),
+            extra: serde_json::Map::new(),
         }
+    }
+
+    /// Adds `key` to the `error` object.
+    pub fn with_detail(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.details.insert(key.into(), value);
+        self
+    }
+
+    /// Adds `key` beside the `error` object.
+    pub fn with_extra(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.extra.insert(key.into(), value);
+        self
     }
 
     /// 400 with `code`.
@@ -63,11 +81,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response();
+        let mut error = serde_json::Map::new();
+        error.insert("code".into(), json!(self.code));
+        error.insert("message".into(), json!(self.message));
+        error.extend(self.details);
+        let mut body = serde_json::Map::new();
+        body.insert("error".into(), serde_json::Value::Object(error));
+        body.extend(self.extra);
+        let mut r = (self.status, Json(serde_json::Value::Object(body))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -81,6 +102,50 @@ impl IntoResponse for ApiError {
 impl From<crate::ledger::LedgerError> for ApiError {
     fn from(e: crate::ledger::LedgerError) -> Self {
         Self::internal(&e)
+    }
+}
+
+impl From<crate::manage::ManageError> for ApiError {
+    fn from(e: crate::manage::ManageError) -> Self {
+        use crate::manage::ManageError as M;
+        let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+        match e {
+            M::Invalid(fields) => ApiError::new(
+                unprocessable,
+                "invalid_request",
+                "the request is invalid: see fields",
+            )
+            .with_detail("fields", json!(fields)),
+            M::Refused { message, fields } => ApiError::new(
+                unprocessable,
+                "invalid_request",
+                format!("SingaPay refused the request: {message}"),
+            )
+            .with_detail("fields", fields),
+            M::Duplicate(link) => ApiError::new(
+                StatusCode::CONFLICT,
+                "duplicate_reff_no",
+                "the account already has a link with this reff_no",
+            )
+            .with_extra("link", *link),
+            M::KeyReused => ApiError::new(
+                unprocessable,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with another body",
+            ),
+            M::HasPayments => ApiError::new(
+                StatusCode::CONFLICT,
+                "link_has_payments",
+                "the link has payments; SingaPay does not delete those (close it instead)",
+            ),
+            M::NotFound => ApiError::not_found("not_found", "no such link"),
+            M::Upstream(m) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                format!("SingaPay failed, no link was changed: {m}"),
+            ),
+            M::Ledger(e) => Self::internal(&e),
+        }
     }
 }
 

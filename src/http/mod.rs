@@ -3,6 +3,7 @@
 //! `Authorization: Bearer <http.admin_token>`. [`status`] has the probes, [`routes`] the rest.
 
 mod error;
+mod manage;
 mod payments;
 mod routes;
 mod status;
@@ -42,6 +43,8 @@ pub struct AdminState {
     pub clock: Arc<dyn Clock>,
     /// Prometheus text renderer.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Link management.
+    pub manager: Arc<crate::manage::Manager>,
 }
 
 /// The router.
@@ -50,7 +53,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/resync", post(routes::resync))
         .route("/sync-runs/{id}", get(routes::sync_run))
         .route("/links", get(routes::links))
-        .route("/links/{account_id}/{id}", get(routes::link))
+        .route("/links/{account_id}", post(manage::create))
+        .route(
+            "/links/{account_id}/{id}",
+            get(routes::link).put(manage::update).delete(manage::delete),
+        )
+        .route("/payment-methods", get(manage::payment_methods))
         .route("/events", get(routes::events))
         .route("/payments", get(payments::payments))
         .route("/deliveries", get(routes::deliveries))

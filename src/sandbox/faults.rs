@@ -13,7 +13,15 @@ use rust_decimal::Decimal;
 use super::state::{Fault, LoggedRequest, SandboxLink, v1_error};
 use super::{SEED_ACCOUNT, Sandbox};
 
-fn route_kind(path: &str) -> &'static str {
+fn route_kind(method: &str, path: &str) -> &'static str {
+    let manage =
+        path.starts_with("/api/v1.0/payment-link-manage/") && !path.ends_with("/payment-methods");
+    match method {
+        "POST" if manage => return "create",
+        "PUT" if manage => return "update",
+        "DELETE" if manage => return "delete",
+        _ => {}
+    }
     if path.starts_with("/api/v1.1/access-token") {
         "token"
     } else if path.ends_with("/payment-methods") {
@@ -56,7 +64,7 @@ pub(super) async fn faults_and_log(
             .is_none_or(|a| matched_path.contains(a.as_str()))
     };
     let query = req.uri().query().map(str::to_owned);
-    let kind = route_kind(&path);
+    let kind = route_kind(&method, &path);
     let page = query_page(query.as_deref());
     // Logged on arrival (status 0 until answered: a request whose client gave up stays 0).
     let slot = {
@@ -116,6 +124,25 @@ pub(super) async fn faults_and_log(
                         a.remove(id);
                     }
                 }
+            }
+            if f.after {
+                // The request takes effect; then the answer is late, or replaced.
+                let done = next.run(req).await;
+                if let Some(ms) = f.delay_ms {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                let resp = match f.status {
+                    None => done,
+                    Some(status) => {
+                        let code = StatusCode::from_u16(status)
+                            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                        v1_error(code, code.canonical_reason().unwrap_or("error"), None)
+                    }
+                };
+                if let Some(entry) = sb.lock().log.get_mut(slot) {
+                    entry.status = resp.status().as_u16();
+                }
+                return resp;
             }
             if let Some(ms) = f.delay_ms {
                 tokio::time::sleep(Duration::from_millis(ms)).await;

@@ -242,7 +242,8 @@ impl History {
 /// An injected fault (`POST /_sandbox/faults`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Fault {
-    /// `token`, `list`, `show`, `methods`, `history`, `history_show` or `any`.
+    /// `token`, `list`, `show`, `create`, `update`, `delete`, `methods`, `history`,
+    /// `history_show` or `any`.
     #[serde(default = "any")]
     pub route: String,
     /// Only this page of a list (of links or of history).
@@ -271,6 +272,10 @@ pub struct Fault {
     /// closes the connection, as a peer reset would.
     #[serde(default)]
     pub reset: bool,
+    /// Let the request take effect first (e.g. the link is created), then wait `delay_ms` and
+    /// answer with `status` instead: SingaPay created it, the client never heard.
+    #[serde(default)]
+    pub after: bool,
     /// Invalidate every issued token before answering (the request then gets a 401).
     #[serde(default)]
     pub expire_tokens: bool,

@@ -228,18 +228,35 @@ impl SingapayClient {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<(u16, String), SingapayError> {
+        self.request_once(reqwest::Method::GET, route, path, query, None)
+            .await
+    }
+
+    /// One authenticated request (a JSON `body` for POST and PUT): `(status, body)` of a 2xx, else
+    /// the classified error. On 401/`SP013` the token is refreshed and the request sent once
+    /// more (a refused token means the request was not acted on).
+    pub(super) async fn request_once(
+        &self,
+        method: reqwest::Method,
+        route: &'static str,
+        path: &str,
+        query: &[(&str, String)],
+        json: Option<&serde_json::Value>,
+    ) -> Result<(u16, String), SingapayError> {
         let mut stale: Option<SecretString> = None;
         for attempt in 0..2 {
             let token = self.token(stale.as_ref()).await?;
-            let resp = self
+            let mut req = self
                 .http
-                .get(self.url(path)?)
+                .request(method.clone(), self.url(path)?)
                 .query(query)
                 .header("Authorization", format!("Bearer {}", token.expose_secret()))
                 .header("X-PARTNER-ID", &self.cfg.partner_id)
-                .header("Accept", HeaderValue::from_static("application/json"))
-                .send()
-                .await;
+                .header("Accept", HeaderValue::from_static("application/json"));
+            if let Some(b) = json {
+                req = req.json(b);
+            }
+            let resp = req.send().await;
             let resp = counted(route, resp)?;
             let status = resp.status().as_u16();
             let ra = retry_after(resp.headers());
@@ -300,7 +317,7 @@ impl SingapayClient {
 
     /// [`Self::get_once`] with bounded exponential backoff (backon, jittered) on transient errors;
     /// a `Retry-After` longer than the computed delay is honoured up to `max_backoff`.
-    async fn get(
+    pub(super) async fn get(
         &self,
         route: &'static str,
         path: &str,

@@ -18,6 +18,8 @@ pub(crate) struct Envelope<'a> {
     pub code: Option<String>,
     pub data: Option<&'a RawValue>,
     pub pagination: Option<Value>,
+    /// `error.errors` (v1 validation refusals: `{"field": ["why"]}`).
+    pub fields: Option<Value>,
 }
 
 impl<'a> Envelope<'a> {
@@ -50,6 +52,7 @@ impl<'a> Envelope<'a> {
                 other => other.to_string(),
             });
             if let Some(errs) = e.get("errors") {
+                env.fields = Some(errs.clone());
                 let detail = errs.to_string();
                 env.message = Some(match env.message {
                     Some(m) => format!("{m} {detail}"),
@@ -110,5 +113,13 @@ pub(crate) fn envelope_error(http_status: u16, env: &Envelope<'_>) -> SingapayEr
         .message
         .clone()
         .unwrap_or_else(|| "no message".to_string());
+    if status == 422
+        && let Some(fields) = &env.fields
+    {
+        return SingapayError::Invalid {
+            message,
+            fields: fields.clone(),
+        };
+    }
     SingapayError::classify(status, code, message, None)
 }

@@ -62,6 +62,15 @@ pub enum SingapayError {
     /// A success status whose body cannot be read as the documented shape.
     #[error("SingaPay sent a response that cannot be decoded: {0}")]
     Malformed(String),
+    /// HTTP 422 with SingaPay's field errors (`error.errors`, seeds 000/001): the request was
+    /// refused as invalid; nothing was written.
+    #[error("SingaPay refused the request as invalid: {message}")]
+    Invalid {
+        /// SingaPay's message.
+        message: String,
+        /// `{"field": ["why", …]}` as SingaPay sent it.
+        fields: serde_json::Value,
+    },
 }
 
 fn fmt_status(status: Option<u16>, code: &Option<String>) -> String {

@@ -14,10 +14,12 @@ mod fields;
 pub(crate) mod fuzz;
 mod history;
 mod link;
+mod manage;
 mod pagination;
 
 pub use client::{ClientConfig, SingapayClient};
 pub use error::SingapayError;
 pub use history::{HistoryPage, PaymentRecord};
 pub use link::{LinkItem, ListPage, PaymentLink};
+pub use manage::PaymentMethod;
 pub use pagination::Pagination;

@@ -64,6 +64,9 @@ pub struct Targets {
     pub links: std::collections::BTreeSet<crate::types::LinkId>,
     /// Attempt `reff_no`s (history rows) to read.
     pub attempts: std::collections::BTreeSet<String>,
+    /// Links the daemon itself deleted at SingaPay: SingaPay's 404 on show marks them deleted
+    /// (any other target SingaPay does not know is left to the sweep's guarded check).
+    pub deleted: std::collections::BTreeSet<crate::types::LinkId>,
 }
 
 impl Targets {
@@ -76,6 +79,7 @@ impl Targets {
     pub fn merge(&mut self, other: Targets) {
         self.links.extend(other.links);
         self.attempts.extend(other.attempts);
+        self.deleted.extend(other.deleted);
     }
 }
 

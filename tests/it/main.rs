@@ -12,6 +12,7 @@ mod feed;
 mod guards;
 mod harness;
 mod layout;
+mod manage;
 mod multi;
 mod observability;
 mod payments;

@@ -27,6 +27,10 @@ impl Pass<'_> {
                     let commit = self.prepare(vec![(link, raw)], None).await?;
                     commit_now(self.ctx, self.run_id, commit).await?;
                 }
+                Ok(None) if t.deleted.contains(&id) => {
+                    let commit = self.prepare_deletion(id).await?;
+                    commit_now(self.ctx, self.run_id, commit).await?;
+                }
                 Ok(None) => info!(link_id = %id, "sync.target_not_found: left to the sweep"),
                 Err(source) => return Err(SyncError::Upstream { page: 0, source }),
             }
