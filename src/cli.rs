@@ -80,11 +80,124 @@ pub enum Command {
         #[command(subcommand)]
         action: SubscribersCommand,
     },
+    /// Payment links: list and show the mirror; create, update and delete through SingaPay
+    /// (validated first, exactly one link per reff_no, mirrored and delivered at once).
+    Links {
+        /// What to do.
+        #[command(subcommand)]
+        action: LinksCommand,
+    },
+    /// The payment method codes the account can whitelist (from SingaPay).
+    PaymentMethods {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Export the ledger for accounting (works on the ledger directly).
     Export {
         /// What to export.
         #[command(subcommand)]
         what: ExportCommand,
+    },
+}
+
+/// The fields of `links create` and `links update`, named after SingaPay's (seeds 000, 003).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LinkFields {
+    /// `title`.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// `total_amount`, Rupiah (`150000` or `150000.00`); with items, their sum if omitted.
+    #[arg(long, value_name = "RUPIAH")]
+    pub amount: Option<String>,
+    /// An item, `NAME:QTY:PRICE` (repeat for more).
+    #[arg(long = "item", value_name = "NAME:QTY:PRICE")]
+    pub items: Vec<String>,
+    /// `max_usage` (1 to 1,000,000).
+    #[arg(long)]
+    pub max_usage: Option<i64>,
+    /// `expired_at`: RFC 3339 (`2026-12-31T23:59:00+07:00`) or 13-digit milliseconds.
+    #[arg(long, value_name = "TIME")]
+    pub expires: Option<String>,
+    /// `whitelisted_payment_method`, comma-separated codes (`VA_BRI,QRIS`).
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Option<Vec<String>>,
+    /// `redirect_url` (https).
+    #[arg(long)]
+    pub redirect_url: Option<String>,
+    /// `required_customer_detail`.
+    #[arg(long)]
+    pub required_customer_detail: Option<bool>,
+}
+
+/// `links …`.
+#[derive(Debug, Subcommand)]
+pub enum LinksCommand {
+    /// The mirrored links, newest first.
+    List {
+        /// Account (default: the first configured).
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One mirrored link.
+    Show {
+        /// Link id.
+        id: i64,
+        /// Account (default: the first configured).
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a link at SingaPay (exit 1 on refusal, 2 on an invalid request).
+    Create {
+        /// `reff_no`: the merchant reference (at most 40 characters, no spaces or `/`).
+        #[arg(long)]
+        reff_no: String,
+        /// The fields.
+        #[command(flatten)]
+        fields: LinkFields,
+        /// Account (default: the first configured).
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Update a link at SingaPay (only the fields given).
+    Update {
+        /// Link id.
+        id: i64,
+        /// `status`: open, closed or expired.
+        #[arg(long)]
+        status: Option<String>,
+        /// The fields.
+        #[command(flatten)]
+        fields: LinkFields,
+        /// Account (default: the first configured).
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a link at SingaPay (refused when it has payments).
+    Delete {
+        /// Link id.
+        id: i64,
+        /// Account (default: the first configured).
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

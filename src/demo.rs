@@ -108,6 +108,18 @@ impl Admin {
             .await?;
         Ok(r.error_for_status()?.text().await?)
     }
+    /// `POST path` with a JSON body and an `Idempotency-Key`.
+    async fn post_json(&self, path: &str, body: Value, key: &str) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+            .await?;
+        Ok(r.error_for_status()?.json().await?)
+    }
     /// Triggers a pass and waits for it to finish; returns the run.
     async fn resync(&self) -> anyhow::Result<Value> {
         let runs = self.post("/resync").await?;
@@ -452,18 +464,51 @@ pub async fn run(out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out, "   {line}")?;
     }
 
-    // 7. The doorbell: SingaPay's own signed webhook, seconds instead of the next sweep.
-    let added = sandbox_post(
-        &http,
-        &sb,
-        &format!("{acct}/links"),
-        json!({"title": "Invoice INV-2026-0042", "reff_no": "INV-2026-0042", "total_amount": 150000}),
-    )
-    .await?;
-    let link = added["data"]["id"]
+    // 7. The ERP creates an invoice's link through the daemon (validated, created once,
+    //    mirrored and delivered at once).
+    let before_create = rx.got.lock().map(|g| g.len()).unwrap_or(0);
+    let created = admin
+        .post_json(
+            &format!("/links/{SEED_ACCOUNT}"),
+            json!({"reff_no": "INV-2026-0042", "title": "Invoice INV-2026-0042",
+                   "items": [{"name": "Kopi Gayo 250g", "quantity": 2, "unit_price": 75000}],
+                   "whitelisted_payment_method": ["VA_MANDIRI", "QRIS"]}),
+            "INV-2026-0042",
+        )
+        .await?;
+    let link = created["link"]["id"]
         .as_i64()
-        .context("the sandbox made no link")?;
-    admin.resync().await?;
+        .context("the daemon made no link")?;
+    let mut callback = None;
+    for _ in 0..400 {
+        callback = rx.got.lock().ok().and_then(|g| {
+            g.iter()
+                .skip(before_create)
+                .find(|r| r.body["type"] == "payment_link.created")
+                .cloned()
+        });
+        if callback.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let callback = callback.context("payment_link.created did not arrive")?;
+    writeln!(
+        out,
+        "\n7. The ERP creates a link through the daemon: POST /links/{SEED_ACCOUNT} (Idempotency-Key INV-2026-0042) → 201, link {link}, {} for 2 × Kopi Gayo 250g, {}",
+        created["link"]["total_amount"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .map(crate::money::format_rupiah)
+            .unwrap_or_default(),
+        created["link"]["payment_url"].as_str().unwrap_or("-"),
+    )?;
+    writeln!(
+        out,
+        "   ✓ signature verified  webhook-id {}  payment_link.created (mirrored at once, no sweep)",
+        callback.id
+    )?;
+    // 8. The doorbell: SingaPay's own signed webhook, seconds instead of the next sweep.
     // The sandbox's clock back to ours: a webhook stamped 25 hours ahead would be refused as
     // stale (inbound.tolerance), as it should be.
     sandbox_post(
@@ -508,7 +553,7 @@ pub async fn run(out: &mut dyn Write) -> anyhow::Result<()> {
     let inbound = admin.get("/inbound").await?;
     writeln!(
         out,
-        "\n7. Doorbell: a customer pays INV-2026-0042 (link {link}, Rp 150.000) by VA Mandiri; the sandbox posts SingaPay's signed webhooks to http://{inbound_addr}/singapay/webhook (no sweep runs):"
+        "\n8. Doorbell: a customer pays INV-2026-0042 (link {link}, Rp 150.000) by VA Mandiri; the sandbox posts SingaPay's signed webhooks to http://{inbound_addr}/singapay/webhook (no sweep runs):"
     )?;
     for n in inbound["notifications"]
         .as_array()

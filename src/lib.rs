@@ -15,7 +15,7 @@ mod cron;
 mod demo;
 pub mod event;
 pub mod export;
-mod http;
+pub(crate) mod http;
 pub mod inbound;
 pub mod ledger;
 mod maintenance;

@@ -5,6 +5,7 @@ mod check_config;
 mod daemon;
 mod deliveries;
 mod export;
+mod links;
 mod sandbox;
 mod sync;
 
@@ -69,6 +70,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Subscribers { action } => match load(&cli) {
             Ok(cfg) => deliveries::subscribers(&cfg, action).await,
+            Err(code) => Ok(code),
+        },
+        Command::Links { action } => match load(&cli) {
+            Ok(cfg) => links::run(cfg, action).await,
+            Err(code) => Ok(code),
+        },
+        Command::PaymentMethods { json } => match load(&cli) {
+            Ok(cfg) => links::payment_methods(cfg, *json).await,
             Err(code) => Ok(code),
         },
         Command::Export { what } => match load(&cli) {

@@ -36,6 +36,19 @@ impl ApiError {
         }
     }
 
+    /// The status and the JSON body this error answers with (the CLI prints the same).
+    pub fn parts(self) -> (u16, serde_json::Value) {
+        let status = self.status.as_u16();
+        let mut error = serde_json::Map::new();
+        error.insert("code".into(), json!(self.code));
+        error.insert("message".into(), json!(self.message));
+        error.extend(self.details);
+        let mut body = serde_json::Map::new();
+        body.insert("error".into(), serde_json::Value::Object(error));
+        body.extend(self.extra);
+        (status, serde_json::Value::Object(body))
+    }
+
     /// Adds `key` to the `error` object.
     pub fn with_detail(mut self, key: &str, value: serde_json::Value) -> Self {
         self.details.insert(key.into(), value);
@@ -81,15 +94,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = serde_json::Map::new();
-        error.insert("code".into(), json!(self.code));
-        error.insert("message".into(), json!(self.message));
-        error.extend(self.details);
-        let mut body = serde_json::Map::new();
-        body.insert("error".into(), serde_json::Value::Object(error));
-        body.extend(self.extra);
-        let mut r = (self.status, Json(serde_json::Value::Object(body))).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        let status = self.status;
+        let (_, body) = self.parts();
+        let mut r = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
@@ -128,6 +136,11 @@ impl From<crate::manage::ManageError> for ApiError {
                 "the account already has a link with this reff_no",
             )
             .with_extra("link", *link),
+            M::InProgress => ApiError::new(
+                StatusCode::CONFLICT,
+                "create_in_progress",
+                "another create of this reff_no is in flight; try again in a few seconds",
+            ),
             M::KeyReused => ApiError::new(
                 unprocessable,
                 "idempotency_key_reused",

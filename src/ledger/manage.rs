@@ -14,8 +14,9 @@ use super::{Ledger, LedgerResult};
 pub enum Intent {
     /// Recorded now: go ahead and create.
     New,
-    /// An earlier create of this reff_no did not finish (its request hash): resolve it first.
-    Pending(String),
+    /// An earlier create of this reff_no has not finished (since this time: still in flight
+    /// elsewhere, or lost to a crash): resolve it first.
+    Pending(DateTime<Utc>),
     /// The link was created (its id).
     Created(LinkId),
 }
@@ -56,7 +57,7 @@ impl Ledger {
             return Ok(Intent::New);
         }
         let r = sqlx::query(
-            "SELECT state, link_id, request_hash FROM link_intent \
+            "SELECT state, link_id, updated_at FROM link_intent \
              WHERE account_id = ?1 AND reff_no = ?2",
         )
         .bind(account.as_str())
@@ -67,7 +68,7 @@ impl Ledger {
         let link: Option<i64> = r.try_get(1)?;
         Ok(match (state.as_str(), link) {
             ("created", Some(id)) => Intent::Created(LinkId(id)),
-            _ => Intent::Pending(r.try_get(2)?),
+            _ => Intent::Pending(super::parse_ts(&r.try_get::<String, _>(2)?)?),
         })
     }
 

@@ -521,3 +521,57 @@ async fn a_notification_is_stored_once_retried_with_its_attempts_and_processed()
     assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), vec![id3]);
     f.close().await;
 }
+
+#[tokio::test]
+async fn a_create_intent_is_recorded_once_and_answers_what_became_of_it() {
+    let f = Fixture::new().await;
+    let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    let a = &f.account;
+    assert_eq!(
+        f.l.begin_intent(a, "INV-1", "h1", t0).await.unwrap(),
+        Intent::New
+    );
+    // A second create of the same reff_no meanwhile: still pending since t0.
+    let later = t0 + chrono::Duration::seconds(3);
+    assert_eq!(
+        f.l.begin_intent(a, "INV-1", "h2", later).await.unwrap(),
+        Intent::Pending(t0)
+    );
+    f.l.intent_created(a, "INV-1", LinkId(104), later)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.l.begin_intent(a, "INV-1", "h1", later).await.unwrap(),
+        Intent::Created(LinkId(104))
+    );
+    // Another reff_no, refused upstream and forgotten: a new create may go ahead.
+    assert_eq!(
+        f.l.begin_intent(a, "INV-2", "h", t0).await.unwrap(),
+        Intent::New
+    );
+    f.l.drop_intent(a, "INV-2").await.unwrap();
+    assert_eq!(
+        f.l.begin_intent(a, "INV-2", "h", t0).await.unwrap(),
+        Intent::New
+    );
+    // Idempotency answers expire.
+    let answer = StoredAnswer {
+        request_hash: "body".into(),
+        status: 201,
+        response: "{}".into(),
+    };
+    f.l.store_answer(a, "key", &answer, t0).await.unwrap();
+    assert_eq!(
+        f.l.idempotent_answer(a, "key", t0 - chrono::Duration::hours(24))
+            .await
+            .unwrap(),
+        Some(answer)
+    );
+    assert_eq!(
+        f.l.idempotent_answer(a, "key", t0 + chrono::Duration::seconds(1))
+            .await
+            .unwrap(),
+        None
+    );
+    f.close().await;
+}

@@ -48,6 +48,10 @@ pub enum ManageError {
     /// The account already has a link with this `reff_no` (409 `duplicate_reff_no`).
     #[error("a link with this reff_no exists")]
     Duplicate(Box<Value>),
+    /// Another create of this `reff_no` is in flight (409 `create_in_progress`: try again in a
+    /// few seconds).
+    #[error("another create of this reff_no is in flight")]
+    InProgress,
     /// The `Idempotency-Key` was used with another body (422 `idempotency_key_reused`).
     #[error("this Idempotency-Key was used with another body")]
     KeyReused,
@@ -244,7 +248,15 @@ impl Manager {
                     self.mirrored(account, id).await?,
                 )));
             }
-            Intent::Pending(_) => {
+            Intent::Pending(since) => {
+                // Another process may be creating it right now (this one serialises its own):
+                // never send a second create while the first can still be answered.
+                let in_flight = chrono::Duration::from_std(ctx.client.timeout() * 2)
+                    .unwrap_or(chrono::Duration::MAX)
+                    + chrono::Duration::seconds(5);
+                if ctx.clock.now() - since < in_flight {
+                    return Err(ManageError::InProgress);
+                }
                 // An earlier create's answer was lost: SingaPay may have the link.
                 if let Some(found) = self.resolve_lost(account, &req.reff_no).await? {
                     return Err(ManageError::Duplicate(Box::new(found)));

@@ -141,6 +141,11 @@ impl SingapayClient {
         })
     }
 
+    /// The timeout of one request (`singapay.timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.cfg.timeout
+    }
+
     fn url(&self, path: &str) -> Result<Url, SingapayError> {
         self.cfg
             .base_url

@@ -397,3 +397,135 @@ async fn updates_and_deletes_are_delivered_at_once_and_payments_block_a_delete()
     );
     m.served.shutdown().await;
 }
+
+/// `singapay-sync --config … <args>`: `(exit code, stdout, stderr)`.
+async fn cli(cfg: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_creates_a_link_as_json_and_lists_payment_methods() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = TestSandbox::start().await;
+    let rx = Receiver::start(vec![]).await;
+    let mut config = test_config(&dir, &sandbox);
+    subscribe(&mut config, "erp", &rx, Some(LINK_EVENTS));
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, config.toml()).unwrap();
+    let (code, _, err) = cli(&cfg, &["sync"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = cli(
+        &cfg,
+        &[
+            "links",
+            "create",
+            "--reff-no",
+            "INV-CLI-1",
+            "--title",
+            "Invoice from the CLI",
+            "--item",
+            "Kopi Gayo 250g:2:75000",
+            "--methods",
+            "VA_BRI,QRIS",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["link"]["reff_no"], "INV-CLI-1");
+    assert_eq!(v["link"]["total_amount"], "150000.00");
+    assert_eq!(v["link"]["items"][0]["name"], "Kopi Gayo 250g");
+    let id = v["link"]["id"].as_i64().unwrap();
+    // Delivered before the command returned, signature verified.
+    let hits = rx.hits();
+    assert!(
+        hits.iter().any(|h| h.verified
+            && h.body["type"] == "payment_link.created"
+            && h.body["data"]["object"]["id"] == id),
+        "{hits:?}"
+    );
+    // The same reff_no again: refused with the existing link, exit 1.
+    let (code, out, _) = cli(
+        &cfg,
+        &[
+            "links",
+            "create",
+            "--reff-no",
+            "INV-CLI-1",
+            "--title",
+            "again",
+            "--amount",
+            "20000",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(1));
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["error"]["code"], "duplicate_reff_no");
+    assert_eq!(v["link"]["id"], id);
+    // Invalid: exit 2, every field named.
+    let (code, out, _) = cli(
+        &cfg,
+        &[
+            "links",
+            "create",
+            "--reff-no",
+            "BAD REF",
+            "--amount",
+            "5000",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(2));
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let fields = v["error"]["fields"].as_object().unwrap();
+    assert!(
+        ["reff_no", "title", "total_amount"]
+            .iter()
+            .all(|f| fields.contains_key(*f)),
+        "{v}"
+    );
+    let (code, out, err) = cli(&cfg, &["payment-methods", "--json"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["payment_methods"].as_array().unwrap().len(), 20);
+    let (code, out, _) = cli(&cfg, &["payment-methods"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("VA_BRI") && l.contains("VA BRI")),
+        "{out}"
+    );
+    let (code, out, _) = cli(&cfg, &["links", "show", &id.to_string()]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("INV-CLI-1"), "{out}");
+    let (code, out, _) = cli(
+        &cfg,
+        &[
+            "links",
+            "update",
+            &id.to_string(),
+            "--status",
+            "closed",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["link"]["status"], "closed");
+}
