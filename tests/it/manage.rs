@@ -231,13 +231,33 @@ async fn a_create_is_mirrored_at_once_and_exactly_once_per_reff_no() {
     assert_eq!(e["link"]["id"], id);
     let posts: Vec<_> = m.writes().await;
     assert_eq!(posts.len(), 1, "{posts:?}");
-    // The next sweep finds nothing new.
+    // A reff_no SingaPay has but the mirror does not (made in the dashboard since the last
+    // sweep): SingaPay's own 422, its messages by field.
+    m.sandbox
+        .add(json!({"reff_no": "INV-DASHBOARD", "total_amount": 20000}))
+        .await;
+    let (s, e) = m.create(invoice("INV-DASHBOARD"), None).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (422, Some("invalid_request")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["fields"]["reff_no"][0]
+            .as_str()
+            .unwrap()
+            .contains("taken"),
+        "{e}"
+    );
+    // The next sweep finds nothing new but the dashboard's link.
     let run = m.served.admin.resync_and_wait().await;
-    assert_eq!(run["changes"], 0, "{run}");
+    assert_eq!(run["changes"], 1, "{run}");
     let created_hits =
         m.rx.hits()
             .iter()
-            .filter(|h| h.body["type"] == "payment_link.created")
+            .filter(|h| {
+                h.body["type"] == "payment_link.created" && h.body["data"]["object"]["id"] == id
+            })
             .count();
     assert_eq!(created_hits, 1);
     m.served.shutdown().await;
