@@ -264,6 +264,7 @@ impl Processor {
         if show_link && let Some(l) = link {
             targets.links.insert(l);
         }
+        targets.newest_history = show_link && attempts.is_empty();
         targets.attempts.extend(attempts);
         if targets.is_empty() {
             return Ok(None);

@@ -311,19 +311,21 @@ pub struct LoggedRequest {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct WebhookSettings {
     /// The notify URL (one for every event, as the dashboard allows); its path and query are the
-    /// signed ENDPOINT.
+    /// signed ENDPOINT. Also accepted as `notify_url`.
+    #[serde(alias = "notify_url")]
     pub url: String,
-    /// Sign the deliveries (default true; SingaPay's dashboard Test button does not).
-    #[serde(default = "yes")]
+    /// Sign the deliveries (default true; SingaPay's dashboard Test button does not). Also
+    /// `sign`.
+    #[serde(default = "yes", alias = "sign")]
     pub signed: bool,
     /// The signing key (default: the sandbox client secret, as LV observed live).
     #[serde(default)]
     pub key: Option<String>,
-    /// Post every webhook twice (SingaPay retries and duplicates).
-    #[serde(default)]
+    /// Post every webhook twice (SingaPay retries and duplicates). Also `duplicates`.
+    #[serde(default, alias = "duplicates")]
     pub duplicate: bool,
-    /// Wait this long before posting, milliseconds.
-    #[serde(default)]
+    /// Wait this long before posting, milliseconds. Also `delay`.
+    #[serde(default, alias = "delay")]
     pub delay_ms: u64,
     /// Post the inquiry webhook when a method is picked (default true; it has its own optional
     /// URL at SingaPay).

@@ -57,7 +57,8 @@ impl PassOptions {
 
 /// What a targeted pass reads (the doorbell and the expiry timers, DESIGN §14): these links by
 /// show, these history rows by their attempt `reff_no` (the list filtered by `reff_no`), through
-/// the same diff and commit as a sweep. With no attempt named, no history is read.
+/// the same diff and commit as a sweep. When an attempt named is not found by the filter, or
+/// `newest_history` asks, the newest history page is read too.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Targets {
     /// Links to show.
@@ -67,6 +68,8 @@ pub struct Targets {
     /// Links the daemon itself deleted at SingaPay: SingaPay's 404 on show marks them deleted
     /// (any other target SingaPay does not know is left to the sweep's guarded check).
     pub deleted: std::collections::BTreeSet<crate::types::LinkId>,
+    /// Read the newest history page (a payment webhook that names no attempt).
+    pub newest_history: bool,
 }
 
 impl Targets {
@@ -80,6 +83,7 @@ impl Targets {
         self.links.extend(other.links);
         self.attempts.extend(other.attempts);
         self.deleted.extend(other.deleted);
+        self.newest_history |= other.newest_history;
     }
 }
 

@@ -39,8 +39,8 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// Reads the target history rows (one list request filtered by `reff_no` per attempt named;
-    /// none when no attempt is named) and commits their changes.
+    /// Reads the target history rows (one list request filtered by `reff_no` per attempt named,
+    /// then the newest page if one of them was not found) and commits their changes.
     ///
     /// Errors: as [`Pass::sync_history`].
     pub(super) async fn read_target_history(&mut self, t: &Targets) -> Result<(), SyncError> {
@@ -59,11 +59,13 @@ impl Pass<'_> {
         writer: &mut PageWriter,
     ) -> Result<(), SyncError> {
         let since = self.window_start();
-        for (n, attempt) in t.attempts.iter().enumerate() {
+        let mut missing = false;
+        let mut page = 0;
+        for attempt in &t.attempts {
             if self.cancel.is_cancelled() {
                 return Err(SyncError::Interrupted);
             }
-            let page = n as u64 + 1;
+            page += 1;
             let p = self
                 .ctx
                 .client
@@ -73,6 +75,19 @@ impl Pass<'_> {
                     self.ctx.per_page,
                     &[("reff_no", attempt.clone())],
                 )
+                .await
+                .map_err(|source| SyncError::History { page, source })?;
+            missing |= !p.rows.iter().any(|(r, _)| &r.reff_no == attempt);
+            self.accept_history_page(page, p, since, writer).await?;
+        }
+        // An attempt the filter did not find (or a link paid without one named): the newest
+        // page, where a payment of the last seconds is.
+        if missing || t.newest_history {
+            page += 1;
+            let p = self
+                .ctx
+                .client
+                .history_page(self.account, 1, self.ctx.per_page, &[])
                 .await
                 .map_err(|source| SyncError::History { page, source })?;
             self.accept_history_page(page, p, since, writer).await?;
