@@ -124,20 +124,42 @@ impl App {
         clock: Arc<dyn Clock>,
         bind: bool,
     ) -> anyhow::Result<App> {
+        Self::build_inner(config, clock, bind, true).await
+    }
+
+    /// Builds the app beside a daemon that may be running on the same ledger (the `links` and
+    /// `payment-methods` commands): like [`App::build_with_clock`] without a listener, but it
+    /// leaves other processes' runs and delivery claims alone (only a starting daemon may call
+    /// them abandoned).
+    ///
+    /// Errors: ledger or TLS failures, with context.
+    pub async fn build_beside_daemon(config: Config) -> anyhow::Result<App> {
+        Self::build_inner(config, Arc::new(SystemClock), false, false).await
+    }
+
+    async fn build_inner(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        bind: bool,
+        recover: bool,
+    ) -> anyhow::Result<App> {
         let ledger = Ledger::open(&config.ledger.path)
             .await
             .with_context(|| format!("opening the ledger {}", config.ledger.path.display()))?;
-        let abandoned = ledger.fail_abandoned_runs(clock.now()).await?;
-        if abandoned > 0 {
-            warn!(abandoned, "sync.abandoned_runs_marked_failed");
-        }
-        let interrupted = ledger.recover_interrupted_attempts().await?;
-        if interrupted > 0 {
-            warn!(
-                interrupted,
-                "delivery.interrupted: deliveries claimed when the daemon stopped are sent again"
-            );
-            metrics::counter!("singapay_sync_deliveries_interrupted_total").increment(interrupted);
+        if recover {
+            let abandoned = ledger.fail_abandoned_runs(clock.now()).await?;
+            if abandoned > 0 {
+                warn!(abandoned, "sync.abandoned_runs_marked_failed");
+            }
+            let interrupted = ledger.recover_interrupted_attempts().await?;
+            if interrupted > 0 {
+                warn!(
+                    interrupted,
+                    "delivery.interrupted: deliveries claimed when the daemon stopped are sent again"
+                );
+                metrics::counter!("singapay_sync_deliveries_interrupted_total")
+                    .increment(interrupted);
+            }
         }
         let client = SingapayClient::new(ClientConfig::from(&config.singapay))?;
         let email = match &config.email {

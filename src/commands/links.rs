@@ -138,8 +138,7 @@ pub(super) async fn run(cfg: Config, action: &LinksCommand) -> anyhow::Result<Ex
         Ok(a) => a,
         Err(code) => return Ok(code),
     };
-    let app =
-        App::build_with_clock(cfg, std::sync::Arc::new(crate::time::SystemClock), false).await?;
+    let app = App::build_beside_daemon(cfg).await?;
     let code = match action {
         LinksCommand::List { limit, json, .. } => {
             let (links, total) = app.ledger.list_links(&account, *limit, 0).await?;
@@ -233,8 +232,7 @@ pub(super) async fn run(cfg: Config, action: &LinksCommand) -> anyhow::Result<Ex
 /// `payment-methods [--json]`.
 pub(super) async fn payment_methods(cfg: Config, as_json: bool) -> anyhow::Result<ExitCode> {
     telemetry::init(cfg.log.format, &cfg.log.level);
-    let app =
-        App::build_with_clock(cfg, std::sync::Arc::new(crate::time::SystemClock), false).await?;
+    let app = App::build_beside_daemon(cfg).await?;
     let code = match app.manager.payment_methods().await {
         Ok(methods) => {
             if as_json {
