@@ -404,8 +404,8 @@ impl App {
                 })
             }
         };
-        let processor = tokio::spawn(self.inbound_processor().run(self.work.clone()));
-        let expiry = tokio::spawn(
+        let mut processor = tokio::spawn(self.inbound_processor().run(self.work.clone()));
+        let mut expiry = tokio::spawn(
             crate::sync::expiry::ExpiryTimer {
                 syncer: Arc::clone(&self.syncer),
                 accounts: self.config.accounts.iter().map(|a| a.id.clone()).collect(),
@@ -431,6 +431,12 @@ impl App {
         // Which loop ended on its own, if one did (its handle is then spent).
         let (died, disp_done, http_done) = tokio::select! {
             _ = shutdown.cancelled() => (None, false, false),
+            r = &mut processor => {
+                (Some(format!("the inbound processor stopped: {}", ended(r))), false, false)
+            }
+            r = &mut expiry => {
+                (Some(format!("the expiry timer stopped: {}", ended(r))), false, false)
+            }
             r = &mut inbound => {
                 let why = match r {
                     Ok(Ok(())) => "without an error".to_string(),
@@ -460,8 +466,11 @@ impl App {
         }
         self.work.cancel();
         inbound_stop.cancel();
+        // A loop that already ended (and was reported above) is not awaited again.
         for (name, task) in [("processor", processor), ("expiry", expiry)] {
-            if let Err(e) = task.await {
+            if !task.is_finished()
+                && let Err(e) = task.await
+            {
                 error!(task = name, error = %e, "daemon.task_panicked");
             }
         }

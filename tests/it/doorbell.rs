@@ -544,3 +544,59 @@ async fn a_webhook_whose_attempt_is_not_found_still_brings_the_newest_payments()
     );
     bell.served.shutdown().await;
 }
+
+#[tokio::test]
+async fn expiry_timers_are_rebuilt_from_the_ledger_when_the_daemon_starts() {
+    let sandbox = TestSandbox::start().await;
+    let rx = Receiver::start(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir, &sandbox);
+    subscribe(&mut config, "erp", &rx, None);
+    // A process that mirrors the account, with a link expiring in 3 s, then stops.
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(3);
+    {
+        let app = App::build_with_clock(config.build().unwrap(), Arc::new(SystemClock), false)
+            .await
+            .unwrap();
+        sync_ok(&app).await;
+        sandbox
+            .add(
+                json!({"title": "Expires after a restart", "total_amount": 30000,
+                        "expired_at": expires.timestamp_millis()}),
+            )
+            .await;
+        let s = sync_ok(&app).await;
+        assert_eq!(s.events_by_type.get("payment_link.created"), Some(&1));
+        app.ledger.close().await;
+    }
+    sandbox
+        .http
+        .delete(format!("{}/_sandbox/requests", sandbox.base))
+        .send()
+        .await
+        .unwrap();
+    // The daemon starts with the sweep off: its timer is read from the ledger.
+    let served = serve(&config, Arc::new(SystemClock)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let changed = loop {
+        if let Some(h) = rx
+            .hits()
+            .into_iter()
+            .find(|h| h.verified && h.body["type"] == "payment_link.status_changed")
+        {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "{:?}", rx.hits());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(chrono::Utc::now() >= expires);
+    assert_eq!(changed.body["data"]["object"]["status_computed"], "expired");
+    let lists = sandbox
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.matches('/').count() == 4)
+        .count();
+    assert_eq!(lists, 0, "no list request");
+    served.shutdown().await;
+}
