@@ -1,8 +1,15 @@
 //! `cargo bench --bench delivery`: the dispatcher delivering 10,000 events to a local receiver,
 //! against a floor measured in the same run: the same signed requests sent by a bare reqwest
-//! loop with the same concurrency and no ledger. Prints deliveries per second and the ratio.
-//! Targets: ≥ 0.5 × the floor and ≥ 1,000 deliveries/s. `DELIVERY_BENCH_EVENTS`
-//! overrides the count.
+//! loop at the same concurrency, with no ledger.
+//!
+//! The dispatcher runs as the daemon does by default: `delivery.concurrency` 16 in all and
+//! `delivery.per_subscriber_concurrency` 8 to the one subscriber, so the floor sends 8 at a time
+//! too. A third of the events are on links with three events each, so per-link ordering is paid
+//! for. Floor and dispatcher alternate for `DELIVERY_BENCH_ROUNDS` rounds (default 5; a fresh
+//! ledger each round) and the medians are printed: wall time (deliveries per second) and the CPU
+//! seconds of the daemon's side alone (this process minus the receiver's own thread, from
+//! `/proc/self/task/…/stat`), with the ratios for both. Target: ≥ 0.8 × the floor.
+//! `DELIVERY_BENCH_EVENTS` overrides the count.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,36 +27,111 @@ use singapay_sync::standard_webhooks::{WebhookSecret, sign};
 use singapay_sync::time::SystemClock;
 use singapay_sync::types::{AccountId, Channel, EventId, EventType, LinkId, Trigger};
 
+/// `delivery.concurrency`'s default.
 const CONCURRENCY: usize = 16;
+/// `delivery.per_subscriber_concurrency`'s default: what one subscriber gets.
+const PER_SUBSCRIBER: usize = 8;
 const SEED_004: &str = include_str!("../tests/fixtures/seed_004_list_page1.json");
 
-fn main() {
-    let n: usize = std::env::var("DELIVERY_BENCH_EVENTS")
+/// CPU seconds (user + system) of `/proc/self/stat` or `/proc/self/task/{tid}/stat`.
+fn cpu_seconds(path: &str) -> f64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+        .unwrap_or(default)
+}
+
+/// Starts the receiver on a thread of its own (so its CPU can be told apart): counts and answers
+/// 204. Returns its URL, its counter and its thread's stat path.
+fn start_receiver() -> (String, Arc<AtomicU64>, String) {
+    let hits = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h2 = Arc::clone(&hits);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("receiver runtime");
+        rt.block_on(async move {
+            let app = Router::new().route(
+                "/hooks",
+                post(move || {
+                    let h = Arc::clone(&h2);
+                    async move {
+                        h.fetch_add(1, Ordering::Relaxed);
+                        StatusCode::NO_CONTENT
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            tx.send((url, format!("/proc/self/task/{tid}/stat")))
+                .expect("hand over the URL");
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    let (url, stat) = rx.recv().expect("receiver started");
+    (url, hits, stat)
+}
+
+/// One measured step: wall seconds and the daemon side's CPU seconds.
+struct Sample {
+    wall: f64,
+    cpu: f64,
+}
+
+async fn measured<T>(
+    receiver_stat: &str,
+    step: impl std::future::Future<Output = T>,
+) -> (Sample, T) {
+    let (p0, r0) = (cpu_seconds("/proc/self/stat"), cpu_seconds(receiver_stat));
+    let t = Instant::now();
+    let out = step.await;
+    let wall = t.elapsed().as_secs_f64();
+    let (p1, r1) = (cpu_seconds("/proc/self/stat"), cpu_seconds(receiver_stat));
+    (
+        Sample {
+            wall,
+            cpu: (p1 - p0) - (r1 - r0),
+        },
+        out,
+    )
+}
+
+fn main() {
+    let n = env_count("DELIVERY_BENCH_EVENTS", 10_000);
+    let rounds = env_count("DELIVERY_BENCH_ROUNDS", 5).max(1);
+    let (url, hits, receiver_stat) = start_receiver();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        // The receiver: counts and answers 204.
-        let hits = Arc::new(AtomicU64::new(0));
-        let h2 = Arc::clone(&hits);
-        let app = Router::new().route(
-            "/hooks",
-            post(move || {
-                let h = Arc::clone(&h2);
-                async move {
-                    h.fetch_add(1, Ordering::Relaxed);
-                    StatusCode::NO_CONTENT
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-
         // A realistic envelope (~1 KB): link 103 of SingaPay's list example as the object.
         let seed: serde_json::Value = serde_json::from_str(SEED_004).expect("seed");
         let link = singapay_sync::singapay::PaymentLink::decode(&seed["data"][0].to_string())
@@ -57,123 +139,157 @@ fn main() {
         let object = serde_json::to_value(&link).expect("object");
         let (secret, _) = WebhookSecret::generate();
         let account = AccountId::parse("01K7P073Q8RE2A9PQT8Q7MXPN4").expect("account");
-
-        // Floor: the same signed POSTs from a bare reqwest loop.
         let client = reqwest::Client::new();
         let now = chrono::Utc::now();
-        let events: Vec<Event> = (0..n)
-            .map(|i| {
-                let mut prev = serde_json::Map::new();
-                prev.insert("current_usage".into(), i.into());
-                prev.insert("payment_date".into(), serde_json::Value::Null);
-                Event {
-                    account_id: account.clone(),
-                    created_at: now,
-                    data: EventData {
-                        object: object.clone(),
-                        payments: None,
-                        previous_attributes: Some(prev),
-                        usage_delta: Some(1),
-                    },
-                    id: EventId::generate(),
-                    sequence: 1,
-                    event_type: EventType::Paid,
-                }
+        // The first third of the events: three per link (sequences 1, 2, 3); the rest one each.
+        let third = n / 3 / 3 * 3;
+        let link_of = |i: usize| {
+            if i < third {
+                (LinkId((i / 3) as i64 + 1), (i % 3) as i64 + 1)
+            } else {
+                (LinkId((i - third + third / 3) as i64 + 1), 1)
+            }
+        };
+        let make_events = || -> Vec<Event> {
+            (0..n)
+                .map(|i| {
+                    let mut prev = serde_json::Map::new();
+                    prev.insert("current_usage".into(), i.into());
+                    prev.insert("payment_date".into(), serde_json::Value::Null);
+                    Event {
+                        account_id: account.clone(),
+                        created_at: now,
+                        data: EventData {
+                            object: object.clone(),
+                            payments: None,
+                            previous_attributes: Some(prev),
+                            usage_delta: Some(1),
+                        },
+                        id: EventId::generate(),
+                        sequence: link_of(i).1,
+                        event_type: EventType::Paid,
+                    }
+                })
+                .collect()
+        };
+        let (mut floor, mut ours) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            // Floor: the same signed POSTs from a bare reqwest loop.
+            let events = make_events();
+            let bodies: Vec<(String, String)> = events
+                .iter()
+                .map(|e| (e.id.0.clone(), e.to_json().expect("envelope")))
+                .collect();
+            let (f, ()) = measured(&receiver_stat, async {
+                futures_util::stream::iter(bodies.iter())
+                    .map(|(id, body)| {
+                        let client = client.clone();
+                        let url = url.clone();
+                        let secret = &secret;
+                        async move {
+                            let ts = chrono::Utc::now().timestamp();
+                            let r = client
+                                .post(url)
+                                .header("content-type", "application/json")
+                                .header("webhook-id", id.as_str())
+                                .header("webhook-timestamp", ts.to_string())
+                                .header("webhook-signature", sign(secret, id, ts, body.as_bytes()))
+                                .body(body.clone())
+                                .send()
+                                .await
+                                .expect("floor request");
+                            assert!(r.status().is_success());
+                        }
+                    })
+                    .buffer_unordered(PER_SUBSCRIBER)
+                    .collect::<Vec<_>>()
+                    .await;
             })
-            .collect();
-        let bodies: Vec<(String, String)> = events
-            .iter()
-            .map(|e| (e.id.0.clone(), e.to_json().expect("envelope")))
-            .collect();
-        let t = Instant::now();
-        futures_util::stream::iter(bodies.iter())
-            .map(|(id, body)| {
-                let client = client.clone();
-                let url = url.clone();
-                let secret = &secret;
-                async move {
-                    let ts = chrono::Utc::now().timestamp();
-                    let r = client
-                        .post(url)
-                        .header("content-type", "application/json")
-                        .header("webhook-id", id.as_str())
-                        .header("webhook-timestamp", ts.to_string())
-                        .header("webhook-signature", sign(secret, id, ts, body.as_bytes()))
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .expect("floor request");
-                    assert!(r.status().is_success());
-                }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect::<Vec<_>>()
             .await;
-        let floor = t.elapsed();
+            floor.push(f);
 
-        // The dispatcher: the same events, committed to the ledger as a sync would.
-        let dir = std::env::temp_dir().join(format!("singapay-sync-dbench-{}", ulid::Ulid::new()));
-        let ledger = Ledger::open(&dir.join("ledger.db")).await.expect("ledger");
-        let run = ledger.start_run(&account, Trigger::Manual, false, now).await.expect("run");
-        for (chunk_no, chunk) in events.chunks(500).enumerate() {
-            let mut commit = PageCommit::default();
-            for (k, event) in chunk.iter().enumerate() {
-                let link = LinkId((chunk_no * 500 + k) as i64 + 1);
-                commit.deliveries.push(NewDelivery {
-                    event_id: event.id.0.clone(),
-                    subscriber: "erp".into(),
-                    channel: Channel::Webhook,
-                    next_attempt_at: now,
-                });
-                commit
-                    .events
-                    .push(NewEvent::new(event.clone(), link, run).expect("event"));
+            // The dispatcher: new events, committed to a fresh ledger as a sync would.
+            let events = make_events();
+            let dir = std::env::temp_dir()
+                .join(format!("singapay-sync-dbench-{}-{round}", ulid::Ulid::new()));
+            let ledger = Ledger::open(&dir.join("ledger.db")).await.expect("ledger");
+            let run = ledger
+                .start_run(&account, Trigger::Manual, false, now)
+                .await
+                .expect("run");
+            for (chunk_no, chunk) in events.chunks(500).enumerate() {
+                let mut commit = PageCommit::default();
+                for (k, event) in chunk.iter().enumerate() {
+                    let (link, _) = link_of(chunk_no * 500 + k);
+                    commit.deliveries.push(NewDelivery {
+                        event_id: event.id.0.clone(),
+                        subscriber: "erp".into(),
+                        channel: Channel::Webhook,
+                        next_attempt_at: now,
+                    });
+                    commit
+                        .events
+                        .push(NewEvent::new(event.clone(), link, run).expect("event"));
+                }
+                ledger.commit_page(run, commit).await.expect("commit");
             }
-            ledger.commit_page(run, commit).await.expect("commit");
+            let dispatcher = Dispatcher::new(
+                ledger.clone(),
+                vec![WebhookTarget {
+                    name: "erp".into(),
+                    url: url.clone(),
+                    secret: secret.clone(),
+                }],
+                None,
+                RetrySchedule {
+                    delays: singapay_sync::config::DEFAULT_RETRY_SCHEDULE
+                        .map(Duration::from_secs)
+                        .to_vec(),
+                    jitter: 0.2,
+                },
+                Duration::from_secs(15),
+                CONCURRENCY,
+                Arc::new(SystemClock),
+            )
+            .expect("dispatcher")
+            .with_per_subscriber_limit(PER_SUBSCRIBER);
+            hits.store(0, Ordering::Relaxed);
+            let (d, delivered) = measured(&receiver_stat, async {
+                let mut delivered = 0;
+                while delivered < n {
+                    let s = dispatcher.dispatch_due().await.expect("dispatch");
+                    assert_eq!(s.retrying + s.dead, 0, "{s:?}");
+                    if s.attempted == 0 {
+                        break;
+                    }
+                    delivered += s.delivered;
+                }
+                delivered
+            })
+            .await;
+            assert_eq!(delivered, n);
+            assert_eq!(hits.load(Ordering::Relaxed) as usize, n);
+            ours.push(d);
+            ledger.close().await;
+            let _ = std::fs::remove_dir_all(&dir);
         }
-        let dispatcher = Dispatcher::new(
-            ledger.clone(),
-            vec![WebhookTarget {
-                name: "erp".into(),
-                url: url.clone(),
-                secret: secret.clone(),
-            }],
-            None,
-            RetrySchedule {
-                delays: singapay_sync::config::DEFAULT_RETRY_SCHEDULE
-                    .map(Duration::from_secs)
-                    .to_vec(),
-                jitter: 0.2,
-            },
-            Duration::from_secs(15),
-            CONCURRENCY,
-            Arc::new(SystemClock),
-        )
-        .expect("dispatcher");
-        hits.store(0, Ordering::Relaxed);
-        let t = Instant::now();
-        let mut delivered = 0;
-        while delivered < n {
-            let s = dispatcher.dispatch_due().await.expect("dispatch");
-            assert_eq!(s.retrying + s.dead, 0, "{s:?}");
-            if s.attempted == 0 {
-                break;
-            }
-            delivered += s.delivered;
-        }
-        let ours = t.elapsed();
-        assert_eq!(delivered, n);
-        assert_eq!(hits.load(Ordering::Relaxed) as usize, n);
-        let rate = |d: Duration| n as f64 / d.as_secs_f64();
-        println!("delivery bench: {n} events, concurrency {CONCURRENCY}, local receiver");
-        println!("  floor (bare reqwest loop)  {:>9.0} deliveries/s  ({:.3} s)", rate(floor), floor.as_secs_f64());
+        let fw = median(floor.iter().map(|s| s.wall).collect());
+        let fc = median(floor.iter().map(|s| s.cpu).collect());
+        let ow = median(ours.iter().map(|s| s.wall).collect());
+        let oc = median(ours.iter().map(|s| s.cpu).collect());
+        let rate = |secs: f64| n as f64 / secs;
         println!(
-            "  dispatcher (ledger)        {:>9.0} deliveries/s  ({:.3} s)  {:.2} × floor (target ≥ 0.5, ≥ 1000/s)",
-            rate(ours),
-            ours.as_secs_f64(),
-            rate(ours) / rate(floor)
+            "delivery bench: {n} events ({third} on links with 3 each), one subscriber at {PER_SUBSCRIBER} in flight (the daemon's default), median of {rounds} interleaved rounds"
         );
-        ledger.close().await;
-        let _ = std::fs::remove_dir_all(&dir);
+        println!(
+            "  floor (bare reqwest loop)  {:>9.0} deliveries/s  ({fw:.3} s)  cpu (this side) {fc:.2} s",
+            rate(fw)
+        );
+        println!(
+            "  dispatcher (ledger)        {:>9.0} deliveries/s  ({ow:.3} s)  cpu (this side) {oc:.2} s  {:.2} × floor wall (target ≥ 0.8), {:.2} × floor cpu",
+            rate(ow),
+            rate(ow) / rate(fw),
+            oc / fc
+        );
     });
 }
