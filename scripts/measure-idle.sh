@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idle daemon footprint: starts the sandbox and `singapay-sync run` (one account), waits for the
-# first pass, then samples RSS (VmRSS) and CPU time (utime+stime from /proc/PID/stat) over 30 s.
+# first pass (doorbell listener on), then samples RSS (VmRSS) and CPU time (utime+stime from /proc/PID/stat) over 30 s.
 # Usage: cargo build --release && scripts/measure-idle.sh
 set -euo pipefail
 B="$(cd "$(dirname "$0")/.." && pwd)/target/release/singapay-sync"
@@ -21,6 +21,8 @@ id = "01K7P073Q8RE2A9PQT8Q7MXPN4"
 [http]
 listen = "127.0.0.1:18790"
 admin_token = "0123456789abcdef0123"
+[inbound]
+listen = "127.0.0.1:18791"
 [log]
 level = "warn"
 TOML
