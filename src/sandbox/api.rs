@@ -159,16 +159,21 @@ pub(super) async fn list(
     h: HeaderMap,
 ) -> ApiResult {
     authorize(&sb, &h)?;
-    let st = sb.lock();
-    let Some(links) = st.accounts.get(&account) else {
+    let mut st = sb.lock();
+    let Some(ids) = st.ids_newest_first(&account) else {
         return Err(v1_error(StatusCode::NOT_FOUND, "Account not found", None));
     };
+    let st = &*st;
+    let links = st.accounts.get(&account);
     Ok(list_answer(
         &h,
         &format!("/api/v1.0/payment-link-manage/{account}"),
         paginate(&q),
-        links.values().rev(),
-        |l| st.render(&account, l),
+        ids.iter(),
+        |id| match links.and_then(|l| l.get(id)) {
+            Some(l) => st.render(&account, l),
+            None => Value::Null,
+        },
     ))
 }
 

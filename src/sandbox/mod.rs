@@ -123,6 +123,7 @@ impl Sandbox {
                 payment_host: "https://sandbox-paymentlink.singapay.id".into(),
                 webhooks: None,
                 posted: Vec::new(),
+                id_index: HashMap::new(),
             })),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))

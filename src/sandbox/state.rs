@@ -350,6 +350,10 @@ pub struct PostedWebhook {
     pub error: Option<String>,
 }
 
+/// An account's link ids newest first, and the `(count, lowest, highest)` of the map they were
+/// read from.
+pub(super) type IdIndex = ((usize, i64, i64), std::sync::Arc<Vec<i64>>);
+
 /// Everything the sandbox holds, behind one mutex.
 #[derive(Debug)]
 pub(super) struct SandboxState {
@@ -367,9 +371,32 @@ pub(super) struct SandboxState {
     pub(super) webhooks: Option<WebhookSettings>,
     /// The webhooks posted, with their answers.
     pub(super) posted: Vec<PostedWebhook>,
+    /// Each account's link ids, newest first, with the `(count, lowest, highest)` they were
+    /// taken at: a page is then a slice instead of a walk of the map (ids only grow, so a change
+    /// of the map changes one of the three).
+    pub(super) id_index: HashMap<String, IdIndex>,
 }
 
 impl SandboxState {
+    /// The link ids of `account`, newest first (`None`: no such account).
+    pub(super) fn ids_newest_first(&mut self, account: &str) -> Option<std::sync::Arc<Vec<i64>>> {
+        let links = self.accounts.get(account)?;
+        let key = (
+            links.len(),
+            links.keys().next().copied().unwrap_or(0),
+            links.keys().next_back().copied().unwrap_or(0),
+        );
+        if let Some((k, ids)) = self.id_index.get(account)
+            && *k == key
+        {
+            return Some(std::sync::Arc::clone(ids));
+        }
+        let ids = std::sync::Arc::new(links.keys().rev().copied().collect::<Vec<_>>());
+        self.id_index
+            .insert(account.to_string(), (key, std::sync::Arc::clone(&ids)));
+        Some(ids)
+    }
+
     /// The sandbox's clock: real time plus the control plane's offset.
     pub(super) fn now(&self) -> DateTime<Utc> {
         Utc::now() + self.offset
