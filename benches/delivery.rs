@@ -33,34 +33,8 @@ const CONCURRENCY: usize = 16;
 const PER_SUBSCRIBER: usize = 8;
 const SEED_004: &str = include_str!("../tests/fixtures/seed_004_list_page1.json");
 
-/// CPU seconds (user + system) of `/proc/self/stat` or `/proc/self/task/{tid}/stat`.
-fn cpu_seconds(path: &str) -> f64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-            Some(ticks / 100.0)
-        })
-        .unwrap_or(f64::NAN)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::{ACCOUNT, cpu_seconds, env_count, median};
 
 /// Starts the receiver on a thread of its own (so its CPU can be told apart): counts and answers
 /// 204. Returns its URL, its counter and its thread's stat path.
@@ -138,7 +112,7 @@ fn main() {
             .expect("link");
         let object = serde_json::to_value(&link).expect("object");
         let (secret, _) = WebhookSecret::generate();
-        let account = AccountId::parse("01K7P073Q8RE2A9PQT8Q7MXPN4").expect("account");
+        let account = AccountId::parse(ACCOUNT).expect("account");
         let client = reqwest::Client::new();
         let now = chrono::Utc::now();
         // The first third of the events: three per link (sequences 1, 2, 3); the rest one each.

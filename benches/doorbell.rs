@@ -31,9 +31,10 @@ use singapay_sync::config::Config;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{Sandbox, clear_requests, env_count, peak_rss_mb, requests};
+use common::{
+    ACCOUNT, Sandbox, bench_config, clear_requests, env_count, peak_rss_mb, request_log, requests,
+};
 
-const ACCOUNT: &str = "01K7P073Q8RE2A9PQT8Q7MXPN4";
 /// The ENDPOINT registered at "SingaPay".
 const PATH: &str = "/singapay/webhook";
 
@@ -66,24 +67,15 @@ async fn receive(State(a): State<Arrivals>, h: HeaderMap, body: Bytes) -> Status
     StatusCode::NO_CONTENT
 }
 
+/// The bench's daemon: the sweep off (once a year), one subscriber for `payment_link.paid`, the
+/// doorbell on a free port.
 fn config(base: &str, dir: &std::path::Path, hooks: &str, secret: &str) -> Config {
-    let toml = format!(
-        r#"
-[ledger]
-path = "{}"
-[singapay]
-base_url = "{base}"
-partner_id = "sandbox-partner-id"
-client_id = "sandbox-client-id"
-client_secret = "sandbox-client-secret"
-per_page = 100
-[sync]
+    bench_config(
+        base,
+        &dir.join("ledger.db"),
+        &format!(
+            r#"[sync]
 schedule = "0 0 0 1 1 *"
-[[accounts]]
-id = "{ACCOUNT}"
-[http]
-listen = "127.0.0.1:0"
-admin_token = "bench-admin-token-0123456789"
 [[webhooks]]
 name = "erp"
 url = "{hooks}"
@@ -92,10 +84,9 @@ events = ["payment_link.paid"]
 [inbound]
 listen = "127.0.0.1:0"
 path = "{PATH}"
-"#,
-        dir.join("ledger.db").display()
-    );
-    Config::from_toml_str(&toml).expect("config")
+"#
+        ),
+    )
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -206,14 +197,7 @@ async fn bench(n: usize, per_hour: f64) {
         })
         .collect();
     ms.sort_by(f64::total_cmp);
-    let log: Vec<Value> = http
-        .get(format!("{base}/_sandbox/requests"))
-        .send()
-        .await
-        .expect("log")
-        .json()
-        .await
-        .expect("log JSON");
+    let log = request_log(&http, &base).await;
     let count = |f: &dyn Fn(&str, &str) -> bool| {
         log.iter()
             .filter(|r| {

@@ -27,23 +27,14 @@ use singapay_sync::singapay::{ClientConfig, SingapayClient};
 use singapay_sync::types::AccountId;
 
 mod common;
-use common::{Sandbox, clear_requests, env_count, peak_rss_mb, requests};
+use common::{
+    ACCOUNT, Sandbox, bench_config, clear_requests, cpu_seconds, env_count, median, peak_rss_mb,
+    requests,
+};
 
-const ACCOUNT: &str = "01K7P073Q8RE2A9PQT8Q7MXPN4";
-
-/// CPU seconds (user + system) used so far by process `pid` ("self" for this one), from
-/// `/proc/PID/stat` (fields 14 and 15, in clock ticks of 1/100 s).
-fn cpu_seconds(pid: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // The command name (field 2) may hold spaces: count fields after its ')'.
-            let rest = &s[s.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-            Some(ticks / 100.0)
-        })
-        .unwrap_or(f64::NAN)
+/// CPU seconds used so far by process `pid` ("self" for this one).
+fn cpu_of(pid: &str) -> f64 {
+    cpu_seconds(&format!("/proc/{pid}/stat"))
 }
 
 /// Rounds of each measured step (`SYNC_BENCH_ROUNDS`, default 5, at least 1); the median is
@@ -71,13 +62,7 @@ impl Median {
     }
 
     fn of(&self, f: impl Fn(&Sample) -> f64) -> f64 {
-        let mut v: Vec<f64> = self.0.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => f64::NAN,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        }
+        median(self.0.iter().map(f).collect())
     }
 
     /// The median sample: each field the median of its own values.
@@ -135,11 +120,11 @@ impl WriteCounter {
 
 /// Runs one step and measures it: wall time and the CPU both processes spent on it.
 async fn measure<T>(sandbox_pid: &str, step: impl std::future::Future<Output = T>) -> (Sample, T) {
-    let (c0, s0) = (cpu_seconds("self"), cpu_seconds(sandbox_pid));
+    let (c0, s0) = (cpu_of("self"), cpu_of(sandbox_pid));
     let t = Instant::now();
     let out = step.await;
     let wall = t.elapsed().as_secs_f64();
-    let (c1, s1) = (cpu_seconds("self"), cpu_seconds(sandbox_pid));
+    let (c1, s1) = (cpu_of("self"), cpu_of(sandbox_pid));
     let sample = Sample {
         wall,
         client_cpu: c1 - c0,
@@ -188,26 +173,8 @@ async fn fetch_history(client: &SingapayClient, account: &AccountId, pages: u64)
 }
 
 /// The bench's config: the sandbox at `base`, the ledger `dir/ledger`.
-fn bench_config(base: &str, dir: &std::path::Path, ledger: &str) -> Config {
-    let toml = format!(
-        r#"
-[ledger]
-path = "{}"
-[singapay]
-base_url = "{base}"
-partner_id = "sandbox-partner-id"
-client_id = "sandbox-client-id"
-client_secret = "sandbox-client-secret"
-per_page = 100
-concurrency = 4
-[[accounts]]
-id = "{ACCOUNT}"
-[http]
-admin_token = "bench-admin-token-0123456789"
-"#,
-        dir.join(ledger).display()
-    );
-    Config::from_toml_str(&toml).expect("config")
+fn config_in(base: &str, dir: &std::path::Path, ledger: &str) -> Config {
+    bench_config(base, &dir.join(ledger), "")
 }
 
 fn main() {
@@ -237,7 +204,7 @@ async fn history_bench(links: usize, history: usize, recent: usize) {
     let sandbox_pid = sandbox.pid();
     let dir = std::env::temp_dir().join(format!("singapay-sync-bench-{}", ulid::Ulid::new()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let cfg = bench_config(&base, &dir, "history.db");
+    let cfg = config_in(&base, &dir, "history.db");
     let account = AccountId::parse(ACCOUNT).expect("account");
     let client = SingapayClient::new(ClientConfig::from(&cfg.singapay)).expect("client");
     let http = reqwest::Client::new();
@@ -276,19 +243,7 @@ async fn history_bench(links: usize, history: usize, recent: usize) {
         floor.add(f);
     }
     let (nc, floor) = (nc.median(), floor.median());
-    let median_ms = |v: &[f64]| {
-        Median(
-            v.iter()
-                .map(|&w| Sample {
-                    wall: w,
-                    client_cpu: 0.0,
-                    sandbox_cpu: 0.0,
-                })
-                .collect(),
-        )
-        .of(|s| s.wall)
-    };
-    let (hist_ms, hist_floor_ms) = (median_ms(&hist_ms), median_ms(&hist_floor_ms));
+    let (hist_ms, hist_floor_ms) = (median(hist_ms), median(hist_floor_ms));
     println!(
         "history bench: {links} links + {total_rows} history rows ({recent} in the last 6 days; window 7 d), median of {} interleaved rounds",
         rounds()
@@ -335,7 +290,7 @@ async fn links_bench(links: usize) {
     {
         let dir = std::env::temp_dir().join(format!("singapay-sync-bench-{}", ulid::Ulid::new()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let config = |ledger: &str| bench_config(&base, &dir, ledger);
+        let config = |ledger: &str| config_in(&base, &dir, ledger);
         let cfg = config("ledger-0.db");
         let account = AccountId::parse(ACCOUNT).expect("account");
         let client = SingapayClient::new(ClientConfig::from(&cfg.singapay)).expect("client");

@@ -27,3 +27,8 @@ CREATE TABLE idempotency_key (
     PRIMARY KEY (account_id, key)
 ) STRICT;
 CREATE INDEX idempotency_key_age ON idempotency_key (created_at);
+
+-- The doorbell finds a webhook's history row by its attempt reff_no, and link management asks
+-- whether a link has payments: indexed per account instead of a scan of every payment.
+CREATE INDEX payment_attempt ON payment (account_id, reff_no);
+CREATE INDEX payment_link_id ON payment (account_id, link_id);

@@ -438,21 +438,11 @@ impl App {
                 (Some(format!("the expiry timer stopped: {}", ended(r))), false, false)
             }
             r = &mut inbound => {
-                let why = match r {
-                    Ok(Ok(())) => "without an error".to_string(),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(e) => ended(Err(e)),
-                };
-                (Some(format!("the inbound listener stopped: {why}")), false, false)
+                (Some(format!("the inbound listener stopped: {}", served(r))), false, false)
             }
             r = &mut disp => (Some(format!("the dispatcher stopped: {}", ended(r))), true, false),
             r = &mut http => {
-                let why = match r {
-                    Ok(Ok(())) => "without an error".to_string(),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(e) => ended(Err(e)),
-                };
-                (Some(format!("the admin listener stopped: {why}")), false, true)
+                (Some(format!("the admin listener stopped: {}", served(r))), false, true)
             }
             _ = stalled(&heartbeat) => (Some("the schedulers stopped ticking".to_string()), false, false),
         };
@@ -513,6 +503,15 @@ fn ended(r: Result<(), tokio::task::JoinError>) -> String {
             crate::sync::pass::panic_message(&*e.into_panic())
         ),
         Err(e) => e.to_string(),
+    }
+}
+
+/// Why a listener's task ended.
+fn served(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> String {
+    match r {
+        Ok(Ok(())) => "without an error".to_string(),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => ended(Err(e)),
     }
 }
 

@@ -64,16 +64,20 @@ pub fn peak_rss_mb() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// The requests the sandbox logged since its log was last cleared: `(list, history)`.
-pub async fn requests(http: &reqwest::Client, base: &str) -> (usize, usize) {
-    let log: Vec<serde_json::Value> = http
-        .get(format!("{base}/_sandbox/requests"))
+/// The sandbox's request log since it was last cleared (`{method, path, query, status}` each).
+pub async fn request_log(http: &reqwest::Client, base: &str) -> Vec<serde_json::Value> {
+    http.get(format!("{base}/_sandbox/requests"))
         .send()
         .await
         .expect("log")
         .json()
         .await
-        .expect("log JSON");
+        .expect("log JSON")
+}
+
+/// The requests the sandbox logged since its log was last cleared: `(list, history)`.
+pub async fn requests(http: &reqwest::Client, base: &str) -> (usize, usize) {
+    let log = request_log(http, base).await;
     let count = |part: &str| {
         log.iter()
             .filter(|r| r["path"].as_str().is_some_and(|p| p.contains(part)))
@@ -97,4 +101,62 @@ pub fn env_count(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// CPU seconds (user + system) in a `/proc/…/stat` file (`/proc/PID/stat`, `/proc/self/stat`,
+/// `/proc/self/task/TID/stat`): fields 14 and 15, in clock ticks of 1/100 s.
+pub fn cpu_seconds(stat: &str) -> f64 {
+    std::fs::read_to_string(stat)
+        .ok()
+        .and_then(|s| {
+            // The command name (field 2) may hold spaces: count fields after its ')'.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// The median of `v` (NaN when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The benches' account (the sandbox's seeded one).
+pub const ACCOUNT: &str = "01K7P073Q8RE2A9PQT8Q7MXPN4";
+
+/// A daemon configuration against the sandbox at `base` with its ledger at `ledger`: pages of
+/// 100, 4 at a time, the seeded account, an admin listener on a free port; `extra` is appended
+/// (more sections).
+pub fn bench_config(
+    base: &str,
+    ledger: &std::path::Path,
+    extra: &str,
+) -> singapay_sync::config::Config {
+    let toml = format!(
+        r#"
+[ledger]
+path = "{}"
+[singapay]
+base_url = "{base}"
+partner_id = "sandbox-partner-id"
+client_id = "sandbox-client-id"
+client_secret = "sandbox-client-secret"
+per_page = 100
+concurrency = 4
+[[accounts]]
+id = "{ACCOUNT}"
+[http]
+listen = "127.0.0.1:0"
+admin_token = "bench-admin-token-0123456789"
+{extra}"#,
+        ledger.display()
+    );
+    singapay_sync::config::Config::from_toml_str(&toml).expect("config")
 }

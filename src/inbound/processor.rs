@@ -17,7 +17,7 @@ use super::notice::{Notice, classify};
 use crate::ledger::{InboundOutcome, InboundRow, Ledger, LedgerError};
 use crate::sync::{SyncError, Syncer, Targets};
 use crate::time::Clock;
-use crate::types::{AccountId, LinkId, Trigger};
+use crate::types::{AccountId, InboundState, LinkId, Trigger};
 
 /// Seconds between attempts at a notification whose targeted pass failed; after the last one
 /// it is `failed` (about 20 minutes in all; the sweep remains the safety net).
@@ -206,11 +206,14 @@ impl Processor {
         Ok(())
     }
 
-    /// Publishes `singapay_sync_inbound_notifications{state}`.
+    /// Publishes `singapay_sync_inbound_notifications{state}` for the states an operator acts on
+    /// (`pending`, `failed`; 0 when none): indexed counts, so a drain does not scan the history
+    /// of every webhook kept (processed ones are counted by `_inbound_processed_total`).
     async fn publish_counts(&self) {
         if let Ok(counts) = self.ledger.count_notifications().await {
-            for (state, n) in counts {
-                metrics::gauge!("singapay_sync_inbound_notifications", "state" => state)
+            for state in [InboundState::Pending, InboundState::Failed] {
+                let n = counts.iter().find(|(s, _)| *s == state).map_or(0, |c| c.1);
+                metrics::gauge!("singapay_sync_inbound_notifications", "state" => state.as_str())
                     .set(n as f64);
             }
         }

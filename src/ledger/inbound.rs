@@ -118,6 +118,13 @@ pub enum ExpiryTarget {
     Attempt(String),
 }
 
+/// The key [`Ledger::first_holder`] looks for.
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    Id(i64),
+    Text(&'a str),
+}
+
 const COLUMNS: &str = "id, event, state, received_at, duplicates, attempts, next_attempt_at, \
                        last_error, account_id, link_id, run_id, processed_at, partner_id, body";
 
@@ -267,14 +274,39 @@ impl Ledger {
         rows.iter().map(row_of).collect()
     }
 
-    /// How many notifications are in each state.
-    pub(crate) async fn count_notifications(&self) -> LedgerResult<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) FROM inbound_notification GROUP BY state")
-            .fetch_all(&self.pool)
-            .await?;
+    /// How many notifications are `pending` and `failed` (states with none are left out).
+    pub(crate) async fn count_notifications(&self) -> LedgerResult<Vec<(InboundState, i64)>> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM inbound_notification \
+             WHERE state IN ('pending', 'failed') GROUP BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map(|r| Ok((super::parse_name(r, "state")?, r.try_get("n")?)))
             .collect()
+    }
+
+    /// The first of `accounts` (in order) where `sql` (`?1` the account, `?2` the key; one row
+    /// of `link_id`, maybe NULL) finds a row, and that row's link. One indexed query per
+    /// configured account, rather than a scan of every account's rows.
+    async fn first_holder(
+        &self,
+        accounts: &[AccountId],
+        sql: &'static str,
+        key: Key<'_>,
+    ) -> LedgerResult<Option<(AccountId, Option<LinkId>)>> {
+        for a in accounts {
+            let q = sqlx::query_scalar::<_, Option<i64>>(sql).bind(a.as_str());
+            let q = match key {
+                Key::Id(id) => q.bind(id),
+                Key::Text(t) => q.bind(t),
+            };
+            if let Some(link) = q.fetch_optional(&self.pool).await? {
+                return Ok(Some((a.clone(), link.map(LinkId))));
+            }
+        }
+        Ok(None)
     }
 
     /// Which of `accounts` holds link `id` in the mirror (link ids are global at SingaPay).
@@ -283,37 +315,26 @@ impl Ledger {
         id: LinkId,
         accounts: &[AccountId],
     ) -> LedgerResult<Option<AccountId>> {
-        let held: Vec<String> =
-            sqlx::query_scalar("SELECT account_id FROM payment_link WHERE link_id = ?")
-                .bind(id.0)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(accounts
-            .iter()
-            .find(|a| held.iter().any(|h| h == a.as_str()))
-            .cloned())
+        let sql = "SELECT link_id FROM payment_link WHERE account_id = ?1 AND link_id = ?2";
+        Ok(self
+            .first_holder(accounts, sql, Key::Id(id.0))
+            .await?
+            .map(|(a, _)| a))
     }
 
-    /// Which of `accounts` holds the link with merchant reference `reff_no`, and its id.
+    /// Which of `accounts` holds the link with merchant reference `reff_no`, and its id (a live
+    /// one before a deleted one).
     pub(crate) async fn account_of_link_reff(
         &self,
         reff_no: &str,
         accounts: &[AccountId],
     ) -> LedgerResult<Option<(AccountId, LinkId)>> {
-        let held = sqlx::query(
-            "SELECT account_id, link_id FROM payment_link WHERE reff_no = ? \
-             ORDER BY deleted_at IS NOT NULL, link_id DESC",
-        )
-        .bind(reff_no)
-        .fetch_all(&self.pool)
-        .await?;
-        for r in held {
-            let account: String = r.try_get(0)?;
-            if let Some(a) = accounts.iter().find(|a| a.as_str() == account) {
-                return Ok(Some((a.clone(), LinkId(r.try_get(1)?))));
-            }
-        }
-        Ok(None)
+        let sql = "SELECT link_id FROM payment_link WHERE account_id = ?1 AND reff_no = ?2 \
+                   ORDER BY deleted_at IS NOT NULL, link_id DESC LIMIT 1";
+        Ok(self
+            .first_holder(accounts, sql, Key::Text(reff_no))
+            .await?
+            .and_then(|(a, l)| Some((a, l?))))
     }
 
     /// Which of `accounts` holds the history row with attempt reference `reff_no`, and its link.
@@ -322,18 +343,8 @@ impl Ledger {
         reff_no: &str,
         accounts: &[AccountId],
     ) -> LedgerResult<Option<(AccountId, Option<LinkId>)>> {
-        let held = sqlx::query("SELECT account_id, link_id FROM payment WHERE reff_no = ?")
-            .bind(reff_no)
-            .fetch_all(&self.pool)
-            .await?;
-        for r in held {
-            let account: String = r.try_get(0)?;
-            if let Some(a) = accounts.iter().find(|a| a.as_str() == account) {
-                let link: Option<i64> = r.try_get(1)?;
-                return Ok(Some((a.clone(), link.map(LinkId))));
-            }
-        }
-        Ok(None)
+        let sql = "SELECT link_id FROM payment WHERE account_id = ?1 AND reff_no = ?2 LIMIT 1";
+        self.first_holder(accounts, sql, Key::Text(reff_no)).await
     }
 
     /// Open links and pending history rows of `accounts` whose expiry is after `after` (all of

@@ -177,10 +177,11 @@ impl Ledger {
         account: &AccountId,
         id: LinkId,
     ) -> LedgerResult<bool> {
+        // Two indexed probes (by link id, by the link's reff_no), not a scan.
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM payment WHERE account_id = ?1 AND (link_id = ?2 OR \
-             payment_link_reff_no = (SELECT reff_no FROM payment_link \
-             WHERE account_id = ?1 AND link_id = ?2))",
+            "SELECT EXISTS (SELECT 1 FROM payment WHERE account_id = ?1 AND link_id = ?2) \
+             OR EXISTS (SELECT 1 FROM payment WHERE account_id = ?1 AND payment_link_reff_no = \
+             (SELECT reff_no FROM payment_link WHERE account_id = ?1 AND link_id = ?2))",
         )
         .bind(account.as_str())
         .bind(id.0)

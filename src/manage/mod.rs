@@ -152,24 +152,32 @@ impl Manager {
         )
     }
 
-    /// Shows `targets` in a targeted pass (the commit path of a sweep), waiting for a pass of
-    /// the account that is running.
-    async fn mirror(&self, account: &AccountId, targets: Targets) -> Result<(), ManageError> {
-        for _ in 0..600 {
-            match self
-                .syncer
-                .sync_targeted(account, Trigger::Manual, targets.clone())
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(SyncError::Busy(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
-                Err(SyncError::Ledger(e)) => return Err(ManageError::Ledger(e)),
-                Err(e) => return Err(ManageError::Upstream(e.to_string())),
-            }
+    /// Shows link `id` (marked deleted on SingaPay's 404 when `deleted`) in a targeted pass,
+    /// the commit path of a sweep, waiting up to a minute for a pass of the account that runs.
+    async fn mirror(
+        &self,
+        account: &AccountId,
+        id: LinkId,
+        deleted: bool,
+    ) -> Result<(), ManageError> {
+        let targets = Targets {
+            links: [id].into(),
+            deleted: if deleted {
+                [id].into()
+            } else {
+                Default::default()
+            },
+            ..Default::default()
+        };
+        match self
+            .syncer
+            .sync_targeted_when_free(account, Trigger::Manual, targets, Duration::from_secs(60))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SyncError::Ledger(e)) => Err(ManageError::Ledger(e)),
+            Err(e) => Err(ManageError::Upstream(e.to_string())),
         }
-        Err(ManageError::Upstream(
-            "a pass of the account kept running for a minute".into(),
-        ))
     }
 
     /// The mirrored link as events carry it.
@@ -289,14 +297,7 @@ impl Manager {
         ledger
             .intent_created(account, &req.reff_no, id, ctx.clock.now())
             .await?;
-        self.mirror(
-            account,
-            Targets {
-                links: [id].into(),
-                ..Default::default()
-            },
-        )
-        .await?;
+        self.mirror(account, id, false).await?;
         info!(account_id = %account, link_id = %id, reff_no = %req.reff_no, "manage.created");
         Ok((201, json!({ "link": self.mirrored(account, id).await? })))
     }
@@ -320,14 +321,7 @@ impl Manager {
         ctx.ledger
             .intent_created(account, reff_no, link.id, ctx.clock.now())
             .await?;
-        self.mirror(
-            account,
-            Targets {
-                links: [link.id].into(),
-                ..Default::default()
-            },
-        )
-        .await?;
+        self.mirror(account, link.id, false).await?;
         Ok(Some(self.mirrored(account, link.id).await?))
     }
 
@@ -358,14 +352,7 @@ impl Manager {
             .update_link(account, id, &send)
             .await
             .map_err(upstream)?;
-        self.mirror(
-            account,
-            Targets {
-                links: [id].into(),
-                ..Default::default()
-            },
-        )
-        .await?;
+        self.mirror(account, id, false).await?;
         Ok(json!({ "link": self.mirrored(account, id).await? }))
     }
 
@@ -387,15 +374,7 @@ impl Manager {
             Err(SingapayError::Fatal { status: 403, .. }) => return Err(ManageError::HasPayments),
             Err(e) => return Err(upstream(e)),
         }
-        self.mirror(
-            account,
-            Targets {
-                links: [id].into(),
-                deleted: [id].into(),
-                ..Default::default()
-            },
-        )
-        .await?;
+        self.mirror(account, id, true).await?;
         Ok(json!({ "link": self.mirrored(account, id).await?, "deleted": true }))
     }
 }

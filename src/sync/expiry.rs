@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{SyncError, Syncer, Targets};
+use super::{Syncer, Targets};
 use crate::ledger::{Expiry, ExpiryTarget};
 use crate::types::{AccountId, Trigger};
 
@@ -24,8 +24,8 @@ pub(crate) const GRACE: chrono::Duration = chrono::Duration::seconds(1);
 const LOOKAHEAD: i64 = 1000;
 /// Longest sleep (the ledger is read again at least this often).
 const IDLE: Duration = Duration::from_secs(60);
-/// Attempts at a targeted pass while the account's sweep is running.
-const BUSY_TRIES: usize = 600;
+/// How long a firing waits for the account's running sweep.
+const BUSY_WAIT: Duration = Duration::from_secs(120);
 
 /// The expiry timer.
 pub(crate) struct ExpiryTimer {
@@ -92,28 +92,19 @@ impl ExpiryTimer {
         }
         for (account, targets) in per_account {
             let (links, rows) = (targets.links.len(), targets.attempts.len());
-            for _ in 0..BUSY_TRIES {
-                if stop.is_cancelled() {
-                    return;
+            if stop.is_cancelled() {
+                return;
+            }
+            match self
+                .syncer
+                .sync_targeted_when_free(account, Trigger::Schedule, targets, BUSY_WAIT)
+                .await
+            {
+                Ok(s) => {
+                    info!(account_id = %account, run_id = s.run_id, links, rows, events = s.events, "expiry.fired")
                 }
-                match self
-                    .syncer
-                    .sync_targeted(account, Trigger::Schedule, targets.clone())
-                    .await
-                {
-                    Ok(s) => {
-                        info!(account_id = %account, run_id = s.run_id, links, rows, events = s.events, "expiry.fired");
-                        break;
-                    }
-                    Err(SyncError::Busy(_)) => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Err(e) => {
-                        // The next sweep sees the expiry anyway.
-                        warn!(account_id = %account, error = %e, "expiry.pass_failed");
-                        break;
-                    }
-                }
+                // The next sweep sees the expiry anyway.
+                Err(e) => warn!(account_id = %account, error = %e, "expiry.pass_failed"),
             }
         }
     }

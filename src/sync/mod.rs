@@ -235,6 +235,36 @@ impl Syncer {
         pass::run_and_record(&self.ctx, &run, &self.cancel).await
     }
 
+    /// [`Syncer::sync_targeted`], waiting (at most `wait`, checking every 100 ms) while another
+    /// pass of the account runs: the expiry timer and link management, which must not drop
+    /// their reads (the doorbell's queue defers instead).
+    ///
+    /// Errors: [`SyncError::Busy`] after `wait`; [`SyncError::Interrupted`] when the daemon
+    /// stops meanwhile; the pass's error.
+    pub async fn sync_targeted_when_free(
+        &self,
+        account: &AccountId,
+        trigger: Trigger,
+        targets: Targets,
+        wait: std::time::Duration,
+    ) -> Result<SyncSummary, SyncError> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            match self.sync_targeted(account, trigger, targets.clone()).await {
+                Err(SyncError::Busy(run)) => {
+                    if tokio::time::Instant::now() >= until {
+                        return Err(SyncError::Busy(run));
+                    }
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return Err(SyncError::Interrupted),
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Waits for background passes to end (after `cancel`, at their next page boundary).
     pub async fn wait(&self) {
         self.tasks.close();

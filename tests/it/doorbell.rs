@@ -57,12 +57,7 @@ impl Bell {
             .await
             .unwrap();
         assert_eq!(r.status(), 204);
-        sandbox
-            .http
-            .delete(format!("{}/_sandbox/requests", sandbox.base))
-            .send()
-            .await
-            .unwrap();
+        sandbox.clear_requests().await;
         Bell {
             sandbox,
             rx,
@@ -74,22 +69,7 @@ impl Bell {
 
     /// Waits (at most 10 s) until the receiver has a verified hit of `event` for link `link`.
     async fn hit(&self, event: &str, link: i64) -> Hit {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(h) =
-                self.rx.hits().into_iter().find(|h| {
-                    h.verified && h.body["type"] == event && link_of(&h.body) == Some(link)
-                })
-            {
-                return h;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {event} for link {link}: {:?}",
-                self.rx.hits()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.rx.wait_for(event, |b| link_of(b) == Some(link)).await
     }
 
     /// What the sandbox posted, with the daemon's answers.
@@ -400,12 +380,7 @@ async fn a_link_expiring_after_the_last_sweep_changes_status_on_the_clock() {
     let run = bell.served.admin.resync_and_wait().await;
     assert_eq!(run["outcome"], "succeeded");
     bell.hit("payment_link.created", id).await;
-    bell.sandbox
-        .http
-        .delete(format!("{}/_sandbox/requests", bell.sandbox.base))
-        .send()
-        .await
-        .unwrap();
+    bell.sandbox.clear_requests().await;
     let changed = bell.hit("payment_link.status_changed", id).await;
     let seen = chrono::Utc::now();
     assert_eq!(changed.body["data"]["object"]["status_computed"], "expired");
@@ -484,11 +459,7 @@ async fn a_webhook_is_processed_in_the_configured_account_that_holds_its_link() 
             .await;
         assert_eq!(run["outcome"], "succeeded", "{run}");
     }
-    sb.http
-        .delete(format!("{}/_sandbox/requests", sb.base))
-        .send()
-        .await
-        .unwrap();
+    sb.clear_requests().await;
     sb.ctl(
         reqwest::Method::POST,
         format!("{}/_sandbox/accounts/{SECOND}/links/{id}/pay", sb.base),
@@ -569,26 +540,10 @@ async fn expiry_timers_are_rebuilt_from_the_ledger_when_the_daemon_starts() {
         assert_eq!(s.events_by_type.get("payment_link.created"), Some(&1));
         app.ledger.close().await;
     }
-    sandbox
-        .http
-        .delete(format!("{}/_sandbox/requests", sandbox.base))
-        .send()
-        .await
-        .unwrap();
+    sandbox.clear_requests().await;
     // The daemon starts with the sweep off: its timer is read from the ledger.
     let served = serve(&config, Arc::new(SystemClock)).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let changed = loop {
-        if let Some(h) = rx
-            .hits()
-            .into_iter()
-            .find(|h| h.verified && h.body["type"] == "payment_link.status_changed")
-        {
-            break h;
-        }
-        assert!(Instant::now() < deadline, "{:?}", rx.hits());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let changed = rx.wait_for("payment_link.status_changed", |_| true).await;
     assert!(chrono::Utc::now() >= expires);
     assert_eq!(changed.body["data"]["object"]["status_computed"], "expired");
     let lists = sandbox

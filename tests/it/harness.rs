@@ -162,6 +162,15 @@ impl TestSandbox {
         assert!(r.status().is_success());
     }
 
+    /// Forgets the requests logged so far.
+    pub async fn clear_requests(&self) {
+        self.http
+            .delete(format!("{}/_sandbox/requests", self.base))
+            .send()
+            .await
+            .unwrap();
+    }
+
     /// The request log, in arrival order.
     pub async fn requests(&self) -> Vec<LoggedRequest> {
         serde_json::from_value(
@@ -288,6 +297,27 @@ impl Receiver {
 
     pub fn hits(&self) -> Vec<Hit> {
         self.hits.lock().unwrap().clone()
+    }
+
+    /// Waits (at most 10 s) for a verified hit of event type `event` whose body `matches`;
+    /// fails the test, listing the hits, if none comes.
+    pub async fn wait_for(&self, event: &str, matches: impl Fn(&Value) -> bool) -> Hit {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(h) = self
+                .hits()
+                .into_iter()
+                .find(|h| h.verified && h.body["type"] == event && matches(&h.body))
+            {
+                return h;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no verified {event}: {:?}",
+                self.hits()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -3,7 +3,6 @@
 //! write mirrored at once with its callback.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use singapay_sync::app::App;
@@ -34,12 +33,7 @@ impl Managed {
         served.admin.wait_healthy().await;
         let run = served.admin.resync_and_wait().await;
         assert_eq!(run["outcome"], "succeeded", "{run}");
-        sandbox
-            .http
-            .delete(format!("{}/_sandbox/requests", sandbox.base))
-            .send()
-            .await
-            .unwrap();
+        sandbox.clear_requests().await;
         Managed {
             sandbox,
             rx,
@@ -96,20 +90,9 @@ impl Managed {
 
     /// Waits (at most 10 s) for a verified callback of `event` about link `id`.
     async fn hit(&self, event: &str, id: i64) -> Hit {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(h) = self.rx.hits().into_iter().find(|h| {
-                h.verified && h.body["type"] == event && h.body["data"]["object"]["id"] == id
-            }) {
-                return h;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {event} for {id}: {:?}",
-                self.rx.hits()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.rx
+            .wait_for(event, |b| b["data"]["object"]["id"] == id)
+            .await
     }
 }
 
