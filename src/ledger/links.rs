@@ -186,11 +186,6 @@ pub(super) async fn upsert_many(
     Ok(())
 }
 
-fn ids_json(ids: &[LinkId]) -> LedgerResult<String> {
-    serde_json::to_string(&ids.iter().map(|i| i.0).collect::<Vec<_>>())
-        .map_err(|e| LedgerError::Corrupt(e.to_string()))
-}
-
 fn stored_from_row(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<StoredLink> {
     let raw: String = r.try_get("raw_json")?;
     let link = PaymentLink::decode(&raw)
@@ -241,7 +236,7 @@ impl Ledger {
              WHERE account_id = ? AND link_id IN (SELECT value FROM json_each(?))",
         )
         .bind(account.as_str())
-        .bind(ids_json(ids)?)
+        .bind(super::ids_json(ids.iter().map(|i| i.0))?)
         .fetch_all(&self.pool)
         .await?;
         let mut out = HashMap::with_capacity(rows.len());

@@ -305,6 +305,12 @@ impl Ledger {
     }
 }
 
+/// Ids as one JSON array, bound to `json_each(?)`: one parameter whatever their number.
+pub(super) fn ids_json(ids: impl IntoIterator<Item = i64>) -> LedgerResult<String> {
+    serde_json::to_string(&ids.into_iter().collect::<Vec<_>>())
+        .map_err(|e| LedgerError::Corrupt(e.to_string()))
+}
+
 pub(crate) fn parse_ts(s: &str) -> LedgerResult<chrono::DateTime<chrono::Utc>> {
     crate::time::parse_ledger_ts(s).ok_or_else(|| LedgerError::Corrupt(format!("bad time {s:?}")))
 }
