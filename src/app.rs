@@ -17,7 +17,6 @@ use crate::ledger::Ledger;
 use crate::notify::dispatcher::{EmailGroup, EmailSettings, WebhookTarget};
 use crate::notify::email::Mailer;
 use crate::notify::{Dispatcher, RetrySchedule, Route, Routing};
-use crate::singapay::{ClientConfig, SingapayClient};
 use crate::sync::{PageHook, PassOptions, SyncContext, SyncError, SyncSummary, Syncer};
 use crate::time::{Clock, SystemClock};
 use crate::types::Channel;
@@ -161,7 +160,7 @@ impl App {
                     .increment(interrupted);
             }
         }
-        let client = SingapayClient::new(ClientConfig::from(&config.singapay))?;
+        let client = config.singapay_client()?;
         let email = match &config.email {
             None => None,
             Some(e) => Some(EmailSettings {
@@ -258,8 +257,9 @@ impl App {
             .and_then(|l| l.local_addr().ok())
     }
 
-    /// The candidate keys of SingaPay's webhook signatures: `inbound.keys`, then the client
-    /// secret (DOC2 webhooks "Security and signature": which key signs is not settled, so every one is tried).
+    /// The candidate keys of SingaPay's webhook signatures: `inbound.keys`, then every
+    /// credential's client secret (DOC2 webhooks "Security and signature": which key signs is
+    /// not settled, so every one is tried; DESIGN §16: any merchant's webhook may arrive).
     fn inbound_keys(&self) -> Vec<secrecy::SecretString> {
         let mut keys = self
             .config
@@ -267,7 +267,7 @@ impl App {
             .as_ref()
             .map(|i| i.keys.clone())
             .unwrap_or_default();
-        keys.push(self.config.singapay.client_secret.clone());
+        keys.extend(self.config.client_secrets());
         keys
     }
 

@@ -89,6 +89,9 @@ pub enum Command {
     },
     /// The payment method codes the account can whitelist (from SingaPay).
     PaymentMethods {
+        /// Account whose merchant's methods to list (default: the first configured).
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

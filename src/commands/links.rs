@@ -229,11 +229,19 @@ pub(super) async fn run(cfg: Config, action: &LinksCommand) -> anyhow::Result<Ex
     Ok(code)
 }
 
-/// `payment-methods [--json]`.
-pub(super) async fn payment_methods(cfg: Config, as_json: bool) -> anyhow::Result<ExitCode> {
+/// `payment-methods [--account ID] [--json]`: the methods of the account's credential.
+pub(super) async fn payment_methods(
+    cfg: Config,
+    given: Option<&str>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
     telemetry::init(cfg.log.format, &cfg.log.level);
+    let account = match account_of(&cfg, given) {
+        Ok(a) => a,
+        Err(code) => return Ok(code),
+    };
     let app = App::build_beside_daemon(cfg).await?;
-    let code = match app.manager.payment_methods().await {
+    let code = match app.manager.payment_methods(Some(&account)).await {
         Ok(methods) => {
             if as_json {
                 println!("{}", json!({ "payment_methods": methods }));

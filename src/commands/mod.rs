@@ -76,8 +76,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(cfg) => links::run(cfg, action).await,
             Err(code) => Ok(code),
         },
-        Command::PaymentMethods { json } => match load(&cli) {
-            Ok(cfg) => links::payment_methods(cfg, *json).await,
+        Command::PaymentMethods { account, json } => match load(&cli) {
+            Ok(cfg) => links::payment_methods(cfg, account.as_deref(), *json).await,
             Err(code) => Ok(code),
         },
         Command::Export { what } => match load(&cli) {

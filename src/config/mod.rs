@@ -7,6 +7,8 @@
 //! check), `validate` checks it section by section; every problem is reported at once and the CLI
 //! exits 2 with them.
 
+mod credentials;
+mod fields;
 mod inbound;
 mod raw;
 #[cfg(test)]
@@ -24,6 +26,7 @@ use lettre::message::Mailbox;
 use secrecy::SecretString;
 use url::Url;
 
+pub use credentials::CredentialConfig;
 pub use inbound::{DEFAULT_INBOUND_LISTEN, DEFAULT_INBOUND_PATH, InboundConfig};
 
 use crate::singapay::ClientConfig;
@@ -45,16 +48,17 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 /// <https://docs.svix.com/retries>): 8 attempts over about 27.6 hours, then `dead`.
 pub const DEFAULT_RETRY_SCHEDULE: [u64; 7] = [5, 300, 1800, 7200, 18_000, 36_000, 36_000];
 
-/// `[singapay]`.
+/// `[singapay]`: the settings every credential shares, and the default credential (DESIGN §16).
 #[derive(Debug, Clone)]
 pub struct SingapayConfig {
-    /// API host.
+    /// API host (also the default of `credentials[].base_url`).
     pub base_url: Url,
-    /// `X-PARTNER-ID`.
+    /// `X-PARTNER-ID` of the default credential; empty when every account names a
+    /// `[[credentials]]` entry and `[singapay]` gives none ([`SingapayConfig::has_credential`]).
     pub partner_id: String,
-    /// `X-CLIENT-ID`.
+    /// `X-CLIENT-ID` of the default credential (empty likewise).
     pub client_id: String,
-    /// Client secret.
+    /// Client secret of the default credential (empty likewise).
     pub client_secret: SecretString,
     /// Per-request timeout (default 30 s).
     pub timeout: Duration,
@@ -66,10 +70,18 @@ pub struct SingapayConfig {
     pub concurrency: usize,
 }
 
+impl SingapayConfig {
+    /// Whether `[singapay]` holds a credential (it may not when every account names its own).
+    pub fn has_credential(&self) -> bool {
+        !self.partner_id.is_empty()
+    }
+}
+
 /// `[ledger]`.
 #[derive(Debug, Clone)]
 pub struct LedgerConfig {
-    /// The SQLite file (default `/var/lib/singapay-sync/ledger.db`).
+    /// The SQLite file: from `ledger.url` (`sqlite:///path`, or `url_file`) or the older
+    /// `ledger.path` (default `/var/lib/singapay-sync/ledger.db`).
     pub path: PathBuf,
     /// How long delivered deliveries, their attempts and finished sync runs without events are
     /// kept (default 180 days).
@@ -127,6 +139,8 @@ pub struct AccountConfig {
     pub name: Option<String>,
     /// Effective schedule (the account's own or `sync.schedule`).
     pub schedule: String,
+    /// The `[[credentials]]` entry its requests carry (`None`: `[singapay]`'s).
+    pub credential: Option<String>,
 }
 
 /// `[http]`.
@@ -207,8 +221,10 @@ pub struct LogConfig {
 pub struct Config {
     /// The ledger.
     pub ledger: LedgerConfig,
-    /// SingaPay.
+    /// SingaPay: shared settings and the default credential.
     pub singapay: SingapayConfig,
+    /// `[[credentials]]`: further merchants' credentials, named by `accounts[].credential`.
+    pub credentials: Vec<CredentialConfig>,
     /// Sync.
     pub sync: SyncConfig,
     /// Accounts to mirror.

@@ -150,6 +150,8 @@ pub(super) struct Raw {
     #[serde(default)]
     pub accounts: Vec<RawAccount>,
     #[serde(default)]
+    pub credentials: Vec<RawCredential>,
+    #[serde(default)]
     pub http: RawHttp,
     #[serde(default)]
     pub delivery: RawDelivery,
@@ -178,6 +180,10 @@ pub(super) struct RawInbound {
 pub(super) struct RawLedger {
     #[serde(default, deserialize_with = "string")]
     pub path: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub url: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub url_file: Option<String>,
     #[serde(default, deserialize_with = "string")]
     pub retention: Option<String>,
     #[serde(default, deserialize_with = "string")]
@@ -228,6 +234,26 @@ pub(super) struct RawAccount {
     pub name: Option<String>,
     #[serde(default, deserialize_with = "string")]
     pub schedule: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawCredential {
+    #[serde(default, deserialize_with = "string")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub base_url: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub partner_id: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub client_id: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub client_secret: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub client_secret_file: Option<String>,
+    #[serde(default, deserialize_with = "boolean")]
+    pub allow_insecure_http: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -303,7 +329,10 @@ pub(super) struct RawLog {
 
 /// The keys each section accepts (a misspelt key is reported, not silently ignored).
 const KNOWN_KEYS: &[(&str, &[&str])] = &[
-    ("ledger", &["path", "retention", "event_retention"]),
+    (
+        "ledger",
+        &["path", "url", "url_file", "retention", "event_retention"],
+    ),
     (
         "singapay",
         &[
@@ -328,7 +357,19 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "history_window",
         ],
     ),
-    ("accounts", &["id", "name", "schedule"]),
+    ("accounts", &["id", "name", "schedule", "credential"]),
+    (
+        "credentials",
+        &[
+            "name",
+            "base_url",
+            "partner_id",
+            "client_id",
+            "client_secret",
+            "client_secret_file",
+            "allow_insecure_http",
+        ],
+    ),
     (
         "http",
         &[

@@ -404,3 +404,133 @@ fn every_inbound_problem_is_listed() {
         assert!(all.contains(part), "{part} missing from:\n{all}");
     }
 }
+
+/// `[ledger]` and `[singapay]` of [`GOOD`] replaced by `head`, the rest kept.
+fn with_head(head: &str, accounts: &str) -> String {
+    let rest = GOOD.split("[http]").nth(1).unwrap_or_default();
+    format!("{head}\n{accounts}\n[http]{rest}")
+}
+
+#[test]
+fn credentials_are_named_by_accounts_and_the_default_is_optional_then() {
+    let toml = with_head(
+        r#"[ledger]
+url = "sqlite:///tmp/multi.db"
+[singapay]
+base_url = "https://api.example.com"
+[[credentials]]
+name = "toko-b"
+partner_id = "pb"
+client_id = "cb"
+client_secret = "secret-b-0123"
+[[credentials]]
+name = "toko-c"
+base_url = "https://other.example.com"
+partner_id = "pc"
+client_id = "cc"
+client_secret = "secret-c-0123""#,
+        r#"[[accounts]]
+id = "01K7P073Q8RE2A9PQT8Q7MXPN4"
+credential = "toko-b"
+[[accounts]]
+id = "01K946KF851RK7FX075GJHBVKF"
+credential = "toko-c""#,
+    );
+    let c = Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.ledger.path, PathBuf::from("/tmp/multi.db"));
+    assert!(!c.singapay.has_credential());
+    assert_eq!(c.credentials.len(), 2);
+    assert_eq!(c.accounts[0].credential.as_deref(), Some("toko-b"));
+    let b = c.credentials[0].client_config(&c.singapay);
+    assert_eq!(b.base_url.as_str(), "https://api.example.com/");
+    assert_eq!(b.timeout, c.singapay.timeout);
+    assert_eq!(
+        c.credentials[1].base_url.as_str(),
+        "https://other.example.com/"
+    );
+    let keys: Vec<String> = c
+        .client_secrets()
+        .iter()
+        .map(|k| secrecy::ExposeSecret::expose_secret(k).to_string())
+        .collect();
+    assert_eq!(keys, ["secret-b-0123", "secret-c-0123"]);
+    let client = c.singapay_client().unwrap();
+    let second = AccountId::parse("01K946KF851RK7FX075GJHBVKF").unwrap();
+    assert_eq!(client.credential_name(Some(&second)), Some("toko-c"));
+    assert!(!format!("{c:?}").contains("secret-b-0123"));
+}
+
+#[test]
+fn credential_problems_are_listed_with_the_others() {
+    let toml = with_head(
+        r#"[ledger]
+url = "postgres://sync:pw@db.example.com/ledger"
+path = "/tmp/x.db"
+[[credentials]]
+name = "default"
+partner_id = "p"
+client_id = "c"
+client_secret = "s"
+[[credentials]]
+name = "b b"
+client_id = "c"
+client_secret = "s"
+client_secret_file = "/nonexistent""#,
+        r#"[[accounts]]
+id = "01K7P073Q8RE2A9PQT8Q7MXPN4"
+credential = "nope"
+[[accounts]]
+id = "01K946KF851RK7FX075GJHBVKF""#,
+    );
+    let problems = Config::from_toml_str(&toml).unwrap_err().0;
+    for want in [
+        "ledger.url and ledger.path are both set: keep one (url)",
+        "credentials[0].name \"default\" is the [singapay] credential's: choose another",
+        "credentials[1].name must be 1 to 64 letters, digits, '-', '_' or '.'",
+        "credentials[1].partner_id is required",
+        "credentials[1].client_secret and credentials[1].client_secret_file are both set: keep one",
+        "accounts[0].credential \"nope\" is not a [[credentials]] name (known: default)",
+        // The second account names none: [singapay]'s credential is required.
+        "singapay.partner_id is required",
+    ] {
+        assert!(problems.iter().any(|p| p == want), "{want}\n{problems:#?}");
+    }
+    // The URL (with its password) is never quoted back.
+    assert!(!problems.iter().any(|p| p.contains("pw@")), "{problems:#?}");
+}
+
+#[test]
+fn a_ledger_url_names_a_sqlite_file_and_postgres_is_refused_for_now() {
+    let ledger = |l: &str| {
+        Config::from_toml_str(&GOOD.replace("path = \"/tmp/x.db\"", l)).map(|c| c.ledger.path)
+    };
+    assert_eq!(
+        ledger("url = \"sqlite:///var/lib/x/ledger.db\"").unwrap(),
+        PathBuf::from("/var/lib/x/ledger.db")
+    );
+    assert_eq!(
+        ledger("url = \"sqlite://ledger.db\"").unwrap(),
+        PathBuf::from("ledger.db")
+    );
+    assert_eq!(
+        ledger("url = \"sqlite:rel/ledger.db\"").unwrap(),
+        PathBuf::from("rel/ledger.db")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("url");
+    std::fs::write(&file, "sqlite:///tmp/from-file.db\n").unwrap();
+    assert_eq!(
+        ledger(&format!("url_file = {:?}", file.display().to_string())).unwrap(),
+        PathBuf::from("/tmp/from-file.db")
+    );
+    for (url, want) in [
+        ("postgres://u:secret@h/db", "PostgreSQL ledger"),
+        ("mysql://h/db", "must start with sqlite://"),
+        ("sqlite://", "must name a file"),
+        ("sqlite:///x.db?mode=ro", "must name a file"),
+    ] {
+        let e = ledger(&format!("url = {url:?}")).unwrap_err().0;
+        assert!(e.iter().any(|p| p.contains(want)), "{url}: {e:?}");
+        assert!(!e.iter().any(|p| p.contains("secret")), "{e:?}");
+    }
+}

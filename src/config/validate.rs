@@ -2,7 +2,7 @@
 //! that an operator sees every problem at once. A section with problems yields placeholder values;
 //! they never escape, because [`validate`] fails when the list is not empty.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +11,10 @@ use lettre::message::Mailbox;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use super::fields::{
+    MAX_DURATION, Problems, cron, duration, events, http_url, int_in, is_loopback, required,
+    secret, subscriber_name,
+};
 use super::raw::{
     Raw, RawAccount, RawDelivery, RawEmail, RawHttp, RawLedger, RawLog, RawSingapay, RawSync,
     RawWebhook,
@@ -23,18 +27,20 @@ use super::{
 };
 use crate::standard_webhooks::WebhookSecret;
 use crate::telemetry::LogFormat;
-use crate::types::{AccountId, EventType};
-
-/// What is wrong so far, one line per problem.
-type Problems = Vec<String>;
+use crate::types::AccountId;
 
 /// Validates every section of `raw`; `Err` lists every problem found.
 pub(super) fn validate(raw: Raw) -> Result<Config, ConfigErrors> {
     let mut p = Problems::new();
     let ledger = ledger(&mut p, raw.ledger);
-    let singapay = singapay(&mut p, raw.singapay);
+    // `[singapay]`'s credential is the default one: required while an account names none.
+    let needs_default =
+        raw.accounts.is_empty() || raw.accounts.iter().any(|a| a.credential.is_none());
+    let singapay = singapay(&mut p, raw.singapay, needs_default);
+    let credentials = super::credentials::validate(&mut p, raw.credentials, &singapay.base_url);
     let sync = sync(&mut p, raw.sync);
     let accounts = accounts(&mut p, raw.accounts, &sync.schedule);
+    super::credentials::check_accounts(&mut p, &accounts, &credentials);
     let http = http(&mut p, raw.http);
     let delivery = delivery(&mut p, raw.delivery);
     // Webhook and recipient names share one namespace (`delivery.subscriber`).
@@ -51,6 +57,7 @@ pub(super) fn validate(raw: Raw) -> Result<Config, ConfigErrors> {
     Ok(Config {
         ledger,
         singapay,
+        credentials,
         sync,
         accounts,
         http,
@@ -62,9 +69,19 @@ pub(super) fn validate(raw: Raw) -> Result<Config, ConfigErrors> {
     })
 }
 
+/// `[ledger]`: `url` (or `url_file`, for a URL holding a password) or the older `path`.
 fn ledger(p: &mut Problems, l: RawLedger) -> LedgerConfig {
+    let url = secret(p, "ledger.url", l.url, l.url_file, false);
+    let path = match (url, l.path) {
+        (Some(_), Some(_)) => {
+            p.push("ledger.url and ledger.path are both set: keep one (url)".into());
+            PathBuf::from(DEFAULT_LEDGER_PATH)
+        }
+        (None, path) => PathBuf::from(path.unwrap_or_else(|| DEFAULT_LEDGER_PATH.to_string())),
+        (Some(url), None) => ledger_url(p, url.expose_secret()),
+    };
     LedgerConfig {
-        path: PathBuf::from(l.path.unwrap_or_else(|| DEFAULT_LEDGER_PATH.to_string())),
+        path,
         retention: duration(
             p,
             "ledger.retention",
@@ -77,7 +94,57 @@ fn ledger(p: &mut Problems, l: RawLedger) -> LedgerConfig {
     }
 }
 
-fn singapay(p: &mut Problems, s: RawSingapay) -> SingapayConfig {
+/// The SQLite file of a `ledger.url` (`sqlite:///abs/path.db`, `sqlite://relative.db` or
+/// `sqlite:path.db`). The URL is never quoted back: it may hold a password.
+fn ledger_url(p: &mut Problems, url: &str) -> PathBuf {
+    let url = url.trim();
+    let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
+    let path = match scheme.as_str() {
+        "sqlite" => url
+            .get("sqlite:".len()..)
+            .map(|rest| rest.strip_prefix("//").unwrap_or(rest))
+            .unwrap_or(""),
+        "postgres" | "postgresql" => {
+            p.push(
+                "ledger.url: a PostgreSQL ledger (DESIGN §16) is not available in this version                  yet; use sqlite:///path/to/ledger.db"
+                    .into(),
+            );
+            return PathBuf::from(DEFAULT_LEDGER_PATH);
+        }
+        _ => {
+            p.push("ledger.url must start with sqlite:// (e.g. sqlite:///var/lib/singapay-sync/ledger.db)".into());
+            return PathBuf::from(DEFAULT_LEDGER_PATH);
+        }
+    };
+    if path.is_empty() || path.contains('?') || path.contains('#') {
+        p.push(
+            "ledger.url must name a file, without options (e.g.              sqlite:///var/lib/singapay-sync/ledger.db)"
+                .into(),
+        );
+        return PathBuf::from(DEFAULT_LEDGER_PATH);
+    }
+    PathBuf::from(path)
+}
+
+/// `[singapay]`; its credential (partner id, client id, secret) is checked when `needs_default`
+/// (an account names no `credential`) or when any of it is given.
+fn singapay(p: &mut Problems, s: RawSingapay, needs_default: bool) -> SingapayConfig {
+    let given = s.partner_id.is_some()
+        || s.client_id.is_some()
+        || s.client_secret.is_some()
+        || s.client_secret_file.is_some();
+    let mut none = Problems::new();
+    let p_cred: &mut Problems = if needs_default || given { p } else { &mut none };
+    let partner_id = required(p_cred, "singapay.partner_id", s.partner_id);
+    let client_id = required(p_cred, "singapay.client_id", s.client_id);
+    let client_secret = secret(
+        p_cred,
+        "singapay.client_secret",
+        s.client_secret,
+        s.client_secret_file,
+        true,
+    )
+    .unwrap_or_else(|| SecretString::from(String::new()));
     let base_url = http_url(
         p,
         "singapay.base_url",
@@ -87,16 +154,9 @@ fn singapay(p: &mut Problems, s: RawSingapay) -> SingapayConfig {
     .unwrap_or_else(|| Url::parse(DEFAULT_BASE_URL).expect("DEFAULT_BASE_URL is a valid URL"));
     SingapayConfig {
         base_url,
-        partner_id: required(p, "singapay.partner_id", s.partner_id),
-        client_id: required(p, "singapay.client_id", s.client_id),
-        client_secret: secret(
-            p,
-            "singapay.client_secret",
-            s.client_secret,
-            s.client_secret_file,
-            true,
-        )
-        .unwrap_or_else(|| SecretString::from(String::new())),
+        partner_id,
+        client_id,
+        client_secret,
         timeout: duration(p, "singapay.timeout", s.timeout, Duration::from_secs(30)),
         per_page: int_in(
             p,
@@ -175,6 +235,7 @@ fn accounts(p: &mut Problems, raw: Vec<RawAccount>, default_schedule: &str) -> V
                 id,
                 name: a.name,
                 schedule,
+                credential: a.credential.map(|c| c.trim().to_string()),
             });
         }
     }
@@ -392,171 +453,4 @@ fn smtp(p: &mut Problems, url: &str) {
         }
         _ => p.push("email.smtp_url must start with smtp://, smtps:// or file://".into()),
     }
-}
-
-/// Whether the URL's host is this machine (`localhost`, 127.0.0.0/8, `::1`).
-fn is_loopback(u: &Url) -> bool {
-    match u.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
-// ---- helpers shared by the sections ----
-
-/// A secret given inline or as `<key>_file` (trimmed file contents), not both.
-fn secret(
-    p: &mut Problems,
-    key: &str,
-    inline: Option<String>,
-    file: Option<String>,
-    required: bool,
-) -> Option<SecretString> {
-    match (inline, file) {
-        (Some(_), Some(_)) => {
-            p.push(format!("{key} and {key}_file are both set: keep one"));
-            None
-        }
-        (Some(v), None) if v.trim().is_empty() => {
-            p.push(format!("{key} is empty"));
-            None
-        }
-        (Some(v), None) => Some(SecretString::from(v)),
-        (None, Some(path)) => match std::fs::read_to_string(&path) {
-            Ok(v) if v.trim().is_empty() => {
-                p.push(format!("{key}_file names an empty file"));
-                None
-            }
-            Ok(v) => Some(SecretString::from(v.trim().to_string())),
-            Err(e) => {
-                p.push(format!("{key}_file cannot be read: {}", e.kind()));
-                None
-            }
-        },
-        (None, None) => {
-            if required {
-                p.push(format!("{key} is required (or {key}_file)"));
-            }
-            None
-        }
-    }
-}
-
-/// An event filter (`None` = every type).
-fn events(p: &mut Problems, key: &str, v: Option<Vec<String>>) -> Option<BTreeSet<EventType>> {
-    let mut set = BTreeSet::new();
-    for (i, e) in v?.iter().enumerate() {
-        match e.parse::<EventType>() {
-            Ok(t) => {
-                set.insert(t);
-            }
-            Err(_) => {
-                let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
-                p.push(format!(
-                    "{key}[{i}] is not an event type (known: {})",
-                    known.join(", ")
-                ));
-            }
-        }
-    }
-    Some(set)
-}
-
-/// The longest duration any key takes: time arithmetic on it cannot overflow.
-const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
-
-/// A positive duration up to 10 years, `default` when absent.
-fn duration(p: &mut Problems, key: &str, v: Option<String>, default: Duration) -> Duration {
-    match v.as_deref().map(parse_duration) {
-        None => default,
-        Some(Ok(d)) if !d.is_zero() && d <= MAX_DURATION => d,
-        _ => {
-            p.push(format!(
-                "{key} is not a duration from 1ms to 10 years (\"500ms\", \"30s\", \"5m\", \"2h\", \"180d\")"
-            ));
-            default
-        }
-    }
-}
-
-/// A non-empty string, trimmed.
-fn required(p: &mut Problems, key: &str, v: Option<String>) -> String {
-    match v {
-        Some(s) if !s.trim().is_empty() => s.trim().to_string(),
-        _ => {
-            p.push(format!("{key} is required"));
-            String::new()
-        }
-    }
-}
-
-/// An integer in `lo..=hi` (`default` when absent); `note` explains the bound.
-fn int_in(
-    p: &mut Problems,
-    key: &str,
-    v: Option<i64>,
-    (lo, hi, default): (i64, i64, i64),
-    note: &str,
-) -> i64 {
-    match v.unwrap_or(default) {
-        n if (lo..=hi).contains(&n) => n,
-        _ => {
-            p.push(format!("{key} must be {lo} to {hi}{note}"));
-            default
-        }
-    }
-}
-
-/// An `https://` URL, or `http://` to a loopback host or with `allow_insecure_http = true`.
-fn http_url(p: &mut Problems, key: &str, v: Option<&str>, allow_insecure: bool) -> Option<Url> {
-    match v.map(Url::parse) {
-        Some(Ok(u)) if u.scheme() == "https" => Some(u),
-        Some(Ok(u)) if u.scheme() == "http" && (allow_insecure || is_loopback(&u)) => Some(u),
-        Some(Ok(u)) if u.scheme() == "http" => {
-            p.push(format!(
-                "{key} is http:// to another host: use https://, or set allow_insecure_http = true \
-                 beside it"
-            ));
-            None
-        }
-        Some(Ok(_)) => {
-            p.push(format!("{key} must be an https:// URL"));
-            None
-        }
-        Some(Err(e)) => {
-            p.push(format!("{key} is not a URL: {e}"));
-            None
-        }
-        None => {
-            p.push(format!("{key} is required"));
-            None
-        }
-    }
-}
-
-/// A cron schedule the scheduler accepts.
-fn cron(p: &mut Problems, key: &str, expr: &str) {
-    if crate::cron::validate(expr).is_err() {
-        p.push(format!(
-            "{key} is not a cron schedule (6 fields, seconds first, UTC, e.g. \"0 */5 * * * *\")"
-        ));
-    }
-}
-
-/// A subscriber's unique name (`<key>.name`).
-fn subscriber_name(
-    p: &mut Problems,
-    key: &str,
-    v: Option<String>,
-    names: &mut HashSet<String>,
-) -> String {
-    let name = required(p, &format!("{key}.name"), v);
-    if !name.is_empty() && !names.insert(name.clone()) {
-        p.push(format!(
-            "{key}.name is used twice (webhook and recipient names share one namespace)"
-        ));
-    }
-    name
 }

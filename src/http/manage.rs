@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-use super::{AdminState, ApiError, ApiPath};
+use super::{AdminState, ApiError, ApiPath, ApiQuery};
 use crate::types::{AccountId, LinkId};
 
 fn json_body(body: &Bytes) -> Result<Value, ApiError> {
@@ -62,8 +62,19 @@ pub(super) async fn delete(
     Ok(Json(st.manager.delete(&account, LinkId(id)).await?))
 }
 
-/// `GET /payment-methods`: `{"payment_methods": [{code, name, group, desc}]}`.
-pub(super) async fn payment_methods(State(st): State<AdminState>) -> Result<Json<Value>, ApiError> {
-    let m = st.manager.payment_methods().await?;
+/// `GET /payment-methods[?account_id=]`: `{"payment_methods": [{code, name, group, desc}]}`,
+/// those of the account's credential (the default credential's without `account_id`).
+pub(super) async fn payment_methods(
+    State(st): State<AdminState>,
+    ApiQuery(q): ApiQuery<MethodsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let account = st.account(q.account_id.as_deref())?;
+    let m = st.manager.payment_methods(account.as_ref()).await?;
     Ok(Json(json!({ "payment_methods": m })))
+}
+
+/// `GET /payment-methods` parameters.
+#[derive(serde::Deserialize)]
+pub(super) struct MethodsQuery {
+    account_id: Option<String>,
 }

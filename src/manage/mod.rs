@@ -77,7 +77,8 @@ type CreateLocks = Mutex<HashMap<(AccountId, String), Arc<tokio::sync::Mutex<()>
 pub struct Manager {
     syncer: Arc<Syncer>,
     locks: CreateLocks,
-    methods: tokio::sync::Mutex<Option<(Instant, Vec<PaymentMethod>)>>,
+    /// Payment methods per credential name (a merchant's methods are per credential).
+    methods: tokio::sync::Mutex<HashMap<String, (Instant, Vec<PaymentMethod>)>>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -104,34 +105,38 @@ impl Manager {
         Self {
             syncer,
             locks: Mutex::default(),
-            methods: tokio::sync::Mutex::new(None),
+            methods: tokio::sync::Mutex::default(),
         }
     }
 
-    /// The merchant's payment methods (cached an hour).
+    /// The payment methods of `account`'s merchant (its credential's; the default
+    /// credential's for `None`), cached an hour per credential.
     ///
     /// Errors: SingaPay failed.
-    pub async fn payment_methods(&self) -> Result<Vec<PaymentMethod>, ManageError> {
+    pub async fn payment_methods(
+        &self,
+        account: Option<&AccountId>,
+    ) -> Result<Vec<PaymentMethod>, ManageError> {
+        let client = &self.syncer.context().client;
+        let name = client
+            .credential_name(account)
+            .unwrap_or("default")
+            .to_string();
         let mut cached = self.methods.lock().await;
-        if let Some((at, list)) = cached.as_ref()
+        if let Some((at, list)) = cached.get(&name)
             && at.elapsed() < METHODS_TTL
         {
             return Ok(list.clone());
         }
-        let list = self
-            .syncer
-            .context()
-            .client
-            .payment_methods()
-            .await
-            .map_err(upstream)?;
-        *cached = Some((Instant::now(), list.clone()));
+        let list = client.payment_methods(account).await.map_err(upstream)?;
+        cached.insert(name, (Instant::now(), list.clone()));
         Ok(list)
     }
 
-    /// The codes to check a whitelist against (`None` when SingaPay cannot say: left to it).
-    async fn known_codes(&self) -> Option<Vec<String>> {
-        match self.payment_methods().await {
+    /// The codes to check `account`'s whitelist against (`None` when SingaPay cannot say: left
+    /// to it).
+    async fn known_codes(&self, account: &AccountId) -> Option<Vec<String>> {
+        match self.payment_methods(Some(account)).await {
             Ok(m) => Some(m.into_iter().map(|m| m.code).collect()),
             Err(e) => {
                 warn!(error = %e, "manage.methods_unavailable: the whitelist is left to SingaPay");
@@ -204,7 +209,7 @@ impl Manager {
     ) -> Result<(u16, Value), ManageError> {
         let ctx = self.syncer.context();
         let now = ctx.clock.now();
-        let known = self.known_codes().await;
+        let known = self.known_codes(account).await;
         let req = validate::create(body, known.as_deref(), now).map_err(ManageError::Invalid)?;
         let caller_hash = sha256_json(body);
         let lock = self.lock_of(account, &req.reff_no);
@@ -342,7 +347,7 @@ impl Manager {
             _ => return Err(ManageError::NotFound),
         };
         let known = if body.get("whitelisted_payment_method").is_some() {
-            self.known_codes().await
+            self.known_codes(account).await
         } else {
             None
         };

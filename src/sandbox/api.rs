@@ -16,7 +16,7 @@ use super::state::{
     METHODS, SandboxItem, SandboxLink, SandboxState, decimal_from_json, ok, parse_expiry_millis,
     v1_error,
 };
-use super::{ApiResult, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SANDBOX_PARTNER_ID, Sandbox};
+use super::{ApiResult, Sandbox};
 use crate::singapay::auth::token_signature_for_date;
 use crate::time::jakarta_yyyymmdd;
 
@@ -24,34 +24,59 @@ pub(super) fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-pub(super) fn authorize(sb: &Sandbox, h: &HeaderMap) -> Result<(), Response> {
-    if header(h, "x-partner-id") != Some(SANDBOX_PARTNER_ID) {
+/// Checks the bearer token and `X-PARTNER-ID` (the token's own), and that `account` (when the
+/// route names one) belongs to that credential: 401, or 403 for another merchant's account.
+pub(super) fn authorize(
+    sb: &Sandbox,
+    h: &HeaderMap,
+    account: Option<&str>,
+) -> Result<(), Response> {
+    let partner = header(h, "x-partner-id").unwrap_or("");
+    let token = header(h, "authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let st = sb.lock();
+    if !st.credentials.iter().any(|c| c.partner_id == partner) {
         return Err(v1_error(
             StatusCode::UNAUTHORIZED,
             "Invalid X-PARTNER-ID",
             None,
         ));
     }
-    let token = header(h, "authorization")
-        .and_then(|a| a.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let st = sb.lock();
     match st.tokens.get(token) {
-        Some(exp) if *exp > Utc::now() => Ok(()),
-        _ => Err(v1_error(StatusCode::UNAUTHORIZED, "Unauthenticated.", None)),
+        Some((exp, owner)) if *exp > Utc::now() && owner == partner => {}
+        _ => return Err(v1_error(StatusCode::UNAUTHORIZED, "Unauthenticated.", None)),
     }
+    if let Some(a) = account
+        && st.owner_of(a) != partner
+    {
+        return Err(v1_error(
+            StatusCode::FORBIDDEN,
+            "This account does not belong to the partner.",
+            None,
+        ));
+    }
+    Ok(())
 }
 
 pub(super) async fn token(State(sb): State<Sandbox>, h: HeaderMap, body: String) -> ApiResult {
-    if header(&h, "x-partner-id") != Some(SANDBOX_PARTNER_ID)
-        || header(&h, "x-client-id") != Some(SANDBOX_CLIENT_ID)
-    {
+    let cred = {
+        let st = sb.lock();
+        st.credentials
+            .iter()
+            .find(|c| {
+                header(&h, "x-partner-id") == Some(c.partner_id.as_str())
+                    && header(&h, "x-client-id") == Some(c.client_id.as_str())
+            })
+            .cloned()
+    };
+    let Some(cred) = cred else {
         return Err(v1_error(
             StatusCode::UNAUTHORIZED,
             "Invalid credentials",
             None,
         ));
-    }
+    };
     let grant: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     if grant["grant_type"] != "client_credentials" {
         return Err(v1_error(
@@ -60,11 +85,11 @@ pub(super) async fn token(State(sb): State<Sandbox>, h: HeaderMap, body: String)
             Some(json!({"grant_type": ["The grant type field is required."]})),
         ));
     }
-    let secret = SecretString::from(SANDBOX_CLIENT_SECRET);
+    let secret = SecretString::from(cred.client_secret.clone());
     // SingaPay signs with the Jakarta date of the real clock (the sandbox's advanced clock only
     // moves link expiry).
     let today = jakarta_yyyymmdd(Utc::now());
-    let want = token_signature_for_date(SANDBOX_CLIENT_ID, &secret, &today);
+    let want = token_signature_for_date(&cred.client_id, &secret, &today);
     if header(&h, "x-signature").map(str::to_ascii_lowercase) != Some(want) {
         return Err(v1_error(
             StatusCode::UNAUTHORIZED,
@@ -76,8 +101,10 @@ pub(super) async fn token(State(sb): State<Sandbox>, h: HeaderMap, body: String)
     let ttl = {
         let mut st = sb.lock();
         let ttl = st.token_ttl;
-        st.tokens
-            .insert(tok.clone(), Utc::now() + chrono::Duration::seconds(ttl));
+        st.tokens.insert(
+            tok.clone(),
+            (Utc::now() + chrono::Duration::seconds(ttl), cred.partner_id),
+        );
         ttl
     };
     Ok(ok(
@@ -86,7 +113,7 @@ pub(super) async fn token(State(sb): State<Sandbox>, h: HeaderMap, body: String)
 }
 
 pub(super) async fn methods(State(sb): State<Sandbox>, h: HeaderMap) -> ApiResult {
-    authorize(&sb, &h)?;
+    authorize(&sb, &h, None)?;
     let list: Vec<Value> = METHODS
         .iter()
         .map(
@@ -158,7 +185,7 @@ pub(super) async fn list(
     Query(q): Query<PageQ>,
     h: HeaderMap,
 ) -> ApiResult {
-    authorize(&sb, &h)?;
+    authorize(&sb, &h, Some(&account))?;
     let mut st = sb.lock();
     let Some(ids) = st.ids_newest_first(&account) else {
         return Err(v1_error(StatusCode::NOT_FOUND, "Account not found", None));
@@ -186,7 +213,7 @@ pub(super) async fn show(
     Path((account, id)): Path<(String, String)>,
     h: HeaderMap,
 ) -> ApiResult {
-    authorize(&sb, &h)?;
+    authorize(&sb, &h, Some(&account))?;
     let st = sb.lock();
     let id: i64 = id.parse().map_err(|_| not_found())?;
     let l = st
@@ -348,7 +375,7 @@ pub(super) async fn create(
     h: HeaderMap,
     Json(body): Json<Value>,
 ) -> ApiResult {
-    authorize(&sb, &h)?;
+    authorize(&sb, &h, Some(&account))?;
     insert_link(&sb, &account, &body)
 }
 
@@ -358,7 +385,7 @@ pub(super) async fn update(
     h: HeaderMap,
     Json(b): Json<Value>,
 ) -> ApiResult {
-    authorize(&sb, &h)?;
+    authorize(&sb, &h, Some(&account))?;
     let id: i64 = id.parse().map_err(|_| not_found())?;
     let mut st = sb.lock();
     let now = st.now();
@@ -439,7 +466,7 @@ pub(super) async fn delete(
     Path((account, id)): Path<(String, String)>,
     h: HeaderMap,
 ) -> ApiResult {
-    authorize(&sb, &h)?;
+    authorize(&sb, &h, Some(&account))?;
     let id: i64 = id.parse().map_err(|_| not_found())?;
     remove_link(&sb, &account, id, false)
 }

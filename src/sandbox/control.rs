@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::api::{insert_link, not_found, remove_link};
-use super::state::{Fault, LoggedRequest, SandboxLink, decimal_from_json, ok};
+use super::state::{Fault, LoggedRequest, SandboxCredential, SandboxLink, decimal_from_json, ok};
 use super::webhooks::Happened;
 use super::{ApiResult, Sandbox, seed};
 use crate::time::parse_singapay_time;
@@ -291,6 +291,47 @@ pub(super) async fn ctl_add_account(
     Ok(ok(
         json!({"account_id": account, "links": n, "history": rows}),
     ))
+}
+
+/// `GET /_sandbox/credentials`: the accepted credentials (partner and client ids, accounts; no
+/// secrets).
+pub(super) async fn ctl_credentials(State(sb): State<Sandbox>) -> Json<Value> {
+    let st = sb.lock();
+    let list: Vec<Value> = st
+        .credentials
+        .iter()
+        .map(|c| json!({"partner_id": c.partner_id, "client_id": c.client_id, "accounts": c.accounts}))
+        .collect();
+    Json(json!({ "credentials": list }))
+}
+
+/// `POST /_sandbox/credentials`: accept another credential (a merchant of its own), replacing one
+/// with the same partner id; the accounts it lists answer only to it.
+pub(super) async fn ctl_add_credential(
+    State(sb): State<Sandbox>,
+    Json(c): Json<SandboxCredential>,
+) -> ApiResult {
+    if c.partner_id.is_empty() || c.client_id.is_empty() || c.client_secret.is_empty() {
+        return Err(ctl_error(
+            StatusCode::BAD_REQUEST,
+            "partner_id, client_id and client_secret are required",
+        ));
+    }
+    let mut st = sb.lock();
+    if st
+        .credentials
+        .first()
+        .is_some_and(|d| d.partner_id == c.partner_id)
+    {
+        return Err(ctl_error(
+            StatusCode::CONFLICT,
+            "that is the default credential's partner id",
+        ));
+    }
+    st.credentials.retain(|k| k.partner_id != c.partner_id);
+    let answer = json!({"partner_id": c.partner_id, "accounts": c.accounts});
+    st.credentials.push(c);
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 pub(super) async fn ctl_fault(State(sb): State<Sandbox>, Json(f): Json<Fault>) -> StatusCode {

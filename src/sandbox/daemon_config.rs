@@ -16,6 +16,33 @@ pub struct AccountEntry {
     pub name: Option<String>,
     /// Its own schedule.
     pub schedule: Option<String>,
+    /// The `[[credentials]]` entry it names (`None`: `[singapay]`'s).
+    pub credential: Option<String>,
+}
+
+impl AccountEntry {
+    /// An account `id` with no name, schedule or credential of its own.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            name: None,
+            schedule: None,
+            credential: None,
+        }
+    }
+}
+
+/// One `[[credentials]]` entry (the sandbox must know it: `POST /_sandbox/credentials`).
+#[derive(Debug, Clone)]
+pub struct CredentialEntry {
+    /// Its name.
+    pub name: String,
+    /// `partner_id`.
+    pub partner_id: String,
+    /// `client_id`.
+    pub client_id: String,
+    /// `client_secret`.
+    pub client_secret: String,
 }
 
 /// One `[[webhooks]]` entry.
@@ -81,6 +108,8 @@ pub struct DaemonConfig {
     pub history_window: Option<String>,
     /// `[[accounts]]` (default: the sandbox's seeded account, "Toko Utama").
     pub accounts: Vec<AccountEntry>,
+    /// `[[credentials]]` (default: none; `[singapay]` is the sandbox's default credential).
+    pub credentials: Vec<CredentialEntry>,
     /// `http.listen`.
     pub listen: String,
     /// `http.admin_token`.
@@ -119,7 +148,9 @@ impl DaemonConfig {
                 id: SEED_ACCOUNT.into(),
                 name: Some("Toko Utama".into()),
                 schedule: None,
+                credential: None,
             }],
+            credentials: Vec::new(),
             listen: "127.0.0.1:0".into(),
             admin_token: hex::encode(rand::random::<[u8; 16]>()),
             header_timeout: None,
@@ -199,6 +230,16 @@ impl DaemonConfig {
             if let Some(s) = &a.schedule {
                 line(format!("schedule = {}", quoted(s)));
             }
+            if let Some(c) = &a.credential {
+                line(format!("credential = {}", quoted(c)));
+            }
+        }
+        for c in &self.credentials {
+            line("[[credentials]]".into());
+            line(format!("name = {}", quoted(&c.name)));
+            line(format!("partner_id = {}", quoted(&c.partner_id)));
+            line(format!("client_id = {}", quoted(&c.client_id)));
+            line(format!("client_secret = {}", quoted(&c.client_secret)));
         }
         line("[http]".into());
         line(format!("listen = {}", quoted(&self.listen)));

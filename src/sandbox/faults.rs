@@ -74,6 +74,11 @@ pub(super) async fn faults_and_log(
             path,
             query,
             status: 0,
+            partner_id: req
+                .headers()
+                .get("x-partner-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         });
         st.log.len() - 1
     };

@@ -169,7 +169,7 @@ pub(super) async fn list(
     Query(q): Query<HistoryQuery>,
     h: HeaderMap,
 ) -> ApiResult {
-    authorize(&sb, &h)?;
+    authorize(&sb, &h, Some(&account))?;
     let created = (
         time_bound("created_at_from", &q.created_at_from)?,
         time_bound("created_at_to", &q.created_at_to)?,
@@ -301,7 +301,7 @@ pub(super) async fn show(
     Path((account, id)): Path<(String, String)>,
     h: HeaderMap,
 ) -> ApiResult {
-    authorize(&sb, &h)?;
+    authorize(&sb, &h, Some(&account))?;
     let st = sb.lock();
     let hid: i64 = id.parse().map_err(|_| history_not_found(&account, &id))?;
     let row = st

@@ -36,11 +36,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use daemon_config::{
-    AccountEntry, DaemonConfig, EmailEntry, InboundEntry, WebhookEntry, strings,
+    AccountEntry, CredentialEntry, DaemonConfig, EmailEntry, InboundEntry, WebhookEntry, strings,
 };
 pub use seed::SEED_ACCOUNT;
 use state::SandboxState;
-pub use state::{Fault, LoggedRequest, PostedWebhook, WebhookSettings};
+pub use state::{Fault, LoggedRequest, PostedWebhook, SandboxCredential, WebhookSettings};
 
 /// Sandbox credentials (what a config pointing at the sandbox uses).
 pub const SANDBOX_PARTNER_ID: &str = "sandbox-partner-id";
@@ -117,6 +117,12 @@ impl Sandbox {
                 next_history_id,
                 offset: chrono::Duration::zero(),
                 tokens: HashMap::new(),
+                credentials: vec![SandboxCredential {
+                    partner_id: SANDBOX_PARTNER_ID.into(),
+                    client_id: SANDBOX_CLIENT_ID.into(),
+                    client_secret: SANDBOX_CLIENT_SECRET.into(),
+                    accounts: Vec::new(),
+                }],
                 token_ttl: opts.token_ttl_secs,
                 faults: Vec::new(),
                 log: Vec::new(),
@@ -229,6 +235,10 @@ impl Sandbox {
                 post(control::ctl_fault).delete(control::ctl_clear_faults),
             )
             .route("/_sandbox/tokens/expire", post(control::ctl_expire_tokens))
+            .route(
+                "/_sandbox/credentials",
+                get(control::ctl_credentials).post(control::ctl_add_credential),
+            )
             .route(
                 "/_sandbox/webhooks",
                 get(webhooks::ctl_get)

@@ -305,6 +305,25 @@ pub struct LoggedRequest {
     pub query: Option<String>,
     /// Status answered; 0 if no answer was sent (the client gave up first).
     pub status: u16,
+    /// The `X-PARTNER-ID` the request carried (which credential made it).
+    #[serde(default)]
+    pub partner_id: Option<String>,
+}
+
+/// One credential the sandbox accepts (`POST /_sandbox/credentials`; the default one is
+/// [`super::SANDBOX_PARTNER_ID`]'s).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SandboxCredential {
+    /// `X-PARTNER-ID`.
+    pub partner_id: String,
+    /// `X-CLIENT-ID`.
+    pub client_id: String,
+    /// Signs the token request.
+    pub client_secret: String,
+    /// The accounts only this credential may read and write; the default credential may use
+    /// every account that no other credential lists.
+    #[serde(default)]
+    pub accounts: Vec<String>,
 }
 
 /// Where and how the sandbox posts webhooks (`POST /_sandbox/webhooks`).
@@ -362,7 +381,10 @@ pub(super) struct SandboxState {
     pub(super) next_link_id: i64,
     pub(super) next_history_id: i64,
     pub(super) offset: chrono::Duration,
-    pub(super) tokens: HashMap<String, DateTime<Utc>>,
+    /// Issued tokens: expiry and the partner id they were issued to.
+    pub(super) tokens: HashMap<String, (DateTime<Utc>, String)>,
+    /// Accepted credentials, the default first.
+    pub(super) credentials: Vec<SandboxCredential>,
     pub(super) token_ttl: i64,
     pub(super) faults: Vec<Fault>,
     pub(super) log: Vec<LoggedRequest>,
@@ -378,6 +400,15 @@ pub(super) struct SandboxState {
 }
 
 impl SandboxState {
+    /// The partner id that owns `account`: the credential that lists it, else the default.
+    pub(super) fn owner_of(&self, account: &str) -> &str {
+        self.credentials
+            .iter()
+            .find(|c| c.accounts.iter().any(|a| a == account))
+            .or(self.credentials.first())
+            .map_or("", |c| c.partner_id.as_str())
+    }
+
     /// The link ids of `account`, newest first (`None`: no such account).
     pub(super) fn ids_newest_first(&mut self, account: &str) -> Option<std::sync::Arc<Vec<i64>>> {
         let links = self.accounts.get(account)?;

@@ -119,7 +119,7 @@ impl SandboxState {
 impl Sandbox {
     /// Posts the webhook for `what` on row `hid`, in the background, if webhooks are set.
     pub(super) fn announce(&self, account: &str, hid: i64, what: Happened) {
-        let (settings, body, now) = {
+        let (settings, body, now, owner) = {
             let st = self.lock();
             let Some(settings) = st.webhooks.clone() else {
                 return;
@@ -130,7 +130,15 @@ impl Sandbox {
             let Some(body) = st.webhook_body(account, hid, what) else {
                 return;
             };
-            (settings, body, st.now())
+            // The account's merchant: its partner id and secret sign (unless a key is set).
+            let owner = st.owner_of(account).to_string();
+            let owner = st
+                .credentials
+                .iter()
+                .find(|c| c.partner_id == owner)
+                .map(|c| (c.partner_id.clone(), c.client_secret.clone()))
+                .unwrap_or_else(|| (SANDBOX_PARTNER_ID.into(), SANDBOX_CLIENT_SECRET.into()));
+            (settings, body, st.now(), owner)
         };
         let sb = self.clone();
         tokio::spawn(async move {
@@ -139,12 +147,19 @@ impl Sandbox {
             }
             let times = if settings.duplicate { 2 } else { 1 };
             for _ in 0..times {
-                sb.post(&settings, &body, now).await;
+                sb.post(&settings, &body, now, &owner).await;
             }
         });
     }
 
-    async fn post(&self, s: &WebhookSettings, body: &Value, at: DateTime<Utc>) {
+    /// Posts `body` as the merchant `(partner id, client secret)` would be notified.
+    async fn post(
+        &self,
+        s: &WebhookSettings,
+        body: &Value,
+        at: DateTime<Utc>,
+        (partner_id, secret): &(String, String),
+    ) {
         let event = body["event"].as_str().unwrap_or_default().to_string();
         // PHP's default encoding escapes slashes; the signature is over the normalised form.
         let raw = body.to_string().replace('/', "\\/");
@@ -160,7 +175,7 @@ impl Sandbox {
             .header("Content-Type", "application/json")
             .header("Accept", "application/json")
             .header("User-Agent", "SingaPaymentGateway/1.0")
-            .header("X-PARTNER-ID", SANDBOX_PARTNER_ID)
+            .header("X-PARTNER-ID", partner_id)
             .header("X-Timestamp", &timestamp)
             .header("Authorization", format!("Bearer {token}"));
         if s.signed {
@@ -171,7 +186,7 @@ impl Sandbox {
                 })
                 .unwrap_or_default();
             let hash = sha256_hex(normalize(raw.as_bytes()).unwrap_or_default().as_bytes());
-            let key = s.key.as_deref().unwrap_or(SANDBOX_CLIENT_SECRET);
+            let key = s.key.as_deref().unwrap_or(secret);
             req = req.header(
                 "X-Signature",
                 sign(key, &string_to_sign(&endpoint, &token, &hash, &timestamp)),

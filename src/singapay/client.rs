@@ -1,5 +1,7 @@
 //! The SingaPay HTTP client: token handling, requests, bounded in-process retries, classification.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -52,12 +54,28 @@ impl std::fmt::Debug for ClientConfig {
     }
 }
 
-/// A SingaPay API client for one credential. Cheap to clone (shared token cache and connections).
+/// One SingaPay credential (`[singapay]` or a `[[credentials]]` entry, DESIGN §16) with its own
+/// token cache: a token is issued per `X-CLIENT-ID`, so merchants never share one.
+#[derive(Debug)]
+struct Credential {
+    /// `default` for `[singapay]`, else the entry's `name` (logged, never secret).
+    name: String,
+    cfg: ClientConfig,
+    token: TokenCache,
+}
+
+/// A SingaPay API client: one credential per account (each with its own token cache), one pool
+/// of connections. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SingapayClient {
-    cfg: std::sync::Arc<ClientConfig>,
     http: reqwest::Client,
-    token: std::sync::Arc<TokenCache>,
+    /// The `[singapay]` credential: accounts that name none (and the payment methods when no
+    /// account is given). `None` when every account names its own.
+    default: Option<Arc<Credential>>,
+    /// Accounts whose config names a `[[credentials]]` entry.
+    by_account: Arc<HashMap<AccountId, Arc<Credential>>>,
+    /// Timeout of one request (the first credential's; `singapay.timeout` is shared).
+    timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -121,33 +139,97 @@ async fn answer_text(resp: reqwest::Response) -> Result<String, SingapayError> {
 }
 
 impl SingapayClient {
-    /// Builds a client. Errors when the TLS stack cannot be initialised.
+    /// A client with one credential for every account. Errors when the TLS stack cannot be
+    /// initialised.
     pub fn new(cfg: ClientConfig) -> Result<Self, SingapayError> {
+        Self::with_credentials(Some(cfg), Vec::new(), &[])
+    }
+
+    /// A client with a default credential (`[singapay]`; `None` when every account names its
+    /// own) and named ones (`[[credentials]]`: `(name, config)`), `accounts` mapping each
+    /// account that names a credential to its name. Tokens are cached per credential.
+    ///
+    /// Errors: [`SingapayError::Fatal`] when an account names a credential not in `named`, when
+    /// no credential at all is given, or when the TLS stack cannot be initialised.
+    pub fn with_credentials(
+        default: Option<ClientConfig>,
+        named: Vec<(String, ClientConfig)>,
+        accounts: &[(AccountId, String)],
+    ) -> Result<Self, SingapayError> {
+        let fatal = |message: String| SingapayError::Fatal {
+            status: 0,
+            code: None,
+            message,
+        };
+        let timeout = default
+            .as_ref()
+            .or_else(|| named.first().map(|(_, c)| c))
+            .map(|c| c.timeout)
+            .ok_or_else(|| fatal("no SingaPay credential is configured".into()))?;
         let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("singapay-sync/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| SingapayError::Fatal {
-                status: 0,
-                code: None,
-                message: format!("cannot build HTTP client: {e}"),
+            .map_err(|e| fatal(format!("cannot build HTTP client: {e}")))?;
+        let credential = |name: String, cfg: ClientConfig| {
+            Arc::new(Credential {
+                name,
+                cfg,
+                token: TokenCache::default(),
+            })
+        };
+        let named: HashMap<String, Arc<Credential>> = named
+            .into_iter()
+            .map(|(n, c)| (n.clone(), credential(n, c)))
+            .collect();
+        let mut by_account = HashMap::new();
+        for (account, name) in accounts {
+            let cred = named.get(name).ok_or_else(|| {
+                fatal(format!(
+                    "account {account} names credential {name:?}, which is not configured"
+                ))
             })?;
+            by_account.insert(account.clone(), Arc::clone(cred));
+        }
         Ok(Self {
-            cfg: std::sync::Arc::new(cfg),
             http,
-            token: std::sync::Arc::new(TokenCache::default()),
+            default: default.map(|c| credential("default".into(), c)),
+            by_account: Arc::new(by_account),
+            timeout,
         })
     }
 
     /// The timeout of one request (`singapay.timeout`).
     pub fn timeout(&self) -> Duration {
-        self.cfg.timeout
+        self.timeout
     }
 
-    fn url(&self, path: &str) -> Result<Url, SingapayError> {
-        self.cfg
+    /// The credential `account`'s requests carry (the default for `None`, or the first account's
+    /// when there is no default).
+    ///
+    /// Errors: [`SingapayError::Fatal`] for an account with no credential (not configured).
+    fn credential(&self, account: Option<&AccountId>) -> Result<&Credential, SingapayError> {
+        let found = match account {
+            Some(a) => self.by_account.get(a).or(self.default.as_ref()),
+            None => self
+                .default
+                .as_ref()
+                .or_else(|| self.by_account.values().next()),
+        };
+        found.map(Arc::as_ref).ok_or_else(|| SingapayError::Fatal {
+            status: 0,
+            code: None,
+            message: format!(
+                "no SingaPay credential for account {}",
+                account.map(AccountId::as_str).unwrap_or("(none)")
+            ),
+        })
+    }
+
+    fn url(cred: &Credential, path: &str) -> Result<Url, SingapayError> {
+        cred.cfg
             .base_url
             .join(path)
             .map_err(|e| SingapayError::Fatal {
@@ -157,14 +239,19 @@ impl SingapayClient {
             })
     }
 
-    async fn fetch_token(&self) -> Result<CachedToken, SingapayError> {
-        let url = self.url("/api/v1.1/access-token/b2b")?;
-        let sig = token_signature(&self.cfg.client_id, &self.cfg.client_secret, Utc::now());
+    /// The name of the credential `account`'s requests carry (`default` for `[singapay]`).
+    pub fn credential_name(&self, account: Option<&AccountId>) -> Option<&str> {
+        self.credential(account).ok().map(|c| c.name.as_str())
+    }
+
+    async fn fetch_token(&self, cred: &Credential) -> Result<CachedToken, SingapayError> {
+        let url = Self::url(cred, "/api/v1.1/access-token/b2b")?;
+        let sig = token_signature(&cred.cfg.client_id, &cred.cfg.client_secret, Utc::now());
         let resp = self
             .http
             .post(url)
-            .header("X-PARTNER-ID", &self.cfg.partner_id)
-            .header("X-CLIENT-ID", &self.cfg.client_id)
+            .header("X-PARTNER-ID", &cred.cfg.partner_id)
+            .header("X-CLIENT-ID", &cred.cfg.client_id)
             .header("X-Signature", sig)
             .header("Accept", "application/json")
             .json(&serde_json::json!({"grant_type": "client_credentials"}))
@@ -212,7 +299,7 @@ impl SingapayClient {
             serde_json::Value::String(s) => s.trim().parse().ok(),
             _ => None,
         });
-        debug!(target: "singapay", expires_in, "singapay.token_fetched");
+        debug!(target: "singapay", expires_in, credential = %cred.name, "singapay.token_fetched");
         Ok(CachedToken {
             token: SecretString::from(td.access_token),
             refresh_at: Instant::now()
@@ -221,27 +308,49 @@ impl SingapayClient {
         })
     }
 
-    async fn token(&self, stale: Option<&SecretString>) -> Result<SecretString, SingapayError> {
-        self.token.get_or_fetch(stale, || self.fetch_token()).await
+    async fn token(
+        &self,
+        cred: &Credential,
+        stale: Option<&SecretString>,
+    ) -> Result<SecretString, SingapayError> {
+        cred.token
+            .get_or_fetch(stale, || self.fetch_token(cred))
+            .await
     }
 
     /// One authenticated GET: `(status, body)` of a 2xx, else the classified error. On 401/`SP013`
     /// the token is refreshed and the request sent once more.
     async fn get_once(
         &self,
+        cred: &Credential,
         route: &'static str,
         path: &str,
         query: &[(&str, String)],
     ) -> Result<(u16, String), SingapayError> {
-        self.request_once(reqwest::Method::GET, route, path, query, None)
+        self.request_with(cred, reqwest::Method::GET, route, path, query, None)
             .await
     }
 
     /// One authenticated request (a JSON `body` for POST and PUT): `(status, body)` of a 2xx, else
     /// the classified error. On 401/`SP013` the token is refreshed and the request sent once
-    /// more (a refused token means the request was not acted on).
+    /// more (a refused token means the request was not acted on). Carries `account`'s
+    /// credential.
     pub(super) async fn request_once(
         &self,
+        account: &AccountId,
+        method: reqwest::Method,
+        route: &'static str,
+        path: &str,
+        json: Option<&serde_json::Value>,
+    ) -> Result<(u16, String), SingapayError> {
+        let cred = self.credential(Some(account))?;
+        self.request_with(cred, method, route, path, &[], json)
+            .await
+    }
+
+    async fn request_with(
+        &self,
+        cred: &Credential,
         method: reqwest::Method,
         route: &'static str,
         path: &str,
@@ -250,13 +359,13 @@ impl SingapayClient {
     ) -> Result<(u16, String), SingapayError> {
         let mut stale: Option<SecretString> = None;
         for attempt in 0..2 {
-            let token = self.token(stale.as_ref()).await?;
+            let token = self.token(cred, stale.as_ref()).await?;
             let mut req = self
                 .http
-                .request(method.clone(), self.url(path)?)
+                .request(method.clone(), Self::url(cred, path)?)
                 .query(query)
                 .header("Authorization", format!("Bearer {}", token.expose_secret()))
-                .header("X-PARTNER-ID", &self.cfg.partner_id)
+                .header("X-PARTNER-ID", &cred.cfg.partner_id)
                 .header("Accept", HeaderValue::from_static("application/json"));
             if let Some(b) = json {
                 req = req.json(b);
@@ -273,7 +382,7 @@ impl SingapayClient {
                 {
                     let err = envelope_error(status, &env);
                     if err.is_auth() && attempt == 0 {
-                        warn!(target: "singapay", "singapay.token_refused");
+                        warn!(target: "singapay", credential = %cred.name, "singapay.token_refused");
                         stale = Some(token);
                         continue;
                     }
@@ -307,7 +416,7 @@ impl SingapayClient {
                 };
             }
             if err.is_auth() && attempt == 0 {
-                warn!(target: "singapay", status, "singapay.token_refused");
+                warn!(target: "singapay", status, credential = %cred.name, "singapay.token_refused");
                 stale = Some(token);
                 continue;
             }
@@ -321,20 +430,23 @@ impl SingapayClient {
     }
 
     /// [`Self::get_once`] with bounded exponential backoff (backon, jittered) on transient errors;
-    /// a `Retry-After` longer than the computed delay is honoured up to `max_backoff`.
+    /// a `Retry-After` longer than the computed delay is honoured up to `max_backoff`. Carries
+    /// `account`'s credential (the default one for `None`).
     pub(super) async fn get(
         &self,
+        account: Option<&AccountId>,
         route: &'static str,
         path: &str,
         query: &[(&str, String)],
     ) -> Result<(u16, String), SingapayError> {
+        let cred = self.credential(account)?;
         let policy = ExponentialBuilder::default()
-            .with_min_delay(self.cfg.min_backoff)
-            .with_max_delay(self.cfg.max_backoff)
-            .with_max_times(self.cfg.max_retries)
+            .with_min_delay(cred.cfg.min_backoff)
+            .with_max_delay(cred.cfg.max_backoff)
+            .with_max_times(cred.cfg.max_retries)
             .with_jitter();
-        let max = self.cfg.max_backoff;
-        (|| self.get_once(route, path, query))
+        let max = cred.cfg.max_backoff;
+        (|| self.get_once(cred, route, path, query))
             .retry(policy)
             .when(SingapayError::is_retryable)
             .adjust(move |e, dur| match e {
@@ -364,6 +476,7 @@ impl SingapayClient {
         let path = format!("/api/v1.0/payment-link-manage/{}", account.as_str());
         let (status, body) = self
             .get(
+                Some(account),
                 "list",
                 &path,
                 &[
@@ -387,7 +500,7 @@ impl SingapayClient {
             account.as_str(),
             id.0
         );
-        match self.get("show", &path, &[]).await {
+        match self.get(Some(account), "show", &path, &[]).await {
             Ok((status, body)) => decode_show(status, &body).map(Some),
             Err(SingapayError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -419,7 +532,7 @@ impl SingapayClient {
             }
         }
         query.extend(filters.iter().cloned());
-        let (status, body) = self.get("history", &path, &query).await?;
+        let (status, body) = self.get(Some(account), "history", &path, &query).await?;
         decode_history_list(status, &body)
     }
 
@@ -437,17 +550,26 @@ impl SingapayClient {
             account.as_str(),
             id.0
         );
-        match self.get("history_show", &path, &[]).await {
+        match self.get(Some(account), "history_show", &path, &[]).await {
             Ok((status, body)) => decode_history_show(status, &body).map(Some),
             Err(SingapayError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Fetches a token now (used by `check-config --online`).
-    pub(crate) async fn check_credentials(&self) -> Result<(), SingapayError> {
-        self.token.clear().await;
-        self.token(None).await.map(|_| ())
+    /// Fetches a fresh token for every credential (used by `check-config --online`):
+    /// `(credential name, result)`, the default first, then the named ones by name.
+    pub(crate) async fn check_credentials(&self) -> Vec<(String, Result<(), SingapayError>)> {
+        let mut creds: Vec<&Arc<Credential>> = self.by_account.values().collect();
+        creds.sort_by(|a, b| a.name.cmp(&b.name));
+        creds.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        let mut out = Vec::new();
+        for cred in self.default.iter().chain(creds) {
+            cred.token.clear().await;
+            let r = self.token(cred, None).await.map(|_| ());
+            out.push((cred.name.clone(), r));
+        }
+        out
     }
 }
 

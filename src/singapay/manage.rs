@@ -41,7 +41,7 @@ impl SingapayClient {
     ) -> Result<(PaymentLink, String), SingapayError> {
         let path = format!("/api/v1.0/payment-link-manage/{}", account.as_str());
         let (status, text) = self
-            .request_once(reqwest::Method::POST, "create", &path, &[], Some(body))
+            .request_once(account, reqwest::Method::POST, "create", &path, Some(body))
             .await?;
         decode_show(status, &text)
     }
@@ -61,7 +61,7 @@ impl SingapayClient {
             id.0
         );
         let (status, text) = self
-            .request_once(reqwest::Method::PUT, "update", &path, &[], Some(body))
+            .request_once(account, reqwest::Method::PUT, "update", &path, Some(body))
             .await?;
         decode_show(status, &text)
     }
@@ -76,18 +76,23 @@ impl SingapayClient {
             account.as_str(),
             id.0
         );
-        self.request_once(reqwest::Method::DELETE, "delete", &path, &[], None)
+        self.request_once(account, reqwest::Method::DELETE, "delete", &path, None)
             .await
             .map(|_| ())
     }
 
     /// The merchant's payment methods (`GET /api/v1.0/payment-link-manage/payment-methods`,
-    /// SP-METHODS), with retries.
+    /// SP-METHODS), with retries: those of `account`'s credential (a merchant's methods are per
+    /// credential, not per account), the default credential's for `None`.
     ///
     /// Errors: classified [`SingapayError`]; [`SingapayError::Malformed`].
-    pub async fn payment_methods(&self) -> Result<Vec<PaymentMethod>, SingapayError> {
+    pub async fn payment_methods(
+        &self,
+        account: Option<&AccountId>,
+    ) -> Result<Vec<PaymentMethod>, SingapayError> {
         let (_, text) = self
             .get(
+                account,
                 "methods",
                 "/api/v1.0/payment-link-manage/payment-methods",
                 &[],

@@ -432,6 +432,7 @@ async fn a_webhook_is_processed_in_the_configured_account_that_holds_its_link() 
             id: SECOND.into(),
             name: Some("Cabang Dua".into()),
             schedule: None,
+            credential: None,
         });
     })
     .await;

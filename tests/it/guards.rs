@@ -233,6 +233,7 @@ async fn an_amount_that_overflows_fails_its_pass_alone_and_webhooks_keep_going()
             id: SECOND.into(),
             name: None,
             schedule: None,
+            credential: None,
         });
         subscribe(c, "erp", &erp, Some(LINK_EVENTS));
     })

@@ -4,6 +4,7 @@
 
 mod admin;
 mod crash;
+mod credentials;
 mod daemon;
 mod doorbell;
 mod e2e;

@@ -27,6 +27,7 @@ async fn accounts_sync_side_by_side_and_sync_account_picks_one() {
             id: SECOND.into(),
             name: Some("Cabang Dua".into()),
             schedule: Some("0 */2 * * * *".into()),
+            credential: None,
         });
     })
     .await;
