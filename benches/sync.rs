@@ -160,6 +160,29 @@ async fn fetch_only(
     (tp, links)
 }
 
+/// The stricter floor: the same pages fetched and only split into links (id and verbatim JSON,
+/// what a sweep reads before it decodes what changed).
+async fn fetch_split(
+    client: &SingapayClient,
+    account: &AccountId,
+    per_page: u64,
+    conc: usize,
+) -> (u64, u64) {
+    let first = client
+        .list_page_raw(account, 1, per_page)
+        .await
+        .expect("page 1");
+    let tp = first.pagination.total_pages.unwrap_or(1);
+    let mut links = first.links.len() as u64;
+    let mut pages = futures_util::stream::iter(2..=tp)
+        .map(|p| client.list_page_raw(account, p, per_page))
+        .buffered(conc);
+    while let Some(p) = pages.next().await {
+        links += p.expect("page").links.len() as u64;
+    }
+    (tp, links)
+}
+
 /// History pages 1..=`pages`, two at a time (a windowed pass fetches one page ahead).
 async fn fetch_history(client: &SingapayClient, account: &AccountId, pages: u64) -> u64 {
     let mut rows = 0;
@@ -183,6 +206,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // `SYNC_BENCH_PROFILE=floor` or `=nochange`: a profiling aid (run under `perf record`):
+    // after one baseline, ten floors or ten no-change passes and nothing else.
+    if let Ok(what) = std::env::var("SYNC_BENCH_PROFILE") {
+        rt.block_on(profile(links, &what));
+        return;
+    }
     // `SYNC_BENCH_ONLY=links` or `=history` runs one of the two.
     let only = std::env::var("SYNC_BENCH_ONLY").unwrap_or_default();
     if only != "history" {
@@ -196,6 +225,42 @@ fn main() {
         env_count("SYNC_BENCH_HISTORY", 300_000),
         env_count("SYNC_BENCH_RECENT", 10_000),
     ));
+}
+
+/// Ten floors or ten no-change passes after one baseline (`SYNC_BENCH_PROFILE`), timed: run it
+/// under `perf record` twice and compare the two profiles.
+async fn profile(links: usize, what: &str) {
+    let (sandbox, base) = Sandbox::start(links, 0, 0).await;
+    let dir = std::env::temp_dir().join(format!("singapay-sync-bench-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cfg = config_in(&base, &dir, "profile.db");
+    let account = AccountId::parse(ACCOUNT).expect("account");
+    let client = SingapayClient::new(ClientConfig::from(&cfg.singapay)).expect("client");
+    let app = App::build_with_clock(cfg, Arc::new(singapay_sync::time::SystemClock), false)
+        .await
+        .expect("app");
+    pass(&app).await;
+    let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let (s, _) = measure(&sandbox.pid(), async {
+            if what == "floor" {
+                fetch_only(&client, &account, 100, 4).await;
+            } else {
+                assert_eq!(pass(&app).await.events, 0);
+            }
+        })
+        .await;
+        wall.push(s.wall);
+        cpu.push(s.client_cpu);
+    }
+    println!(
+        "profile {what}: median wall {:.3} s, client cpu {:.2} s",
+        median(wall),
+        median(cpu)
+    );
+    app.ledger.close().await;
+    drop(sandbox);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The figure of issue 10: links plus a year of history, most of it outside the window.
@@ -295,6 +360,7 @@ async fn links_bench(links: usize) {
         let account = AccountId::parse(ACCOUNT).expect("account");
         let client = SingapayClient::new(ClientConfig::from(&cfg.singapay)).expect("client");
         let fetch = || fetch_only(&client, &account, 100, 4);
+        let split = || fetch_split(&client, &account, 100, 4);
 
         // Warm up (token, connections).
         let (_, (_, n)) = measure(&sandbox_pid, fetch()).await;
@@ -304,7 +370,8 @@ async fn links_bench(links: usize) {
         // each variant (the sandbox and this process share two cores: interleaving keeps a
         // slow minute from landing on one side only). Rows written are counted by the database
         // (a trigger on `payment_link`, installed after the baselines), not by the daemon.
-        let (mut floor, mut baseline, mut no_change, mut one_pct) = (
+        let (mut floor, mut split_floor, mut baseline, mut no_change, mut one_pct) = (
+            Median::default(),
             Median::default(),
             Median::default(),
             Median::default(),
@@ -340,6 +407,7 @@ async fn links_bench(links: usize) {
             }
             let (app, counter) = app0.as_ref().expect("first app");
             floor.add(measure(&sandbox_pid, fetch()).await.0);
+            split_floor.add(measure(&sandbox_pid, split()).await.0);
             let before = counter.count().await;
             let (sample, s) = measure(&sandbox_pid, pass(app)).await;
             assert_eq!(s.events, 0);
@@ -390,17 +458,30 @@ async fn links_bench(links: usize) {
             3 * rounds()
         );
         row("fetch-only floor", &floor, String::new());
+        let split_floor = split_floor.median();
+        row(
+            "fetch+split floor",
+            &split_floor,
+            "(the pages only split into links, none decoded)".into(),
+        );
         row(
             "baseline import",
             &baseline.median(),
             format!("(target ≤ 1.5 wall)  payment_link rows {b_written}"),
         );
+        let nc = no_change.median();
         row(
             "no-change pass",
-            &no_change.median(),
+            &nc,
             format!(
                 "(targets ≤ 1.1 wall, ≤ 1.25 cpu)  rows written {nc_written} (database-counted; target 0)"
             ),
+        );
+        println!(
+            "  {:<18} {:>5.2} × wall, {:>5.2} × cpu of the fetch+split floor (what the pass adds to reading the pages)",
+            "",
+            nc.wall / split_floor.wall,
+            nc.client_cpu / split_floor.client_cpu
         );
         row(
             "1%-changed pass",

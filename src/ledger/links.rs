@@ -231,6 +231,10 @@ impl Ledger {
         account: &AccountId,
         ids: &[LinkId],
     ) -> LedgerResult<HashMap<LinkId, StoredLink>> {
+        if ids.is_empty() {
+            // A page where nothing changed asks for nothing: no round trip.
+            return Ok(HashMap::new());
+        }
         let rows = sqlx::query(
             "SELECT link_id, raw_json, sequence, deleted_at FROM payment_link \
              WHERE account_id = ? AND link_id IN (SELECT value FROM json_each(?))",

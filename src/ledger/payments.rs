@@ -212,6 +212,9 @@ impl Ledger {
         account: &AccountId,
         ids: &[PaymentId],
     ) -> LedgerResult<HashMap<PaymentId, PaymentState>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
         let rows = sqlx::query(
             "SELECT payment_id, sequence, raw_hash FROM payment INDEXED BY payment_state \
              WHERE account_id = ? AND payment_id IN (SELECT value FROM json_each(?))",
@@ -239,6 +242,9 @@ impl Ledger {
         account: &AccountId,
         ids: &[PaymentId],
     ) -> LedgerResult<HashMap<PaymentId, StoredPayment>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
         let rows = sqlx::query(
             "SELECT payment_id, link_id, sequence, raw_json FROM payment \
              WHERE account_id = ? AND payment_id IN (SELECT value FROM json_each(?))",

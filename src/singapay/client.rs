@@ -13,13 +13,11 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 use url::Url;
 
-use crate::types::{AccountId, LinkId, PaymentId};
+use crate::types::AccountId;
 
 use super::auth::{CachedToken, TokenCache, token_signature, usable_lifetime};
 use super::envelope::{Envelope, envelope_error};
 use super::error::SingapayError;
-use super::history::{HistoryPage, PaymentRecord, decode_history_list, decode_history_show};
-use super::link::{ListPage, PaymentLink, decode_list, decode_show};
 
 /// What a [`SingapayClient`] needs (from `[singapay]` in the config).
 #[derive(Clone)]
@@ -460,101 +458,6 @@ impl SingapayClient {
                 warn!(target: "singapay", error = %e, retry_in_ms = dur.as_millis() as u64, path, "singapay.retry");
             })
             .await
-    }
-
-    /// One page of an account's links (`GET /api/v1.0/payment-link-manage/{account_id}`, newest id
-    /// first; seed 004). `page` is 1-based.
-    ///
-    /// Errors: classified [`SingapayError`]; [`SingapayError::Malformed`] if any link on the page
-    /// cannot be decoded (the page is all or nothing).
-    pub async fn list_page(
-        &self,
-        account: &AccountId,
-        page: u64,
-        per_page: u64,
-    ) -> Result<ListPage, SingapayError> {
-        let path = format!("/api/v1.0/payment-link-manage/{}", account.as_str());
-        let (status, body) = self
-            .get(
-                Some(account),
-                "list",
-                &path,
-                &[
-                    ("page", page.to_string()),
-                    ("per_page", per_page.to_string()),
-                ],
-            )
-            .await?;
-        decode_list(status, &body)
-    }
-
-    /// One link (`GET /api/v1.0/payment-link-manage/{account_id}/{id}`, seed 000): `Ok(None)` when
-    /// SingaPay answers 404 (the link is gone).
-    pub(crate) async fn show(
-        &self,
-        account: &AccountId,
-        id: LinkId,
-    ) -> Result<Option<(PaymentLink, String)>, SingapayError> {
-        let path = format!(
-            "/api/v1.0/payment-link-manage/{}/{}",
-            account.as_str(),
-            id.0
-        );
-        match self.get(Some(account), "show", &path, &[]).await {
-            Ok((status, body)) => decode_show(status, &body).map(Some),
-            Err(SingapayError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// One page of an account's Payment Link History (`GET /api/v1.0/payment-link-histories/
-    /// {account_id}`, DOC2 payment-link-history), newest first (`sort_by=id&sort_order=desc` unless `filters`
-    /// name another order); `page` is 1-based. `filters` are passed as sent (`status`,
-    /// `created_at_from`, … in ISO 8601).
-    ///
-    /// Errors: classified [`SingapayError`]; [`SingapayError::Malformed`] if any row on the page
-    /// cannot be decoded (the page is all or nothing).
-    pub async fn history_page(
-        &self,
-        account: &AccountId,
-        page: u64,
-        per_page: u64,
-        filters: &[(&str, String)],
-    ) -> Result<HistoryPage, SingapayError> {
-        let path = format!("/api/v1.0/payment-link-histories/{}", account.as_str());
-        let mut query = vec![
-            ("page", page.to_string()),
-            ("per_page", per_page.to_string()),
-        ];
-        for (k, v) in [("sort_by", "id"), ("sort_order", "desc")] {
-            if !filters.iter().any(|(f, _)| *f == k) {
-                query.push((k, v.to_string()));
-            }
-        }
-        query.extend(filters.iter().cloned());
-        let (status, body) = self.get(Some(account), "history", &path, &query).await?;
-        decode_history_list(status, &body)
-    }
-
-    /// One history row by its numeric id (`GET …/payment-link-histories/{account_id}/
-    /// {history_id}`, DOC2 payment-link-history): `Ok(None)` on SingaPay's 404.
-    ///
-    /// Errors: classified [`SingapayError`]; [`SingapayError::Malformed`].
-    pub async fn history_show(
-        &self,
-        account: &AccountId,
-        id: PaymentId,
-    ) -> Result<Option<(PaymentRecord, String)>, SingapayError> {
-        let path = format!(
-            "/api/v1.0/payment-link-histories/{}/{}",
-            account.as_str(),
-            id.0
-        );
-        match self.get(Some(account), "history_show", &path, &[]).await {
-            Ok((status, body)) => decode_history_show(status, &body).map(Some),
-            Err(SingapayError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     /// Fetches a fresh token for every credential (used by `check-config --online`):

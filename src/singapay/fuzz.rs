@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 
 use super::envelope::Envelope;
 use super::history::{PaymentRecord, SAMPLE, decode_history_list, decode_history_show};
-use super::link::{PaymentLink, decode_list, decode_show};
+use super::link::{PaymentLink, decode_show};
+use super::list::decode_list;
 use super::pagination::Pagination;
 
 const SEED_004: &str = include_str!("../../tests/fixtures/seed_004_list_page1.json");

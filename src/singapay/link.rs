@@ -17,7 +17,6 @@ use super::envelope::{Envelope, envelope_error};
 use super::fields::{
     RawMap, bad, is_null, opt_bool, opt_decimal, opt_i64, opt_string, opt_time, opt_value,
 };
-use super::pagination::Pagination;
 use crate::money::{canonical_money, canonical_quantity};
 use crate::types::LinkId;
 
@@ -113,16 +112,6 @@ const KNOWN_FIELDS: &[&str] = &[
     "optional_metadata",
     "account",
 ];
-
-/// One decoded list page: the links in SingaPay's order (newest id first), each with its verbatim
-/// JSON, and the pagination block.
-#[derive(Debug, Clone)]
-pub struct ListPage {
-    /// `(link, verbatim JSON of that link)`.
-    pub links: Vec<(PaymentLink, String)>,
-    /// Pagination metadata (all `None` when absent).
-    pub pagination: Pagination,
-}
 
 fn decode_item(raw: &RawValue, idx: usize) -> Result<LinkItem, String> {
     let field = format!("items[{idx}]");
@@ -255,40 +244,6 @@ impl PaymentLink {
     }
 }
 
-/// Decodes a list answer (`GET /api/v1.0/payment-link-manage/{account_id}`, seed 004).
-///
-/// Errors: [`SingapayError::Malformed`] when the body or any link cannot be decoded (the whole
-/// page fails; nothing is half-read), or the classified error of a non-success envelope.
-pub(crate) fn decode_list(http_status: u16, body: &str) -> Result<ListPage, SingapayError> {
-    let env = Envelope::parse(body).map_err(SingapayError::Malformed)?;
-    if !env.is_success() {
-        return Err(envelope_error(http_status, &env));
-    }
-    let data = env
-        .data
-        .ok_or_else(|| SingapayError::Malformed("list answer has no `data`".into()))?;
-    let raws: Vec<&RawValue> = if is_null(data) {
-        Vec::new()
-    } else {
-        serde_json::from_str(data.get()).map_err(|e| {
-            SingapayError::Malformed(format!("list `data` is not an array of links: {e}"))
-        })?
-    };
-    let mut links = Vec::with_capacity(raws.len());
-    for r in raws {
-        let link = PaymentLink::decode(r.get()).map_err(SingapayError::Malformed)?;
-        links.push((link, r.get().to_string()));
-    }
-    Ok(ListPage {
-        links,
-        pagination: env
-            .pagination
-            .as_ref()
-            .map(Pagination::from_value)
-            .unwrap_or_default(),
-    })
-}
-
 /// Decodes a show answer (`GET …/{account_id}/{id}`, seed 000) into the link and its verbatim JSON.
 ///
 /// Errors: as [`decode_list`].
@@ -310,81 +265,12 @@ pub(crate) fn decode_show(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::str::FromStr;
 
-    const SEED_004: &str = include_str!("../../tests/fixtures/seed_004_list_page1.json");
     const SEED_000: &str = include_str!("../../tests/fixtures/seed_000_show.json");
     const SEED_001: &str = include_str!("../../tests/fixtures/seed_001_create_response.json");
 
-    fn d(s: &str) -> Decimal {
-        Decimal::from_str(s).unwrap()
-    }
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    #[test]
-    fn seed_004_list_page_decodes_with_every_field() {
-        let page = decode_list(200, SEED_004).unwrap();
-        assert_eq!(page.links.len(), 25);
-        assert_eq!(
-            page.pagination,
-            Pagination {
-                total: Some(103),
-                count: Some(25),
-                per_page: Some(25),
-                current_page: Some(1),
-                total_pages: Some(5),
-                next: Some("https://pg-b2b.singapay.test/api/v1.0/payment-link-manage/01K7P073Q8RE2A9PQT8Q7MXPN4?page=2".into()),
-            }
-        );
-        let by_id = |id: i64| &page.links.iter().find(|(l, _)| l.id.0 == id).unwrap().0;
-
-        let l103 = by_id(103);
-        assert_eq!(l103.reff_no, "PL2025102113590968f72f3df34e5");
-        assert_eq!(l103.total_amount, Some(d("20000.00")));
-        assert_eq!(l103.total_amount.unwrap().to_string(), "20000.00");
-        let items = l103.items.as_ref().unwrap();
-        assert_eq!(items.len(), 1);
-        assert_eq!(items[0].quantity, d("1"));
-        assert_eq!(items[0].unit_price, d("20000"));
-        assert_eq!(items[0].subtotal, Some(d("20000")));
-        assert_eq!(l103.max_usage, Some(1000));
-        assert_eq!(l103.current_usage, 2);
-        assert_eq!(l103.expired_at, None);
-        assert_eq!(
-            l103.whitelisted_payment_method.as_deref().unwrap(),
-            ["QRIS", "VA_BRI", "VA_DANAMON", "VA_MAYBANK"]
-        );
-        assert_eq!(l103.payment_date, Some(utc("2025-10-21T06:59:40Z")));
-        assert_eq!(l103.updated_at, Some(utc("2025-10-21T08:16:05Z")));
-        assert_eq!(l103.redirect_url, None);
-        assert_eq!(
-            l103.account.as_ref().unwrap()["id"],
-            "01K7P073Q8RE2A9PQT8Q7MXPN4"
-        );
-
-        let l100 = by_id(100);
-        assert_eq!(l100.items, None);
-        assert_eq!(l100.whitelisted_payment_method, None);
-        assert_eq!(l100.expired_at, Some(utc("2025-10-17T07:54:40Z")));
-        assert_eq!(l100.status, "open");
-        assert_eq!(l100.status_computed, "expired");
-        assert!(l100.is_expired);
-        assert_eq!(l100.total_amount, Some(d("980000")));
-
-        let l95 = by_id(95);
-        assert_eq!(l95.status, "closed");
-        assert_eq!(l95.status_computed, "closed");
-
-        let l102 = by_id(102);
-        assert!(l102.is_exhausted());
-        assert!(!l103.is_exhausted());
-        // Link 102 has no `redirect_url` key at all: absent and null decode alike.
-        assert_eq!(l102.redirect_url, None);
-        // The verbatim JSON is kept.
-        let raw103 = &page.links[0].1;
-        assert!(raw103.contains("\"total_amount\": \"20000.00\""));
     }
 
     #[test]
@@ -447,25 +333,5 @@ mod tests {
                 .unwrap_err()
                 .contains("`id`")
         );
-    }
-
-    #[test]
-    fn error_envelopes_v1_and_v2_are_classified_with_singapay_words() {
-        let v1 = r#"{"status":403,"success":false,"error":{"code":403,"message":"Your IP address (1.2.3.4) is not registered"}}"#;
-        match decode_list(403, v1).unwrap_err() {
-            SingapayError::Fatal {
-                status, message, ..
-            } => {
-                assert_eq!(status, 403);
-                assert!(message.contains("not registered"));
-            }
-            e => panic!("{e:?}"),
-        }
-        let v2 = r#"{"response_code":"SP013","response_message":"Unauthorized"}"#;
-        assert!(decode_list(200, v2).unwrap_err().is_auth());
-        assert!(matches!(
-            decode_list(200, "<html>").unwrap_err(),
-            SingapayError::Malformed(_)
-        ));
     }
 }

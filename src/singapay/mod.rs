@@ -14,12 +14,15 @@ mod fields;
 pub(crate) mod fuzz;
 mod history;
 mod link;
+mod list;
 mod manage;
 mod pagination;
+mod reads;
 
 pub use client::{ClientConfig, SingapayClient};
 pub use error::SingapayError;
 pub use history::{HistoryPage, PaymentRecord};
-pub use link::{LinkItem, ListPage, PaymentLink};
+pub use link::{LinkItem, PaymentLink};
+pub use list::{ListPage, RawLink, RawListPage};
 pub use manage::PaymentMethod;
 pub use pagination::Pagination;

@@ -107,6 +107,36 @@ async fn a_malformed_page_fails_the_pass_without_touching_the_ledger_and_the_nex
 }
 
 #[tokio::test]
+async fn a_changed_link_that_cannot_be_decoded_fails_its_page_whole() {
+    // A sweep decodes only the links whose bytes changed: a bad field in one of those still fails
+    // the whole page, and nothing of it is committed.
+    let t = TestApp::spawn().await;
+    t.sync_ok().await;
+    t.sandbox.edit(60, json!({"title": "Order #60 v2"})).await; // page 2
+    let bad = json!({"status": 200, "success": true, "data": [
+        {"id": 61, "reff_no": "PL61", "status": "open", "current_usage": 0, "title": "fine"},
+        {"id": 60, "reff_no": "PL60", "status": "open", "current_usage": "one"}
+    ]});
+    t.sandbox
+        .fault(json!({"route": "list", "page": 2, "body": bad.to_string()}))
+        .await;
+    let err = t.sync_err().await;
+    assert!(
+        err.contains("page 2")
+            && err.contains("cannot be decoded")
+            && err.contains("current_usage"),
+        "{err}"
+    );
+    assert_eq!(
+        t.link(61).await.link.title.as_deref(),
+        Some("Payment for Order #61"),
+        "the page's decodable link is not committed either"
+    );
+    assert_eq!(t.events().await.len(), 0);
+    assert_eq!(link_events(&t.sync_ok().await), 1, "the retitle, once");
+}
+
+#[tokio::test]
 async fn links_created_during_a_pass_make_no_duplicate_events() {
     let t = TestApp::spawn().await;
     t.sync_ok().await;

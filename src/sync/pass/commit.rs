@@ -8,10 +8,39 @@ use tracing::info;
 use super::{Pass, SyncContext, SyncError};
 use crate::event::{Event, EventData, LinkRef};
 use crate::ledger::{LedgerError, LinkState, LinkWrite, NewDelivery, NewEvent, PageCommit};
-use crate::singapay::PaymentLink;
+use crate::singapay::{PaymentLink, RawLink, SingapayError};
 use crate::sync::diff::{Change, deletion, diff};
 use crate::sync::window::StateWindow;
 use crate::types::{EventId, EventType, LinkId, PaymentId};
+
+/// A link as a pass read it: its id and verbatim JSON, already decoded (a show) or not yet (a
+/// list page: decoded by [`Pass::prepare`] only if its bytes differ from the stored read).
+pub(super) struct Read {
+    id: LinkId,
+    raw: String,
+    link: Option<PaymentLink>,
+}
+
+impl Read {
+    /// A decoded link (a show) with its verbatim JSON.
+    pub(super) fn decoded(link: PaymentLink, raw: String) -> Self {
+        Self {
+            id: link.id,
+            raw,
+            link: Some(link),
+        }
+    }
+}
+
+impl From<RawLink> for Read {
+    fn from(r: RawLink) -> Self {
+        Self {
+            id: r.id,
+            raw: r.raw,
+            link: None,
+        }
+    }
+}
 
 impl Pass<'_> {
     /// Appends the events of `changes` for one link, or for one payment of that link (with their
@@ -77,18 +106,23 @@ impl Pass<'_> {
     /// history (`flush_deferred`).
     pub(super) async fn prepare(
         &mut self,
-        links: Vec<(PaymentLink, String)>,
+        page: u64,
+        links: Vec<Read>,
         window: Option<&mut StateWindow>,
     ) -> Result<PageCommit, SyncError> {
         let mut deferred = std::mem::take(&mut self.deferred);
-        let r = self.prepare_into(links, window, &mut deferred).await;
+        let r = self.prepare_into(page, links, window, &mut deferred).await;
         self.deferred = deferred;
         r
     }
 
+    /// Errors: a changed link of list page `page` that cannot be decoded fails the page
+    /// ([`SyncError::Upstream`] with [`SingapayError::Malformed`]: nothing of it is committed);
+    /// the ledger failed; a diff failed.
     async fn prepare_into(
         &mut self,
-        links: Vec<(PaymentLink, String)>,
+        page: u64,
+        links: Vec<Read>,
         window: Option<&mut StateWindow>,
         deferred: &mut PageCommit,
     ) -> Result<PageCommit, SyncError> {
@@ -96,22 +130,30 @@ impl Pass<'_> {
             return Ok(PageCommit::default());
         }
         let (ctx, account) = (self.ctx, self.account);
-        let ids: Vec<LinkId> = links.iter().map(|(l, _)| l.id).collect();
+        let ids: Vec<LinkId> = links.iter().map(|r| r.id).collect();
         let stored = match window {
             Some(w) => w.states(ctx, account, &ids).await?,
             None => ctx.ledger.load_link_states(account, &ids).await?,
         };
         let mut commit = PageCommit::default();
         let now = ctx.clock.now();
-        // Keep only the links whose verbatim JSON differs from the stored read (or that are new).
+        // Keep only the links whose verbatim JSON differs from the stored read (or that are new),
+        // and decode those.
         let mut changed = Vec::new();
-        for (link, raw) in links {
-            let raw_hash = content_hash(&raw);
-            let state = stored.get(&link.id).filter(|o| o.deleted_at.is_none());
-            if state.is_some_and(|o| o.raw_hash == raw_hash) {
+        for read in links {
+            let raw_hash = ContentHash::of(&read.raw);
+            let state = stored.get(&read.id).filter(|o| o.deleted_at.is_none());
+            if state.is_some_and(|o| raw_hash.matches(&o.raw_hash)) {
                 continue; // byte-identical to the stored read: unchanged, nothing to do
             }
-            changed.push((link, raw, raw_hash));
+            let link = match read.link {
+                Some(link) => link,
+                None => PaymentLink::decode(&read.raw).map_err(|m| SyncError::Upstream {
+                    page,
+                    source: SingapayError::Malformed(m),
+                })?,
+            };
+            changed.push((link, read.raw, raw_hash));
         }
         // The stored links are read (and decoded) only for those.
         let previous_ids: Vec<LinkId> = changed
@@ -161,7 +203,7 @@ impl Pass<'_> {
                 account_id: account.clone(),
                 link,
                 raw_json: raw,
-                raw_hash,
+                raw_hash: raw_hash.to_hex(),
                 sequence,
                 deleted_at: None,
                 now,
@@ -218,9 +260,46 @@ impl Pass<'_> {
     }
 }
 
-/// SHA-256 (hex) of a text (a link's verbatim JSON).
+/// SHA-256 (hex) of a text (a link's or a history row's verbatim JSON), as `raw_hash` stores it
+/// (the ledger's tests build rows with it).
+#[cfg(test)]
 pub(crate) fn content_hash(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
+    ContentHash::of(text).to_hex()
+}
+
+/// The SHA-256 of a verbatim JSON text, compared with a stored `raw_hash` (64 lowercase hex
+/// digits) without encoding it: a pass that finds nothing changed allocates no hash text. A
+/// cryptographic hash, so an equal hash alone proves equal bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct ContentHash([u8; 32]);
+
+impl ContentHash {
+    /// The hash of `text`.
+    pub(crate) fn of(text: &str) -> Self {
+        Self(Sha256::digest(text.as_bytes()).into())
+    }
+
+    /// Whether `stored` (hex, as the ledger holds it) is this hash; anything else (another
+    /// length, upper case, not hex) is not.
+    pub(crate) fn matches(&self, stored: &str) -> bool {
+        fn nibble(c: u8) -> Option<u8> {
+            match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                _ => None,
+            }
+        }
+        let s = stored.as_bytes();
+        s.len() == 64
+            && self.0.iter().zip(s.chunks_exact(2)).all(|(b, pair)| {
+                matches!((nibble(pair[0]), nibble(pair[1])), (Some(h), Some(l)) if (h << 4 | l) == *b)
+            })
+    }
+
+    /// The 64 lowercase hex digits the ledger stores.
+    pub(crate) fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
 }
 
 /// Commits one prepared page now and wakes the dispatcher if it owes deliveries.
@@ -235,4 +314,26 @@ pub(super) async fn commit_now(
         w.notify_one();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hash_matches_its_own_hex_and_nothing_else() {
+        let h = ContentHash::of(r#"{"id":103}"#);
+        let hex = h.to_hex();
+        assert_eq!(hex, content_hash(r#"{"id":103}"#));
+        assert_eq!(hex.len(), 64);
+        assert!(h.matches(&hex));
+        assert!(!h.matches(&hex.to_uppercase()));
+        assert!(!h.matches(&hex[..62]));
+        assert!(!h.matches(""));
+        let mut other = hex.clone().into_bytes();
+        other[63] = if other[63] == b'0' { b'1' } else { b'0' };
+        assert!(!h.matches(std::str::from_utf8(&other).unwrap()));
+        assert!(!h.matches(&"z".repeat(64)));
+        assert!(!ContentHash::of(r#"{"id":104}"#).matches(&hex));
+    }
 }

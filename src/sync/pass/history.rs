@@ -11,8 +11,9 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use tracing::info;
 
-use super::commit::content_hash;
-use super::{AbortOnDrop, MAX_PAGES, Pass, SyncError};
+use super::commit::ContentHash;
+use super::sweep::AbortOnDrop;
+use super::{MAX_PAGES, Pass, SyncError};
 use crate::event::{LinkRef, PaymentObject};
 use crate::ledger::{LedgerError, PageCommit, PaymentWrite};
 use crate::singapay::{HistoryPage, PaymentRecord};
@@ -137,9 +138,11 @@ impl Pass<'_> {
         let mut settled = !fresh.is_empty();
         let mut changed = Vec::new();
         for (row, raw) in fresh {
-            let hash = content_hash(&raw);
+            let hash = ContentHash::of(&raw);
             let old_window = row.created_at.is_none_or(|c| c < since);
-            let same = states.get(&row.id).is_some_and(|s| s.raw_hash == hash);
+            let same = states
+                .get(&row.id)
+                .is_some_and(|s| hash.matches(&s.raw_hash));
             settled &= old_window;
             if !same {
                 changed.push((row, raw, hash));
@@ -203,7 +206,7 @@ impl Pass<'_> {
                 link_id: (link.id.0 != 0).then_some(link.id),
                 record: row,
                 raw_json: raw,
-                raw_hash,
+                raw_hash: raw_hash.to_hex(),
                 sequence,
                 now,
             });
@@ -225,7 +228,7 @@ impl Pass<'_> {
     /// this pass not committed yet (deferred).
     async fn links_of(
         &self,
-        rows: &[(PaymentRecord, String, String)],
+        rows: &[(PaymentRecord, String, ContentHash)],
     ) -> Result<HashMap<String, LinkRef>, SyncError> {
         let mut reffs: Vec<&str> = rows
             .iter()

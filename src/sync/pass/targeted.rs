@@ -5,7 +5,7 @@
 
 use tracing::info;
 
-use super::commit::commit_now;
+use super::commit::{Read, commit_now};
 use super::{Pass, SyncError, Targets};
 use crate::sync::writer::PageWriter;
 
@@ -24,7 +24,9 @@ impl Pass<'_> {
             match self.ctx.client.show(self.account, id).await {
                 Ok(Some((link, raw))) => {
                     self.seen.insert(id);
-                    let commit = self.prepare(vec![(link, raw)], None).await?;
+                    let commit = self
+                        .prepare(0, vec![Read::decoded(link, raw)], None)
+                        .await?;
                     commit_now(self.ctx, self.run_id, commit).await?;
                 }
                 Ok(None) if t.deleted.contains(&id) => {
