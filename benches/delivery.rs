@@ -34,7 +34,7 @@ const PER_SUBSCRIBER: usize = 8;
 const SEED_004: &str = include_str!("../tests/fixtures/seed_004_list_page1.json");
 
 mod common;
-use common::{ACCOUNT, cpu_seconds, env_count, median};
+use common::{ACCOUNT, cpu_seconds, env_count, median, threads_cpu_seconds};
 
 /// Starts the receiver on a thread of its own (so its CPU can be told apart): counts and answers
 /// 204. Returns its URL, its counter and its thread's stat path.
@@ -77,6 +77,8 @@ fn start_receiver() -> (String, Arc<AtomicU64>, String) {
 struct Sample {
     wall: f64,
     cpu: f64,
+    /// Of `cpu`, SQLite's worker threads.
+    sqlite: f64,
 }
 
 async fn measured<T>(
@@ -84,14 +86,17 @@ async fn measured<T>(
     step: impl std::future::Future<Output = T>,
 ) -> (Sample, T) {
     let (p0, r0) = (cpu_seconds("/proc/self/stat"), cpu_seconds(receiver_stat));
+    let q0 = threads_cpu_seconds("sqlx-sqlite");
     let t = Instant::now();
     let out = step.await;
     let wall = t.elapsed().as_secs_f64();
     let (p1, r1) = (cpu_seconds("/proc/self/stat"), cpu_seconds(receiver_stat));
+    let q1 = threads_cpu_seconds("sqlx-sqlite");
     (
         Sample {
             wall,
             cpu: (p1 - p0) - (r1 - r0),
+            sqlite: q1 - q0,
         },
         out,
     )
@@ -251,6 +256,7 @@ fn main() {
         let fc = median(floor.iter().map(|s| s.cpu).collect());
         let ow = median(ours.iter().map(|s| s.wall).collect());
         let oc = median(ours.iter().map(|s| s.cpu).collect());
+        let oq = median(ours.iter().map(|s| s.sqlite).collect());
         let rate = |secs: f64| n as f64 / secs;
         println!(
             "delivery bench: {n} events ({third} on links with 3 each), one subscriber at {PER_SUBSCRIBER} in flight (the daemon's default), median of {rounds} interleaved rounds"
@@ -260,7 +266,7 @@ fn main() {
             rate(fw)
         );
         println!(
-            "  dispatcher (ledger)        {:>9.0} deliveries/s  ({ow:.3} s)  cpu (this side) {oc:.2} s  {:.2} × floor wall (target ≥ 0.8), {:.2} × floor cpu",
+            "  dispatcher (ledger)        {:>9.0} deliveries/s  ({ow:.3} s)  cpu (this side) {oc:.2} s (SQLite threads {oq:.2} s)  {:.2} × floor wall (target ≥ 0.8), {:.2} × floor cpu",
             rate(ow),
             rate(ow) / rate(fw),
             oc / fc

@@ -160,3 +160,21 @@ admin_token = "bench-admin-token-0123456789"
     );
     singapay_sync::config::Config::from_toml_str(&toml).expect("config")
 }
+
+/// CPU seconds used so far by this process's threads whose name starts with `prefix` (e.g.
+/// `sqlx-sqlite` for SQLite's worker threads), from `/proc/self/task/*/stat`. Threads that
+/// ended are not counted: take it around a step during which they all live.
+#[allow(dead_code)]
+pub fn threads_cpu_seconds(prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim_end().starts_with(prefix))
+        })
+        .map(|t| cpu_seconds(&t.path().join("stat").to_string_lossy()))
+        .sum()
+}

@@ -192,8 +192,9 @@ fn row_to_delivery(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<DeliveryRow> {
 impl Ledger {
     /// Pending deliveries due at `now` with an id above `after_id`, oldest first (delivery ids
     /// follow event commit order), at most `limit`. A delivery waits while
-    /// an earlier event of the same link (or payment) for the same subscriber is pending a retry,
-    /// so each subscriber receives a link's (a payment's) events in `sequence` order. E-mail deliveries wait for their
+    /// an earlier event of the same link (or payment) for the same subscriber is pending a retry
+    /// or claimed by a batch in flight, so each subscriber receives a link's (a payment's) events
+    /// in `sequence` order even while the next batch is claimed beside the one being sent. E-mail deliveries wait for their
     /// pass to finish, so that each pass makes one digest per recipient group. The scan walks the
     /// partial index of pending deliveries in id order and stops at `limit` (without
     /// `INDEXED BY`, SQLite picks the `(state, next_attempt_at)` index and sorts every due row).
@@ -210,7 +211,8 @@ impl Ledger {
              AND (d.channel <> 'email' OR e.run_id IS NULL \
                   OR EXISTS (SELECT 1 FROM sync_run r WHERE r.id = e.run_id AND r.finished_at IS NOT NULL)) \
              AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
-                 WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' AND d2.next_attempt_at > ?1 \
+                 WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' \
+                 AND (d2.next_attempt_at > ?1 OR d2.claimed_at IS NOT NULL) \
                  AND e2.account_id = e.account_id AND e2.link_id = e.link_id \
                  AND e2.payment_id IS e.payment_id AND e2.sequence < e.sequence) \
              ORDER BY d.id LIMIT ?2",

@@ -21,15 +21,16 @@ pub struct SendResult {
 
 const BODY_KEEP: usize = 512;
 
-/// POSTs a signed event. Any 2xx is success; redirects are not followed (a 3xx is a failure);
-/// the client's timeout cuts a receiver that never answers.
+/// POSTs a signed event (`body` is moved into the request, not copied). Any 2xx is success;
+/// redirects are not followed (a 3xx is a failure); the client's timeout cuts a receiver that
+/// never answers.
 pub async fn send(
     http: &reqwest::Client,
     url: &str,
     secret: &WebhookSecret,
     event_id: &str,
     timestamp: i64,
-    body: &str,
+    body: String,
 ) -> SendResult {
     let started = Instant::now();
     let signature = sign(secret, event_id, timestamp, body.as_bytes());
@@ -39,7 +40,7 @@ pub async fn send(
         .header("webhook-id", event_id)
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature)
-        .body(body.to_string())
+        .body(body)
         .send()
         .await;
     match resp {

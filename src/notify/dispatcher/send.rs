@@ -115,7 +115,7 @@ impl Dispatcher {
         out: &UnboundedSender<Sent>,
         stop: &CancellationToken,
     ) {
-        for d in group {
+        for mut d in group {
             if stop.is_cancelled() {
                 return;
             }
@@ -143,7 +143,7 @@ impl Dispatcher {
                 &target.secret,
                 &d.event_id,
                 chrono::Utc::now().timestamp(),
-                &d.envelope,
+                std::mem::take(&mut d.envelope),
             )
             .await;
             let failed = r.failure.is_some();

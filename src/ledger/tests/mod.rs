@@ -7,6 +7,8 @@ use crate::event::{Event, EventData};
 use crate::singapay::PaymentLink;
 use crate::types::{AccountId, Channel, DeliveryState, EventId, EventType, LinkId, Trigger};
 
+mod deliveries;
+
 const ACCOUNT: &str = "01K7P073Q8RE2A9PQT8Q7MXPN4";
 
 /// A fresh ledger in a temporary directory with one started run of [`ACCOUNT`].
@@ -150,59 +152,6 @@ async fn a_failing_page_rolls_back_its_whole_group() {
             .is_empty()
     );
     assert_eq!(l.count_events().await.expect("count"), 0);
-    f.close().await;
-}
-
-#[tokio::test]
-async fn deliveries_of_a_disabled_subscriber_are_parked_and_order_is_kept() {
-    let f = Fixture::new().await;
-    let (l, run) = (&f.l, f.run);
-    l.disable_subscriber("gone", "410 Gone", Utc::now())
-        .await
-        .expect("disable");
-    let mut c = PageCommit::default();
-    for i in 1..=3 {
-        let id = format!("evt_{i}");
-        c.events.push(event(&id, i, run));
-        for sub in ["erp", "gone"] {
-            c.deliveries.push(NewDelivery {
-                event_id: id.clone(),
-                subscriber: sub.into(),
-                channel: Channel::Webhook,
-                next_attempt_at: Utc::now(),
-            });
-        }
-    }
-    l.commit_page(run, c).await.expect("commit");
-
-    let of = |sub: &str| DeliveryFilter {
-        subscriber: Some(sub.into()),
-        limit: 10,
-        ..Default::default()
-    };
-    let erp = l.list_deliveries(&of("erp")).await.expect("erp");
-    let order: Vec<&str> = erp.iter().rev().map(|d| d.event_id.as_str()).collect();
-    assert_eq!(order, ["evt_1", "evt_2", "evt_3"]);
-    assert!(
-        erp.iter()
-            .all(|d| d.state == DeliveryState::Pending && d.next_attempt_at.is_some())
-    );
-    let gone = l.list_deliveries(&of("gone")).await.expect("gone");
-    assert_eq!(gone.len(), 3);
-    assert!(
-        gone.iter()
-            .all(|d| d.state == DeliveryState::Disabled && d.next_attempt_at.is_none())
-    );
-    let feed = l
-        .events(&EventFilter {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .expect("events")
-        .expect("feed");
-    let ids: Vec<&str> = feed.iter().map(|e| e.event.id.0.as_str()).collect();
-    assert_eq!(ids, ["evt_1", "evt_2", "evt_3"]);
     f.close().await;
 }
 

@@ -1,0 +1,98 @@
+//! The outbox: parked deliveries of a disabled subscriber, order per link across batches.
+
+use super::*;
+
+#[tokio::test]
+async fn deliveries_of_a_disabled_subscriber_are_parked_and_order_is_kept() {
+    let f = Fixture::new().await;
+    let (l, run) = (&f.l, f.run);
+    l.disable_subscriber("gone", "410 Gone", Utc::now())
+        .await
+        .expect("disable");
+    let mut c = PageCommit::default();
+    for i in 1..=3 {
+        let id = format!("evt_{i}");
+        c.events.push(event(&id, i, run));
+        for sub in ["erp", "gone"] {
+            c.deliveries.push(NewDelivery {
+                event_id: id.clone(),
+                subscriber: sub.into(),
+                channel: Channel::Webhook,
+                next_attempt_at: Utc::now(),
+            });
+        }
+    }
+    l.commit_page(run, c).await.expect("commit");
+
+    let of = |sub: &str| DeliveryFilter {
+        subscriber: Some(sub.into()),
+        limit: 10,
+        ..Default::default()
+    };
+    let erp = l.list_deliveries(&of("erp")).await.expect("erp");
+    let order: Vec<&str> = erp.iter().rev().map(|d| d.event_id.as_str()).collect();
+    assert_eq!(order, ["evt_1", "evt_2", "evt_3"]);
+    assert!(
+        erp.iter()
+            .all(|d| d.state == DeliveryState::Pending && d.next_attempt_at.is_some())
+    );
+    let gone = l.list_deliveries(&of("gone")).await.expect("gone");
+    assert_eq!(gone.len(), 3);
+    assert!(
+        gone.iter()
+            .all(|d| d.state == DeliveryState::Disabled && d.next_attempt_at.is_none())
+    );
+    let feed = l
+        .events(&EventFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("events")
+        .expect("feed");
+    let ids: Vec<&str> = feed.iter().map(|e| e.event.id.0.as_str()).collect();
+    assert_eq!(ids, ["evt_1", "evt_2", "evt_3"]);
+    f.close().await;
+}
+
+#[tokio::test]
+async fn a_delivery_behind_a_claimed_earlier_event_of_its_link_is_not_due() {
+    // The dispatcher claims its next batch while one is being sent: a link's later event must
+    // wait for the earlier one in flight, whatever batch each is in.
+    let f = Fixture::new().await;
+    let (l, run) = (&f.l, f.run);
+    let mut c = PageCommit::default();
+    for (id, link, seq) in [("evt_a1", 7, 1), ("evt_a2", 7, 2), ("evt_b1", 8, 1)] {
+        let mut e = event(id, link, run);
+        e.event.sequence = seq;
+        c.events
+            .push(NewEvent::new(e.event, LinkId(link), run).expect("event"));
+        c.deliveries.push(NewDelivery {
+            event_id: id.into(),
+            subscriber: "erp".into(),
+            channel: Channel::Webhook,
+            next_attempt_at: Utc::now(),
+        });
+    }
+    l.commit_page(run, c).await.expect("commit");
+    let due_ids = || async {
+        l.due_deliveries(Utc::now(), 10)
+            .await
+            .expect("due")
+            .into_iter()
+            .map(|d| (d.event_id, d.id))
+            .collect::<Vec<_>>()
+    };
+    let all = due_ids().await;
+    let names: Vec<&str> = all.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(names, ["evt_a1", "evt_a2", "evt_b1"]);
+    // evt_a1 claimed (in flight): evt_a2 waits, evt_b1 (another link) does not.
+    l.claim_deliveries(&[all[0].1], Utc::now())
+        .await
+        .expect("claim");
+    let names: Vec<String> = due_ids().await.into_iter().map(|(e, _)| e).collect();
+    assert_eq!(names, ["evt_b1"]);
+    l.release_claims(&[all[0].1]).await.expect("release");
+    assert_eq!(due_ids().await.len(), 3);
+    f.close().await;
+}
