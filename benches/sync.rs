@@ -206,8 +206,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    // `SYNC_BENCH_PROFILE=floor` or `=nochange`: a profiling aid (run under `perf record`):
-    // after one baseline, ten floors or ten no-change passes and nothing else.
+    // `SYNC_BENCH_PROFILE=floor`, `=nochange` or `=baseline`: a profiling aid (run under `perf
+    // record`): after one baseline, ten floors, no-change passes or baselines into fresh ledgers.
     if let Ok(what) = std::env::var("SYNC_BENCH_PROFILE") {
         rt.block_on(profile(links, &what));
         return;
@@ -227,8 +227,8 @@ fn main() {
     ));
 }
 
-/// Ten floors or ten no-change passes after one baseline (`SYNC_BENCH_PROFILE`), timed: run it
-/// under `perf record` twice and compare the two profiles.
+/// Ten floors, no-change passes or baselines (fresh ledgers) after one baseline
+/// (`SYNC_BENCH_PROFILE`), timed: run it under `perf record` for each and compare the profiles.
 async fn profile(links: usize, what: &str) {
     let (sandbox, base) = Sandbox::start(links, 0, 0).await;
     let dir = std::env::temp_dir().join(format!("singapay-sync-bench-{}", ulid::Ulid::new()));
@@ -241,15 +241,32 @@ async fn profile(links: usize, what: &str) {
         .expect("app");
     pass(&app).await;
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());
-    for _ in 0..10 {
+    for round in 0..10 {
+        let fresh = match what {
+            "baseline" => Some(
+                App::build_with_clock(
+                    config_in(&base, &dir, &format!("baseline-{round}.db")),
+                    Arc::new(singapay_sync::time::SystemClock),
+                    false,
+                )
+                .await
+                .expect("app"),
+            ),
+            _ => None,
+        };
         let (s, _) = measure(&sandbox.pid(), async {
-            if what == "floor" {
-                fetch_only(&client, &account, 100, 4).await;
-            } else {
-                assert_eq!(pass(&app).await.events, 0);
+            match (what, &fresh) {
+                ("floor", _) => {
+                    fetch_only(&client, &account, 100, 4).await;
+                }
+                (_, Some(app)) => assert!(pass(app).await.baseline),
+                _ => assert_eq!(pass(&app).await.events, 0),
             }
         })
         .await;
+        if let Some(app) = fresh {
+            app.ledger.close().await;
+        }
         wall.push(s.wall);
         cpu.push(s.client_cpu);
     }
