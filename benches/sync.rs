@@ -139,48 +139,54 @@ async fn pass(app: &App) -> singapay_sync::sync::SyncSummary {
     r.into_iter().next().expect("one account").1.expect("pass")
 }
 
+/// The floor: the account's list pages fetched (page 1, then the rest `conc` at a time) and each
+/// decoded (`decode`), or only split into links (id and verbatim JSON: the stricter floor of
+/// what a sweep reads before it decodes what changed). Returns `(pages, links)`.
+async fn fetch_pages(
+    client: &SingapayClient,
+    account: &AccountId,
+    per_page: u64,
+    conc: usize,
+    decode: bool,
+) -> (u64, u64) {
+    let page = |p: u64| async move {
+        let (links, total_pages) = if decode {
+            let page = client.list_page(account, p, per_page).await.expect("page");
+            (page.links.len(), page.pagination.total_pages)
+        } else {
+            let page = client
+                .list_page_raw(account, p, per_page)
+                .await
+                .expect("page");
+            (page.links.len(), page.pagination.total_pages)
+        };
+        (links as u64, total_pages)
+    };
+    let (mut links, tp) = page(1).await;
+    let tp = tp.unwrap_or(1);
+    let mut pages = futures_util::stream::iter(2..=tp).map(page).buffered(conc);
+    while let Some((n, _)) = pages.next().await {
+        links += n;
+    }
+    (tp, links)
+}
+
 async fn fetch_only(
     client: &SingapayClient,
     account: &AccountId,
     per_page: u64,
     conc: usize,
 ) -> (u64, u64) {
-    let first = client
-        .list_page(account, 1, per_page)
-        .await
-        .expect("page 1");
-    let tp = first.pagination.total_pages.unwrap_or(1);
-    let mut links = first.links.len() as u64;
-    let mut pages = futures_util::stream::iter(2..=tp)
-        .map(|p| client.list_page(account, p, per_page))
-        .buffered(conc);
-    while let Some(p) = pages.next().await {
-        links += p.expect("page").links.len() as u64;
-    }
-    (tp, links)
+    fetch_pages(client, account, per_page, conc, true).await
 }
 
-/// The stricter floor: the same pages fetched and only split into links (id and verbatim JSON,
-/// what a sweep reads before it decodes what changed).
 async fn fetch_split(
     client: &SingapayClient,
     account: &AccountId,
     per_page: u64,
     conc: usize,
 ) -> (u64, u64) {
-    let first = client
-        .list_page_raw(account, 1, per_page)
-        .await
-        .expect("page 1");
-    let tp = first.pagination.total_pages.unwrap_or(1);
-    let mut links = first.links.len() as u64;
-    let mut pages = futures_util::stream::iter(2..=tp)
-        .map(|p| client.list_page_raw(account, p, per_page))
-        .buffered(conc);
-    while let Some(p) = pages.next().await {
-        links += p.expect("page").links.len() as u64;
-    }
-    (tp, links)
+    fetch_pages(client, account, per_page, conc, false).await
 }
 
 /// History pages 1..=`pages`, two at a time (a windowed pass fetches one page ahead).

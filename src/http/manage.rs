@@ -63,12 +63,16 @@ pub(super) async fn delete(
 }
 
 /// `GET /payment-methods[?account_id=]`: `{"payment_methods": [{code, name, group, desc}]}`,
-/// those of the account's credential (the default credential's without `account_id`).
+/// those of the account's credential (without `account_id`: the first configured account's, as
+/// the CLI's `payment-methods` without `--account`).
 pub(super) async fn payment_methods(
     State(st): State<AdminState>,
     ApiQuery(q): ApiQuery<MethodsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let account = st.account(q.account_id.as_deref())?;
+    let account = match st.account(q.account_id.as_deref())? {
+        Some(a) => Some(a),
+        None => st.accounts.first().map(|a| a.id.clone()),
+    };
     let m = st.manager.payment_methods(account.as_ref()).await?;
     Ok(Json(json!({ "payment_methods": m })))
 }

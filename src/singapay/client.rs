@@ -204,8 +204,8 @@ impl SingapayClient {
         self.timeout
     }
 
-    /// The credential `account`'s requests carry (the default for `None`, or the first account's
-    /// when there is no default).
+    /// The credential `account`'s requests carry (for `None`: the default, else the named
+    /// credential first by name, so that the choice does not depend on a map's order).
     ///
     /// Errors: [`SingapayError::Fatal`] for an account with no credential (not configured).
     fn credential(&self, account: Option<&AccountId>) -> Result<&Credential, SingapayError> {
@@ -214,7 +214,7 @@ impl SingapayClient {
             None => self
                 .default
                 .as_ref()
-                .or_else(|| self.by_account.values().next()),
+                .or_else(|| self.by_account.values().min_by(|a, b| a.name.cmp(&b.name))),
         };
         found.map(Arc::as_ref).ok_or_else(|| SingapayError::Fatal {
             status: 0,
