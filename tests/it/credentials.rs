@@ -250,3 +250,78 @@ async fn the_sandbox_refuses_another_merchants_account() {
     let err = t.sync_err().await;
     assert!(err.contains("403"), "{err}");
 }
+
+#[tokio::test]
+async fn check_config_online_fetches_a_token_per_credential_and_names_a_refused_one() {
+    let sandbox = TestSandbox::start().await;
+    let (status, _) = sandbox
+        .try_ctl(
+            reqwest::Method::POST,
+            format!("{}/_sandbox/credentials", sandbox.base),
+            json!({"partner_id": partner("beta"), "client_id": "client-beta",
+                   "client_secret": secret("beta"), "accounts": [ACCOUNTS[2].0]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |client_secret: String| {
+        let mut config = test_config(&dir, &sandbox);
+        config.accounts.push(AccountEntry {
+            credential: Some("beta".into()),
+            ..AccountEntry::new(ACCOUNTS[2].0)
+        });
+        config.credentials = vec![CredentialEntry {
+            name: "beta".into(),
+            partner_id: partner("beta"),
+            client_id: "client-beta".into(),
+            client_secret,
+        }];
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config.toml()).unwrap();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
+                .arg("--config")
+                .arg(&path)
+                .args(["check-config", "--online"])
+                .env("RUST_LOG", "off")
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, stdout, stderr) = run(secret("beta")).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("SingaPay accepted credential default.")
+            && stdout.contains("SingaPay accepted credential beta.")
+            && stdout.contains("2 account(s), 2 credential(s)"),
+        "{stdout}"
+    );
+    let tokens: Vec<Option<String>> = sandbox
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.path.contains("access-token"))
+        .map(|r| r.partner_id)
+        .collect();
+    assert_eq!(
+        tokens,
+        vec![Some(SANDBOX_PARTNER_ID.to_string()), Some(partner("beta"))]
+    );
+    let (code, stdout, stderr) = run("not-the-secret".into()).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("SingaPay accepted credential default."),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("SingaPay refused credential beta"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-the-secret"), "{stderr}");
+}
