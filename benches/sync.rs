@@ -75,6 +75,24 @@ impl Median {
     }
 }
 
+/// Each round's variant with the floor measured just before it: the ratios are the medians of
+/// the rounds' own ratios, so that a minute when the whole machine is slower (both sides) moves
+/// them less than a ratio of two separate medians.
+#[derive(Default)]
+struct Paired(Vec<(Sample, Sample)>);
+
+impl Paired {
+    fn add(&mut self, floor: Sample, variant: Sample) {
+        self.0.push((floor, variant));
+    }
+
+    /// `(wall, cpu)`: the medians of variant / floor.
+    fn ratios(&self) -> (f64, f64) {
+        let of = |f: fn(&Sample) -> f64| median(self.0.iter().map(|(a, b)| f(b) / f(a)).collect());
+        (of(|s| s.wall), of(|s| s.client_cpu))
+    }
+}
+
 /// Rows written, counted by the database itself: triggers on `payment_link` and `payment`
 /// (insert and update, which an upsert fires as SQLite documents) add to one counter row, read
 /// through a connection of its own.
@@ -307,6 +325,7 @@ async fn history_bench(links: usize, history: usize, recent: usize) {
     // The no-change passes, each against the floor of the requests it made.
     let mut nc = Median::default();
     let mut floor = Median::default();
+    let mut pairs = Paired::default();
     let (mut written, mut events, mut counts, mut hist_pages) = (0, 0, (0, 0), 0);
     let (mut hist_ms, mut hist_floor_ms) = (Vec::new(), Vec::new());
     let counter = WriteCounter::install(&app).await;
@@ -329,8 +348,10 @@ async fn history_bench(links: usize, history: usize, recent: usize) {
         .await;
         hist_floor_ms.push(h as f64);
         floor.add(f);
+        pairs.add(f, sample);
     }
     let (nc, floor) = (nc.median(), floor.median());
+    let (wall_ratio, cpu_ratio) = pairs.ratios();
     let (hist_ms, hist_floor_ms) = (median(hist_ms), median(hist_floor_ms));
     println!(
         "history bench: {links} links + {total_rows} history rows ({recent} in the last 6 days; window 7 d), median of {} interleaved rounds",
@@ -345,13 +366,8 @@ async fn history_bench(links: usize, history: usize, recent: usize) {
         floor.wall
     );
     println!(
-        "  no-change pass         {:>7.3} s  {:>5.2} × floor wall (target ≤ 1.1)  cpu: client {:>5.2} s = {:>4.2} × the floor's {:.2} s (target ≤ 1.25), sandbox {:>5.2} s",
-        nc.wall,
-        nc.wall / floor.wall,
-        nc.client_cpu,
-        nc.client_cpu / floor.client_cpu,
-        floor.client_cpu,
-        nc.sandbox_cpu
+        "  no-change pass         {:>7.3} s  {wall_ratio:>5.2} × floor wall (target ≤ 1.1)  cpu: client {:>5.2} s = {cpu_ratio:>4.2} × the floor's {:.2} s (target ≤ 1.25), sandbox {:>5.2} s",
+        nc.wall, nc.client_cpu, floor.client_cpu, nc.sandbox_cpu
     );
     println!(
         "    of which history {hist_ms:.0} ms (its floor {hist_floor_ms:.0} ms); rows written {written} (counted by the database; target 0), events {events}"
@@ -400,11 +416,18 @@ async fn links_bench(links: usize) {
             Median::default(),
             Median::default(),
         );
+        let (mut b_pairs, mut nc_pairs, mut nc_split_pairs, mut o_pairs) = (
+            Paired::default(),
+            Paired::default(),
+            Paired::default(),
+            Paired::default(),
+        );
         let (mut b_written, mut nc_written, mut o_written, mut o_events) = (0, 0, 0, 0);
         let http = reqwest::Client::new();
         let mut app0: Option<(App, WriteCounter)> = None;
         for round in 0..rounds() {
-            floor.add(measure(&sandbox_pid, fetch()).await.0);
+            let f = measure(&sandbox_pid, fetch()).await.0;
+            floor.add(f);
             let app = App::build_with_clock(
                 config(&format!("ledger-{round}.db")),
                 Arc::new(singapay_sync::time::SystemClock),
@@ -422,6 +445,7 @@ async fn links_bench(links: usize) {
                 .expect("count")
                 .1;
             baseline.add(sample);
+            b_pairs.add(f, sample);
             if app0.is_none() {
                 let counter = WriteCounter::install(&app).await;
                 app0 = Some((app, counter));
@@ -429,13 +453,17 @@ async fn links_bench(links: usize) {
                 app.ledger.close().await;
             }
             let (app, counter) = app0.as_ref().expect("first app");
-            floor.add(measure(&sandbox_pid, fetch()).await.0);
-            split_floor.add(measure(&sandbox_pid, split()).await.0);
+            let f = measure(&sandbox_pid, fetch()).await.0;
+            floor.add(f);
+            let fs = measure(&sandbox_pid, split()).await.0;
+            split_floor.add(fs);
             let before = counter.count().await;
             let (sample, s) = measure(&sandbox_pid, pass(app)).await;
             assert_eq!(s.events, 0);
             nc_written = nc_written.max(counter.count().await - before);
             no_change.add(sample);
+            nc_pairs.add(f, sample);
+            nc_split_pairs.add(fs, sample);
             // 1% of links change: retitle every 100th link through the control plane (another
             // title each round).
             let changed: Vec<usize> = (1..=links).step_by(100).collect();
@@ -454,61 +482,70 @@ async fn links_bench(links: usize) {
                 .buffer_unordered(16)
                 .collect::<Vec<_>>()
                 .await;
-            floor.add(measure(&sandbox_pid, fetch()).await.0);
+            let f = measure(&sandbox_pid, fetch()).await.0;
+            floor.add(f);
             let before = counter.count().await;
             let (sample, o) = measure(&sandbox_pid, pass(app)).await;
             assert_eq!(o.events as usize, changed.len());
             o_written = counter.count().await - before;
             o_events = o.events;
             one_pct.add(sample);
+            o_pairs.add(f, sample);
         }
         let (app, _) = app0.expect("measured");
         let pages = links.div_ceil(100);
         let floor = floor.median();
-        let row = |name: &str, s: &Sample, note: String| {
+        let row = |name: &str, s: &Sample, pairs: Option<&Paired>, note: String| {
+            let (w, c) = pairs.map_or((1.0, 1.0), Paired::ratios);
             println!(
-                "  {name:<18} {:>7.3} s  {:>5.2} × floor wall  cpu: client {:>5.2} s = {:>5.2} × floor's, sandbox {:>5.2} s  {note}",
-                s.wall,
-                s.wall / floor.wall,
-                s.client_cpu,
-                s.client_cpu / floor.client_cpu,
-                s.sandbox_cpu
+                "  {name:<18} {:>7.3} s  {w:>5.2} × floor wall  cpu: client {:>5.2} s = {c:>5.2} × floor's, sandbox {:>5.2} s  {note}",
+                s.wall, s.client_cpu, s.sandbox_cpu
             );
         };
         println!(
-            "sync bench: {links} links, {pages} pages of 100, page concurrency 4, median of {} interleaved rounds (the floor measured before each variant: {} times)",
+            "sync bench: {links} links, {pages} pages of 100, page concurrency 4, median of {} interleaved rounds (the floor measured before each variant: {} times; a ratio is the median of the rounds' variant / the floor just before it)",
             rounds(),
             3 * rounds()
         );
-        row("fetch-only floor", &floor, String::new());
-        let split_floor = split_floor.median();
+        row("fetch-only floor", &floor, None, String::new());
+        let split_ratio =
+            split_floor
+                .0
+                .iter()
+                .zip(&nc_pairs.0)
+                .fold(Paired::default(), |mut p, (s, (f, _))| {
+                    p.add(*f, *s);
+                    p
+                });
         row(
             "fetch+split floor",
-            &split_floor,
+            &split_floor.median(),
+            Some(&split_ratio),
             "(the pages only split into links, none decoded)".into(),
         );
         row(
             "baseline import",
             &baseline.median(),
+            Some(&b_pairs),
             format!("(target ≤ 1.5 wall)  payment_link rows {b_written}"),
         );
-        let nc = no_change.median();
         row(
             "no-change pass",
-            &nc,
+            &no_change.median(),
+            Some(&nc_pairs),
             format!(
                 "(targets ≤ 1.1 wall, ≤ 1.25 cpu)  rows written {nc_written} (database-counted; target 0)"
             ),
         );
+        let (w, c) = nc_split_pairs.ratios();
         println!(
-            "  {:<18} {:>5.2} × wall, {:>5.2} × cpu of the fetch+split floor (what the pass adds to reading the pages)",
-            "",
-            nc.wall / split_floor.wall,
-            nc.client_cpu / split_floor.client_cpu
+            "  {:<18} {w:>5.2} × wall, {c:>5.2} × cpu of the fetch+split floor (what the pass adds to reading the pages)",
+            ""
         );
         row(
             "1%-changed pass",
             &one_pct.median(),
+            Some(&o_pairs),
             format!("rows written {o_written} (database-counted), events {o_events}"),
         );
         println!(
