@@ -193,8 +193,8 @@ impl Ledger {
     /// Pending deliveries due at `now` with an id above `after_id`, oldest first (delivery ids
     /// follow event commit order), at most `limit`. A delivery waits while
     /// an earlier event of the same link (or payment) for the same subscriber is pending a retry
-    /// or claimed by a batch in flight, so each subscriber receives a link's (a payment's) events
-    /// in `sequence` order even while the next batch is claimed beside the one being sent. E-mail deliveries wait for their
+    /// or claimed by a batch in flight (another dispatcher's, such as a CLI command's beside the
+    /// daemon), so each subscriber receives a link's (a payment's) events in `sequence` order. E-mail deliveries wait for their
     /// pass to finish, so that each pass makes one digest per recipient group. The scan walks the
     /// partial index of pending deliveries in id order and stops at `limit` (without
     /// `INDEXED BY`, SQLite picks the `(state, next_attempt_at)` index and sorts every due row).

@@ -57,8 +57,8 @@ async fn deliveries_of_a_disabled_subscriber_are_parked_and_order_is_kept() {
 
 #[tokio::test]
 async fn a_delivery_behind_a_claimed_earlier_event_of_its_link_is_not_due() {
-    // The dispatcher claims its next batch while one is being sent: a link's later event must
-    // wait for the earlier one in flight, whatever batch each is in.
+    // A link's later event waits for an earlier one in flight (claimed by a batch being sent),
+    // whatever batch or dispatcher each is in.
     let f = Fixture::new().await;
     let (l, run) = (&f.l, f.run);
     let mut c = PageCommit::default();

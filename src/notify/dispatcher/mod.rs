@@ -67,14 +67,6 @@ pub struct DispatchSummary {
     pub disabled: usize,
 }
 
-/// A claimed batch: its deliveries, their ids (claims to release), and whether it was full (more
-/// may be due).
-struct Claimed {
-    due: Vec<crate::ledger::DueDelivery>,
-    ids: Vec<i64>,
-    full: bool,
-}
-
 /// The dispatcher. Cheap to share (`Arc`).
 #[derive(Debug)]
 pub struct Dispatcher {
@@ -153,80 +145,47 @@ impl Dispatcher {
     ///
     /// Each batch is claimed (`claimed_at`), made durable (nothing is sent that an OS crash could
     /// still roll back), sent, and its unattempted claims released; a (subscriber, link) whose
-    /// earlier event failed in a batch keeps its later ones for a later call. While a full batch
-    /// is sent, the next one is claimed beside it (a delivery behind a claimed earlier event of
-    /// its link and subscriber is never due, so the order per link holds across batches).
+    /// earlier event failed in a batch keeps its later ones for a later call.
     ///
     /// Errors: the ledger failed, including the durability barrier; nothing is sent after that
     /// (unrecorded attempts are simply tried again, with the same `webhook-id`).
     pub async fn dispatch_due(&self) -> Result<DispatchSummary, LedgerError> {
         let mut summary = DispatchSummary::default();
         let mut gone: BTreeSet<String> = BTreeSet::new();
-        let mut next = self.claim_batch(&gone).await?;
         for _ in 0..1000 {
-            let Some(batch) = next.take() else {
+            let now = self.clock.now();
+            let due = self.ledger.due_deliveries(now, self.batch).await?;
+            let claimed = due.len();
+            if claimed == 0 {
                 break;
-            };
-            // A subscriber found gone (410) since this batch was claimed gets nothing more.
-            let due: Vec<_> = batch
-                .due
+            }
+            let due: Vec<_> = due
                 .into_iter()
                 .filter(|d| !gone.contains(&d.subscriber))
                 .collect();
+            let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
+            self.ledger.claim_deliveries(&ids, now).await?;
+            // Never announce an event that an OS crash could still roll back.
+            if let Err(e) = self.ledger.make_durable().await {
+                self.ledger.release_claims(&ids).await?;
+                return Err(e);
+            }
             let stop = CancellationToken::new();
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let gone_now = gone.clone();
-            let prefetch = async {
-                match batch.full {
-                    true => self.claim_batch(&gone_now).await,
-                    false => Ok(None),
-                }
-            };
-            let (_, recorded, prefetched) = tokio::join!(
-                self.send_batch(due, tx, &stop),
-                self.record_stream(rx, &mut summary, &mut gone, &stop),
-                prefetch
+            let unrecorded =
+                tokio::sync::Semaphore::new(record::unrecorded_limit(self.concurrency));
+            let (_, recorded) = tokio::join!(
+                self.send_batch(due, tx, &stop, &unrecorded),
+                self.record_stream(rx, &mut summary, &mut gone, &stop, &unrecorded)
             );
             // Deliveries of a group stopped behind a failure were claimed but not attempted.
-            let released = self.ledger.release_claims(&batch.ids).await;
-            let failed = released.and(recorded).err();
-            match (prefetched, failed) {
-                (Ok(p), None) => next = p,
-                (Ok(p), Some(e)) => {
-                    if let Some(p) = p {
-                        self.ledger.release_claims(&p.ids).await?;
-                    }
-                    return Err(e);
-                }
-                (Err(e), _) => return Err(e),
+            self.ledger.release_claims(&ids).await?;
+            recorded?;
+            if claimed < self.batch as usize {
+                break;
             }
         }
         Ok(summary)
-    }
-
-    /// Claims the next batch of due deliveries (those of `gone` subscribers left out) and makes
-    /// the ledger durable; `None` when nothing is due.
-    ///
-    /// Errors: the ledger failed; a failed durability barrier releases the claims first.
-    async fn claim_batch(&self, gone: &BTreeSet<String>) -> Result<Option<Claimed>, LedgerError> {
-        let now = self.clock.now();
-        let due = self.ledger.due_deliveries(now, self.batch).await?;
-        let full = due.len() >= self.batch as usize;
-        if due.is_empty() {
-            return Ok(None);
-        }
-        let due: Vec<_> = due
-            .into_iter()
-            .filter(|d| !gone.contains(&d.subscriber))
-            .collect();
-        let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
-        self.ledger.claim_deliveries(&ids, now).await?;
-        // Never announce an event that an OS crash could still roll back.
-        if let Err(e) = self.ledger.make_durable().await {
-            self.ledger.release_claims(&ids).await?;
-            return Err(e);
-        }
-        Ok(Some(Claimed { due, ids, full }))
     }
 
     /// Sets the gauges of `/metrics` from the ledger: deliveries by state and the age of the

@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use lettre::message::Mailbox;
+use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
@@ -29,17 +30,37 @@ pub(super) struct Sent {
     pub subscriber: String,
     /// Its channel.
     pub channel: Channel,
+    /// It took one of the batch's unrecorded-send permits (a webhook POST was made), returned
+    /// once it is committed.
+    pub permit: bool,
 }
 
 impl Sent {
-    /// The outcome of an attempt of `d`.
+    /// The outcome of an attempt of `d` that sent nothing.
     pub(super) fn new(outcome: AttemptOutcome, d: &DueDelivery) -> Self {
         Self {
             outcome,
             subscriber: d.subscriber.clone(),
             channel: d.channel,
+            permit: false,
         }
     }
+
+    /// The outcome of a webhook POST of `d` (made with a permit).
+    pub(super) fn posted(outcome: AttemptOutcome, d: &DueDelivery) -> Self {
+        Self {
+            permit: true,
+            ..Self::new(outcome, d)
+        }
+    }
+}
+
+/// How many webhook POSTs of a batch may be made and not yet committed: one group, plus the
+/// requests in flight (`concurrency`). A sender waits for a permit, the recorder returns them
+/// when it commits, so a kill re-sends at most this many whatever the ledger's speed (a slow
+/// commit holds the senders back instead of letting unrecorded attempts pile up).
+pub(super) fn unrecorded_limit(concurrency: usize) -> usize {
+    GROUP_MAX + concurrency
 }
 
 impl Dispatcher {
@@ -52,6 +73,25 @@ impl Dispatcher {
         summary: &mut DispatchSummary,
         gone: &mut BTreeSet<String>,
         stop: &CancellationToken,
+        unrecorded: &Semaphore,
+    ) -> Result<(), LedgerError> {
+        let r = self
+            .record_all(&mut rx, summary, gone, stop, unrecorded)
+            .await;
+        if r.is_err() {
+            // Nothing more is sent: senders waiting for a permit give up.
+            unrecorded.close();
+        }
+        r
+    }
+
+    async fn record_all(
+        &self,
+        rx: &mut UnboundedReceiver<Sent>,
+        summary: &mut DispatchSummary,
+        gone: &mut BTreeSet<String>,
+        stop: &CancellationToken,
+        unrecorded: &Semaphore,
     ) -> Result<(), LedgerError> {
         let mut group: Vec<Sent> = Vec::with_capacity(GROUP_MAX);
         let mut seen: HashSet<i64> = HashSet::new();
@@ -63,7 +103,8 @@ impl Dispatcher {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(next) => next,
                     Err(_) => {
-                        self.flush(&mut group, summary, gone, stop).await?;
+                        self.flush(&mut group, summary, gone, stop, unrecorded)
+                            .await?;
                         continue;
                     }
                 }
@@ -79,10 +120,15 @@ impl Dispatcher {
                     }
                     group.push(sent);
                     if group.len() >= GROUP_MAX {
-                        self.flush(&mut group, summary, gone, stop).await?;
+                        self.flush(&mut group, summary, gone, stop, unrecorded)
+                            .await?;
                     }
                 }
-                None => return self.flush(&mut group, summary, gone, stop).await,
+                None => {
+                    return self
+                        .flush(&mut group, summary, gone, stop, unrecorded)
+                        .await;
+                }
             }
         }
     }
@@ -94,6 +140,7 @@ impl Dispatcher {
         summary: &mut DispatchSummary,
         gone: &mut BTreeSet<String>,
         stop: &CancellationToken,
+        unrecorded: &Semaphore,
     ) -> Result<(), LedgerError> {
         if group.is_empty() {
             return Ok(());
@@ -104,6 +151,7 @@ impl Dispatcher {
             return Err(e);
         }
         self.progressed();
+        unrecorded.add_permits(group.iter().filter(|s| s.permit).count());
         let mut newly_gone = BTreeSet::new();
         for s in group.drain(..) {
             let o = &s.outcome;

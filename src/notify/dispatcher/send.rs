@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
+use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
@@ -114,6 +115,7 @@ impl Dispatcher {
         group: Vec<DueDelivery>,
         out: &UnboundedSender<Sent>,
         stop: &CancellationToken,
+        unrecorded: &Semaphore,
     ) {
         for mut d in group {
             if stop.is_cancelled() {
@@ -135,6 +137,11 @@ impl Dispatcher {
                 let _ = out.send(Sent::new(o, &d));
                 continue;
             };
+            // At most one group of POSTs made and not yet committed (the recorder returns them).
+            match unrecorded.acquire().await {
+                Ok(p) => p.forget(),
+                Err(_) => return, // the recorder failed: nothing more is sent
+            }
             // `webhook-timestamp` is the real send time: receivers check it against their own
             // clock (replay window), whatever clock schedules the retries.
             let r = send(
@@ -155,7 +162,7 @@ impl Dispatcher {
                 r.failure,
                 r.gone,
             );
-            let _ = out.send(Sent::new(o, &d));
+            let _ = out.send(Sent::posted(o, &d));
             if failed {
                 return;
             }
@@ -225,6 +232,7 @@ impl Dispatcher {
         due: Vec<DueDelivery>,
         out: UnboundedSender<Sent>,
         stop: &CancellationToken,
+        unrecorded: &Semaphore,
     ) {
         let mut hooks: BTreeMap<(String, String, i64, Option<i64>), Vec<DueDelivery>> =
             BTreeMap::new();
@@ -277,7 +285,9 @@ impl Dispatcher {
                         .unwrap_or((String::new(), Channel::Webhook));
                     let run = async {
                         match g {
-                            Group::Webhook(v) => self.run_webhook_group(v, out, stop).await,
+                            Group::Webhook(v) => {
+                                self.run_webhook_group(v, out, stop, unrecorded).await
+                            }
                             Group::Email(v) => self.run_email_group(v, out).await,
                         }
                     };
@@ -294,6 +304,7 @@ impl Dispatcher {
                                 outcome: o,
                                 subscriber: subscriber.clone(),
                                 channel,
+                                permit: false,
                             });
                         }
                     }
