@@ -304,7 +304,9 @@ impl Dispatcher {
                                 outcome: o,
                                 subscriber: subscriber.clone(),
                                 channel,
-                                permit: false,
+                                // Whether the group had taken a permit for it is not known:
+                                // give one back (a looser bound after a defect, never a hang).
+                                permit: true,
                             });
                         }
                     }
