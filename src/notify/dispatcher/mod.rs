@@ -1,7 +1,8 @@
 //! The outbox dispatcher: claims due deliveries in batches, sends them (`send`: webhooks
 //! concurrently with one link's events in order per subscriber, e-mail as one digest per pass per
 //! group), and records each outcome as it comes (`record`: committed in small groups, every
-//! ~100 ms or 200 outcomes, so a kill loses at most the attempts in flight and one group).
+//! ~100 ms or 100 outcomes, and at most 200 beside those in flight sent and not yet committed,
+//! so a kill re-sends at most that many).
 
 mod record;
 mod send;

@@ -1,7 +1,8 @@
-//! Recording outcomes as they come: committed in small groups (every [`GROUP_WINDOW`] or
-//! [`GROUP_MAX`] outcomes), so that after a kill the only deliveries sent again are those in
-//! flight and the last uncommitted group. Counts them, disables subscribers that answered 410
-//! Gone, and tells finance so.
+//! Recording outcomes as they come: committed in small groups (every [`GROUP_WINDOW`] or half of
+//! [`GROUP_MAX`] outcomes), and never more than [`GROUP_MAX`] plus the requests in flight sent
+//! and not yet committed ([`unrecorded_limit`] permits), so that after a kill the only deliveries
+//! sent again are at most those. Counts them, disables subscribers that answered 410 Gone, and
+//! tells finance so.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
@@ -18,7 +19,8 @@ use crate::types::Channel;
 
 /// The longest an outcome waits to be committed.
 pub(super) const GROUP_WINDOW: Duration = Duration::from_millis(100);
-/// The most outcomes committed together.
+/// The most outcomes sent and not yet committed, beside the requests in flight (a group is
+/// committed at half of it, so the next half is sent during the commit).
 pub(super) const GROUP_MAX: usize = 200;
 
 /// One attempt's outcome, with what the recorder reports it by.
@@ -119,7 +121,9 @@ impl Dispatcher {
                         deadline = tokio::time::Instant::now() + GROUP_WINDOW;
                     }
                     group.push(sent);
-                    if group.len() >= GROUP_MAX {
+                    // Half a group: the next half is sent while this one commits, within the
+                    // permits (a full group's worth) instead of waiting for the commit.
+                    if group.len() >= GROUP_MAX / 2 {
                         self.flush(&mut group, summary, gone, stop, unrecorded)
                             .await?;
                     }
