@@ -48,7 +48,7 @@ pub(super) fn authorize(
         _ => return Err(v1_error(StatusCode::UNAUTHORIZED, "Unauthenticated.", None)),
     }
     if let Some(a) = account
-        && st.owner_of(a) != partner
+        && st.owner_of(a).map(|c| c.partner_id.as_str()) != Some(partner)
     {
         return Err(v1_error(
             StatusCode::FORBIDDEN,

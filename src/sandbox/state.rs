@@ -400,13 +400,12 @@ pub(super) struct SandboxState {
 }
 
 impl SandboxState {
-    /// The partner id that owns `account`: the credential that lists it, else the default.
-    pub(super) fn owner_of(&self, account: &str) -> &str {
+    /// The credential that owns `account`: the one that lists it, else the default (the first).
+    pub(super) fn owner_of(&self, account: &str) -> Option<&SandboxCredential> {
         self.credentials
             .iter()
             .find(|c| c.accounts.iter().any(|a| a == account))
             .or(self.credentials.first())
-            .map_or("", |c| c.partner_id.as_str())
     }
 
     /// The link ids of `account`, newest first (`None`: no such account).

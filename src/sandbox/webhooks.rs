@@ -131,11 +131,8 @@ impl Sandbox {
                 return;
             };
             // The account's merchant: its partner id and secret sign (unless a key is set).
-            let owner = st.owner_of(account).to_string();
             let owner = st
-                .credentials
-                .iter()
-                .find(|c| c.partner_id == owner)
+                .owner_of(account)
                 .map(|c| (c.partner_id.clone(), c.client_secret.clone()))
                 .unwrap_or_else(|| (SANDBOX_PARTNER_ID.into(), SANDBOX_CLIENT_SECRET.into()));
             (settings, body, st.now(), owner)

@@ -41,7 +41,13 @@ pub(crate) fn opt_string(m: &RawMap<'_>, f: &str) -> Result<Option<String>, Stri
 }
 
 pub(crate) fn opt_i64(m: &RawMap<'_>, f: &str) -> Result<Option<i64>, String> {
-    match m.get(f) {
+    i64_of(f, m.get(f).copied())
+}
+
+/// The whole number of field `f`'s JSON text `r` (a number or a decimal string); `None` when
+/// absent or `null`.
+pub(crate) fn i64_of(f: &str, r: Option<&RawValue>) -> Result<Option<i64>, String> {
+    match r {
         None => Ok(None),
         Some(r) if is_null(r) => Ok(None),
         Some(r) => {

@@ -1,14 +1,12 @@
 //! A list answer (`GET /api/v1.0/payment-link-manage/{account_id}`, seed 004): split into its
 //! links, each with its id and verbatim JSON ([`RawLink`]), or decoded whole ([`ListPage`]).
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::SingapayError;
 use super::envelope::{Envelope, envelope_error};
-use super::fields::{RawMap, bad, is_null, opt_i64};
+use super::fields::{bad, i64_of, is_null};
 use super::link::PaymentLink;
 use super::pagination::Pagination;
 use crate::types::LinkId;
@@ -70,11 +68,7 @@ impl RawLink {
         }
         let IdOf(id) = serde_json::from_str::<IdOf<'_>>(raw)
             .map_err(|e| format!("link is not a JSON object: {e}"))?;
-        let mut m: RawMap<'_> = BTreeMap::new();
-        if let Some(id) = id {
-            m.insert("id".to_string(), id);
-        }
-        let id = opt_i64(&m, "id")?.ok_or_else(|| bad("id", "missing"))?;
+        let id = i64_of("id", id)?.ok_or_else(|| bad("id", "missing"))?;
         Ok(Self {
             id: LinkId(id),
             raw: raw.to_string(),

@@ -278,21 +278,7 @@ async fn check_config_online_fetches_a_token_per_credential_and_names_a_refused_
         }];
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config.toml()).unwrap();
-        async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
-                .arg("--config")
-                .arg(&path)
-                .args(["check-config", "--online"])
-                .env("RUST_LOG", "off")
-                .output()
-                .await
-                .unwrap();
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        }
+        async move { cli(&path, &["check-config", "--online"]).await }
     };
     let (code, stdout, stderr) = run(secret("beta")).await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");

@@ -719,3 +719,19 @@ pub fn serve_app(app: App) -> Served {
 pub async fn json_of(req: reqwest::RequestBuilder) -> Value {
     req.send().await.unwrap().json().await.unwrap()
 }
+
+/// `singapay-sync --config … <args>`: `(exit code, stdout, stderr)`.
+pub async fn cli(cfg: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

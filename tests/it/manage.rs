@@ -401,22 +401,6 @@ async fn updates_and_deletes_are_delivered_at_once_and_payments_block_a_delete()
     m.served.shutdown().await;
 }
 
-/// `singapay-sync --config … <args>`: `(exit code, stdout, stderr)`.
-async fn cli(cfg: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
-        .arg("--config")
-        .arg(cfg)
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn the_cli_creates_a_link_as_json_and_lists_payment_methods() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,12 +14,7 @@ async fn deliveries_of_a_disabled_subscriber_are_parked_and_order_is_kept() {
         let id = format!("evt_{i}");
         c.events.push(event(&id, i, run));
         for sub in ["erp", "gone"] {
-            c.deliveries.push(NewDelivery {
-                event_id: id.clone(),
-                subscriber: sub.into(),
-                channel: Channel::Webhook,
-                next_attempt_at: Utc::now(),
-            });
+            c.deliveries.push(webhook_delivery(&id, sub, Utc::now()));
         }
     }
     l.commit_page(run, c).await.expect("commit");
@@ -67,12 +62,7 @@ async fn a_delivery_behind_a_claimed_earlier_event_of_its_link_is_not_due() {
         e.event.sequence = seq;
         c.events
             .push(NewEvent::new(e.event, LinkId(link), run).expect("event"));
-        c.deliveries.push(NewDelivery {
-            event_id: id.into(),
-            subscriber: "erp".into(),
-            channel: Channel::Webhook,
-            next_attempt_at: Utc::now(),
-        });
+        c.deliveries.push(webhook_delivery(id, "erp", Utc::now()));
     }
     l.commit_page(run, c).await.expect("commit");
     let due_ids = || async {

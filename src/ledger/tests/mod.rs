@@ -68,6 +68,16 @@ fn page(ids: impl IntoIterator<Item = i64>) -> PageCommit {
     c
 }
 
+/// A webhook delivery of event `event_id` to `subscriber`, due at `at`.
+fn webhook_delivery(event_id: &str, subscriber: &str, at: chrono::DateTime<Utc>) -> NewDelivery {
+    NewDelivery {
+        event_id: event_id.into(),
+        subscriber: subscriber.into(),
+        channel: Channel::Webhook,
+        next_attempt_at: at,
+    }
+}
+
 fn event(id: &str, link: i64, run_id: i64) -> NewEvent {
     event_at(id, link, run_id, Utc::now())
 }
@@ -166,12 +176,8 @@ async fn event_retention_keeps_events_a_delivery_still_owes() {
     let mut c = PageCommit::default();
     for i in 1..=3 {
         c.events.push(event_at(&format!("evt_r{i}"), i, run, old));
-        c.deliveries.push(NewDelivery {
-            event_id: format!("evt_r{i}"),
-            subscriber: "erp".into(),
-            channel: Channel::Webhook,
-            next_attempt_at: old,
-        });
+        c.deliveries
+            .push(webhook_delivery(&format!("evt_r{i}"), "erp", old));
     }
     l.commit_page(run, c).await.expect("commit");
     // Events 1 and 2 were delivered a year ago; event 3's delivery is still pending.
