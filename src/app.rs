@@ -142,7 +142,7 @@ impl App {
         bind: bool,
         recover: bool,
     ) -> anyhow::Result<App> {
-        let ledger = Ledger::open(&config.ledger.path)
+        let ledger = Ledger::connect(&config.ledger)
             .await
             .with_context(|| format!("opening the ledger {}", config.ledger.path.display()))?;
         if recover {

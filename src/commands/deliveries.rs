@@ -12,7 +12,7 @@ pub(super) async fn deliveries(
     cfg: &Config,
     action: &DeliveriesCommand,
 ) -> anyhow::Result<ExitCode> {
-    let ledger = Ledger::open(&cfg.ledger.path).await?;
+    let ledger = Ledger::connect(&cfg.ledger).await?;
     let code = match action {
         DeliveriesCommand::List {
             state,
@@ -68,7 +68,7 @@ pub(super) async fn subscribers(
     action: &SubscribersCommand,
 ) -> anyhow::Result<ExitCode> {
     let SubscribersCommand::Enable { name } = action;
-    let ledger = Ledger::open(&cfg.ledger.path).await?;
+    let ledger = Ledger::connect(&cfg.ledger).await?;
     let n = ledger.enable_subscriber(name, chrono::Utc::now()).await?;
     println!("subscriber {name} enabled; {n} parked deliveries are due now");
     ledger.close().await;

@@ -34,7 +34,7 @@ pub(super) async fn run(cfg: &Config, what: &ExportCommand) -> anyhow::Result<Ex
             return Ok(ExitCode::from(2));
         }
     };
-    let ledger = Ledger::open(&cfg.ledger.path).await?;
+    let ledger = Ledger::connect(&cfg.ledger).await?;
     let mut enc = Encoder::new(match format {
         ExportFormat::Csv => Format::Csv,
         ExportFormat::Json => Format::JsonLines,

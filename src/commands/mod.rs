@@ -40,7 +40,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => match load(&cli) {
             Ok(cfg) => {
                 telemetry::init(cfg.log.format, &cfg.log.level);
-                crate::ledger::Ledger::open(&cfg.ledger.path)
+                crate::ledger::Ledger::connect(&cfg.ledger)
                     .await?
                     .close()
                     .await;

@@ -81,8 +81,11 @@ impl SingapayConfig {
 #[derive(Debug, Clone)]
 pub struct LedgerConfig {
     /// The SQLite file: from `ledger.url` (`sqlite:///path`, or `url_file`) or the older
-    /// `ledger.path` (default `/var/lib/singapay-sync/ledger.db`).
+    /// `ledger.path` (default `/var/lib/singapay-sync/ledger.db`). Unused when `postgres` is set.
     pub path: PathBuf,
+    /// A PostgreSQL ledger's URL (`ledger.url = "postgres://user@host/db"`, DESIGN §16); kept
+    /// secret (it may hold a password).
+    pub postgres: Option<secrecy::SecretString>,
     /// How long delivered deliveries, their attempts and finished sync runs without events are
     /// kept (default 180 days).
     pub retention: Duration,

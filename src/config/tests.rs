@@ -1,6 +1,7 @@
 //! Config unit tests: defaults, every problem at once, the example file, secrets from files.
 
 use super::*;
+use secrecy::ExposeSecret;
 
 const GOOD: &str = r#"
 [ledger]
@@ -500,7 +501,7 @@ id = "01K946KF851RK7FX075GJHBVKF""#,
 }
 
 #[test]
-fn a_ledger_url_names_a_sqlite_file_and_postgres_is_refused_for_now() {
+fn a_ledger_url_names_a_sqlite_file_or_a_postgres_database() {
     let ledger = |l: &str| {
         Config::from_toml_str(&GOOD.replace("path = \"/tmp/x.db\"", l)).map(|c| c.ledger.path)
     };
@@ -523,9 +524,28 @@ fn a_ledger_url_names_a_sqlite_file_and_postgres_is_refused_for_now() {
         ledger(&format!("url_file = {:?}", file.display().to_string())).unwrap(),
         PathBuf::from("/tmp/from-file.db")
     );
+    let pg = Config::from_toml_str(&GOOD.replace(
+        "path = \"/tmp/x.db\"",
+        "url = \"postgres://u:secret@db.example.com/ledger\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        pg.ledger
+            .postgres
+            .as_ref()
+            .map(|u| u.expose_secret().to_string()),
+        Some("postgres://u:secret@db.example.com/ledger".to_string())
+    );
+    assert!(
+        !format!("{pg:?}").contains("secret@"),
+        "the URL is kept secret"
+    );
     for (url, want) in [
-        ("postgres://u:secret@h/db", "PostgreSQL ledger"),
-        ("mysql://h/db", "must start with sqlite://"),
+        (
+            "postgres://u:secret@h:notaport/db",
+            "not a valid PostgreSQL URL",
+        ),
+        ("mysql://h/db", "must start with sqlite:// or postgres://"),
         ("sqlite://", "must name a file"),
         ("sqlite:///x.db?mode=ro", "must name a file"),
     ] {

@@ -72,16 +72,24 @@ pub(super) fn validate(raw: Raw) -> Result<Config, ConfigErrors> {
 /// `[ledger]`: `url` (or `url_file`, for a URL holding a password) or the older `path`.
 fn ledger(p: &mut Problems, l: RawLedger) -> LedgerConfig {
     let url = secret(p, "ledger.url", l.url, l.url_file, false);
+    let mut postgres = None;
     let path = match (url, l.path) {
         (Some(_), Some(_)) => {
             p.push("ledger.url and ledger.path are both set: keep one (url)".into());
             PathBuf::from(DEFAULT_LEDGER_PATH)
         }
         (None, path) => PathBuf::from(path.unwrap_or_else(|| DEFAULT_LEDGER_PATH.to_string())),
-        (Some(url), None) => ledger_url(p, url.expose_secret()),
+        (Some(url), None) => match ledger_url(p, url.expose_secret()) {
+            LedgerUrl::Sqlite(path) => path,
+            LedgerUrl::Postgres => {
+                postgres = Some(url);
+                PathBuf::from(DEFAULT_LEDGER_PATH)
+            }
+        },
     };
     LedgerConfig {
         path,
+        postgres,
         retention: duration(
             p,
             "ledger.retention",
@@ -94,9 +102,18 @@ fn ledger(p: &mut Problems, l: RawLedger) -> LedgerConfig {
     }
 }
 
-/// The SQLite file of a `ledger.url` (`sqlite:///abs/path.db`, `sqlite://relative.db` or
-/// `sqlite:path.db`). The URL is never quoted back: it may hold a password.
-fn ledger_url(p: &mut Problems, url: &str) -> PathBuf {
+/// What a `ledger.url` names.
+enum LedgerUrl {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (the URL itself is kept secret by the caller).
+    Postgres,
+}
+
+/// What a `ledger.url` names: the SQLite file of `sqlite:///abs/path.db`, `sqlite://relative.db`
+/// or `sqlite:path.db`, or a PostgreSQL database (`postgres://` or `postgresql://`, a URL). The URL is never quoted back: it may hold a password.
+fn ledger_url(p: &mut Problems, url: &str) -> LedgerUrl {
+    let fallback = || LedgerUrl::Sqlite(PathBuf::from(DEFAULT_LEDGER_PATH));
     let url = url.trim();
     let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
     let path = match scheme.as_str() {
@@ -105,15 +122,18 @@ fn ledger_url(p: &mut Problems, url: &str) -> PathBuf {
             .map(|rest| rest.strip_prefix("//").unwrap_or(rest))
             .unwrap_or(""),
         "postgres" | "postgresql" => {
-            p.push(
-                "ledger.url: a PostgreSQL ledger (DESIGN §16) is not available in this version                  yet; use sqlite:///path/to/ledger.db"
-                    .into(),
-            );
-            return PathBuf::from(DEFAULT_LEDGER_PATH);
+            if url::Url::parse(url).is_err() {
+                p.push(
+                    "ledger.url is not a valid PostgreSQL URL (e.g. \
+                     postgres://singapay@db.example.com/ledger)"
+                        .into(),
+                );
+            }
+            return LedgerUrl::Postgres;
         }
         _ => {
-            p.push("ledger.url must start with sqlite:// (e.g. sqlite:///var/lib/singapay-sync/ledger.db)".into());
-            return PathBuf::from(DEFAULT_LEDGER_PATH);
+            p.push("ledger.url must start with sqlite:// or postgres:// (e.g. sqlite:///var/lib/singapay-sync/ledger.db)".into());
+            return fallback();
         }
     };
     if path.is_empty() || path.contains('?') || path.contains('#') {
@@ -121,9 +141,9 @@ fn ledger_url(p: &mut Problems, url: &str) -> PathBuf {
             "ledger.url must name a file, without options (e.g.              sqlite:///var/lib/singapay-sync/ledger.db)"
                 .into(),
         );
-        return PathBuf::from(DEFAULT_LEDGER_PATH);
+        return fallback();
     }
-    PathBuf::from(path)
+    LedgerUrl::Sqlite(PathBuf::from(path))
 }
 
 /// `[singapay]`; its credential (partner id, client id, secret) is checked when `needs_default`

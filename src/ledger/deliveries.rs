@@ -4,11 +4,12 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row};
 
 use crate::time::ledger_ts;
 use crate::types::{Channel, DeliveryState, EventType};
 
+use super::backend::{LedgerRow, Tx, on_pool, on_tx, sql};
 use super::{Ledger, LedgerResult, parse_name, parse_opt_ts, parse_ts};
 
 /// A delivery owed, enqueued with its event.
@@ -137,55 +138,54 @@ const DELIVERIES_PER_STATEMENT: usize = 1000;
 
 /// Enqueues deliveries in the given order (their ids follow it), many rows per statement. A
 /// subscriber disabled by a 410 gets its new deliveries parked as `disabled` (no attempt time).
-pub(super) async fn insert_many(
-    tx: &mut Transaction<'_, Sqlite>,
-    deliveries: &[&NewDelivery],
-) -> LedgerResult<()> {
-    if deliveries.is_empty() {
-        return Ok(());
-    }
-    let disabled: HashSet<String> =
-        sqlx::query_scalar("SELECT name FROM subscriber_state WHERE disabled_at IS NOT NULL")
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .collect();
-    for chunk in deliveries.chunks(DELIVERIES_PER_STATEMENT) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO delivery (event_id, subscriber, channel, state, next_attempt_at, created_at) ",
-        );
-        qb.push_values(chunk, |mut b, d| {
-            let parked = disabled.contains(&d.subscriber);
-            let state = if parked {
-                DeliveryState::Disabled
-            } else {
-                DeliveryState::Pending
-            };
-            b.push_bind(d.event_id.as_str())
-                .push_bind(d.subscriber.as_str())
-                .push_bind(d.channel.as_str())
-                .push_bind(state.as_str())
-                .push_bind((!parked).then(|| ledger_ts(d.next_attempt_at)))
-                .push_bind(ledger_ts(d.next_attempt_at));
-        });
-        qb.build().execute(&mut **tx).await?;
-    }
-    Ok(())
+pub(super) async fn insert_many(tx: &mut Tx<'_>, deliveries: &[&NewDelivery]) -> LedgerResult<()> {
+    on_tx!(tx, |c| {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let disabled: HashSet<String> =
+            sqlx::query_scalar("SELECT name FROM subscriber_state WHERE disabled_at IS NOT NULL")
+                .fetch_all(&mut *c)
+                .await?
+                .into_iter()
+                .collect();
+        for chunk in deliveries.chunks(DELIVERIES_PER_STATEMENT) {
+            let mut qb: QueryBuilder<Db> = QueryBuilder::new(
+                "INSERT INTO delivery (event_id, subscriber, channel, state, next_attempt_at, created_at) ",
+            );
+            qb.push_values(chunk, |mut b, d| {
+                let parked = disabled.contains(&d.subscriber);
+                let state = if parked {
+                    DeliveryState::Disabled
+                } else {
+                    DeliveryState::Pending
+                };
+                b.push_bind(d.event_id.as_str())
+                    .push_bind(d.subscriber.as_str())
+                    .push_bind(d.channel.as_str())
+                    .push_bind(state.as_str())
+                    .push_bind((!parked).then(|| ledger_ts(d.next_attempt_at)))
+                    .push_bind(ledger_ts(d.next_attempt_at));
+            });
+            qb.build().execute(&mut *c).await?;
+        }
+        Ok(())
+    })
 }
 
-fn row_to_delivery(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<DeliveryRow> {
+fn row_to_delivery(r: &impl LedgerRow) -> LedgerResult<DeliveryRow> {
     Ok(DeliveryRow {
-        id: r.try_get("id")?,
-        event_id: r.try_get("event_id")?,
+        id: r.col("id")?,
+        event_id: r.col("event_id")?,
         event_type: parse_name::<EventType>(r, "type")?,
-        subscriber: r.try_get("subscriber")?,
+        subscriber: r.col("subscriber")?,
         channel: parse_name(r, "channel")?,
         state: parse_name(r, "state")?,
-        attempts: r.try_get("attempts")?,
-        next_attempt_at: parse_opt_ts(r.try_get("next_attempt_at")?)?,
-        last_status: r.try_get("last_status")?,
-        last_error: r.try_get("last_error")?,
-        delivered_at: parse_opt_ts(r.try_get("delivered_at")?)?,
+        attempts: r.col("attempts")?,
+        next_attempt_at: parse_opt_ts(r.col("next_attempt_at")?)?,
+        last_status: r.col("last_status")?,
+        last_error: r.col("last_error")?,
+        delivered_at: parse_opt_ts(r.col("delivered_at")?)?,
     })
 }
 
@@ -203,115 +203,121 @@ impl Ledger {
         now: DateTime<Utc>,
         limit: i64,
     ) -> LedgerResult<Vec<DueDelivery>> {
-        let rows = sqlx::query(
-            "SELECT d.id, d.event_id, d.subscriber, d.channel, d.attempts, e.envelope, e.run_id, \
-             e.link_id, e.payment_id, e.account_id \
-             FROM delivery d INDEXED BY delivery_pending JOIN link_event e ON e.id = d.event_id \
-             WHERE d.state = 'pending' AND d.claimed_at IS NULL AND d.next_attempt_at <= ?1 \
-             AND (d.channel <> 'email' OR e.run_id IS NULL \
-                  OR EXISTS (SELECT 1 FROM sync_run r WHERE r.id = e.run_id AND r.finished_at IS NOT NULL)) \
-             AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
-                 WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' \
-                 AND (d2.next_attempt_at > ?1 OR d2.claimed_at IS NOT NULL) \
-                 AND e2.account_id = e.account_id AND e2.link_id = e.link_id \
-                 AND e2.payment_id IS e.payment_id AND e2.sequence < e.sequence) \
-             ORDER BY d.id LIMIT ?2",
-        )
-        .bind(ledger_ts(now))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DueDelivery {
-                    id: r.try_get("id")?,
-                    event_id: r.try_get("event_id")?,
-                    subscriber: r.try_get("subscriber")?,
-                    channel: parse_name(r, "channel")?,
-                    attempts: r.try_get("attempts")?,
-                    envelope: r.try_get("envelope")?,
-                    run_id: r.try_get("run_id")?,
-                    link_id: r.try_get("link_id")?,
-                    payment_id: r.try_get("payment_id")?,
-                    account_id: r.try_get("account_id")?,
+        on_pool!(self.pool, |p| {
+            let rows = sqlx::query(
+                sql!(PG, "SELECT d.id, d.event_id, d.subscriber, d.channel, d.attempts, e.envelope, e.run_id, \
+                 e.link_id, e.payment_id, e.account_id \
+                 FROM delivery d INDEXED BY delivery_pending JOIN link_event e ON e.id = d.event_id \
+                 WHERE d.state = 'pending' AND d.claimed_at IS NULL AND d.next_attempt_at <= $1 \
+                 AND (d.channel <> 'email' OR e.run_id IS NULL \
+                      OR EXISTS (SELECT 1 FROM sync_run r WHERE r.id = e.run_id AND r.finished_at IS NOT NULL)) \
+                 AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
+                     WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' \
+                     AND (d2.next_attempt_at > $1 OR d2.claimed_at IS NOT NULL) \
+                     AND e2.account_id = e.account_id AND e2.link_id = e.link_id \
+                     AND e2.payment_id IS NOT DISTINCT FROM e.payment_id AND e2.sequence < e.sequence) \
+                 ORDER BY d.id LIMIT $2"),
+            )
+            .bind(ledger_ts(now))
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(DueDelivery {
+                        id: r.try_get("id")?,
+                        event_id: r.try_get("event_id")?,
+                        subscriber: r.try_get("subscriber")?,
+                        channel: parse_name(r, "channel")?,
+                        attempts: r.try_get("attempts")?,
+                        envelope: r.try_get("envelope")?,
+                        run_id: r.try_get("run_id")?,
+                        link_id: r.try_get("link_id")?,
+                        payment_id: r.try_get("payment_id")?,
+                        account_id: r.try_get("account_id")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// When the dispatcher next has something it may send: the earliest `next_attempt_at` of a
     /// pending delivery that is not held back (behind an earlier event of its link for the same
     /// subscriber, or an e-mail whose pass is still running). `None` if nothing is pending.
     pub async fn next_due_at(&self) -> LedgerResult<Option<DateTime<Utc>>> {
-        let r = sqlx::query(
-            "SELECT MIN(d.next_attempt_at) FROM delivery d JOIN link_event e ON e.id = d.event_id \
-             WHERE d.state = 'pending' \
-             AND (d.channel <> 'email' OR e.run_id IS NULL \
-                  OR EXISTS (SELECT 1 FROM sync_run r WHERE r.id = e.run_id AND r.finished_at IS NOT NULL)) \
-             AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
-                 WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' \
-                 AND e2.account_id = e.account_id AND e2.link_id = e.link_id \
-                 AND e2.payment_id IS e.payment_id AND e2.sequence < e.sequence)",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        parse_opt_ts(r.try_get(0)?)
+        on_pool!(self.pool, |p| {
+            let r = sqlx::query(
+                "SELECT MIN(d.next_attempt_at) FROM delivery d JOIN link_event e ON e.id = d.event_id \
+                 WHERE d.state = 'pending' \
+                 AND (d.channel <> 'email' OR e.run_id IS NULL \
+                      OR EXISTS (SELECT 1 FROM sync_run r WHERE r.id = e.run_id AND r.finished_at IS NOT NULL)) \
+                 AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
+                     WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' \
+                     AND e2.account_id = e.account_id AND e2.link_id = e.link_id \
+                     AND e2.payment_id IS NOT DISTINCT FROM e.payment_id AND e2.sequence < e.sequence)",
+            )
+            .fetch_one(p)
+            .await?;
+            parse_opt_ts(r.try_get(0)?)
+        })
     }
 
     /// Records a batch of attempts and their outcomes in one transaction, a few statements per
     /// 300 attempts (one multi-row INSERT into `delivery_attempt`, one `UPDATE … FROM (VALUES …)`).
     pub(crate) async fn record_attempts(&self, outcomes: &[&AttemptOutcome]) -> LedgerResult<()> {
-        if outcomes.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        for chunk in outcomes.chunks(300) {
-            let mut ins: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status, error) ",
-            );
-            ins.push_values(chunk, |mut b, o| {
-                b.push_bind(o.delivery_id)
-                    .push_bind(ledger_ts(o.attempted_at))
-                    .push_bind(o.duration_ms)
-                    .push_bind(o.status)
-                    .push_bind(o.error.clone());
-            });
-            ins.build().execute(&mut *tx).await?;
+        on_pool!(self.pool, |p| {
+            if outcomes.is_empty() {
+                return Ok(());
+            }
+            let mut tx = p.begin().await?;
+            for chunk in outcomes.chunks(300) {
+                let mut ins: QueryBuilder<Db> = QueryBuilder::new(
+                    "INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status, error) ",
+                );
+                ins.push_values(chunk, |mut b, o| {
+                    b.push_bind(o.delivery_id)
+                        .push_bind(ledger_ts(o.attempted_at))
+                        .push_bind(o.duration_ms)
+                        .push_bind(o.status)
+                        .push_bind(o.error.clone());
+                });
+                ins.build().execute(&mut *tx).await?;
 
-            let mut upd: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "WITH v(id, state, next_attempt_at, last_status, last_error, delivered_at) AS (",
-            );
-            upd.push_values(chunk, |mut b, o| {
-                let (state, next, delivered) = match &o.result {
-                    AttemptResult::Delivered => (
-                        DeliveryState::Delivered,
-                        None,
-                        Some(ledger_ts(o.attempted_at)),
-                    ),
-                    AttemptResult::Retry(at) => {
-                        (DeliveryState::Pending, Some(ledger_ts(*at)), None)
-                    }
-                    AttemptResult::Dead => (DeliveryState::Dead, None, None),
-                    AttemptResult::Disabled => (DeliveryState::Disabled, None, None),
-                };
-                b.push_bind(o.delivery_id)
-                    .push_bind(state.as_str())
-                    .push_bind(next)
-                    .push_bind(o.status)
-                    .push_bind(o.error.clone())
-                    .push_bind(delivered);
-            });
-            upd.push(
-                ") UPDATE delivery SET state = v.state, attempts = attempts + 1, \
-                 next_attempt_at = v.next_attempt_at, last_status = v.last_status, \
-                 last_error = v.last_error, claimed_at = NULL, \
-                 delivered_at = COALESCE(v.delivered_at, delivery.delivered_at) \
-                 FROM v WHERE delivery.id = v.id",
-            );
-            upd.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+                let mut upd: QueryBuilder<Db> = QueryBuilder::new(
+                    "WITH v(id, state, next_attempt_at, last_status, last_error, delivered_at) AS (",
+                );
+                upd.push_values(chunk, |mut b, o| {
+                    let (state, next, delivered) = match &o.result {
+                        AttemptResult::Delivered => (
+                            DeliveryState::Delivered,
+                            None,
+                            Some(ledger_ts(o.attempted_at)),
+                        ),
+                        AttemptResult::Retry(at) => {
+                            (DeliveryState::Pending, Some(ledger_ts(*at)), None)
+                        }
+                        AttemptResult::Dead => (DeliveryState::Dead, None, None),
+                        AttemptResult::Disabled => (DeliveryState::Disabled, None, None),
+                    };
+                    b.push_bind(o.delivery_id)
+                        .push_bind(state.as_str())
+                        .push_bind(next)
+                        .push_bind(o.status)
+                        .push_bind(o.error.clone())
+                        .push_bind(delivered);
+                });
+                upd.push(
+                    ") UPDATE delivery SET state = v.state, attempts = attempts + 1, \
+                     next_attempt_at = v.next_attempt_at, last_status = v.last_status, \
+                     last_error = v.last_error, claimed_at = NULL, \
+                     delivered_at = COALESCE(v.delivered_at, delivery.delivered_at) \
+                     FROM v WHERE delivery.id = v.id",
+                );
+                upd.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Marks `ids` as claimed by an attempt in flight (`claimed_at`), so that one cut short by a
@@ -321,68 +327,86 @@ impl Ledger {
         ids: &[i64],
         now: DateTime<Utc>,
     ) -> LedgerResult<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "UPDATE delivery SET claimed_at = ? WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(ledger_ts(now))
-        .bind(serde_json::to_string(ids).map_err(|e| super::LedgerError::Corrupt(e.to_string()))?)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        on_pool!(self.pool, |p| {
+            if ids.is_empty() {
+                return Ok(());
+            }
+            sqlx::query(sql!(
+                PG,
+                "UPDATE delivery SET claimed_at = $1 WHERE id IN (SELECT value FROM json_each($2))"
+            ))
+            .bind(ledger_ts(now))
+            .bind(
+                serde_json::to_string(ids)
+                    .map_err(|e| super::LedgerError::Corrupt(e.to_string()))?,
+            )
+            .execute(p)
+            .await?;
+            Ok(())
+        })
     }
 
     /// Clears the claims of `ids` whose outcome was not recorded (a group stopped behind a
     /// failure did not attempt its later deliveries).
     pub(crate) async fn release_claims(&self, ids: &[i64]) -> LedgerResult<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "UPDATE delivery SET claimed_at = NULL \
-             WHERE claimed_at IS NOT NULL AND id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(serde_json::to_string(ids).map_err(|e| super::LedgerError::Corrupt(e.to_string()))?)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        on_pool!(self.pool, |p| {
+            if ids.is_empty() {
+                return Ok(());
+            }
+            sqlx::query(sql!(
+                PG,
+                "UPDATE delivery SET claimed_at = NULL \
+                 WHERE claimed_at IS NOT NULL AND id IN (SELECT value FROM json_each($1))"
+            ))
+            .bind(
+                serde_json::to_string(ids)
+                    .map_err(|e| super::LedgerError::Corrupt(e.to_string()))?,
+            )
+            .execute(p)
+            .await?;
+            Ok(())
+        })
     }
 
     /// The deliveries a crash or a kill left claimed (their batch was being sent: some were in
     /// flight, some perhaps delivered): each gets an attempt row saying so (without counting
     /// against its retry schedule) and is due again. Returns how many.
     pub(crate) async fn recover_interrupted_attempts(&self) -> LedgerResult<u64> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status, error) \
-             SELECT id, claimed_at, 0, NULL, \
-             'interrupted: the daemon stopped with this delivery claimed for sending (it may have \
-             been delivered); it is sent again' \
-             FROM delivery WHERE claimed_at IS NOT NULL ORDER BY id",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let r = sqlx::query("UPDATE delivery SET claimed_at = NULL WHERE claimed_at IS NOT NULL")
+        on_pool!(self.pool, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status, error) \
+                 SELECT id, claimed_at, 0, NULL, \
+                 'interrupted: the daemon stopped with this delivery claimed for sending (it may have \
+                 been delivered); it is sent again' \
+                 FROM delivery WHERE claimed_at IS NOT NULL ORDER BY id",
+            )
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(r.rows_affected())
+            let r =
+                sqlx::query("UPDATE delivery SET claimed_at = NULL WHERE claimed_at IS NOT NULL")
+                    .execute(&mut *tx)
+                    .await?;
+            tx.commit().await?;
+            Ok(r.rows_affected())
+        })
     }
 
     /// When the oldest pending delivery was enqueued, if any (for the `/metrics` gauge).
     pub(crate) async fn oldest_pending_since(&self) -> LedgerResult<Option<DateTime<Utc>>> {
-        let row = sqlx::query(
-            "SELECT created_at FROM delivery INDEXED BY delivery_pending \
-             WHERE state = 'pending' ORDER BY id LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(r) => Ok(Some(parse_ts(&r.try_get::<String, _>(0)?)?)),
-            None => Ok(None),
-        }
+        on_pool!(self.pool, |p| {
+            let row = sqlx::query(sql!(
+                PG,
+                "SELECT created_at FROM delivery INDEXED BY delivery_pending \
+                 WHERE state = 'pending' ORDER BY id LIMIT 1"
+            ))
+            .fetch_optional(p)
+            .await?;
+            match row {
+                Some(r) => Ok(Some(parse_ts(&r.try_get::<String, _>(0)?)?)),
+                None => Ok(None),
+            }
+        })
     }
 
     /// Disables a subscriber (410 Gone): its pending deliveries become `disabled`. Returns how
@@ -393,84 +417,95 @@ impl Ledger {
         reason: &str,
         now: DateTime<Utc>,
     ) -> LedgerResult<u64> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO subscriber_state (name, disabled_at, disabled_reason) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (name) DO UPDATE SET disabled_at = ?2, disabled_reason = ?3",
-        )
-        .bind(name)
-        .bind(ledger_ts(now))
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
-        let r = sqlx::query(
-            "UPDATE delivery SET state = 'disabled', next_attempt_at = NULL \
-             WHERE subscriber = ? AND state = 'pending'",
-        )
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(r.rows_affected())
+        on_pool!(self.pool, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "INSERT INTO subscriber_state (name, disabled_at, disabled_reason) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET disabled_at = $2, disabled_reason = $3",
+            )
+            .bind(name)
+            .bind(ledger_ts(now))
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+            let r = sqlx::query(
+                "UPDATE delivery SET state = 'disabled', next_attempt_at = NULL \
+                 WHERE subscriber = $1 AND state = 'pending'",
+            )
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(r.rows_affected())
+        })
     }
 
     /// Re-enables a subscriber: its `disabled` deliveries become due now. Returns how many.
     pub async fn enable_subscriber(&self, name: &str, now: DateTime<Utc>) -> LedgerResult<u64> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM subscriber_state WHERE name = ?")
+        on_pool!(self.pool, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query("DELETE FROM subscriber_state WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            let r = sqlx::query(
+                "UPDATE delivery SET state = 'pending', next_attempt_at = $1 \
+                 WHERE subscriber = $2 AND state = 'disabled'",
+            )
+            .bind(ledger_ts(now))
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        let r = sqlx::query(
-            "UPDATE delivery SET state = 'pending', next_attempt_at = ? \
-             WHERE subscriber = ? AND state = 'disabled'",
-        )
-        .bind(ledger_ts(now))
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(r.rows_affected())
+            tx.commit().await?;
+            Ok(r.rows_affected())
+        })
     }
 
     /// Names of disabled subscribers.
     pub async fn disabled_subscribers(&self) -> LedgerResult<Vec<String>> {
-        let rows = sqlx::query("SELECT name FROM subscriber_state WHERE disabled_at IS NOT NULL")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        on_pool!(self.pool, |p| {
+            let rows =
+                sqlx::query("SELECT name FROM subscriber_state WHERE disabled_at IS NOT NULL")
+                    .fetch_all(p)
+                    .await?;
+            rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        })
     }
 
     /// Makes a `dead` or `disabled` delivery due now. `false` if no such delivery in those states.
     pub async fn retry_delivery(&self, id: i64, now: DateTime<Utc>) -> LedgerResult<bool> {
-        let r = sqlx::query(
-            "UPDATE delivery SET state = 'pending', next_attempt_at = ? \
-             WHERE id = ? AND state IN ('dead', 'disabled')",
-        )
-        .bind(ledger_ts(now))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        on_pool!(self.pool, |p| {
+            let r = sqlx::query(
+                "UPDATE delivery SET state = 'pending', next_attempt_at = $1 \
+                 WHERE id = $2 AND state IN ('dead', 'disabled')",
+            )
+            .bind(ledger_ts(now))
+            .bind(id)
+            .execute(p)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
     }
 
     /// Deliveries matching `f`, newest first.
     pub async fn list_deliveries(&self, f: &DeliveryFilter) -> LedgerResult<Vec<DeliveryRow>> {
-        let rows = sqlx::query(
-            "SELECT d.id, d.event_id, e.type, d.subscriber, d.channel, d.state, d.attempts, \
-             d.next_attempt_at, d.last_status, d.last_error, d.delivered_at \
-             FROM delivery d JOIN link_event e ON e.id = d.event_id \
-             WHERE (?1 IS NULL OR d.state = ?1) AND (?2 IS NULL OR d.subscriber = ?2) \
-             AND (?3 IS NULL OR d.channel = ?3) \
-             ORDER BY d.id DESC LIMIT ?4",
-        )
-        .bind(f.state.map(DeliveryState::as_str))
-        .bind(f.subscriber.as_deref())
-        .bind(f.channel.map(Channel::as_str))
-        .bind(f.limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(row_to_delivery).collect()
+        on_pool!(self.pool, |p| {
+            let rows = sqlx::query(
+                "SELECT d.id, d.event_id, e.type, d.subscriber, d.channel, d.state, d.attempts, \
+                 d.next_attempt_at, d.last_status, d.last_error, d.delivered_at \
+                 FROM delivery d JOIN link_event e ON e.id = d.event_id \
+                 WHERE ($1 IS NULL OR d.state = $1) AND ($2 IS NULL OR d.subscriber = $2) \
+                 AND ($3 IS NULL OR d.channel = $3) \
+                 ORDER BY d.id DESC LIMIT $4",
+            )
+            .bind(f.state.map(DeliveryState::as_str))
+            .bind(f.subscriber.as_deref())
+            .bind(f.channel.map(Channel::as_str))
+            .bind(f.limit)
+            .fetch_all(p)
+            .await?;
+            rows.iter().map(row_to_delivery).collect()
+        })
     }
 
     /// The attempts of one delivery, oldest first.
@@ -478,32 +513,36 @@ impl Ledger {
         &self,
         delivery_id: i64,
     ) -> LedgerResult<Vec<DeliveryAttemptRow>> {
-        let rows = sqlx::query(
-            "SELECT attempted_at, duration_ms, status, error FROM delivery_attempt \
-             WHERE delivery_id = ? ORDER BY id",
-        )
-        .bind(delivery_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeliveryAttemptRow {
-                    attempted_at: parse_ts(&r.try_get::<String, _>(0)?)?,
-                    duration_ms: r.try_get(1)?,
-                    status: r.try_get(2)?,
-                    error: r.try_get(3)?,
+        on_pool!(self.pool, |p| {
+            let rows = sqlx::query(
+                "SELECT attempted_at, duration_ms, status, error FROM delivery_attempt \
+                 WHERE delivery_id = $1 ORDER BY id",
+            )
+            .bind(delivery_id)
+            .fetch_all(p)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(DeliveryAttemptRow {
+                        attempted_at: parse_ts(&r.try_get::<String, _>(0)?)?,
+                        duration_ms: r.try_get(1)?,
+                        status: r.try_get(2)?,
+                        error: r.try_get(3)?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Count of deliveries per state, for `/metrics`.
     pub(crate) async fn delivery_state_counts(&self) -> LedgerResult<Vec<(DeliveryState, i64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM delivery GROUP BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((parse_name(r, "state")?, r.try_get("n")?)))
-            .collect()
+        on_pool!(self.pool, |p| {
+            let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM delivery GROUP BY state")
+                .fetch_all(p)
+                .await?;
+            rows.iter()
+                .map(|r| Ok((parse_name(r, "state")?, r.try_get("n")?)))
+                .collect()
+        })
     }
 }

@@ -1,11 +1,12 @@
 //! `link_event`: the append-only change log.
 
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row};
 
 use crate::event::Event;
 use crate::time::ledger_ts;
 use crate::types::{AccountId, EventType, LinkId, PaymentId};
 
+use super::backend::{LedgerRow, Tx, on_pool, on_tx};
 use super::{Ledger, LedgerError, LedgerResult};
 
 /// An event to append: the envelope and where it belongs. The envelope text is written once,
@@ -104,40 +105,39 @@ pub struct EventFilter {
 const EVENTS_PER_STATEMENT: usize = 500;
 
 /// Appends events in the given order (their `seq` follows it), many rows per statement.
-pub(super) async fn insert_many(
-    tx: &mut Transaction<'_, Sqlite>,
-    events: &[&NewEvent],
-) -> LedgerResult<()> {
-    for chunk in events.chunks(EVENTS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO link_event (id, account_id, link_id, payment_id, type, sequence, run_id, \
+pub(super) async fn insert_many(tx: &mut Tx<'_>, events: &[&NewEvent]) -> LedgerResult<()> {
+    on_tx!(tx, |c| {
+        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+            let mut qb: QueryBuilder<Db> = QueryBuilder::new(
+                "INSERT INTO link_event (id, account_id, link_id, payment_id, type, sequence, run_id, \
              created_at, usage_delta, envelope) ",
-        );
-        qb.push_values(chunk, |mut b, e| {
-            let ev = &e.event;
-            b.push_bind(ev.id.0.as_str())
-                .push_bind(ev.account_id.as_str())
-                .push_bind(e.link_id.0)
-                .push_bind(e.payment_id.map(|p| p.0))
-                .push_bind(ev.event_type.as_str())
-                .push_bind(ev.sequence)
-                .push_bind(e.run_id)
-                .push_bind(ledger_ts(ev.created_at))
-                .push_bind(ev.data.usage_delta)
-                .push_bind(e.envelope.as_str());
-        });
-        qb.build().execute(&mut **tx).await?;
-    }
-    Ok(())
+            );
+            qb.push_values(chunk, |mut b, e| {
+                let ev = &e.event;
+                b.push_bind(ev.id.0.as_str())
+                    .push_bind(ev.account_id.as_str())
+                    .push_bind(e.link_id.0)
+                    .push_bind(e.payment_id.map(|p| p.0))
+                    .push_bind(ev.event_type.as_str())
+                    .push_bind(ev.sequence)
+                    .push_bind(e.run_id)
+                    .push_bind(ledger_ts(ev.created_at))
+                    .push_bind(ev.data.usage_delta)
+                    .push_bind(e.envelope.as_str());
+            });
+            qb.build().execute(&mut *c).await?;
+        }
+        Ok(())
+    })
 }
 
-fn row_to_event(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<EventRow> {
-    let env: String = r.try_get("envelope")?;
+fn row_to_event(r: &impl LedgerRow) -> LedgerResult<EventRow> {
+    let env: String = r.col("envelope")?;
     Ok(EventRow {
-        seq: r.try_get("seq")?,
-        link_id: LinkId(r.try_get("link_id")?),
-        payment_id: r.try_get::<Option<i64>, _>("payment_id")?.map(PaymentId),
-        run_id: r.try_get("run_id")?,
+        seq: r.col("seq")?,
+        link_id: LinkId(r.col("link_id")?),
+        payment_id: r.col::<Option<i64>>("payment_id")?.map(PaymentId),
+        run_id: r.col("run_id")?,
         event: serde_json::from_str(&env)
             .map_err(|e| LedgerError::Corrupt(format!("link_event.envelope: {e}")))?,
     })
@@ -147,44 +147,48 @@ impl Ledger {
     /// Events in commit order matching `f`. `f.after` names an event id; an unknown id is an
     /// error (`Ok(None)`), so a client never silently restarts from the beginning.
     pub async fn events(&self, f: &EventFilter) -> LedgerResult<Option<Vec<EventRow>>> {
-        let after_seq = match &f.after {
-            None => 0,
-            Some(id) => {
-                match sqlx::query("SELECT seq FROM link_event WHERE id = ?")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?
-                {
-                    Some(r) => r.try_get::<i64, _>(0)?,
-                    None => return Ok(None),
+        on_pool!(self.pool, |p| {
+            let after_seq = match &f.after {
+                None => 0,
+                Some(id) => {
+                    match sqlx::query("SELECT seq FROM link_event WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(p)
+                        .await?
+                    {
+                        Some(r) => r.try_get::<i64, _>(0)?,
+                        None => return Ok(None),
+                    }
                 }
-            }
-        };
-        let rows = sqlx::query(
-            "SELECT seq, link_id, payment_id, run_id, envelope \
-             FROM link_event WHERE seq > ?1 \
-             AND (?2 IS NULL OR type = ?2) AND (?3 IS NULL OR account_id = ?3) \
-             AND (?4 IS NULL OR link_id = ?4) AND (?5 IS NULL OR run_id = ?5) \
-             ORDER BY seq LIMIT ?6",
-        )
-        .bind(after_seq)
-        .bind(f.event_type.map(|t| t.as_str()))
-        .bind(f.account_id.as_ref().map(|a| a.as_str().to_string()))
-        .bind(f.link_id.map(|l| l.0))
-        .bind(f.run_id)
-        .bind(f.limit.max(0))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(Some(
-            rows.iter().map(row_to_event).collect::<LedgerResult<_>>()?,
-        ))
+            };
+            let rows = sqlx::query(
+                "SELECT seq, link_id, payment_id, run_id, envelope \
+                 FROM link_event WHERE seq > $1 \
+                 AND ($2 IS NULL OR type = $2) AND ($3 IS NULL OR account_id = $3) \
+                 AND ($4 IS NULL OR link_id = $4) AND ($5 IS NULL OR run_id = $5) \
+                 ORDER BY seq LIMIT $6",
+            )
+            .bind(after_seq)
+            .bind(f.event_type.map(|t| t.as_str()))
+            .bind(f.account_id.as_ref().map(|a| a.as_str().to_string()))
+            .bind(f.link_id.map(|l| l.0))
+            .bind(f.run_id)
+            .bind(f.limit.max(0))
+            .fetch_all(p)
+            .await?;
+            Ok(Some(
+                rows.iter().map(row_to_event).collect::<LedgerResult<_>>()?,
+            ))
+        })
     }
 
     /// Number of events recorded.
     pub async fn count_events(&self) -> LedgerResult<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM link_event")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?)
+        on_pool!(self.pool, |p| {
+            Ok(sqlx::query("SELECT COUNT(*) FROM link_event")
+                .fetch_one(p)
+                .await?
+                .try_get(0)?)
+        })
     }
 }

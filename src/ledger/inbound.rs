@@ -8,6 +8,7 @@ use sqlx::Row;
 use crate::time::ledger_ts;
 use crate::types::{AccountId, InboundState, LinkId};
 
+use super::backend::{LedgerRow, on_pool};
 use super::{Ledger, LedgerResult, parse_opt_ts, parse_ts};
 
 /// A verified webhook to store.
@@ -128,22 +129,22 @@ enum Key<'a> {
 const COLUMNS: &str = "id, event, state, received_at, duplicates, attempts, next_attempt_at, \
                        last_error, account_id, link_id, run_id, processed_at, partner_id, body";
 
-fn row_of(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<InboundRow> {
+fn row_of(r: &impl LedgerRow) -> LedgerResult<InboundRow> {
     Ok(InboundRow {
-        id: r.try_get("id")?,
-        event: r.try_get("event")?,
-        state: r.try_get("state")?,
-        received_at: parse_ts(&r.try_get::<String, _>("received_at")?)?,
-        duplicates: r.try_get("duplicates")?,
-        attempts: r.try_get("attempts")?,
-        next_attempt_at: parse_opt_ts(r.try_get("next_attempt_at")?)?,
-        last_error: r.try_get("last_error")?,
-        account_id: r.try_get("account_id")?,
-        link_id: r.try_get("link_id")?,
-        run_id: r.try_get("run_id")?,
-        processed_at: parse_opt_ts(r.try_get("processed_at")?)?,
-        partner_id: r.try_get("partner_id")?,
-        body: r.try_get("body")?,
+        id: r.col("id")?,
+        event: r.col("event")?,
+        state: r.col("state")?,
+        received_at: parse_ts(&r.col::<String>("received_at")?)?,
+        duplicates: r.col("duplicates")?,
+        attempts: r.col("attempts")?,
+        next_attempt_at: parse_opt_ts(r.col("next_attempt_at")?)?,
+        last_error: r.col("last_error")?,
+        account_id: r.col("account_id")?,
+        link_id: r.col("link_id")?,
+        run_id: r.col("run_id")?,
+        processed_at: parse_opt_ts(r.col("processed_at")?)?,
+        partner_id: r.col("partner_id")?,
+        body: r.col("body")?,
     })
 }
 
@@ -154,30 +155,32 @@ impl Ledger {
     ///
     /// Errors: the insert or the durability barrier failed (answer 5xx: SingaPay retries).
     pub async fn store_notification(&self, n: &NewNotification) -> LedgerResult<Stored> {
-        let row = sqlx::query(
-            "INSERT INTO inbound_notification (dedupe_key, event, partner_id, x_timestamp, body, \
-             received_at, state, next_attempt_at, link_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
-             CASE WHEN ?7 = 'pending' THEN ?6 END, ?8) \
-             ON CONFLICT (dedupe_key) DO UPDATE SET duplicates = duplicates + 1 \
-             RETURNING id, duplicates",
-        )
-        .bind(&n.dedupe_key)
-        .bind(n.event.as_deref())
-        .bind(n.partner_id.as_deref())
-        .bind(n.x_timestamp.as_deref())
-        .bind(&n.body)
-        .bind(ledger_ts(n.received_at))
-        .bind(n.state.as_str())
-        .bind(n.link_id.map(|l| l.0))
-        .fetch_one(&self.pool)
-        .await?;
-        let id: i64 = row.try_get(0)?;
-        let duplicates: i64 = row.try_get(1)?;
-        self.make_durable().await?;
-        Ok(if duplicates == 0 {
-            Stored::New(id)
-        } else {
-            Stored::Duplicate(id)
+        on_pool!(self.pool, |p| {
+            let row = sqlx::query(
+                "INSERT INTO inbound_notification (dedupe_key, event, partner_id, x_timestamp, body, \
+                 received_at, state, next_attempt_at, link_id) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+                 CASE WHEN $7 = 'pending' THEN $6 END, $8) \
+                 ON CONFLICT (dedupe_key) DO UPDATE SET duplicates = duplicates + 1 \
+                 RETURNING id, duplicates",
+            )
+            .bind(&n.dedupe_key)
+            .bind(n.event.as_deref())
+            .bind(n.partner_id.as_deref())
+            .bind(n.x_timestamp.as_deref())
+            .bind(&n.body)
+            .bind(ledger_ts(n.received_at))
+            .bind(n.state.as_str())
+            .bind(n.link_id.map(|l| l.0))
+            .fetch_one(p)
+            .await?;
+            let id: i64 = row.try_get(0)?;
+            let duplicates: i64 = row.try_get(1)?;
+            self.make_durable().await?;
+            Ok(if duplicates == 0 {
+                Stored::New(id)
+            } else {
+                Stored::Duplicate(id)
+            })
         })
     }
 
@@ -187,25 +190,29 @@ impl Ledger {
         now: DateTime<Utc>,
         limit: i64,
     ) -> LedgerResult<Vec<InboundRow>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM inbound_notification WHERE state = 'pending' \
-             AND next_attempt_at <= ? ORDER BY id LIMIT ?"
-        )))
-        .bind(ledger_ts(now))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(row_of).collect()
+        on_pool!(self.pool, |p| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM inbound_notification WHERE state = 'pending' \
+                 AND next_attempt_at <= $1 ORDER BY id LIMIT $2"
+            )))
+            .bind(ledger_ts(now))
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            rows.iter().map(row_of).collect()
+        })
     }
 
     /// When the next pending notification is due (`None`: none pending).
     pub(crate) async fn next_notification_due(&self) -> LedgerResult<Option<DateTime<Utc>>> {
-        let at: Option<String> = sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM inbound_notification WHERE state = 'pending'",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        parse_opt_ts(at)
+        on_pool!(self.pool, |p| {
+            let at: Option<String> = sqlx::query_scalar(
+                "SELECT MIN(next_attempt_at) FROM inbound_notification WHERE state = 'pending'",
+            )
+            .fetch_one(p)
+            .await?;
+            parse_opt_ts(at)
+        })
     }
 
     /// Records the outcome of an attempt at notifications `ids`.
@@ -215,43 +222,45 @@ impl Ledger {
         outcome: &InboundOutcome,
         now: DateTime<Utc>,
     ) -> LedgerResult<()> {
-        let mut tx = self.pool.begin().await?;
-        for &id in ids {
-            let q = match outcome {
-                InboundOutcome::Processed { run_id, account } => sqlx::query(
-                    "UPDATE inbound_notification SET state = 'processed', attempts = attempts + 1, \
-                     next_attempt_at = NULL, last_error = NULL, run_id = ?, account_id = ?, \
-                     processed_at = ? WHERE id = ?",
-                )
-                .bind(run_id)
-                .bind(account.as_str())
-                .bind(ledger_ts(now))
-                .bind(id),
-                InboundOutcome::Ignored(why) => sqlx::query(
-                    "UPDATE inbound_notification SET state = 'ignored', next_attempt_at = NULL, \
-                     last_error = ?, processed_at = ? WHERE id = ?",
-                )
-                .bind(why)
-                .bind(ledger_ts(now))
-                .bind(id),
-                InboundOutcome::Retry { error, next } => sqlx::query(
-                    "UPDATE inbound_notification SET attempts = attempts + 1, last_error = ?1, \
-                     state = CASE WHEN ?2 IS NULL THEN 'failed' ELSE 'pending' END, \
-                     next_attempt_at = ?2 WHERE id = ?3",
-                )
-                .bind(error)
-                .bind(next.map(ledger_ts))
-                .bind(id),
-                InboundOutcome::Later(at) => {
-                    sqlx::query("UPDATE inbound_notification SET next_attempt_at = ? WHERE id = ?")
-                        .bind(ledger_ts(*at))
-                        .bind(id)
-                }
-            };
-            q.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        on_pool!(self.pool, |p| {
+            let mut tx = p.begin().await?;
+            for &id in ids {
+                let q = match outcome {
+                    InboundOutcome::Processed { run_id, account } => sqlx::query(
+                        "UPDATE inbound_notification SET state = 'processed', attempts = attempts + 1, \
+                         next_attempt_at = NULL, last_error = NULL, run_id = $1, account_id = $2, \
+                         processed_at = $3 WHERE id = $4",
+                    )
+                    .bind(run_id)
+                    .bind(account.as_str())
+                    .bind(ledger_ts(now))
+                    .bind(id),
+                    InboundOutcome::Ignored(why) => sqlx::query(
+                        "UPDATE inbound_notification SET state = 'ignored', next_attempt_at = NULL, \
+                         last_error = $1, processed_at = $2 WHERE id = $3",
+                    )
+                    .bind(why)
+                    .bind(ledger_ts(now))
+                    .bind(id),
+                    InboundOutcome::Retry { error, next } => sqlx::query(
+                        "UPDATE inbound_notification SET attempts = attempts + 1, last_error = $1, \
+                         state = CASE WHEN $2 IS NULL THEN 'failed' ELSE 'pending' END, \
+                         next_attempt_at = $2 WHERE id = $3",
+                    )
+                    .bind(error)
+                    .bind(next.map(ledger_ts))
+                    .bind(id),
+                    InboundOutcome::Later(at) => {
+                        sqlx::query("UPDATE inbound_notification SET next_attempt_at = $1 WHERE id = $2")
+                            .bind(ledger_ts(*at))
+                            .bind(id)
+                    }
+                };
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Notifications, newest first, optionally in one state, at most `limit`, with ids below
@@ -262,29 +271,33 @@ impl Ledger {
         before: Option<i64>,
         limit: i64,
     ) -> LedgerResult<Vec<InboundRow>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM inbound_notification WHERE (?1 IS NULL OR state = ?1) \
-             AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3"
-        )))
-        .bind(state.map(|s| s.as_str()))
-        .bind(before)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(row_of).collect()
+        on_pool!(self.pool, |p| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM inbound_notification WHERE ($1 IS NULL OR state = $1) \
+                 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+            )))
+            .bind(state.map(|s| s.as_str()))
+            .bind(before)
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            rows.iter().map(row_of).collect()
+        })
     }
 
     /// How many notifications are `pending` and `failed` (states with none are left out).
     pub(crate) async fn count_notifications(&self) -> LedgerResult<Vec<(InboundState, i64)>> {
-        let rows = sqlx::query(
-            "SELECT state, COUNT(*) AS n FROM inbound_notification \
-             WHERE state IN ('pending', 'failed') GROUP BY state",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((super::parse_name(r, "state")?, r.try_get("n")?)))
-            .collect()
+        on_pool!(self.pool, |p| {
+            let rows = sqlx::query(
+                "SELECT state, COUNT(*) AS n FROM inbound_notification \
+                 WHERE state IN ('pending', 'failed') GROUP BY state",
+            )
+            .fetch_all(p)
+            .await?;
+            rows.iter()
+                .map(|r| Ok((super::parse_name(r, "state")?, r.try_get("n")?)))
+                .collect()
+        })
     }
 
     /// The first of `accounts` (in order) where `sql` (`?1` the account, `?2` the key; one row
@@ -296,17 +309,19 @@ impl Ledger {
         sql: &'static str,
         key: Key<'_>,
     ) -> LedgerResult<Option<(AccountId, Option<LinkId>)>> {
-        for a in accounts {
-            let q = sqlx::query_scalar::<_, Option<i64>>(sql).bind(a.as_str());
-            let q = match key {
-                Key::Id(id) => q.bind(id),
-                Key::Text(t) => q.bind(t),
-            };
-            if let Some(link) = q.fetch_optional(&self.pool).await? {
-                return Ok(Some((a.clone(), link.map(LinkId))));
+        on_pool!(self.pool, |p| {
+            for a in accounts {
+                let q = sqlx::query_scalar::<_, Option<i64>>(sql).bind(a.as_str());
+                let q = match key {
+                    Key::Id(id) => q.bind(id),
+                    Key::Text(t) => q.bind(t),
+                };
+                if let Some(link) = q.fetch_optional(p).await? {
+                    return Ok(Some((a.clone(), link.map(LinkId))));
+                }
             }
-        }
-        Ok(None)
+            Ok(None)
+        })
     }
 
     /// Which of `accounts` holds link `id` in the mirror (link ids are global at SingaPay).
@@ -315,7 +330,7 @@ impl Ledger {
         id: LinkId,
         accounts: &[AccountId],
     ) -> LedgerResult<Option<AccountId>> {
-        let sql = "SELECT link_id FROM payment_link WHERE account_id = ?1 AND link_id = ?2";
+        let sql = "SELECT link_id FROM payment_link WHERE account_id = $1 AND link_id = $2";
         Ok(self
             .first_holder(accounts, sql, Key::Id(id.0))
             .await?
@@ -329,7 +344,7 @@ impl Ledger {
         reff_no: &str,
         accounts: &[AccountId],
     ) -> LedgerResult<Option<(AccountId, LinkId)>> {
-        let sql = "SELECT link_id FROM payment_link WHERE account_id = ?1 AND reff_no = ?2 \
+        let sql = "SELECT link_id FROM payment_link WHERE account_id = $1 AND reff_no = $2 \
                    ORDER BY deleted_at IS NOT NULL, link_id DESC LIMIT 1";
         Ok(self
             .first_holder(accounts, sql, Key::Text(reff_no))
@@ -343,7 +358,7 @@ impl Ledger {
         reff_no: &str,
         accounts: &[AccountId],
     ) -> LedgerResult<Option<(AccountId, Option<LinkId>)>> {
-        let sql = "SELECT link_id FROM payment WHERE account_id = ?1 AND reff_no = ?2 LIMIT 1";
+        let sql = "SELECT link_id FROM payment WHERE account_id = $1 AND reff_no = $2 LIMIT 1";
         self.first_holder(accounts, sql, Key::Text(reff_no)).await
     }
 
@@ -355,49 +370,51 @@ impl Ledger {
         after: Option<DateTime<Utc>>,
         limit: i64,
     ) -> LedgerResult<Vec<Expiry>> {
-        let after = after.map(ledger_ts);
-        let links = sqlx::query(
-            "SELECT account_id, link_id, expired_at FROM payment_link \
-             WHERE deleted_at IS NULL AND status_computed = 'open' AND expired_at IS NOT NULL \
-             AND (?1 IS NULL OR expired_at > ?1) ORDER BY expired_at LIMIT ?2",
-        )
-        .bind(after.as_deref())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        let rows = sqlx::query(
-            "SELECT account_id, reff_no, expired_at FROM payment \
-             WHERE status = 'pending' AND is_expired = 0 AND expired_at IS NOT NULL \
-             AND status_computed IS NOT 'expired' \
-             AND (?1 IS NULL OR expired_at > ?1) ORDER BY expired_at LIMIT ?2",
-        )
-        .bind(after.as_deref())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::with_capacity(links.len() + rows.len());
-        for (r, link) in links
-            .iter()
-            .map(|r| (r, true))
-            .chain(rows.iter().map(|r| (r, false)))
-        {
-            let account: String = r.try_get(0)?;
-            let Some(account) = accounts.iter().find(|a| a.as_str() == account) else {
-                continue;
-            };
-            let at = parse_ts(&r.try_get::<String, _>(2)?)?;
-            let target = if link {
-                ExpiryTarget::Link(LinkId(r.try_get(1)?))
-            } else {
-                ExpiryTarget::Attempt(r.try_get(1)?)
-            };
-            out.push(Expiry {
-                account: account.clone(),
-                at,
-                target,
-            });
-        }
-        out.sort_by_key(|e| e.at);
-        Ok(out)
+        on_pool!(self.pool, |p| {
+            let after = after.map(ledger_ts);
+            let links = sqlx::query(
+                "SELECT account_id, link_id, expired_at FROM payment_link \
+                 WHERE deleted_at IS NULL AND status_computed = 'open' AND expired_at IS NOT NULL \
+                 AND ($1 IS NULL OR expired_at > $1) ORDER BY expired_at LIMIT $2",
+            )
+            .bind(after.as_deref())
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            let rows = sqlx::query(
+                "SELECT account_id, reff_no, expired_at FROM payment \
+                 WHERE status = 'pending' AND is_expired = 0 AND expired_at IS NOT NULL \
+                 AND status_computed IS NOT 'expired' \
+                 AND ($1 IS NULL OR expired_at > $1) ORDER BY expired_at LIMIT $2",
+            )
+            .bind(after.as_deref())
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            let mut out = Vec::with_capacity(links.len() + rows.len());
+            for (r, link) in links
+                .iter()
+                .map(|r| (r, true))
+                .chain(rows.iter().map(|r| (r, false)))
+            {
+                let account: String = r.try_get(0)?;
+                let Some(account) = accounts.iter().find(|a| a.as_str() == account) else {
+                    continue;
+                };
+                let at = parse_ts(&r.try_get::<String, _>(2)?)?;
+                let target = if link {
+                    ExpiryTarget::Link(LinkId(r.try_get(1)?))
+                } else {
+                    ExpiryTarget::Attempt(r.try_get(1)?)
+                };
+                out.push(Expiry {
+                    account: account.clone(),
+                    at,
+                    target,
+                });
+            }
+            out.sort_by_key(|e| e.at);
+            Ok(out)
+        })
     }
 }

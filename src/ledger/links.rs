@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteArguments;
-use sqlx::{Arguments, Row, Sqlite, Transaction};
+use sqlx::{Arguments, Row};
 
 use crate::singapay::PaymentLink;
 use crate::time::ledger_ts;
 use crate::types::{AccountId, LinkId};
 
+use super::backend::{LedgerRow, Tx, on_pool, on_tx, sql};
 use super::{Ledger, LedgerError, LedgerResult, parse_opt_ts};
 
 /// A link row as stored: the canonical object and the bookkeeping the diff needs.
@@ -64,17 +64,31 @@ const COLUMNS: &str = "account_id, link_id, reff_no, title, payment_url, status,
     items_json, whitelisted_payment_method, redirect_url, payment_date, created_at, updated_at, \
     raw_json, first_seen_at, last_seen_at, deleted_at, sequence, raw_hash";
 
-/// Rows per INSERT statement (25 parameters each, well under SQLite's 32,766).
+/// Rows per INSERT statement (25 parameters each, well under SQLite's 32,766 and PostgreSQL's
+/// 65,535).
 const ROWS_PER_STATEMENT: usize = 200;
 
-/// Link rows to insert or update, encoded into SQL arguments as they are added: the pass
+/// Number of [`COLUMNS`].
+const COLUMN_COUNT: usize = 25;
+
+/// One column value of a row to write, typed (PostgreSQL declares each parameter's type, so a
+/// NULL keeps its column's).
+#[derive(Debug)]
+enum Value {
+    /// An INTEGER / BIGINT column.
+    Int(Option<i64>),
+    /// A TEXT column.
+    Text(Option<String>),
+}
+
+/// Link rows to insert or update, encoded into column values as they are added: the pass
 /// encodes a page while the ledger writer is still committing earlier ones, and the writer only
-/// executes. Rows go in multi-row statements of up to 200 rows. Memory: the rows' texts (moved,
-/// not copied) until the commit.
+/// binds and executes. Rows go in multi-row statements of up to 200 rows. Memory: the rows'
+/// texts (moved, not copied) until the commit.
 #[derive(Debug, Default)]
 pub(crate) struct LinkRows {
-    /// Arguments of each statement, with its number of rows; only the last one is not full.
-    statements: Vec<(usize, SqliteArguments)>,
+    /// Values of each statement, with its number of rows; only the last one is not full.
+    statements: Vec<(usize, Vec<Value>)>,
     len: usize,
 }
 
@@ -82,50 +96,50 @@ impl LinkRows {
     /// Adds one row (its link id must not already be in this set: one statement cannot upsert
     /// a row twice).
     ///
-    /// Errors: [`LedgerError::Corrupt`] if a value cannot be encoded (a text too long for
-    /// SQLite).
+    /// Errors: none today (values are bound at commit, where a text too long for the database
+    /// fails the commit); kept fallible for the callers.
     pub(crate) fn push(&mut self, w: LinkWrite) -> LedgerResult<()> {
         if self
             .statements
             .last()
             .is_none_or(|(rows, _)| *rows == ROWS_PER_STATEMENT)
         {
-            self.statements.push((0, SqliteArguments::default()));
+            self.statements
+                .push((0, Vec::with_capacity(ROWS_PER_STATEMENT * COLUMN_COUNT)));
         }
         let Some((rows, args)) = self.statements.last_mut() else {
             return Ok(());
         };
         let l = w.link;
         let now = ledger_ts(w.now);
-        let id = l.id;
-        let add = |r: Result<(), sqlx::error::BoxDynError>| {
-            r.map_err(|e| LedgerError::Corrupt(format!("link {id} not encodable: {e}")))
-        };
-        add(args.add(w.account_id.as_str().to_owned()))?;
-        add(args.add(l.id.0))?;
-        add(args.add(l.reff_no))?;
-        add(args.add(l.title))?;
-        add(args.add(l.payment_url))?;
-        add(args.add(l.status))?;
-        add(args.add(l.status_computed.as_str().to_owned()))?;
-        add(args.add(l.is_expired as i64))?;
-        add(args.add(l.required_customer_detail.map(|b| b as i64)))?;
-        add(args.add(l.max_usage))?;
-        add(args.add(l.current_usage))?;
-        add(args.add(l.expired_at.map(ledger_ts)))?;
-        add(args.add(l.total_amount.map(|d| d.to_string())))?;
-        add(args.add(json_opt(&l.items)))?;
-        add(args.add(json_opt(&l.whitelisted_payment_method)))?;
-        add(args.add(l.redirect_url))?;
-        add(args.add(l.payment_date.map(ledger_ts)))?;
-        add(args.add(l.created_at.map(ledger_ts)))?;
-        add(args.add(l.updated_at.map(ledger_ts)))?;
-        add(args.add(w.raw_json))?;
-        add(args.add(now.clone()))?;
-        add(args.add(now))?;
-        add(args.add(w.deleted_at.map(ledger_ts)))?;
-        add(args.add(w.sequence))?;
-        add(args.add(w.raw_hash))?;
+        let text = |v: String| Value::Text(Some(v));
+        args.extend([
+            text(w.account_id.as_str().to_owned()),
+            Value::Int(Some(l.id.0)),
+            text(l.reff_no),
+            Value::Text(l.title),
+            Value::Text(l.payment_url),
+            text(l.status),
+            text(l.status_computed.as_str().to_owned()),
+            Value::Int(Some(l.is_expired as i64)),
+            Value::Int(l.required_customer_detail.map(|b| b as i64)),
+            Value::Int(l.max_usage),
+            Value::Int(Some(l.current_usage)),
+            Value::Text(l.expired_at.map(ledger_ts)),
+            Value::Text(l.total_amount.map(|d| d.to_string())),
+            Value::Text(json_opt(&l.items)),
+            Value::Text(json_opt(&l.whitelisted_payment_method)),
+            Value::Text(l.redirect_url),
+            Value::Text(l.payment_date.map(ledger_ts)),
+            Value::Text(l.created_at.map(ledger_ts)),
+            Value::Text(l.updated_at.map(ledger_ts)),
+            text(w.raw_json),
+            text(now.clone()),
+            text(now),
+            Value::Text(w.deleted_at.map(ledger_ts)),
+            Value::Int(Some(w.sequence)),
+            text(w.raw_hash),
+        ]);
         *rows += 1;
         self.len += 1;
         Ok(())
@@ -144,7 +158,14 @@ impl LinkRows {
 
 /// `INSERT … ON CONFLICT DO UPDATE` of `rows` rows of [`COLUMNS`].
 fn upsert_sql(rows: usize) -> String {
-    let one = format!("({})", vec!["?"; COLUMNS.split(',').count()].join(", "));
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=COLUMN_COUNT)
+                .map(|c| format!("${}", r * COLUMN_COUNT + c))
+                .collect();
+            format!("({})", row.join(", "))
+        })
+        .collect();
     format!(
         "INSERT INTO payment_link ({COLUMNS}) VALUES {} \
          ON CONFLICT (account_id, link_id) DO UPDATE SET reff_no = excluded.reff_no, \
@@ -160,40 +181,50 @@ fn upsert_sql(rows: usize) -> String {
          raw_json = excluded.raw_json, last_seen_at = excluded.last_seen_at, \
          deleted_at = excluded.deleted_at, sequence = excluded.sequence, \
          raw_hash = excluded.raw_hash",
-        vec![one; rows].join(", ")
+        values.join(", ")
     )
 }
 
 /// Executes the encoded upserts of `rows` (consumed) inside `tx`.
 pub(super) async fn upsert_many(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Tx<'_>,
     rows: impl IntoIterator<Item = LinkRows>,
 ) -> LedgerResult<()> {
     // The statement text of a full chunk is built once (sqlx caches the prepared statement).
     let full = upsert_sql(ROWS_PER_STATEMENT);
     for set in rows {
-        for (n, args) in set.statements {
+        for (n, values) in set.statements {
             let sql = if n == ROWS_PER_STATEMENT {
                 full.clone()
             } else {
                 upsert_sql(n)
             };
-            sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-                .execute(&mut **tx)
-                .await?;
+            on_tx!(&mut *tx, |c| {
+                let mut args = <Db as sqlx::Database>::Arguments::default();
+                for v in values {
+                    match v {
+                        Value::Int(i) => args.add(i),
+                        Value::Text(t) => args.add(t),
+                    }
+                    .map_err(|e| LedgerError::Corrupt(format!("payment_link row: {e}")))?;
+                }
+                sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                    .execute(&mut *c)
+                    .await?;
+            });
         }
     }
     Ok(())
 }
 
-fn stored_from_row(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<StoredLink> {
-    let raw: String = r.try_get("raw_json")?;
+fn stored_from_row(r: &impl LedgerRow) -> LedgerResult<StoredLink> {
+    let raw: String = r.col("raw_json")?;
     let link = PaymentLink::decode(&raw)
         .map_err(|e| LedgerError::Corrupt(format!("payment_link.raw_json: {e}")))?;
     Ok(StoredLink {
         link,
-        sequence: r.try_get("sequence")?,
-        deleted_at: parse_opt_ts(r.try_get("deleted_at")?)?,
+        sequence: r.col("sequence")?,
+        deleted_at: parse_opt_ts(r.col("deleted_at")?)?,
     })
 }
 
@@ -202,6 +233,10 @@ fn stored_from_row(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<StoredLink> {
 /// hands every row from its SQLite thread to the caller separately, which cost more than the
 /// scan itself on a no-change pass (`cargo bench --bench sync`).
 const STATES_JSON: &str = "json_group_array(json_array(link_id, sequence, raw_hash, deleted_at))";
+
+/// [`STATES_JSON`] on PostgreSQL.
+const STATES_JSON_PG: &str =
+    "json_agg(json_build_array(link_id, sequence, raw_hash, deleted_at))::text";
 
 /// Decodes [`STATES_JSON`].
 fn unpack_states(packed: Option<String>) -> LedgerResult<Vec<(LinkId, LinkState)>> {
@@ -231,23 +266,26 @@ impl Ledger {
         account: &AccountId,
         ids: &[LinkId],
     ) -> LedgerResult<HashMap<LinkId, StoredLink>> {
-        if ids.is_empty() {
-            // A page where nothing changed asks for nothing: no round trip.
-            return Ok(HashMap::new());
-        }
-        let rows = sqlx::query(
-            "SELECT link_id, raw_json, sequence, deleted_at FROM payment_link \
-             WHERE account_id = ? AND link_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(account.as_str())
-        .bind(super::ids_json(ids.iter().map(|i| i.0))?)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = HashMap::with_capacity(rows.len());
-        for r in &rows {
-            out.insert(LinkId(r.try_get("link_id")?), stored_from_row(r)?);
-        }
-        Ok(out)
+        on_pool!(self.pool, |p| {
+            if ids.is_empty() {
+                // A page where nothing changed asks for nothing: no round trip.
+                return Ok(HashMap::new());
+            }
+            let rows = sqlx::query(sql!(
+                PG,
+                "SELECT link_id, raw_json, sequence, deleted_at FROM payment_link \
+                 WHERE account_id = $1 AND link_id IN (SELECT value FROM json_each($2))"
+            ))
+            .bind(account.as_str())
+            .bind(super::ids_json(ids.iter().map(|i| i.0))?)
+            .fetch_all(p)
+            .await?;
+            let mut out = HashMap::with_capacity(rows.len());
+            for r in &rows {
+                out.insert(LinkId(r.try_get("link_id")?), stored_from_row(r)?);
+            }
+            Ok(out)
+        })
     }
 
     /// The stored state of the links with ids in `[min, max]` of `ids` in `account` (deleted
@@ -258,19 +296,22 @@ impl Ledger {
         account: &AccountId,
         ids: &[LinkId],
     ) -> LedgerResult<HashMap<LinkId, LinkState>> {
-        let (Some(min), Some(max)) = (ids.iter().min(), ids.iter().max()) else {
-            return Ok(HashMap::new());
-        };
-        let packed: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT {STATES_JSON} FROM payment_link \
-             WHERE account_id = ? AND link_id BETWEEN ? AND ?"
-        )))
-        .bind(account.as_str())
-        .bind(min.0)
-        .bind(max.0)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(unpack_states(packed)?.into_iter().collect())
+        on_pool!(self.pool, |p| {
+            let (Some(min), Some(max)) = (ids.iter().min(), ids.iter().max()) else {
+                return Ok(HashMap::new());
+            };
+            let packed: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT {} FROM payment_link \
+                 WHERE account_id = $1 AND link_id BETWEEN $2 AND $3",
+                if PG { STATES_JSON_PG } else { STATES_JSON }
+            )))
+            .bind(account.as_str())
+            .bind(min.0)
+            .bind(max.0)
+            .fetch_one(p)
+            .await?;
+            Ok(unpack_states(packed)?.into_iter().collect())
+        })
     }
 
     /// The stored state of up to `limit` links of `account` with ids ≤ `max_id` (the highest
@@ -282,28 +323,33 @@ impl Ledger {
         max_id: LinkId,
         limit: i64,
     ) -> LedgerResult<Vec<(LinkId, LinkState)>> {
-        let packed: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT {STATES_JSON} FROM (SELECT link_id, sequence, raw_hash, deleted_at \
-             FROM payment_link WHERE account_id = ? AND link_id <= ? \
-             ORDER BY link_id DESC LIMIT ?)"
-        )))
-        .bind(account.as_str())
-        .bind(max_id.0)
-        .bind(limit)
-        .fetch_one(&self.pool)
-        .await?;
-        unpack_states(packed)
+        on_pool!(self.pool, |p| {
+            let packed: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT {} FROM (SELECT link_id, sequence, raw_hash, deleted_at \
+                 FROM payment_link WHERE account_id = $1 AND link_id <= $2 \
+                 ORDER BY link_id DESC LIMIT $3) AS s",
+                if PG { STATES_JSON_PG } else { STATES_JSON }
+            )))
+            .bind(account.as_str())
+            .bind(max_id.0)
+            .bind(limit)
+            .fetch_one(p)
+            .await?;
+            unpack_states(packed)
+        })
     }
 
     /// Ids of the account's links not marked deleted, ascending.
     pub(crate) async fn live_link_ids(&self, account: &AccountId) -> LedgerResult<Vec<LinkId>> {
-        let rows = sqlx::query(
-            "SELECT link_id FROM payment_link WHERE account_id = ? AND deleted_at IS NULL ORDER BY link_id",
-        )
-        .bind(account.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| Ok(LinkId(r.try_get(0)?))).collect()
+        on_pool!(self.pool, |p| {
+            let rows = sqlx::query(
+                "SELECT link_id FROM payment_link WHERE account_id = $1 AND deleted_at IS NULL ORDER BY link_id",
+            )
+            .bind(account.as_str())
+            .fetch_all(p)
+            .await?;
+            rows.iter().map(|r| Ok(LinkId(r.try_get(0)?))).collect()
+        })
     }
 
     /// One stored link.
@@ -322,36 +368,40 @@ impl Ledger {
         limit: i64,
         offset: i64,
     ) -> LedgerResult<(Vec<StoredLink>, i64)> {
-        let rows = sqlx::query(
-            "SELECT link_id, raw_json, sequence, deleted_at FROM payment_link \
-             WHERE account_id = ? ORDER BY link_id DESC LIMIT ? OFFSET ?",
-        )
-        .bind(account.as_str())
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
-        let total: i64 = sqlx::query("SELECT COUNT(*) FROM payment_link WHERE account_id = ?")
+        on_pool!(self.pool, |p| {
+            let rows = sqlx::query(
+                "SELECT link_id, raw_json, sequence, deleted_at FROM payment_link \
+                 WHERE account_id = $1 ORDER BY link_id DESC LIMIT $2 OFFSET $3",
+            )
             .bind(account.as_str())
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
-        Ok((
-            rows.iter()
-                .map(stored_from_row)
-                .collect::<LedgerResult<_>>()?,
-            total,
-        ))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(p)
+            .await?;
+            let total: i64 = sqlx::query("SELECT COUNT(*) FROM payment_link WHERE account_id = $1")
+                .bind(account.as_str())
+                .fetch_one(p)
+                .await?
+                .try_get(0)?;
+            Ok((
+                rows.iter()
+                    .map(stored_from_row)
+                    .collect::<LedgerResult<_>>()?,
+                total,
+            ))
+        })
     }
 
     /// Number of mirrored links of an account that are not deleted.
     pub async fn count_live_links(&self, account: &AccountId) -> LedgerResult<i64> {
-        Ok(sqlx::query(
-            "SELECT COUNT(*) FROM payment_link WHERE account_id = ? AND deleted_at IS NULL",
-        )
-        .bind(account.as_str())
-        .fetch_one(&self.pool)
-        .await?
-        .try_get(0)?)
+        on_pool!(self.pool, |p| {
+            Ok(sqlx::query(
+                "SELECT COUNT(*) FROM payment_link WHERE account_id = $1 AND deleted_at IS NULL",
+            )
+            .bind(account.as_str())
+            .fetch_one(p)
+            .await?
+            .try_get(0)?)
+        })
     }
 }

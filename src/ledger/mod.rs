@@ -11,6 +11,7 @@
 //! recorded; pages queued behind a busy writer may share one transaction (`Ledger::commit_pages`),
 //! each still whole.
 
+pub(crate) mod backend;
 mod deliveries;
 mod events;
 mod inbound;
@@ -25,9 +26,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use backend::{LedgerRow, Pool, on_pool, on_tx};
 
 pub use crate::types::InboundState;
 pub(crate) use deliveries::{AttemptOutcome, AttemptResult, DueDelivery};
@@ -116,15 +117,20 @@ pub type LedgerResult<T> = Result<T, LedgerError>;
 /// Handle to the ledger (a small connection pool). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Ledger {
-    pool: SqlitePool,
+    pool: Pool,
     /// Held while a background checkpoint runs (at most one at a time).
     checkpointing: Arc<tokio::sync::Mutex<()>>,
-    /// The WAL file (`<path>-wal`), synced by [`Ledger::make_durable`].
-    wal: Arc<std::path::PathBuf>,
+    /// The WAL file (`<path>-wal`), synced by [`Ledger::make_durable`]; `None` on PostgreSQL
+    /// (a commit there is durable when it returns).
+    wal: Option<Arc<std::path::PathBuf>>,
 }
 
-/// The embedded migrations (`migrations/*.sql`).
-pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The embedded SQLite migrations (`migrations/sqlite/*.sql`).
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The embedded PostgreSQL migrations (`migrations/postgres/*.sql`): the same schema, written
+/// for PostgreSQL (identity columns, `BIGINT`, PL/pgSQL where SQLite had triggers).
+pub(crate) static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Everything one sync page commits atomically.
 #[derive(Debug, Default)]
@@ -175,10 +181,61 @@ impl Ledger {
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         Ok(Self {
-            pool,
+            pool: Pool::Sqlite(pool),
             checkpointing: Arc::default(),
-            wal: Arc::new(wal.into()),
+            wal: Some(Arc::new(wal.into())),
         })
+    }
+
+    /// Connects to a PostgreSQL ledger (`postgres://user@host/db`) and applies its migrations
+    /// (sqlx holds an advisory lock while migrating, so instances starting together apply them
+    /// once). The pool has up to `max_connections` connections; each is checked before use (a
+    /// server can restart under a long-running daemon).
+    ///
+    /// Errors: the server refuses or cannot be reached, or a migration fails. The URL is never
+    /// part of the error (it may hold a password).
+    pub async fn open_postgres(url: &str, max_connections: u32) -> LedgerResult<Self> {
+        use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|_| LedgerError::Corrupt("ledger.url is not a valid PostgreSQL URL".into()))?
+            .application_name("singapay-sync");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
+        PG_MIGRATOR.run(&pool).await?;
+        Ok(Self {
+            pool: Pool::Postgres(pool),
+            checkpointing: Arc::default(),
+            wal: None,
+        })
+    }
+
+    /// Opens the ledger `[ledger]` names: the SQLite file, or the PostgreSQL database of its
+    /// `url`.
+    ///
+    /// Errors: as [`Ledger::open`] or [`Ledger::open_postgres`].
+    pub async fn connect(cfg: &crate::config::LedgerConfig) -> LedgerResult<Self> {
+        use secrecy::ExposeSecret;
+        match &cfg.postgres {
+            Some(url) => Self::open_postgres(url.expose_secret(), 8).await,
+            None => Self::open(&cfg.path).await,
+        }
+    }
+
+    /// The SQLite pool (unit tests of the SQLite schema).
+    #[cfg(test)]
+    pub(crate) fn sqlite_pool(&self) -> &sqlx::SqlitePool {
+        match &self.pool {
+            Pool::Sqlite(p) => p,
+            Pool::Postgres(_) => panic!("an SQLite ledger was expected"),
+        }
+    }
+
+    /// Whether the ledger is PostgreSQL (several instances may share it).
+    pub fn is_postgres(&self) -> bool {
+        self.pool.is_postgres()
     }
 
     /// Makes every committed transaction durable by syncing the WAL file itself
@@ -193,7 +250,9 @@ impl Ledger {
     /// Errors: [`LedgerError::Durability`] when the WAL cannot be opened or synced; the caller
     /// must not announce.
     pub(crate) async fn make_durable(&self) -> LedgerResult<()> {
-        let wal = Arc::clone(&self.wal);
+        let Some(wal) = self.wal.clone() else {
+            return Ok(());
+        };
         let synced = tokio::task::spawn_blocking(move || {
             std::fs::File::open(wal.as_path()).and_then(|f| f.sync_data())
         })
@@ -204,9 +263,11 @@ impl Ledger {
 
     /// A passive checkpoint now (copies WAL frames into the database file beside the writers).
     async fn checkpoint(&self) -> LedgerResult<()> {
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&self.pool)
-            .await?;
+        if let Pool::Sqlite(p) = &self.pool {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(p)
+                .await?;
+        }
         Ok(())
     }
 
@@ -215,6 +276,9 @@ impl Ledger {
     /// copy into the database file runs beside its next commits instead of inside one of them
     /// (SQLite's automatic checkpoint runs in the committing connection). Errors are logged.
     pub(crate) fn checkpoint_in_background(&self) {
+        if self.wal.is_none() {
+            return;
+        }
         let Ok(guard) = self.checkpointing.clone().try_lock_owned() else {
             return;
         };
@@ -229,7 +293,9 @@ impl Ledger {
 
     /// Checks the ledger answers (`SELECT 1`), for `/healthz`.
     pub(crate) async fn ping(&self) -> LedgerResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        on_pool!(self.pool, |p| {
+            sqlx::query("SELECT 1").execute(p).await?;
+        });
         Ok(())
     }
 
@@ -275,31 +341,34 @@ impl Ledger {
         let mut tx = self.pool.begin().await?;
         links::upsert_many(&mut tx, rows).await?;
         payments::upsert_many(&mut tx, &payments).await?;
-        for (account, link, sequence, at) in &deletions {
-            sqlx::query(
-                "UPDATE payment_link SET deleted_at = ?, sequence = ?, last_seen_at = ? \
-                 WHERE account_id = ? AND link_id = ?",
-            )
-            .bind(crate::time::ledger_ts(*at))
-            .bind(sequence)
-            .bind(crate::time::ledger_ts(*at))
-            .bind(account.as_str())
-            .bind(link.0)
-            .execute(&mut *tx)
-            .await?;
-        }
+        on_tx!(&mut tx, |c| {
+            for (account, link, sequence, at) in &deletions {
+                sqlx::query(
+                    "UPDATE payment_link SET deleted_at = $1, sequence = $2, last_seen_at = $3 \
+                     WHERE account_id = $4 AND link_id = $5",
+                )
+                .bind(crate::time::ledger_ts(*at))
+                .bind(sequence)
+                .bind(crate::time::ledger_ts(*at))
+                .bind(account.as_str())
+                .bind(link.0)
+                .execute(&mut *c)
+                .await?;
+            }
+        });
         events::insert_many(&mut tx, &events).await?;
         deliveries::insert_many(&mut tx, &deliveries).await?;
-        sqlx::query(
-            "UPDATE sync_run SET links_written = links_written + ?, changes = changes + ?, \
-             payments_written = payments_written + ? WHERE id = ?",
+        on_tx!(&mut tx, |c| sqlx::query(
+            "UPDATE sync_run SET links_written = links_written + $1, changes = changes + $2, \
+             payments_written = payments_written + $3 WHERE id = $4",
         )
         .bind(written as i64)
         .bind(events.len() as i64)
         .bind(payments.len() as i64)
         .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(drop)?);
         tx.commit().await?;
         Ok(())
     }
@@ -323,11 +392,10 @@ pub(crate) fn parse_opt_ts(
 
 /// A stored name (`type`, `state`, `channel`…) of column `col` parsed into its enum.
 pub(crate) fn parse_name<T: FromStr<Err = String>>(
-    r: &sqlx::sqlite::SqliteRow,
+    r: &impl LedgerRow,
     col: &str,
 ) -> LedgerResult<T> {
-    use sqlx::Row;
-    let text: String = r.try_get(col)?;
+    let text: String = r.col(col)?;
     T::from_str(&text).map_err(|e| LedgerError::Corrupt(format!("{col}: {e}")))
 }
 

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row};
 
+use super::backend::{LedgerRow, Tx, on_pool, on_tx, sql};
 use super::{Ledger, LedgerError, LedgerResult, parse_opt_ts};
 use crate::event::LinkRef;
 use crate::singapay::PaymentRecord;
@@ -56,78 +57,77 @@ pub(crate) struct PaymentWrite {
 const ROWS_PER_STATEMENT: usize = 100;
 
 /// Inserts or updates `rows`, many per statement.
-pub(super) async fn upsert_many(
-    tx: &mut Transaction<'_, Sqlite>,
-    rows: &[PaymentWrite],
-) -> LedgerResult<()> {
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO payment (account_id, payment_id, link_id, reff_no, payment_link_reff_no, \
+pub(super) async fn upsert_many(tx: &mut Tx<'_>, rows: &[PaymentWrite]) -> LedgerResult<()> {
+    on_tx!(tx, |c| {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut qb: QueryBuilder<Db> = QueryBuilder::new(
+                "INSERT INTO payment (account_id, payment_id, link_id, reff_no, payment_link_reff_no, \
              payment_method_name, payment_method_value, payment_method_additional, amount, status, \
              status_computed, is_expired, payment_date, processed_timestamp, has_settle, settle_at, \
              customer_name, customer_email, customer_phone, created_at, raw_json, raw_hash, \
              first_seen_at, last_seen_at, sequence, expired_at) ",
-        );
-        qb.push_values(chunk, |mut b, w| {
-            let r = &w.record;
-            let now = ledger_ts(w.now);
-            b.push_bind(w.account_id.as_str())
-                .push_bind(r.id.0)
-                .push_bind(w.link_id.map(|l| l.0))
-                .push_bind(r.reff_no.as_str())
-                .push_bind(r.payment_link_reff_no.as_str())
-                .push_bind(r.payment_method_name.as_deref())
-                .push_bind(r.payment_method_value.as_deref())
-                .push_bind(r.payment_method_additional.as_deref())
-                .push_bind(r.amount.to_string())
-                .push_bind(r.status.as_str())
-                .push_bind(r.status_computed.as_deref())
-                .push_bind(r.is_expired as i64)
-                .push_bind(r.payment_date.map(ledger_ts))
-                .push_bind(r.processed_timestamp.map(ledger_ts))
-                .push_bind(r.has_settle as i64)
-                .push_bind(r.settle_at.map(ledger_ts))
-                .push_bind(r.customer_name.as_str())
-                .push_bind(r.customer_email.as_str())
-                .push_bind(r.customer_phone.as_str())
-                .push_bind(r.created_at.map(ledger_ts))
-                .push_bind(w.raw_json.as_str())
-                .push_bind(w.raw_hash.as_str())
-                .push_bind(now.clone())
-                .push_bind(now)
-                .push_bind(w.sequence)
-                .push_bind(r.expired_at.map(ledger_ts));
-        });
-        qb.push(
-            " ON CONFLICT (account_id, payment_id) DO UPDATE SET \
-             link_id = COALESCE(excluded.link_id, payment.link_id), reff_no = excluded.reff_no, \
-             payment_link_reff_no = excluded.payment_link_reff_no, \
-             payment_method_name = excluded.payment_method_name, \
-             payment_method_value = excluded.payment_method_value, \
-             payment_method_additional = excluded.payment_method_additional, \
-             amount = excluded.amount, status = excluded.status, \
-             status_computed = excluded.status_computed, is_expired = excluded.is_expired, \
-             payment_date = excluded.payment_date, processed_timestamp = excluded.processed_timestamp, \
-             has_settle = excluded.has_settle, settle_at = excluded.settle_at, \
-             customer_name = excluded.customer_name, customer_email = excluded.customer_email, \
-             customer_phone = excluded.customer_phone, created_at = excluded.created_at, \
-             raw_json = excluded.raw_json, raw_hash = excluded.raw_hash, \
-             last_seen_at = excluded.last_seen_at, sequence = excluded.sequence, \
-             expired_at = excluded.expired_at",
-        );
-        qb.build().execute(&mut **tx).await?;
-    }
-    Ok(())
+            );
+            qb.push_values(chunk, |mut b, w| {
+                let r = &w.record;
+                let now = ledger_ts(w.now);
+                b.push_bind(w.account_id.as_str())
+                    .push_bind(r.id.0)
+                    .push_bind(w.link_id.map(|l| l.0))
+                    .push_bind(r.reff_no.as_str())
+                    .push_bind(r.payment_link_reff_no.as_str())
+                    .push_bind(r.payment_method_name.as_deref())
+                    .push_bind(r.payment_method_value.as_deref())
+                    .push_bind(r.payment_method_additional.as_deref())
+                    .push_bind(r.amount.to_string())
+                    .push_bind(r.status.as_str())
+                    .push_bind(r.status_computed.as_deref())
+                    .push_bind(r.is_expired as i64)
+                    .push_bind(r.payment_date.map(ledger_ts))
+                    .push_bind(r.processed_timestamp.map(ledger_ts))
+                    .push_bind(r.has_settle as i64)
+                    .push_bind(r.settle_at.map(ledger_ts))
+                    .push_bind(r.customer_name.as_str())
+                    .push_bind(r.customer_email.as_str())
+                    .push_bind(r.customer_phone.as_str())
+                    .push_bind(r.created_at.map(ledger_ts))
+                    .push_bind(w.raw_json.as_str())
+                    .push_bind(w.raw_hash.as_str())
+                    .push_bind(now.clone())
+                    .push_bind(now)
+                    .push_bind(w.sequence)
+                    .push_bind(r.expired_at.map(ledger_ts));
+            });
+            qb.push(
+                " ON CONFLICT (account_id, payment_id) DO UPDATE SET \
+                 link_id = COALESCE(excluded.link_id, payment.link_id), reff_no = excluded.reff_no, \
+                 payment_link_reff_no = excluded.payment_link_reff_no, \
+                 payment_method_name = excluded.payment_method_name, \
+                 payment_method_value = excluded.payment_method_value, \
+                 payment_method_additional = excluded.payment_method_additional, \
+                 amount = excluded.amount, status = excluded.status, \
+                 status_computed = excluded.status_computed, is_expired = excluded.is_expired, \
+                 payment_date = excluded.payment_date, processed_timestamp = excluded.processed_timestamp, \
+                 has_settle = excluded.has_settle, settle_at = excluded.settle_at, \
+                 customer_name = excluded.customer_name, customer_email = excluded.customer_email, \
+                 customer_phone = excluded.customer_phone, created_at = excluded.created_at, \
+                 raw_json = excluded.raw_json, raw_hash = excluded.raw_hash, \
+                 last_seen_at = excluded.last_seen_at, sequence = excluded.sequence, \
+                 expired_at = excluded.expired_at",
+            );
+            qb.build().execute(&mut *c).await?;
+        }
+        Ok(())
+    })
 }
 
-fn stored_from_row(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<StoredPayment> {
-    let raw: String = r.try_get("raw_json")?;
+fn stored_from_row(r: &impl LedgerRow) -> LedgerResult<StoredPayment> {
+    let raw: String = r.col("raw_json")?;
     let payment = PaymentRecord::decode(&raw)
         .map_err(|e| LedgerError::Corrupt(format!("payment.raw_json: {e}")))?;
     Ok(StoredPayment {
         payment,
-        link_id: r.try_get::<Option<i64>, _>("link_id")?.map(LinkId),
-        sequence: r.try_get("sequence")?,
+        link_id: r.col::<Option<i64>>("link_id")?.map(LinkId),
+        sequence: r.col("sequence")?,
     })
 }
 
@@ -181,27 +181,27 @@ pub struct ExportRow {
     pub customer_email: String,
 }
 
-fn export_row(r: &sqlx::sqlite::SqliteRow) -> LedgerResult<ExportRow> {
-    let amount: String = r.try_get("amount")?;
+fn export_row(r: &impl LedgerRow) -> LedgerResult<ExportRow> {
+    let amount: String = r.col("amount")?;
     Ok(ExportRow {
-        account_id: r.try_get("account_id")?,
-        payment_id: r.try_get("payment_id")?,
-        attempt_reff_no: r.try_get("reff_no")?,
-        link_id: r.try_get("link_id")?,
-        link_reff_no: r.try_get("payment_link_reff_no")?,
-        link_title: r.try_get("title")?,
-        method: r.try_get("payment_method_name")?,
-        method_value: r.try_get("payment_method_value")?,
+        account_id: r.col("account_id")?,
+        payment_id: r.col("payment_id")?,
+        attempt_reff_no: r.col("reff_no")?,
+        link_id: r.col("link_id")?,
+        link_reff_no: r.col("payment_link_reff_no")?,
+        link_title: r.col("title")?,
+        method: r.col("payment_method_name")?,
+        method_value: r.col("payment_method_value")?,
         amount: amount
             .parse()
             .map_err(|e| LedgerError::Corrupt(format!("payment.amount: {e}")))?,
-        status: r.try_get("status")?,
-        payment_date: parse_opt_ts(r.try_get("payment_date")?)?,
-        settled: r.try_get::<i64, _>("has_settle")? != 0
-            || r.try_get::<Option<String>, _>("settle_at")?.is_some(),
-        settle_at: parse_opt_ts(r.try_get("settle_at")?)?,
-        customer_name: r.try_get("customer_name")?,
-        customer_email: r.try_get("customer_email")?,
+        status: r.col("status")?,
+        payment_date: parse_opt_ts(r.col("payment_date")?)?,
+        settled: r.col::<i64>("has_settle")? != 0
+            || r.col::<Option<String>>("settle_at")?.is_some(),
+        settle_at: parse_opt_ts(r.col("settle_at")?)?,
+        customer_name: r.col("customer_name")?,
+        customer_email: r.col("customer_email")?,
     })
 }
 
@@ -212,28 +212,31 @@ impl Ledger {
         account: &AccountId,
         ids: &[PaymentId],
     ) -> LedgerResult<HashMap<PaymentId, PaymentState>> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = sqlx::query(
-            "SELECT payment_id, sequence, raw_hash FROM payment INDEXED BY payment_state \
-             WHERE account_id = ? AND payment_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(account.as_str())
-        .bind(super::ids_json(ids.iter().map(|i| i.0))?)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    PaymentId(r.try_get("payment_id")?),
-                    PaymentState {
-                        sequence: r.try_get("sequence")?,
-                        raw_hash: r.try_get("raw_hash")?,
-                    },
-                ))
-            })
-            .collect()
+        on_pool!(self.pool, |p| {
+            if ids.is_empty() {
+                return Ok(HashMap::new());
+            }
+            let rows = sqlx::query(sql!(
+                PG,
+                "SELECT payment_id, sequence, raw_hash FROM payment INDEXED BY payment_state \
+                 WHERE account_id = $1 AND payment_id IN (SELECT value FROM json_each($2))"
+            ))
+            .bind(account.as_str())
+            .bind(super::ids_json(ids.iter().map(|i| i.0))?)
+            .fetch_all(p)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        PaymentId(r.try_get("payment_id")?),
+                        PaymentState {
+                            sequence: r.try_get("sequence")?,
+                            raw_hash: r.try_get("raw_hash")?,
+                        },
+                    ))
+                })
+                .collect()
+        })
     }
 
     /// The stored rows of `ids` in `account`.
@@ -242,34 +245,39 @@ impl Ledger {
         account: &AccountId,
         ids: &[PaymentId],
     ) -> LedgerResult<HashMap<PaymentId, StoredPayment>> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = sqlx::query(
-            "SELECT payment_id, link_id, sequence, raw_json FROM payment \
-             WHERE account_id = ? AND payment_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(account.as_str())
-        .bind(super::ids_json(ids.iter().map(|i| i.0))?)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = HashMap::with_capacity(rows.len());
-        for r in &rows {
-            out.insert(PaymentId(r.try_get("payment_id")?), stored_from_row(r)?);
-        }
-        Ok(out)
+        on_pool!(self.pool, |p| {
+            if ids.is_empty() {
+                return Ok(HashMap::new());
+            }
+            let rows = sqlx::query(sql!(
+                PG,
+                "SELECT payment_id, link_id, sequence, raw_json FROM payment \
+                 WHERE account_id = $1 AND payment_id IN (SELECT value FROM json_each($2))"
+            ))
+            .bind(account.as_str())
+            .bind(super::ids_json(ids.iter().map(|i| i.0))?)
+            .fetch_all(p)
+            .await?;
+            let mut out = HashMap::with_capacity(rows.len());
+            for r in &rows {
+                out.insert(PaymentId(r.try_get("payment_id")?), stored_from_row(r)?);
+            }
+            Ok(out)
+        })
     }
 
     /// Every mirrored payment of `account`, by id (tests and small accounts).
     pub async fn list_payments(&self, account: &AccountId) -> LedgerResult<Vec<StoredPayment>> {
-        let rows = sqlx::query(
-            "SELECT payment_id, link_id, sequence, raw_json FROM payment WHERE account_id = ? \
-             ORDER BY payment_id",
-        )
-        .bind(account.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(stored_from_row).collect()
+        on_pool!(self.pool, |p| {
+            let rows = sqlx::query(
+                "SELECT payment_id, link_id, sequence, raw_json FROM payment WHERE account_id = $1 \
+                 ORDER BY payment_id",
+            )
+            .bind(account.as_str())
+            .fetch_all(p)
+            .await?;
+            rows.iter().map(stored_from_row).collect()
+        })
     }
 
     /// The links of `account` with these `reff_no`s (the parents of payments).
@@ -278,32 +286,36 @@ impl Ledger {
         account: &AccountId,
         reffs: &[&str],
     ) -> LedgerResult<HashMap<String, LinkRef>> {
-        if reffs.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let list = serde_json::to_string(reffs).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
-        let rows = sqlx::query(
-            "SELECT link_id, reff_no, title FROM payment_link INDEXED BY payment_link_reff \
-             WHERE account_id = ? AND reff_no IN (SELECT value FROM json_each(?)) \
-             ORDER BY link_id",
-        )
-        .bind(account.as_str())
-        .bind(list)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = HashMap::new();
-        for r in &rows {
-            let reff: String = r.try_get("reff_no")?;
-            out.insert(
-                reff.clone(),
-                LinkRef {
-                    id: LinkId(r.try_get("link_id")?),
-                    reff_no: reff,
-                    title: r.try_get("title")?,
-                },
-            );
-        }
-        Ok(out)
+        on_pool!(self.pool, |p| {
+            if reffs.is_empty() {
+                return Ok(HashMap::new());
+            }
+            let list =
+                serde_json::to_string(reffs).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+            let rows = sqlx::query(sql!(
+                PG,
+                "SELECT link_id, reff_no, title FROM payment_link INDEXED BY payment_link_reff \
+                 WHERE account_id = $1 AND reff_no IN (SELECT value FROM json_each($2)) \
+                 ORDER BY link_id"
+            ))
+            .bind(account.as_str())
+            .bind(list)
+            .fetch_all(p)
+            .await?;
+            let mut out = HashMap::new();
+            for r in &rows {
+                let reff: String = r.try_get("reff_no")?;
+                out.insert(
+                    reff.clone(),
+                    LinkRef {
+                        id: LinkId(r.try_get("link_id")?),
+                        reff_no: reff,
+                        title: r.try_get("title")?,
+                    },
+                );
+            }
+            Ok(out)
+        })
     }
 
     /// Streams the payments matching `f`, oldest first (by payment date, else creation: the
@@ -317,7 +329,8 @@ impl Ledger {
         let pool = self.pool.clone();
         tokio::spawn(async move {
             use futures_util::StreamExt;
-            let mut rows = sqlx::query(
+            on_pool!(pool, |p| {
+                let mut rows = sqlx::query(
                 "SELECT p.account_id, p.payment_id, p.reff_no, p.payment_link_reff_no, \
                  COALESCE(p.link_id, (SELECT l.link_id FROM payment_link l WHERE \
                    l.account_id = p.account_id AND l.reff_no = p.payment_link_reff_no \
@@ -329,23 +342,24 @@ impl Ledger {
                  p.settle_at, \
                  p.customer_name, p.customer_email \
                  FROM payment p \
-                 WHERE (?1 IS NULL OR p.account_id = ?1) AND (?4 IS NULL OR p.status = ?4) \
-                 AND (?2 IS NULL OR COALESCE(p.payment_date, p.created_at) >= ?2) \
-                 AND (?3 IS NULL OR COALESCE(p.payment_date, p.created_at) < ?3) \
+                 WHERE ($1 IS NULL OR p.account_id = $1) AND ($4 IS NULL OR p.status = $4) \
+                 AND ($2 IS NULL OR COALESCE(p.payment_date, p.created_at) >= $2) \
+                 AND ($3 IS NULL OR COALESCE(p.payment_date, p.created_at) < $3) \
                  ORDER BY day, p.account_id, p.payment_id",
             )
             .bind(f.account_id.as_ref().map(|a| a.as_str().to_string()))
             .bind(f.from.map(ledger_ts))
             .bind(f.to.map(ledger_ts))
             .bind(f.status.clone())
-            .fetch(&pool);
-            while let Some(r) = rows.next().await {
-                let item = r.map_err(LedgerError::from).and_then(|r| export_row(&r));
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    break;
+            .fetch(p);
+                while let Some(r) = rows.next().await {
+                    let item = r.map_err(LedgerError::from).and_then(|r| export_row(&r));
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
+                        break;
+                    }
                 }
-            }
+            })
         });
         rx
     }

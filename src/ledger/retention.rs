@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::backend::{on_pool, sql};
 use super::{Ledger, LedgerResult};
 use crate::time::ledger_ts;
 
@@ -41,80 +42,84 @@ impl Ledger {
         event_cutoff: Option<DateTime<Utc>>,
         limit: i64,
     ) -> LedgerResult<Pruned> {
-        let mut tx = self.pool.begin().await?;
-        let mut out = Pruned::default();
-        let cut = ledger_ts(cutoff);
-        out.attempts += sqlx::query(
-            "DELETE FROM delivery_attempt WHERE delivery_id IN (SELECT id FROM delivery \
-             INDEXED BY delivery_delivered WHERE state = 'delivered' AND delivered_at < ?1 \
-             ORDER BY delivered_at LIMIT ?2)",
-        )
-        .bind(&cut)
-        .bind(limit)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        out.deliveries += sqlx::query(
-            "DELETE FROM delivery WHERE id IN (SELECT id FROM delivery \
-             INDEXED BY delivery_delivered WHERE state = 'delivered' AND delivered_at < ?1 \
-             ORDER BY delivered_at LIMIT ?2)",
-        )
-        .bind(&cut)
-        .bind(limit)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if let Some(event_cut) = event_cutoff.map(ledger_ts) {
-            let owed = "SELECT e.id FROM link_event e WHERE e.created_at < ?1 AND NOT EXISTS \
-                 (SELECT 1 FROM delivery d WHERE d.event_id = e.id AND d.state = 'pending') \
-                 ORDER BY e.seq LIMIT ?2";
-            out.attempts += sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM delivery_attempt WHERE delivery_id IN \
-                 (SELECT id FROM delivery WHERE event_id IN ({owed}))"
-            )))
-            .bind(&event_cut)
+        on_pool!(self.pool, |p| {
+            let mut tx = p.begin().await?;
+            let mut out = Pruned::default();
+            let cut = ledger_ts(cutoff);
+            out.attempts += sqlx::query(sql!(
+                PG,
+                "DELETE FROM delivery_attempt WHERE delivery_id IN (SELECT id FROM delivery \
+                 INDEXED BY delivery_delivered WHERE state = 'delivered' AND delivered_at < $1 \
+                 ORDER BY delivered_at LIMIT $2)"
+            ))
+            .bind(&cut)
             .bind(limit)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            out.deliveries += sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM delivery WHERE event_id IN ({owed})"
-            )))
-            .bind(&event_cut)
+            out.deliveries += sqlx::query(sql!(
+                PG,
+                "DELETE FROM delivery WHERE id IN (SELECT id FROM delivery \
+                 INDEXED BY delivery_delivered WHERE state = 'delivered' AND delivered_at < $1 \
+                 ORDER BY delivered_at LIMIT $2)"
+            ))
+            .bind(&cut)
             .bind(limit)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            out.events += sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM link_event WHERE id IN ({owed})"
-            )))
-            .bind(&event_cut)
+            if let Some(event_cut) = event_cutoff.map(ledger_ts) {
+                let owed = "SELECT e.id FROM link_event e WHERE e.created_at < $1 AND NOT EXISTS \
+                     (SELECT 1 FROM delivery d WHERE d.event_id = e.id AND d.state = 'pending') \
+                     ORDER BY e.seq LIMIT $2";
+                out.attempts += sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM delivery_attempt WHERE delivery_id IN \
+                     (SELECT id FROM delivery WHERE event_id IN ({owed}))"
+                )))
+                .bind(&event_cut)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                out.deliveries += sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM delivery WHERE event_id IN ({owed})"
+                )))
+                .bind(&event_cut)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                out.events += sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM link_event WHERE id IN ({owed})"
+                )))
+                .bind(&event_cut)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            out.notifications += sqlx::query(
+                "DELETE FROM inbound_notification WHERE id IN (SELECT id FROM inbound_notification \
+                 WHERE state <> 'pending' AND received_at < $1 ORDER BY id LIMIT $2)",
+            )
+            .bind(&cut)
             .bind(limit)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        }
-        out.notifications += sqlx::query(
-            "DELETE FROM inbound_notification WHERE id IN (SELECT id FROM inbound_notification \
-             WHERE state <> 'pending' AND received_at < ?1 ORDER BY id LIMIT ?2)",
-        )
-        .bind(&cut)
-        .bind(limit)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        out.runs += sqlx::query(
-            "DELETE FROM sync_run WHERE id IN (SELECT r.id FROM sync_run r \
-             WHERE r.finished_at < ?1 AND NOT EXISTS \
-             (SELECT 1 FROM link_event e WHERE e.run_id = r.id) AND NOT EXISTS \
-             (SELECT 1 FROM inbound_notification n WHERE n.run_id = r.id) ORDER BY r.id LIMIT ?2)",
-        )
-        .bind(&cut)
-        .bind(limit)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(out)
+            out.runs += sqlx::query(
+                "DELETE FROM sync_run WHERE id IN (SELECT r.id FROM sync_run r \
+                 WHERE r.finished_at < $1 AND NOT EXISTS \
+                 (SELECT 1 FROM link_event e WHERE e.run_id = r.id) AND NOT EXISTS \
+                 (SELECT 1 FROM inbound_notification n WHERE n.run_id = r.id) ORDER BY r.id LIMIT $2)",
+            )
+            .bind(&cut)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok(out)
+        })
     }
 }

@@ -7,6 +7,7 @@ use sqlx::Row;
 use crate::time::ledger_ts;
 use crate::types::{AccountId, Trigger};
 
+use super::backend::on_pool;
 use super::{Ledger, LedgerResult, parse_opt_ts, parse_ts};
 
 /// One pass as recorded (`GET /sync-runs/{id}`).
@@ -90,19 +91,21 @@ pub(crate) struct AccountStatus {
 impl Ledger {
     /// Whether the account's baseline (first complete pass) is done.
     pub(crate) async fn baselines(&self, account: &AccountId) -> LedgerResult<Baselines> {
-        let row = sqlx::query(
-            "SELECT baseline_completed_at, history_baseline_at FROM account_state \
-             WHERE account_id = ?",
-        )
-        .bind(account.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(match row {
-            Some(r) => Baselines {
-                links: r.try_get::<Option<String>, _>(0)?.is_some(),
-                history: r.try_get::<Option<String>, _>(1)?.is_some(),
-            },
-            None => Baselines::default(),
+        on_pool!(self.pool, |p| {
+            let row = sqlx::query(
+                "SELECT baseline_completed_at, history_baseline_at FROM account_state \
+                 WHERE account_id = $1",
+            )
+            .bind(account.as_str())
+            .fetch_optional(p)
+            .await?;
+            Ok(match row {
+                Some(r) => Baselines {
+                    links: r.try_get::<Option<String>, _>(0)?.is_some(),
+                    history: r.try_get::<Option<String>, _>(1)?.is_some(),
+                },
+                None => Baselines::default(),
+            })
         })
     }
 
@@ -114,16 +117,18 @@ impl Ledger {
         baseline: bool,
         now: DateTime<Utc>,
     ) -> LedgerResult<i64> {
-        let r = sqlx::query(
-            "INSERT INTO sync_run (account_id, trigger, started_at, baseline) VALUES (?, ?, ?, ?)",
-        )
-        .bind(account.as_str())
-        .bind(trigger.as_str())
-        .bind(ledger_ts(now))
-        .bind(baseline as i64)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.last_insert_rowid())
+        on_pool!(self.pool, |p| {
+            let r = sqlx::query(
+                "INSERT INTO sync_run (account_id, trigger, started_at, baseline) VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(account.as_str())
+            .bind(trigger.as_str())
+            .bind(ledger_ts(now))
+            .bind(baseline as i64)
+            .fetch_one(p)
+            .await?;
+            Ok(r.try_get::<i64, _>(0)?)
+        })
     }
 
     /// Records the end of a pass: its outcome and counts. On success also marks the account's
@@ -135,106 +140,114 @@ impl Ledger {
         end: &RunEnd,
         now: DateTime<Utc>,
     ) -> LedgerResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let (outcome, error) = match &end.result {
-            Ok(()) => ("succeeded", None),
-            Err(e) => ("failed", Some(e.as_str())),
-        };
-        sqlx::query(
-            "UPDATE sync_run SET finished_at = ?, outcome = ?, error = ?, pages = ?, links_seen = ?, \
-             deletions_held = ?, history_pages = ?, payments_seen = ? WHERE id = ?",
-        )
-        .bind(ledger_ts(now))
-        .bind(outcome)
-        .bind(error)
-        .bind(end.pages)
-        .bind(end.links_seen)
-        .bind(end.deletions_held)
-        .bind(end.history_pages)
-        .bind(end.payments_seen)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
-        if end.result.is_ok() && end.complete {
+        on_pool!(self.pool, |p| {
+            let mut tx = p.begin().await?;
+            let (outcome, error) = match &end.result {
+                Ok(()) => ("succeeded", None),
+                Err(e) => ("failed", Some(e.as_str())),
+            };
             sqlx::query(
-                "INSERT INTO account_state (account_id, baseline_completed_at, last_success_at, \
-                 deletions_held, history_baseline_at) \
-                 VALUES (?1, ?2, ?2, ?3, CASE WHEN ?4 THEN ?2 END) \
-                 ON CONFLICT (account_id) DO UPDATE SET \
-                 baseline_completed_at = COALESCE(baseline_completed_at, ?2), last_success_at = ?2, \
-                 deletions_held = ?3, \
-                 history_baseline_at = COALESCE(history_baseline_at, CASE WHEN ?4 THEN ?2 END)",
+                "UPDATE sync_run SET finished_at = $1, outcome = $2, error = $3, pages = $4, links_seen = $5, \
+                 deletions_held = $6, history_pages = $7, payments_seen = $8 WHERE id = $9",
             )
-            .bind(account.as_str())
             .bind(ledger_ts(now))
+            .bind(outcome)
+            .bind(error)
+            .bind(end.pages)
+            .bind(end.links_seen)
             .bind(end.deletions_held)
-            .bind(end.history_complete)
+            .bind(end.history_pages)
+            .bind(end.payments_seen)
+            .bind(run_id)
             .execute(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            if end.result.is_ok() && end.complete {
+                sqlx::query(
+                    "INSERT INTO account_state (account_id, baseline_completed_at, last_success_at, \
+                     deletions_held, history_baseline_at) \
+                     VALUES ($1, $2, $2, $3, CASE WHEN $4 THEN $2 END) \
+                     ON CONFLICT (account_id) DO UPDATE SET \
+                     baseline_completed_at = COALESCE(baseline_completed_at, $2), last_success_at = $2, \
+                     deletions_held = $3, \
+                     history_baseline_at = COALESCE(history_baseline_at, CASE WHEN $4 THEN $2 END)",
+                )
+                .bind(account.as_str())
+                .bind(ledger_ts(now))
+                .bind(end.deletions_held)
+                .bind(end.history_complete)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Marks runs left `running` by a crash as failed (called at start).
     pub(crate) async fn fail_abandoned_runs(&self, now: DateTime<Utc>) -> LedgerResult<u64> {
-        let r = sqlx::query(
-            "UPDATE sync_run SET outcome = 'failed', finished_at = ?, \
-             error = 'interrupted: the daemon stopped during the pass' WHERE outcome = 'running'",
-        )
-        .bind(ledger_ts(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
+        on_pool!(self.pool, |p| {
+            let r = sqlx::query(
+                "UPDATE sync_run SET outcome = 'failed', finished_at = $1, \
+                 error = 'interrupted: the daemon stopped during the pass' WHERE outcome = 'running'",
+            )
+            .bind(ledger_ts(now))
+            .execute(p)
+            .await?;
+            Ok(r.rows_affected())
+        })
     }
 
     /// What `/readyz` needs of an account: its last successful pass and the deletions it held.
     pub(crate) async fn account_status(&self, account: &AccountId) -> LedgerResult<AccountStatus> {
-        let row = sqlx::query(
-            "SELECT last_success_at, deletions_held FROM account_state WHERE account_id = ?",
-        )
-        .bind(account.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(r) => Ok(AccountStatus {
-                last_success_at: parse_opt_ts(r.try_get("last_success_at")?)?,
-                deletions_held: r.try_get("deletions_held")?,
-            }),
-            None => Ok(AccountStatus::default()),
-        }
+        on_pool!(self.pool, |p| {
+            let row = sqlx::query(
+                "SELECT last_success_at, deletions_held FROM account_state WHERE account_id = $1",
+            )
+            .bind(account.as_str())
+            .fetch_optional(p)
+            .await?;
+            match row {
+                Some(r) => Ok(AccountStatus {
+                    last_success_at: parse_opt_ts(r.try_get("last_success_at")?)?,
+                    deletions_held: r.try_get("deletions_held")?,
+                }),
+                None => Ok(AccountStatus::default()),
+            }
+        })
     }
 
     /// One run by id.
     pub async fn get_run(&self, id: i64) -> LedgerResult<Option<SyncRunRow>> {
-        let row = sqlx::query(
-            "SELECT id, account_id, trigger, started_at, finished_at, baseline, pages, links_seen, \
-             links_written, changes, outcome, error, deletions_held, history_pages, payments_seen, \
-             payments_written FROM sync_run WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| -> LedgerResult<SyncRunRow> {
-            Ok(SyncRunRow {
-                id: r.try_get(0)?,
-                account_id: r.try_get(1)?,
-                trigger: r.try_get(2)?,
-                started_at: parse_ts(&r.try_get::<String, _>(3)?)?,
-                finished_at: parse_opt_ts(r.try_get(4)?)?,
-                baseline: r.try_get::<i64, _>(5)? != 0,
-                pages: r.try_get(6)?,
-                links_seen: r.try_get(7)?,
-                links_written: r.try_get(8)?,
-                changes: r.try_get(9)?,
-                outcome: r.try_get(10)?,
-                error: r.try_get(11)?,
-                deletions_held: r.try_get(12)?,
-                history_pages: r.try_get(13)?,
-                payments_seen: r.try_get(14)?,
-                payments_written: r.try_get(15)?,
+        on_pool!(self.pool, |p| {
+            let row = sqlx::query(
+                "SELECT id, account_id, trigger, started_at, finished_at, baseline, pages, links_seen, \
+                 links_written, changes, outcome, error, deletions_held, history_pages, payments_seen, \
+                 payments_written FROM sync_run WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?;
+            row.map(|r| -> LedgerResult<SyncRunRow> {
+                Ok(SyncRunRow {
+                    id: r.try_get(0)?,
+                    account_id: r.try_get(1)?,
+                    trigger: r.try_get(2)?,
+                    started_at: parse_ts(&r.try_get::<String, _>(3)?)?,
+                    finished_at: parse_opt_ts(r.try_get(4)?)?,
+                    baseline: r.try_get::<i64, _>(5)? != 0,
+                    pages: r.try_get(6)?,
+                    links_seen: r.try_get(7)?,
+                    links_written: r.try_get(8)?,
+                    changes: r.try_get(9)?,
+                    outcome: r.try_get(10)?,
+                    error: r.try_get(11)?,
+                    deletions_held: r.try_get(12)?,
+                    history_pages: r.try_get(13)?,
+                    payments_seen: r.try_get(14)?,
+                    payments_written: r.try_get(15)?,
+                })
             })
+            .transpose()
         })
-        .transpose()
     }
 }

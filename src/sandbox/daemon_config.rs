@@ -92,6 +92,8 @@ pub struct InboundEntry {
 pub struct DaemonConfig {
     /// `ledger.path`.
     pub ledger: PathBuf,
+    /// `ledger.url` instead of the path when set (a PostgreSQL ledger: `postgres://…`).
+    pub ledger_url: Option<String>,
     /// `singapay.base_url`: the sandbox.
     pub sandbox_url: String,
     /// `singapay.per_page`.
@@ -137,6 +139,7 @@ impl DaemonConfig {
     pub fn new(sandbox_url: impl Into<String>, ledger: impl Into<PathBuf>) -> Self {
         Self {
             ledger: ledger.into(),
+            ledger_url: None,
             sandbox_url: sandbox_url.into(),
             per_page: 25,
             singapay_timeout: None,
@@ -199,10 +202,13 @@ impl DaemonConfig {
             t.push('\n');
         };
         line("[ledger]".into());
-        line(format!(
-            "path = {}",
-            quoted(&self.ledger.display().to_string())
-        ));
+        match &self.ledger_url {
+            Some(url) => line(format!("url = {}", quoted(url))),
+            None => line(format!(
+                "path = {}",
+                quoted(&self.ledger.display().to_string())
+            )),
+        }
         line("[singapay]".into());
         line(format!("base_url = {}", quoted(&self.sandbox_url)));
         line(format!("partner_id = {}", quoted(SANDBOX_PARTNER_ID)));

@@ -418,12 +418,91 @@ impl SmtpSink {
 /// asks, never at a 5-minute boundary in the middle of one).
 pub fn test_config(dir: &tempfile::TempDir, sandbox: &TestSandbox) -> DaemonConfig {
     let mut c = DaemonConfig::new(&sandbox.base, dir.path().join("ledger.db"));
+    c.ledger_url = test_ledger_url();
     c.schedule = YEARLY.into();
     c.admin_token = ADMIN_TOKEN.into();
     c.singapay_timeout = Some("5s".into());
     c.delivery_timeout = Some("2s".into());
     c.retry_schedule = Some(strings(&["5s", "5m", "30m", "2h", "5h", "10h", "10h"]));
     c
+}
+
+/// Whether this run tests the PostgreSQL ledger: `SINGAPAY_TEST_LEDGER=postgres` (`.ci/run`
+/// runs the suite once with it, once without).
+pub fn on_postgres() -> bool {
+    std::env::var("SINGAPAY_TEST_LEDGER").is_ok_and(|v| v == "postgres")
+}
+
+/// The server PostgreSQL tests use: `SINGAPAY_TEST_PG` (default
+/// `postgres://postgres@127.0.0.1:5432/test`, the machines' server with trust auth).
+pub fn postgres_server() -> String {
+    std::env::var("SINGAPAY_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh, empty PostgreSQL database of its own for one test (`singapay_t_<ulid>`), its URL.
+/// The databases earlier runs left (named with a ULID over an hour old) are dropped on the way.
+/// Panics when the server cannot be reached: a PostgreSQL run must not pass silently without one.
+pub fn fresh_postgres_database() -> String {
+    let server = postgres_server();
+    let name = format!(
+        "singapay_t_{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    let create = name.clone();
+    let admin = server.clone();
+    // Its own thread and runtime: callers may be inside a test's runtime, or not.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use sqlx::{Connection, Executor};
+            let mut c = sqlx::PgConnection::connect(&admin)
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL at {admin} does not answer: {e}"));
+            let old: Vec<String> = sqlx::query_scalar(
+                "SELECT datname::text FROM pg_database WHERE datname LIKE 'singapay\\_t\\_%'",
+            )
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+            let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+            for db in old {
+                let stale = db
+                    .strip_prefix("singapay_t_")
+                    .and_then(|u| ulid::Ulid::from_string(&u.to_uppercase()).ok())
+                    .is_some_and(|u| u.datetime() < hour_ago);
+                if stale {
+                    let _ = c
+                        .execute(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS \"{db}\""
+                        )))
+                        .await;
+                }
+            }
+            c.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{create}\"")))
+                .await
+                .unwrap();
+        })
+    })
+    .join()
+    .unwrap();
+    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+    format!("{base}/{name}")
+}
+
+/// The ledger URL of a test's config: a fresh PostgreSQL database on a PostgreSQL run, else
+/// `None` (the SQLite file in the test's directory).
+pub fn test_ledger_url() -> Option<String> {
+    on_postgres().then(fresh_postgres_database)
+}
+
+/// Opens the ledger `c` names (SQLite file or PostgreSQL database), as the daemon does.
+pub async fn open_ledger(c: &DaemonConfig) -> Ledger {
+    let cfg = c.build().unwrap_or_else(|e| panic!("{e}"));
+    Ledger::connect(&cfg.ledger).await.unwrap()
 }
 
 /// The link events (`payment_link.*`): what tests of delivery mechanics subscribe to, so that

@@ -257,7 +257,7 @@ async fn a_version_3_ledger_with_events_migrates_to_payments() {
     let dir = std::env::temp_dir().join(format!("singapay-ledger-v3-{}", ulid::Ulid::new()));
     let old = dir.join("migrations-v3");
     std::fs::create_dir_all(&old).expect("dir");
-    for f in std::fs::read_dir("migrations").expect("migrations") {
+    for f in std::fs::read_dir("migrations/sqlite").expect("migrations") {
         let f = f.expect("entry").path();
         let name = f.file_name().expect("name").to_string_lossy().to_string();
         if name.as_str() < "0004" {
@@ -331,7 +331,7 @@ async fn a_version_3_ledger_with_events_migrates_to_payments() {
         "SELECT e.seq, e.id, e.link_id, e.payment_id, e.sequence, d.id AS delivery \
          FROM link_event e JOIN delivery d ON d.event_id = e.id ORDER BY e.seq",
     )
-    .fetch_all(&l.pool)
+    .fetch_all(l.sqlite_pool())
     .await
     .expect("events");
     let got: Vec<(i64, String, i64, Option<i64>, i64, i64)> = rows
@@ -347,7 +347,7 @@ async fn a_version_3_ledger_with_events_migrates_to_payments() {
         ]
     );
     let fk: Vec<sqlx::sqlite::SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
-        .fetch_all(&l.pool)
+        .fetch_all(l.sqlite_pool())
         .await
         .expect("fk check");
     assert!(fk.is_empty(), "no dangling reference after the rebuild");
@@ -357,7 +357,7 @@ async fn a_version_3_ledger_with_events_migrates_to_payments() {
          VALUES ('evt_dup', ?1, 103, 'payment_link.paid', 2, 'x', '{}')",
     )
     .bind(ACCOUNT)
-    .execute(&l.pool)
+    .execute(l.sqlite_pool())
     .await;
     assert!(dup.is_err(), "(account, link, sequence) is still unique");
     sqlx::query(
@@ -365,11 +365,11 @@ async fn a_version_3_ledger_with_events_migrates_to_payments() {
          envelope) VALUES ('evt_pay', ?1, 103, 129, 'payment.paid', 2, 'x', '{}')",
     )
     .bind(ACCOUNT)
-    .execute(&l.pool)
+    .execute(l.sqlite_pool())
     .await
     .expect("a payment's sequence 2 beside the link's");
     let seq: i64 = sqlx::query("SELECT seq FROM link_event WHERE id = 'evt_pay'")
-        .fetch_one(&l.pool)
+        .fetch_one(l.sqlite_pool())
         .await
         .expect("seq")
         .get(0);
