@@ -160,7 +160,7 @@ impl Ledger {
                 "INSERT INTO inbound_notification (dedupe_key, event, partner_id, x_timestamp, body, \
                  received_at, state, next_attempt_at, link_id) VALUES ($1, $2, $3, $4, $5, $6, $7, \
                  CASE WHEN $7 = 'pending' THEN $6 END, $8) \
-                 ON CONFLICT (dedupe_key) DO UPDATE SET duplicates = duplicates + 1 \
+                 ON CONFLICT (dedupe_key) DO UPDATE SET duplicates = inbound_notification.duplicates + 1 \
                  RETURNING id, duplicates",
             )
             .bind(&n.dedupe_key)
@@ -384,7 +384,7 @@ impl Ledger {
             let rows = sqlx::query(
                 "SELECT account_id, reff_no, expired_at FROM payment \
                  WHERE status = 'pending' AND is_expired = 0 AND expired_at IS NOT NULL \
-                 AND status_computed IS NOT 'expired' \
+                 AND status_computed IS DISTINCT FROM 'expired' \
                  AND ($1 IS NULL OR expired_at > $1) ORDER BY expired_at LIMIT $2",
             )
             .bind(after.as_deref())

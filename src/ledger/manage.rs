@@ -193,9 +193,10 @@ impl Ledger {
         on_pool!(self.pool, |p| {
             // Two indexed probes (by link id, by the link's reff_no), not a scan.
             let n: i64 = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM payment WHERE account_id = $1 AND link_id = $2) \
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM payment WHERE account_id = $1 AND link_id = $2) \
                  OR EXISTS (SELECT 1 FROM payment WHERE account_id = $1 AND payment_link_reff_no = \
-                 (SELECT reff_no FROM payment_link WHERE account_id = $1 AND link_id = $2))",
+                 (SELECT reff_no FROM payment_link WHERE account_id = $1 AND link_id = $2)) \
+                 THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END",
             )
             .bind(account.as_str())
             .bind(id.0)

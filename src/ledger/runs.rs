@@ -167,9 +167,9 @@ impl Ledger {
                      deletions_held, history_baseline_at) \
                      VALUES ($1, $2, $2, $3, CASE WHEN $4 THEN $2 END) \
                      ON CONFLICT (account_id) DO UPDATE SET \
-                     baseline_completed_at = COALESCE(baseline_completed_at, $2), last_success_at = $2, \
+                     baseline_completed_at = COALESCE(account_state.baseline_completed_at, $2), last_success_at = $2, \
                      deletions_held = $3, \
-                     history_baseline_at = COALESCE(history_baseline_at, CASE WHEN $4 THEN $2 END)",
+                     history_baseline_at = COALESCE(account_state.history_baseline_at, CASE WHEN $4 THEN $2 END)",
                 )
                 .bind(account.as_str())
                 .bind(ledger_ts(now))

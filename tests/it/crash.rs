@@ -7,11 +7,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
-use singapay_sync::ledger::{DeliveryFilter, Ledger};
+use singapay_sync::ledger::DeliveryFilter;
 use singapay_sync::types::{DeliveryState, EventType};
 use tokio::process::{Child, Command};
 
 use crate::harness::*;
+use singapay_sync::sandbox::DaemonConfig;
 
 const LINKS: usize = 2000;
 
@@ -56,7 +57,7 @@ async fn sigterm(mut child: Child) {
 /// Waits until the receiver has every event id the ledger holds, and returns the ledger's ids.
 async fn await_all_delivered(
     rx: &Receiver,
-    ledger_path: &Path,
+    conf: &DaemonConfig,
     expected: usize,
 ) -> BTreeSet<String> {
     for _ in 0..1200 {
@@ -66,7 +67,7 @@ async fn await_all_delivered(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let ledger = Ledger::open(ledger_path).await.unwrap();
+    let ledger = open_ledger(conf).await;
     let events = all_events(&ledger).await;
     ledger.close().await;
     events.into_iter().map(|e| e.event.id.0).collect()
@@ -106,8 +107,8 @@ fn check_hits(rx: &Receiver, ids: &BTreeSet<String>, resendable: usize) -> usize
 
 /// The ledger is consistent: `links` rows, one `created` event each, every row's sequence equal
 /// to its last event's, and every delivery `delivered`.
-async fn check_ledger(ledger_path: &Path, links: usize) {
-    let ledger = Ledger::open(ledger_path).await.unwrap();
+async fn check_ledger(conf: &DaemonConfig, links: usize) {
+    let ledger = open_ledger(conf).await;
     let (rows, total) = ledger.list_links(&account(), 100_000, 0).await.unwrap();
     assert_eq!(total as usize, links);
     let events = all_events(&ledger).await;
@@ -156,7 +157,7 @@ fn setup_for(
     sb: &TestSandbox,
     rx: &Receiver,
     port: u16,
-) -> std::path::PathBuf {
+) -> (std::path::PathBuf, DaemonConfig) {
     let mut c = test_config(dir, sb);
     subscribe(&mut c, "erp", rx, Some(LINK_EVENTS));
     c.listen = format!("127.0.0.1:{port}");
@@ -165,7 +166,7 @@ fn setup_for(
     c.per_page = 100;
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, c.toml()).unwrap();
-    cfg
+    (cfg, c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,8 +176,7 @@ async fn a_daemon_killed_during_a_delivery_burst_delivers_every_event_after_rest
     let rx = Receiver::start(vec![]).await;
     rx.delay_ms.store(2, std::sync::atomic::Ordering::Relaxed);
     let port = free_port();
-    let cfg = setup_for(&dir, &sb, &rx, port);
-    let ledger_path = dir.path().join("ledger.db");
+    let (cfg, conf) = setup_for(&dir, &sb, &rx, port);
 
     let daemon = spawn_daemon(&cfg, port).await;
     Admin::on_port(port).resync_and_wait().await;
@@ -198,12 +198,12 @@ async fn a_daemon_killed_during_a_delivery_burst_delivers_every_event_after_rest
 
     rx.delay_ms.store(0, std::sync::atomic::Ordering::Relaxed);
     let daemon = spawn_daemon(&cfg, port).await;
-    let ids = await_all_delivered(&rx, &ledger_path, LINKS).await;
+    let ids = await_all_delivered(&rx, &conf, LINKS).await;
     sigterm(daemon).await;
 
     assert_eq!(ids.len(), LINKS);
     check_hits(&rx, &ids, at_kill.min(RESEND_BOUND));
-    check_ledger(&ledger_path, LINKS).await;
+    check_ledger(&conf, LINKS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,15 +212,14 @@ async fn a_daemon_killed_in_the_middle_of_a_pass_loses_and_doubles_nothing() {
     let sb = TestSandbox::start_with(LINKS).await;
     let rx = Receiver::start(vec![]).await;
     let port = free_port();
-    let cfg = setup_for(&dir, &sb, &rx, port);
-    let ledger_path = dir.path().join("ledger.db");
+    let (cfg, conf) = setup_for(&dir, &sb, &rx, port);
     // Page 12 of 20 answers slowly: the pass is caught with pages 1–11 committed.
     sb.fault(json!({"route": "list", "page": 12, "delay_ms": 3000}))
         .await;
 
     let daemon = spawn_daemon(&cfg, port).await;
     Admin::on_port(port).resync().await;
-    let probe = Ledger::open(&ledger_path).await.unwrap();
+    let probe = open_ledger(&conf).await;
     let mut committed = 0;
     for _ in 0..400 {
         committed = probe.count_live_links(&account()).await.unwrap();
@@ -238,14 +237,14 @@ async fn a_daemon_killed_in_the_middle_of_a_pass_loses_and_doubles_nothing() {
 
     let daemon = spawn_daemon(&cfg, port).await;
     Admin::on_port(port).resync_and_wait().await;
-    let ids = await_all_delivered(&rx, &ledger_path, LINKS).await;
+    let ids = await_all_delivered(&rx, &conf, LINKS).await;
     sigterm(daemon).await;
 
     assert_eq!(ids.len(), LINKS);
     check_hits(&rx, &ids, RESEND_BOUND);
-    check_ledger(&ledger_path, LINKS).await;
+    check_ledger(&conf, LINKS).await;
     // The interrupted run is recorded as failed, the next one as the successful baseline.
-    let ledger = Ledger::open(&ledger_path).await.unwrap();
+    let ledger = open_ledger(&conf).await;
     let first = ledger.get_run(1).await.unwrap().unwrap();
     assert_eq!(first.outcome, "failed");
     assert!(first.error.unwrap().contains("interrupted"));
@@ -264,8 +263,7 @@ async fn a_kill_mid_burst_sends_again_at_most_the_attempts_in_flight_and_one_gro
     let rx = Receiver::start(vec![]).await;
     rx.delay_ms.store(20, std::sync::atomic::Ordering::Relaxed);
     let port = free_port();
-    let cfg = setup_for(&dir, &sb, &rx, port);
-    let ledger_path = dir.path().join("ledger.db");
+    let (cfg, conf) = setup_for(&dir, &sb, &rx, port);
 
     let daemon = spawn_daemon(&cfg, port).await;
     Admin::on_port(port).resync_and_wait().await;
@@ -285,11 +283,11 @@ async fn a_kill_mid_burst_sends_again_at_most_the_attempts_in_flight_and_one_gro
 
     rx.delay_ms.store(0, std::sync::atomic::Ordering::Relaxed);
     let daemon = spawn_daemon(&cfg, port).await;
-    let ids = await_all_delivered(&rx, &ledger_path, N).await;
+    let ids = await_all_delivered(&rx, &conf, N).await;
     sigterm(daemon).await;
     assert_eq!(ids.len(), N);
     let resent = check_hits(&rx, &ids, RESEND_BOUND);
-    let ledger = Ledger::open(&ledger_path).await.unwrap();
+    let ledger = open_ledger(&conf).await;
     let mut interrupted = 0;
     for d in ledger
         .list_deliveries(&DeliveryFilter {
@@ -320,5 +318,5 @@ async fn a_kill_mid_burst_sends_again_at_most_the_attempts_in_flight_and_one_gro
         interrupted >= resent,
         "every re-sent delivery was claimed at the kill"
     );
-    check_ledger(&ledger_path, N).await;
+    check_ledger(&conf, N).await;
 }

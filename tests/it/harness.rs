@@ -505,6 +505,58 @@ pub async fn open_ledger(c: &DaemonConfig) -> Ledger {
     Ledger::connect(&cfg.ledger).await.unwrap()
 }
 
+/// Straight SQL on a test's ledger, whichever the database (test scaffolding: seeding a backlog,
+/// counting rows). Statements must be valid on both (`WITH RECURSIVE`, `||`, `COUNT(*)`).
+pub enum RawLedger {
+    /// The SQLite file.
+    Sqlite(sqlx::SqlitePool),
+    /// The PostgreSQL database.
+    Postgres(sqlx::PgPool),
+}
+
+impl RawLedger {
+    /// Connects to the ledger `c` names (which must exist: open it with [`open_ledger`] first).
+    pub async fn connect(c: &DaemonConfig) -> Self {
+        match &c.ledger_url {
+            Some(url) => Self::Postgres(sqlx::PgPool::connect(url).await.unwrap()),
+            None => Self::Sqlite(
+                sqlx::sqlite::SqlitePoolOptions::new()
+                    .connect(&format!("sqlite://{}", c.ledger.display()))
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+
+    /// Runs one statement.
+    pub async fn execute(&self, sql: &str) {
+        let q = || sqlx::AssertSqlSafe(sql.to_string());
+        match self {
+            Self::Sqlite(p) => sqlx::query(q()).execute(p).await.map(drop),
+            Self::Postgres(p) => sqlx::query(q()).execute(p).await.map(drop),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// The `BIGINT` one-row answer of `sql` (a count).
+    pub async fn count(&self, sql: &str) -> i64 {
+        let q = || sqlx::AssertSqlSafe(sql.to_string());
+        match self {
+            Self::Sqlite(p) => sqlx::query_scalar(q()).fetch_one(p).await,
+            Self::Postgres(p) => sqlx::query_scalar(q()).fetch_one(p).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Closes the pool.
+    pub async fn close(self) {
+        match self {
+            Self::Sqlite(p) => p.close().await,
+            Self::Postgres(p) => p.close().await,
+        }
+    }
+}
+
 /// The link events (`payment_link.*`): what tests of delivery mechanics subscribe to, so that
 /// one link change is one delivery (a payment also makes `payment.*` events of its history row).
 pub const LINK_EVENTS: &[&str] = &[

@@ -86,9 +86,7 @@ async fn accounts_sync_side_by_side_and_sync_account_picks_one() {
         1
     );
 
-    let ledger = singapay_sync::ledger::Ledger::open(&t.config.ledger)
-        .await
-        .unwrap();
+    let ledger = open_ledger(&t.config).await;
     let events = ledger
         .events(&EventFilter {
             account_id: Some(AccountId::parse(SECOND).unwrap()),

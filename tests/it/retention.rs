@@ -4,23 +4,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use singapay_sync::ledger::Ledger;
 use singapay_sync::time::SystemClock;
 use singapay_sync::types::Trigger;
-use sqlx::sqlite::SqlitePoolOptions;
 
 use crate::harness::*;
+use singapay_sync::sandbox::DaemonConfig;
 
 const OLD: i64 = 200_000;
 
-/// Seeds the ledger at `path` with `OLD` events delivered a year ago (one attempt each) and 50
+/// Seeds the ledger of `c` with `OLD` events delivered a year ago (one attempt each) and 50
 /// sync runs finished a year ago without events. Test scaffolding, straight SQL.
-async fn seed_backlog(path: &std::path::Path) {
-    Ledger::open(path).await.unwrap().close().await;
-    let pool = SqlitePoolOptions::new()
-        .connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
+async fn seed_backlog(c: &DaemonConfig) {
+    open_ledger(c).await.close().await;
+    let pool = RawLedger::connect(c).await;
     let old = "2025-01-01T00:00:00.000000Z";
     let series =
         format!("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {OLD})");
@@ -45,19 +41,9 @@ async fn seed_backlog(path: &std::path::Path) {
              SELECT '{ACCOUNT}', 'schedule', '{old}', '{old}', 'succeeded' FROM n"
         ),
     ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&pool)
-            .await
-            .unwrap();
+        pool.execute(&sql).await;
     }
     pool.close().await;
-}
-
-async fn count(pool: &sqlx::SqlitePool, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
-        .fetch_one(pool)
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,21 +53,18 @@ async fn a_year_of_delivered_deliveries_is_pruned_while_the_daemon_keeps_deliver
     let erp = Receiver::start(vec![]).await;
     let mut config = test_config(&dir, &sandbox);
     subscribe(&mut config, "erp", &erp, Some(LINK_EVENTS));
-    seed_backlog(&config.ledger).await;
+    seed_backlog(&config).await;
 
     // A second writer measures how long its small transactions wait while retention runs.
-    let probe = Ledger::open(&config.ledger).await.unwrap();
+    let probe = open_ledger(&config).await;
     let started = Instant::now();
     let daemon = serve(&config, Arc::new(SystemClock)).await;
-    let reader = SqlitePoolOptions::new()
-        .connect(&format!("sqlite://{}", config.ledger.display()))
-        .await
-        .unwrap();
+    let reader = RawLedger::connect(&config).await;
     let left = "SELECT COUNT(*) FROM delivery WHERE delivered_at < '2026-01-01'";
     let mut longest = Duration::ZERO;
     let mut writes = 0;
     let mut paid = false;
-    while count(&reader, left).await > 0 {
+    while reader.count(left).await > 0 {
         for _ in 0..20 {
             let t = Instant::now();
             probe
@@ -130,28 +113,22 @@ async fn a_year_of_delivered_deliveries_is_pruned_while_the_daemon_keeps_deliver
         "a writer waited {longest:?}"
     );
     assert_eq!(
-        count(
-            &reader,
-            "SELECT COUNT(*) FROM delivery_attempt WHERE attempted_at < '2026-01-01'"
-        )
-        .await,
+        reader
+            .count("SELECT COUNT(*) FROM delivery_attempt WHERE attempted_at < '2026-01-01'")
+            .await,
         0
     );
     assert_eq!(
-        count(
-            &reader,
-            "SELECT COUNT(*) FROM sync_run WHERE finished_at < '2026-01-01'"
-        )
-        .await,
+        reader
+            .count("SELECT COUNT(*) FROM sync_run WHERE finished_at < '2026-01-01'")
+            .await,
         0,
         "old runs without events are pruned"
     );
     assert_eq!(
-        count(
-            &reader,
-            "SELECT COUNT(*) FROM link_event WHERE id LIKE 'evt_old_%'"
-        )
-        .await,
+        reader
+            .count("SELECT COUNT(*) FROM link_event WHERE id LIKE 'evt_old_%'")
+            .await,
         OLD,
         "events are kept without ledger.event_retention"
     );
