@@ -28,8 +28,8 @@ use singapay_sync::types::AccountId;
 
 mod common;
 use common::{
-    ACCOUNT, Sandbox, bench_config, clear_requests, cpu_seconds, env_count, median, peak_rss_mb,
-    requests,
+    ACCOUNT, Sandbox, backend_name, bench_config, clear_requests, cpu_seconds, env_count, median,
+    peak_rss_mb, requests,
 };
 
 /// CPU seconds used so far by process `pid` ("self" for this one).
@@ -94,45 +94,78 @@ impl Paired {
 }
 
 /// Rows written, counted by the database itself: triggers on `payment_link` and `payment`
-/// (insert and update, which an upsert fires as SQLite documents) add to one counter row, read
-/// through a connection of its own.
-struct WriteCounter(sqlx::SqlitePool);
+/// (insert and update, which an upsert fires as both databases document) add to one counter
+/// row, read through a connection of its own.
+enum WriteCounter {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
 
 impl WriteCounter {
     async fn install(app: &App) -> Self {
-        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&app.config.ledger.path);
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
-            .await
-            .expect("counter connection");
+        use secrecy::ExposeSecret;
+        let counter = match &app.config.ledger.postgres {
+            Some(url) => Self::Postgres(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(url.expose_secret())
+                    .await
+                    .expect("counter connection"),
+            ),
+            None => Self::Sqlite(
+                sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(
+                        sqlx::sqlite::SqliteConnectOptions::new().filename(&app.config.ledger.path),
+                    )
+                    .await
+                    .expect("counter connection"),
+            ),
+        };
         let mut sql = vec![
-            "CREATE TABLE IF NOT EXISTS bench_writes (n INTEGER NOT NULL)".to_string(),
+            "CREATE TABLE IF NOT EXISTS bench_writes (n BIGINT NOT NULL)".to_string(),
             "INSERT INTO bench_writes SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM bench_writes)"
                 .to_string(),
         ];
+        if matches!(counter, Self::Postgres(_)) {
+            sql.push(
+                "CREATE OR REPLACE FUNCTION bench_count() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN UPDATE bench_writes SET n = n + 1; RETURN NULL; END $$"
+                    .into(),
+            );
+        }
         for table in ["payment_link", "payment"] {
             for op in ["INSERT", "UPDATE"] {
-                sql.push(format!(
-                    "CREATE TRIGGER IF NOT EXISTS bench_{table}_{op} AFTER {op} ON {table} \
-                     BEGIN UPDATE bench_writes SET n = n + 1; END"
-                ));
+                sql.push(match counter {
+                    Self::Sqlite(_) => format!(
+                        "CREATE TRIGGER IF NOT EXISTS bench_{table}_{op} AFTER {op} ON {table} \
+                         BEGIN UPDATE bench_writes SET n = n + 1; END"
+                    ),
+                    Self::Postgres(_) => format!(
+                        "CREATE OR REPLACE TRIGGER bench_{table}_{op} AFTER {op} ON {table} \
+                         FOR EACH ROW EXECUTE FUNCTION bench_count()"
+                    ),
+                });
             }
         }
         for q in sql {
-            sqlx::query(sqlx::AssertSqlSafe(q))
-                .execute(&pool)
-                .await
-                .expect("counter trigger");
+            let q = sqlx::AssertSqlSafe(q);
+            match &counter {
+                Self::Sqlite(p) => sqlx::query(q).execute(p).await.map(drop),
+                Self::Postgres(p) => sqlx::query(q).execute(p).await.map(drop),
+            }
+            .expect("counter trigger");
         }
-        Self(pool)
+        counter
     }
 
     async fn count(&self) -> i64 {
-        sqlx::query_scalar("SELECT n FROM bench_writes")
-            .fetch_one(&self.0)
-            .await
-            .expect("counter")
+        let q = "SELECT n FROM bench_writes";
+        match self {
+            Self::Sqlite(p) => sqlx::query_scalar(q).fetch_one(p).await,
+            Self::Postgres(p) => sqlx::query_scalar(q).fetch_one(p).await,
+        }
+        .expect("counter")
     }
 }
 
@@ -236,8 +269,24 @@ fn main() {
         rt.block_on(profile(links, &what));
         return;
     }
-    // `SYNC_BENCH_ONLY=links` or `=history` runs one of the two.
+    // `SYNC_BENCH_ONLY=links`, `=history` or `=cluster` runs one of them (the cluster figure:
+    // PostgreSQL only, run after the others there).
     let only = std::env::var("SYNC_BENCH_ONLY").unwrap_or_default();
+    if only == "cluster" || (only.is_empty() && common::on_postgres()) {
+        if !common::on_postgres() {
+            println!(
+                "cluster bench: needs BENCH_LEDGER=postgres (instances share a PostgreSQL ledger)"
+            );
+            return;
+        }
+        if only == "cluster" {
+            rt.block_on(cluster_bench(
+                env_count("SYNC_BENCH_ACCOUNTS", 200),
+                env_count("SYNC_BENCH_PER_ACCOUNT", 500),
+            ));
+            return;
+        }
+    }
     if only != "history" {
         rt.block_on(links_bench(links));
     }
@@ -249,6 +298,94 @@ fn main() {
         env_count("SYNC_BENCH_HISTORY", 300_000),
         env_count("SYNC_BENCH_RECENT", 10_000),
     ));
+    if common::on_postgres() && only.is_empty() {
+        rt.block_on(cluster_bench(
+            env_count("SYNC_BENCH_ACCOUNTS", 200),
+            env_count("SYNC_BENCH_PER_ACCOUNT", 500),
+        ));
+    }
+}
+
+/// Issue 13's figure: one instance, then two sharing one PostgreSQL ledger, over `accounts`
+/// accounts of `per` links each: a baseline and a no-change pass of every account, as the cron
+/// fires them (each instance tries every account; on two, each account's pass runs on one of
+/// them and the other skips it). Prints wall time, passes run and skipped, and the upstream
+/// requests (which two instances must not multiply).
+async fn cluster_bench(accounts: usize, per: usize) {
+    let (sandbox, base) = Sandbox::start(1, 0, 0).await;
+    let http = reqwest::Client::new();
+    let ids: Vec<String> = (0..accounts)
+        .map(|_| ulid::Ulid::new().to_string())
+        .collect();
+    futures_util::stream::iter(ids.iter())
+        .map(|id| {
+            let http = http.clone();
+            let url = format!("{base}/_sandbox/accounts/{id}");
+            async move {
+                http.post(url)
+                    .json(&serde_json::json!({"links": per}))
+                    .send()
+                    .await
+                    .expect("account")
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    let extra: String = ids
+        .iter()
+        .map(|i| format!("[[accounts]]\nid = \"{i}\"\n"))
+        .collect();
+    println!(
+        "cluster bench (PostgreSQL ledger): {accounts} accounts × {per} links, page concurrency 4 per pass; every account once as its cron slot fires"
+    );
+    for instances in [1usize, 2] {
+        let cfg = bench_config(&base, std::path::Path::new("unused"), &extra);
+        let mut apps = Vec::new();
+        for _ in 0..instances {
+            apps.push(
+                App::build_with_clock(
+                    cfg.clone(),
+                    Arc::new(singapay_sync::time::SystemClock),
+                    false,
+                )
+                .await
+                .expect("app"),
+            );
+        }
+        for step in ["baseline", "no-change"] {
+            if step == "no-change" {
+                // The next cron slot: scheduled passes closer than the slot window (10 s) to
+                // the last ones count as the same slot and are skipped.
+                tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+            }
+            clear_requests(&http, &base).await;
+            let t = Instant::now();
+            let results =
+                futures_util::future::join_all(apps.iter().map(|a| a.sync_scheduled())).await;
+            let wall = t.elapsed().as_secs_f64();
+            let (list, _) = requests(&http, &base).await;
+            let (mut ran, mut skipped, mut links) = (0, 0, 0);
+            for (_, r) in results.iter().flatten() {
+                match r {
+                    Ok(s) => {
+                        ran += 1;
+                        links += s.links_seen;
+                    }
+                    Err(singapay_sync::sync::SyncError::Busy(_)) => skipped += 1,
+                    Err(e) => panic!("pass failed: {e}"),
+                }
+            }
+            println!(
+                "  {instances} instance{} {step:<9} {wall:>7.3} s wall  passes run {ran} (skipped as taken by the other: {skipped}), links read {links}, list requests {list}",
+                if instances == 1 { " " } else { "s" }
+            );
+        }
+        for a in apps {
+            a.ledger.close().await;
+        }
+    }
+    drop(sandbox);
 }
 
 /// Ten floors, no-change passes or baselines (fresh ledgers) after one baseline
@@ -354,7 +491,8 @@ async fn history_bench(links: usize, history: usize, recent: usize) {
     let (wall_ratio, cpu_ratio) = pairs.ratios();
     let (hist_ms, hist_floor_ms) = (median(hist_ms), median(hist_floor_ms));
     println!(
-        "history bench: {links} links + {total_rows} history rows ({recent} in the last 6 days; window 7 d), median of {} interleaved rounds",
+        "history bench ({} ledger): {links} links + {total_rows} history rows ({recent} in the last 6 days; window 7 d), median of {} interleaved rounds",
+        backend_name(),
         rounds()
     );
     println!(
@@ -503,7 +641,8 @@ async fn links_bench(links: usize) {
             );
         };
         println!(
-            "sync bench: {links} links, {pages} pages of 100, page concurrency 4, median of {} interleaved rounds (the floor measured before each variant: {} times; a ratio is the median of the rounds' variant / the floor just before it)",
+            "sync bench ({} ledger): {links} links, {pages} pages of 100, page concurrency 4, median of {} interleaved rounds (the floor measured before each variant: {} times; a ratio is the median of the rounds' variant / the floor just before it)",
+            backend_name(),
             rounds(),
             3 * rounds()
         );

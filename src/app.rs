@@ -145,12 +145,15 @@ impl App {
         let ledger = Ledger::connect(&config.ledger)
             .await
             .with_context(|| format!("opening the ledger {}", config.ledger.path.display()))?;
-        if recover {
+        // On PostgreSQL other instances may be running passes and sending right now: their runs
+        // are ended by whoever next takes the account's lock, their claims only once the lease
+        // lapsed (the dispatcher checks at every turn).
+        if recover && !ledger.is_postgres() {
             let abandoned = ledger.fail_abandoned_runs(clock.now()).await?;
             if abandoned > 0 {
                 warn!(abandoned, "sync.abandoned_runs_marked_failed");
             }
-            let interrupted = ledger.recover_interrupted_attempts().await?;
+            let interrupted = ledger.recover_interrupted_attempts(None).await?;
             if interrupted > 0 {
                 warn!(
                     interrupted,
@@ -194,8 +197,15 @@ impl App {
                 config.delivery.concurrency,
                 Arc::clone(&clock),
             )
-            .map_err(anyhow::Error::msg)?
-            .with_per_subscriber_limit(config.delivery.per_subscriber_concurrency),
+            .map_err(anyhow::Error::msg)
+            .map(|d| {
+                let d = d.with_per_subscriber_limit(config.delivery.per_subscriber_concurrency);
+                if ledger.is_postgres() {
+                    d.with_lease(config.ledger.lease)
+                } else {
+                    d
+                }
+            })?,
         );
         let work = CancellationToken::new();
         let ctx = Arc::new(SyncContext {
@@ -296,6 +306,20 @@ impl App {
         only: Option<&AccountId>,
     ) -> Vec<(AccountId, Result<SyncSummary, SyncError>)> {
         self.sync_all_with(only, PassOptions::default()).await
+    }
+
+    /// One scheduled pass of each configured account, as the cron fires them (on a shared
+    /// PostgreSQL ledger an account another instance already took for this slot is skipped:
+    /// [`SyncError::Busy`] with that run). Used by the benches of several instances.
+    pub async fn sync_scheduled(&self) -> Vec<(AccountId, Result<SyncSummary, SyncError>)> {
+        let passes = self.config.accounts.iter().map(|a| async move {
+            let r = self
+                .syncer
+                .sync_now(&a.id, Trigger::Schedule, PassOptions::default())
+                .await;
+            (a.id.clone(), r)
+        });
+        futures_util::future::join_all(passes).await
     }
 
     /// [`App::sync_all`] with options (`sync --confirm-deletions`).

@@ -142,7 +142,7 @@ pub fn bench_config(
     let toml = format!(
         r#"
 [ledger]
-path = "{}"
+{}
 [singapay]
 base_url = "{base}"
 partner_id = "sandbox-partner-id"
@@ -156,7 +156,7 @@ id = "{ACCOUNT}"
 listen = "127.0.0.1:0"
 admin_token = "bench-admin-token-0123456789"
 {extra}"#,
-        ledger.display()
+        ledger_key(ledger)
     );
     singapay_sync::config::Config::from_toml_str(&toml).expect("config")
 }
@@ -177,4 +177,48 @@ pub fn threads_cpu_seconds(prefix: &str) -> f64 {
         })
         .map(|t| cpu_seconds(&t.path().join("stat").to_string_lossy()))
         .sum()
+}
+
+/// Whether the benches run on PostgreSQL: `BENCH_LEDGER=postgres` (the server of
+/// `BENCH_PG`, default `postgres://postgres@127.0.0.1:5432/test`; a database per ledger).
+pub fn on_postgres() -> bool {
+    std::env::var("BENCH_LEDGER").is_ok_and(|v| v == "postgres")
+}
+
+/// The name of the ledger backend the benches run on, for their headers.
+pub fn backend_name() -> &'static str {
+    if on_postgres() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    }
+}
+
+/// A fresh PostgreSQL database's URL (`singapay_b_<ulid>` on the `BENCH_PG` server).
+pub fn fresh_postgres_database() -> String {
+    let server = std::env::var("BENCH_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(singapay_sync::ledger::create_postgres_database(
+                &server,
+                "singapay_b_",
+            ))
+            .expect("PostgreSQL database")
+    })
+    .join()
+    .expect("database thread")
+}
+
+/// The `[ledger]` key of a bench ledger: the SQLite file `ledger`, or on PostgreSQL a fresh
+/// database (`ledger` unused).
+pub fn ledger_key(ledger: &std::path::Path) -> String {
+    if on_postgres() {
+        format!("url = \"{}\"", fresh_postgres_database())
+    } else {
+        format!("path = \"{}\"", ledger.display())
+    }
 }

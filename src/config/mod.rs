@@ -89,6 +89,11 @@ pub struct LedgerConfig {
     /// How long delivered deliveries, their attempts and finished sync runs without events are
     /// kept (default 180 days).
     pub retention: Duration,
+    /// PostgreSQL ledger only: how long a claim on a delivery (an instance sending it) holds
+    /// before the other instances take it over (`ledger.lease`, default 5 minutes; above the
+    /// longest batch a dispatcher sends). A killed instance's deliveries are sent again by another
+    /// after at most this long.
+    pub lease: Duration,
     /// How long events (the audit trail) are kept, with their deliveries once none is pending;
     /// `None` (the default) keeps them forever.
     pub event_retention: Option<Duration>,

@@ -188,6 +188,8 @@ pub(super) struct RawLedger {
     pub retention: Option<String>,
     #[serde(default, deserialize_with = "string")]
     pub event_retention: Option<String>,
+    #[serde(default, deserialize_with = "string")]
+    pub lease: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -331,7 +333,14 @@ pub(super) struct RawLog {
 const KNOWN_KEYS: &[(&str, &[&str])] = &[
     (
         "ledger",
-        &["path", "url", "url_file", "retention", "event_retention"],
+        &[
+            "path",
+            "url",
+            "url_file",
+            "retention",
+            "event_retention",
+            "lease",
+        ],
     ),
     (
         "singapay",

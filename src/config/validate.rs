@@ -96,6 +96,7 @@ fn ledger(p: &mut Problems, l: RawLedger) -> LedgerConfig {
             l.retention,
             Duration::from_secs(180 * 86_400),
         ),
+        lease: duration(p, "ledger.lease", l.lease, Duration::from_secs(300)),
         event_retention: l
             .event_retention
             .map(|v| duration(p, "ledger.event_retention", Some(v), Duration::ZERO)),

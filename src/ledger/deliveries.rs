@@ -173,6 +173,21 @@ pub(super) async fn insert_many(tx: &mut Tx<'_>, deliveries: &[&NewDelivery]) ->
     })
 }
 
+pub(super) fn due_of(r: &impl LedgerRow) -> LedgerResult<DueDelivery> {
+    Ok(DueDelivery {
+        id: r.col("id")?,
+        event_id: r.col("event_id")?,
+        subscriber: r.col("subscriber")?,
+        channel: parse_name(r, "channel")?,
+        attempts: r.col("attempts")?,
+        envelope: r.col("envelope")?,
+        run_id: r.col("run_id")?,
+        link_id: r.col("link_id")?,
+        payment_id: r.col("payment_id")?,
+        account_id: r.col("account_id")?,
+    })
+}
+
 fn row_to_delivery(r: &impl LedgerRow) -> LedgerResult<DeliveryRow> {
     Ok(DeliveryRow {
         id: r.col("id")?,
@@ -222,22 +237,7 @@ impl Ledger {
             .bind(limit)
             .fetch_all(p)
             .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(DueDelivery {
-                        id: r.try_get("id")?,
-                        event_id: r.try_get("event_id")?,
-                        subscriber: r.try_get("subscriber")?,
-                        channel: parse_name(r, "channel")?,
-                        attempts: r.try_get("attempts")?,
-                        envelope: r.try_get("envelope")?,
-                        run_id: r.try_get("run_id")?,
-                        link_id: r.try_get("link_id")?,
-                        payment_id: r.try_get("payment_id")?,
-                        account_id: r.try_get("account_id")?,
-                    })
-                })
-                .collect()
+            rows.iter().map(due_of).collect()
         })
     }
 
@@ -248,7 +248,7 @@ impl Ledger {
         on_pool!(self.pool, |p| {
             let r = sqlx::query(
                 "SELECT MIN(d.next_attempt_at) FROM delivery d JOIN link_event e ON e.id = d.event_id \
-                 WHERE d.state = 'pending' \
+                 WHERE d.state = 'pending' AND d.claimed_at IS NULL \
                  AND (d.channel <> 'email' OR e.run_id IS NULL \
                       OR EXISTS (SELECT 1 FROM sync_run r WHERE r.id = e.run_id AND r.finished_at IS NOT NULL)) \
                  AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
@@ -317,78 +317,6 @@ impl Ledger {
             }
             tx.commit().await?;
             Ok(())
-        })
-    }
-
-    /// Marks `ids` as claimed by an attempt in flight (`claimed_at`), so that one cut short by a
-    /// crash is known at the next start.
-    pub(crate) async fn claim_deliveries(
-        &self,
-        ids: &[i64],
-        now: DateTime<Utc>,
-    ) -> LedgerResult<()> {
-        on_pool!(self.pool, |p| {
-            if ids.is_empty() {
-                return Ok(());
-            }
-            sqlx::query(sql!(
-                PG,
-                "UPDATE delivery SET claimed_at = $1 WHERE id IN (SELECT value FROM json_each($2))"
-            ))
-            .bind(ledger_ts(now))
-            .bind(
-                serde_json::to_string(ids)
-                    .map_err(|e| super::LedgerError::Corrupt(e.to_string()))?,
-            )
-            .execute(p)
-            .await?;
-            Ok(())
-        })
-    }
-
-    /// Clears the claims of `ids` whose outcome was not recorded (a group stopped behind a
-    /// failure did not attempt its later deliveries).
-    pub(crate) async fn release_claims(&self, ids: &[i64]) -> LedgerResult<()> {
-        on_pool!(self.pool, |p| {
-            if ids.is_empty() {
-                return Ok(());
-            }
-            sqlx::query(sql!(
-                PG,
-                "UPDATE delivery SET claimed_at = NULL \
-                 WHERE claimed_at IS NOT NULL AND id IN (SELECT value FROM json_each($1))"
-            ))
-            .bind(
-                serde_json::to_string(ids)
-                    .map_err(|e| super::LedgerError::Corrupt(e.to_string()))?,
-            )
-            .execute(p)
-            .await?;
-            Ok(())
-        })
-    }
-
-    /// The deliveries a crash or a kill left claimed (their batch was being sent: some were in
-    /// flight, some perhaps delivered): each gets an attempt row saying so (without counting
-    /// against its retry schedule) and is due again. Returns how many.
-    pub(crate) async fn recover_interrupted_attempts(&self) -> LedgerResult<u64> {
-        on_pool!(self.pool, |p| {
-            let mut tx = p.begin().await?;
-            sqlx::query(
-                "INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status, error) \
-                 SELECT id, claimed_at, 0, NULL, \
-                 'interrupted: the daemon stopped with this delivery claimed for sending (it may have \
-                 been delivered); it is sent again' \
-                 FROM delivery WHERE claimed_at IS NOT NULL ORDER BY id",
-            )
-            .execute(&mut *tx)
-            .await?;
-            let r =
-                sqlx::query("UPDATE delivery SET claimed_at = NULL WHERE claimed_at IS NOT NULL")
-                    .execute(&mut *tx)
-                    .await?;
-            tx.commit().await?;
-            Ok(r.rows_affected())
         })
     }
 

@@ -104,9 +104,18 @@ pub struct EventFilter {
 /// Rows per event INSERT (9 parameters each, well under SQLite's 32,766).
 const EVENTS_PER_STATEMENT: usize = 500;
 
-/// Appends events in the given order (their `seq` follows it), many rows per statement.
+/// Appends events in the given order (their `seq` follows it), many rows per statement. On
+/// PostgreSQL the transaction first takes the feed lock (`cluster::FEED_KEY`), so `seq`s are
+/// handed out in commit order across instances.
 pub(super) async fn insert_many(tx: &mut Tx<'_>, events: &[&NewEvent]) -> LedgerResult<()> {
     on_tx!(tx, |c| {
+        if PG && !events.is_empty() {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                .bind(super::cluster::LOCK_CLASS)
+                .bind(super::cluster::FEED_KEY)
+                .execute(&mut *c)
+                .await?;
+        }
         for chunk in events.chunks(EVENTS_PER_STATEMENT) {
             let mut qb: QueryBuilder<Db> = QueryBuilder::new(
                 "INSERT INTO link_event (id, account_id, link_id, payment_id, type, sequence, run_id, \

@@ -12,6 +12,8 @@
 //! each still whole.
 
 pub(crate) mod backend;
+mod claims;
+mod cluster;
 mod deliveries;
 mod events;
 mod inbound;
@@ -31,6 +33,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use backend::{LedgerRow, Pool, on_pool, on_tx};
 
 pub use crate::types::InboundState;
+pub(crate) use cluster::AccountLock;
+pub use cluster::create_postgres_database;
 pub(crate) use deliveries::{AttemptOutcome, AttemptResult, DueDelivery};
 pub use deliveries::{DeliveryAttemptRow, DeliveryFilter, DeliveryRow, NewDelivery};
 pub use events::{EventFilter, EventRow, NewEvent};
@@ -123,6 +127,8 @@ pub struct Ledger {
     /// The WAL file (`<path>-wal`), synced by [`Ledger::make_durable`]; `None` on PostgreSQL
     /// (a commit there is durable when it returns).
     wal: Option<Arc<std::path::PathBuf>>,
+    /// PostgreSQL: the connection holding this instance's account locks (`cluster`).
+    lock_session: Option<cluster::LockSession>,
 }
 
 /// The embedded SQLite migrations (`migrations/sqlite/*.sql`).
@@ -184,6 +190,7 @@ impl Ledger {
             pool: Pool::Sqlite(pool),
             checkpointing: Arc::default(),
             wal: Some(Arc::new(wal.into())),
+            lock_session: None,
         })
     }
 
@@ -209,6 +216,7 @@ impl Ledger {
             pool: Pool::Postgres(pool),
             checkpointing: Arc::default(),
             wal: None,
+            lock_session: Some(cluster::LockSession::default()),
         })
     }
 

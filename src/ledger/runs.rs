@@ -250,4 +250,23 @@ impl Ledger {
             .transpose()
         })
     }
+
+    /// The latest scheduled run of `account` started at or after `since`, if any (several
+    /// instances fire the same cron slot: the later ones skip an account the first one took).
+    pub(crate) async fn scheduled_run_since(
+        &self,
+        account: &AccountId,
+        since: DateTime<Utc>,
+    ) -> LedgerResult<Option<i64>> {
+        on_pool!(self.pool, |p| {
+            Ok(sqlx::query_scalar(
+                "SELECT max(id) FROM sync_run WHERE account_id = $1 AND trigger = 'schedule' \
+                 AND started_at >= $2",
+            )
+            .bind(account.as_str())
+            .bind(ledger_ts(since))
+            .fetch_one(p)
+            .await?)
+        })
+    }
 }

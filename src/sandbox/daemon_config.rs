@@ -94,6 +94,8 @@ pub struct DaemonConfig {
     pub ledger: PathBuf,
     /// `ledger.url` instead of the path when set (a PostgreSQL ledger: `postgres://…`).
     pub ledger_url: Option<String>,
+    /// `ledger.lease` (PostgreSQL: how long another instance's delivery claims hold).
+    pub ledger_lease: Option<String>,
     /// `singapay.base_url`: the sandbox.
     pub sandbox_url: String,
     /// `singapay.per_page`.
@@ -140,6 +142,7 @@ impl DaemonConfig {
         Self {
             ledger: ledger.into(),
             ledger_url: None,
+            ledger_lease: None,
             sandbox_url: sandbox_url.into(),
             per_page: 25,
             singapay_timeout: None,
@@ -208,6 +211,9 @@ impl DaemonConfig {
                 "path = {}",
                 quoted(&self.ledger.display().to_string())
             )),
+        }
+        if let Some(lease) = &self.ledger_lease {
+            line(format!("lease = {}", quoted(lease)));
         }
         line("[singapay]".into());
         line(format!("base_url = {}", quoted(&self.sandbox_url)));

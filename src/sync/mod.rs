@@ -98,9 +98,16 @@ pub(crate) struct Triggered {
 
 /// Removes an account's entry from `running` when dropped: after the pass, and also if it
 /// panics or its task is aborted.
+/// How close two scheduled passes of one account must start to be the same cron slot fired by
+/// two instances (PostgreSQL ledger): the later one is skipped. Schedules are at least a minute
+/// apart in practice (the default is every 5 minutes).
+const SLOT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
 struct RunningGuard {
     running: Arc<Mutex<HashMap<AccountId, i64>>>,
     account: AccountId,
+    /// The account's cluster-wide lock (PostgreSQL), released with the guard.
+    _lock: crate::ledger::AccountLock,
 }
 
 impl Drop for RunningGuard {
@@ -150,6 +157,25 @@ impl Syncer {
         if let Some(id) = self.running_run(account) {
             return Err(SyncError::Busy(id));
         }
+        // Several instances on one PostgreSQL ledger: one pass per account cluster-wide.
+        let lock = match self
+            .ctx
+            .ledger
+            .lock_account(account, self.ctx.clock.now())
+            .await?
+        {
+            Ok(lock) => lock,
+            Err(run) => return Err(SyncError::Busy(run)),
+        };
+        // Instances sharing a ledger fire the same cron slots: the first to take the account
+        // runs the slot's pass, the others skip it (as if they had joined it).
+        if trigger == Trigger::Schedule && self.ctx.ledger.is_postgres() {
+            let since =
+                self.ctx.clock.now() - chrono::Duration::from_std(SLOT_WINDOW).unwrap_or_default();
+            if let Some(run) = self.ctx.ledger.scheduled_run_since(account, since).await? {
+                return Err(SyncError::Busy(run));
+            }
+        }
         let run = pass::start_run(&self.ctx, account, trigger, opts, targets).await?;
         self.running
             .lock()
@@ -158,6 +184,7 @@ impl Syncer {
         let guard = RunningGuard {
             running: Arc::clone(&self.running),
             account: account.clone(),
+            _lock: lock,
         };
         Ok((run, guard))
     }
@@ -175,7 +202,7 @@ impl Syncer {
     ) -> Result<Triggered, SyncError> {
         let (run, guard) = match self.begin(account, trigger, opts, None).await {
             Ok(started) => started,
-            Err(SyncError::Busy(run_id)) if opts.joins_running() => {
+            Err(SyncError::Busy(run_id)) if opts.joins_running() && run_id > 0 => {
                 return Ok(Triggered {
                     run_id,
                     coalesced: true,

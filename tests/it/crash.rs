@@ -20,7 +20,7 @@ const LINKS: usize = 2000;
 /// `delivery.concurrency`) and one uncommitted group of outcomes.
 const RESEND_BOUND: usize = 16 + 200;
 
-async fn spawn_daemon(cfg: &Path, port: u16) -> Child {
+pub(crate) async fn spawn_daemon(cfg: &Path, port: u16) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
         .arg("--config")
         .arg(cfg)
@@ -35,13 +35,13 @@ async fn spawn_daemon(cfg: &Path, port: u16) -> Child {
     child
 }
 
-async fn sigkill(mut child: Child) {
+pub(crate) async fn sigkill(mut child: Child) {
     child.start_kill().unwrap();
     let status = child.wait().await.unwrap();
     assert_eq!(status.code(), None, "killed by a signal");
 }
 
-async fn sigterm(mut child: Child) {
+pub(crate) async fn sigterm(mut child: Child) {
     let pid = child.id().unwrap();
     std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -164,6 +164,9 @@ fn setup_for(
     c.retry_schedule = Some(singapay_sync::sandbox::strings(&["1s", "1s", "1s"]));
     c.notify_on_baseline = true;
     c.per_page = 100;
+    // PostgreSQL: the restarted daemon takes the killed one's claims over once their lease
+    // lapses (it cannot tell them from a live instance's).
+    c.ledger_lease = Some("2s".into());
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, c.toml()).unwrap();
     (cfg, c)

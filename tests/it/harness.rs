@@ -440,57 +440,25 @@ pub fn postgres_server() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-/// A fresh, empty PostgreSQL database of its own for one test (`singapay_t_<ulid>`), its URL.
-/// The databases earlier runs left (named with a ULID over an hour old) are dropped on the way.
-/// Panics when the server cannot be reached: a PostgreSQL run must not pass silently without one.
+/// A fresh, empty PostgreSQL database of its own for one test (`singapay_t_<ulid>`), its URL
+/// (`create_postgres_database` also drops those earlier runs left). Panics when the server cannot
+/// be reached: a PostgreSQL run must not pass silently without one.
 pub fn fresh_postgres_database() -> String {
     let server = postgres_server();
-    let name = format!(
-        "singapay_t_{}",
-        ulid::Ulid::new().to_string().to_lowercase()
-    );
-    let create = name.clone();
-    let admin = server.clone();
     // Its own thread and runtime: callers may be inside a test's runtime, or not.
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
-        rt.block_on(async move {
-            use sqlx::{Connection, Executor};
-            let mut c = sqlx::PgConnection::connect(&admin)
-                .await
-                .unwrap_or_else(|e| panic!("PostgreSQL at {admin} does not answer: {e}"));
-            let old: Vec<String> = sqlx::query_scalar(
-                "SELECT datname::text FROM pg_database WHERE datname LIKE 'singapay\\_t\\_%'",
-            )
-            .fetch_all(&mut c)
-            .await
-            .unwrap();
-            let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
-            for db in old {
-                let stale = db
-                    .strip_prefix("singapay_t_")
-                    .and_then(|u| ulid::Ulid::from_string(&u.to_uppercase()).ok())
-                    .is_some_and(|u| u.datetime() < hour_ago);
-                if stale {
-                    let _ = c
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS \"{db}\""
-                        )))
-                        .await;
-                }
-            }
-            c.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{create}\"")))
-                .await
-                .unwrap();
-        })
+            .unwrap()
+            .block_on(singapay_sync::ledger::create_postgres_database(
+                &server,
+                "singapay_t_",
+            ))
+            .unwrap_or_else(|e| panic!("PostgreSQL at {server}: {e}"))
     })
     .join()
-    .unwrap();
-    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-    format!("{base}/{name}")
+    .unwrap()
 }
 
 /// The ledger URL of a test's config: a fresh PostgreSQL database on a PostgreSQL run, else

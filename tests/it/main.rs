@@ -3,6 +3,7 @@
 //! SMTP to a listener. One binary, a module per feature.
 
 mod admin;
+mod cluster;
 mod crash;
 mod credentials;
 mod daemon;

@@ -80,6 +80,9 @@ pub struct Dispatcher {
     batch: i64,
     concurrency: usize,
     per_subscriber: usize,
+    /// PostgreSQL ledger (several instances): how long a claim holds before another instance
+    /// takes the delivery over. `None` on SQLite (claims are recovered at start).
+    lease: Option<Duration>,
     /// Unix milliseconds (real time) of the last sign of progress: an outcome recorded, or a
     /// loop turn that found nothing to send. The watchdog pings systemd only while it is recent.
     progress: AtomicI64,
@@ -118,9 +121,19 @@ impl Dispatcher {
             batch: 2000,
             concurrency: concurrency.max(1),
             per_subscriber: concurrency.max(1),
+            lease: None,
             progress: AtomicI64::new(chrono::Utc::now().timestamp_millis()),
             wake: Arc::new(Notify::new()),
         })
+    }
+
+    /// Shares the ledger with other instances (PostgreSQL): every dispatch first returns the
+    /// claims older than `lease` (a killed instance's) to the queue, logged as interrupted, and
+    /// the loop looks for work at least every second (another instance's pass does not wake
+    /// this one).
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// Bounds requests in flight to any one subscriber (default: the total bound), so that a
@@ -153,19 +166,32 @@ impl Dispatcher {
     pub async fn dispatch_due(&self) -> Result<DispatchSummary, LedgerError> {
         let mut summary = DispatchSummary::default();
         let mut gone: BTreeSet<String> = BTreeSet::new();
+        if let Some(lease) = self.lease {
+            let lapsed = self.clock.now() - chrono::Duration::from_std(lease).unwrap_or_default();
+            let n = self
+                .ledger
+                .recover_interrupted_attempts(Some(lapsed))
+                .await?;
+            if n > 0 {
+                tracing::warn!(
+                    interrupted = n,
+                    "delivery.interrupted: claims whose lease lapsed (an instance stopped) are sent again"
+                );
+                metrics::counter!("singapay_sync_deliveries_interrupted_total").increment(n);
+            }
+        }
         for _ in 0..1000 {
             let now = self.clock.now();
-            let due = self.ledger.due_deliveries(now, self.batch).await?;
+            let due = self.ledger.claim_due(now, self.batch).await?;
             let claimed = due.len();
             if claimed == 0 {
                 break;
             }
+            let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
             let due: Vec<_> = due
                 .into_iter()
                 .filter(|d| !gone.contains(&d.subscriber))
                 .collect();
-            let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
-            self.ledger.claim_deliveries(&ids, now).await?;
             // Never announce an event that an OS crash could still roll back.
             if let Err(e) = self.ledger.make_durable().await {
                 self.ledger.release_claims(&ids).await?;
@@ -210,6 +236,11 @@ impl Dispatcher {
     /// flight is recorded.
     pub(crate) async fn run(&self, cancel: CancellationToken, idle: Duration) {
         info!("dispatcher.started");
+        let idle = if self.lease.is_some() {
+            idle.min(Duration::from_secs(1))
+        } else {
+            idle
+        };
         let mut gauges_at = std::time::Instant::now() - Duration::from_secs(60);
         loop {
             if cancel.is_cancelled() {

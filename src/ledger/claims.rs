@@ -1,0 +1,172 @@
+//! Claims on deliveries: a dispatcher marks what it is sending (`claimed_at`), so that a batch
+//! cut short by a crash or a kill is known and sent again, and so that on PostgreSQL several
+//! instances never send the same delivery at once (`FOR UPDATE SKIP LOCKED`, a lease).
+
+use chrono::{DateTime, Utc};
+
+use super::backend::{on_pool, sql};
+use super::deliveries::{DueDelivery, due_of};
+use super::{Ledger, LedgerResult};
+use crate::time::ledger_ts;
+
+impl Ledger {
+    /// Claims what is due at `now` (as [`Ledger::due_deliveries`] selects it, at most `limit`,
+    /// oldest first) for sending: `claimed_at = now`, so that a batch cut short by a crash is
+    /// known. On SQLite (one instance) the selection and the claim are two statements. On
+    /// PostgreSQL they are one (`UPDATE … FROM (SELECT … FOR UPDATE OF d SKIP LOCKED)
+    /// RETURNING`), inside a transaction holding the claim lock (`cluster::CLAIM_KEY`): two
+    /// instances never claim the same delivery, nor two events of one link for one subscriber at
+    /// once (the second claim sees the first one's rows claimed and holds the later event back).
+    pub(crate) async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> LedgerResult<Vec<DueDelivery>> {
+        let pool = match &self.pool {
+            super::backend::Pool::Sqlite(_) => {
+                let due = self.due_deliveries(now, limit).await?;
+                let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
+                self.claim_deliveries(&ids, now).await?;
+                return Ok(due);
+            }
+            super::backend::Pool::Postgres(p) => p,
+        };
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(super::cluster::LOCK_CLASS)
+            .bind(super::cluster::CLAIM_KEY)
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query(
+            "UPDATE delivery SET claimed_at = $1 FROM (SELECT d.id FROM delivery d \
+             JOIN link_event e ON e.id = d.event_id \
+             WHERE d.state = 'pending' AND d.claimed_at IS NULL AND d.next_attempt_at <= $1 \
+             AND (d.channel <> 'email' OR e.run_id IS NULL \
+                  OR EXISTS (SELECT 1 FROM sync_run r WHERE r.id = e.run_id AND r.finished_at IS NOT NULL)) \
+             AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
+                 WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' \
+                 AND (d2.next_attempt_at > $1 OR d2.claimed_at IS NOT NULL) \
+                 AND e2.account_id = e.account_id AND e2.link_id = e.link_id \
+                 AND e2.payment_id IS NOT DISTINCT FROM e.payment_id AND e2.sequence < e.sequence) \
+             ORDER BY d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED) due, link_event e \
+             WHERE delivery.id = due.id AND e.id = delivery.event_id \
+             RETURNING delivery.id, delivery.event_id, delivery.subscriber, delivery.channel, \
+             delivery.attempts, e.envelope, e.run_id, e.link_id, e.payment_id, e.account_id",
+        )
+        .bind(ledger_ts(now))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut due = rows
+            .iter()
+            .map(due_of)
+            .collect::<LedgerResult<Vec<DueDelivery>>>()?;
+        due.sort_by_key(|d| d.id);
+        Ok(due)
+    }
+
+    /// Marks `ids` as claimed by an attempt in flight (`claimed_at`), so that one cut short by a
+    /// crash is known at the next start.
+    pub(crate) async fn claim_deliveries(
+        &self,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> LedgerResult<()> {
+        on_pool!(self.pool, |p| {
+            if ids.is_empty() {
+                return Ok(());
+            }
+            sqlx::query(sql!(
+                PG,
+                "UPDATE delivery SET claimed_at = $1 WHERE id IN (SELECT value FROM json_each($2))"
+            ))
+            .bind(ledger_ts(now))
+            .bind(
+                serde_json::to_string(ids)
+                    .map_err(|e| super::LedgerError::Corrupt(e.to_string()))?,
+            )
+            .execute(p)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Clears the claims of `ids` whose outcome was not recorded (a group stopped behind a
+    /// failure did not attempt its later deliveries).
+    pub(crate) async fn release_claims(&self, ids: &[i64]) -> LedgerResult<()> {
+        on_pool!(self.pool, |p| {
+            if ids.is_empty() {
+                return Ok(());
+            }
+            sqlx::query(sql!(
+                PG,
+                "UPDATE delivery SET claimed_at = NULL \
+                 WHERE claimed_at IS NOT NULL AND id IN (SELECT value FROM json_each($1))"
+            ))
+            .bind(
+                serde_json::to_string(ids)
+                    .map_err(|e| super::LedgerError::Corrupt(e.to_string()))?,
+            )
+            .execute(p)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// The deliveries a crash or a kill left claimed (their batch was being sent: some were in
+    /// flight, some perhaps delivered): each gets an attempt row saying so (without counting
+    /// against its retry schedule) and is due again. Returns how many.
+    ///
+    /// `claimed_before`: only claims taken before it (PostgreSQL: claims whose lease lapsed; the
+    /// others belong to instances still sending them); `None`: every claim (SQLite at start,
+    /// where no other dispatcher can hold one). On PostgreSQL one statement takes the lapsed
+    /// claims under `FOR UPDATE SKIP LOCKED`, so two instances recovering at once log each once.
+    pub(crate) async fn recover_interrupted_attempts(
+        &self,
+        claimed_before: Option<DateTime<Utc>>,
+    ) -> LedgerResult<u64> {
+        const WHY: &str = "interrupted: the daemon stopped with this delivery claimed for \
+                           sending (it may have been delivered); it is sent again";
+        let before = claimed_before.map(ledger_ts);
+        match &self.pool {
+            super::backend::Pool::Postgres(p) => {
+                let r = sqlx::query(
+                    "WITH lapsed AS (UPDATE delivery SET claimed_at = NULL \
+                     FROM (SELECT id, claimed_at FROM delivery WHERE claimed_at IS NOT NULL \
+                           AND ($1::text IS NULL OR claimed_at < $1) \
+                           ORDER BY id FOR UPDATE SKIP LOCKED) old \
+                     WHERE delivery.id = old.id RETURNING delivery.id, old.claimed_at AS was) \
+                     INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status, error) \
+                     SELECT id, was, 0, NULL, $2 FROM lapsed ORDER BY id",
+                )
+                .bind(before)
+                .bind(WHY)
+                .execute(p)
+                .await?;
+                Ok(r.rows_affected())
+            }
+            super::backend::Pool::Sqlite(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::query(
+                    "INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status, error) \
+                     SELECT id, claimed_at, 0, NULL, $2 FROM delivery \
+                     WHERE claimed_at IS NOT NULL AND ($1 IS NULL OR claimed_at < $1) ORDER BY id",
+                )
+                .bind(&before)
+                .bind(WHY)
+                .execute(&mut *tx)
+                .await?;
+                let r = sqlx::query(
+                    "UPDATE delivery SET claimed_at = NULL \
+                     WHERE claimed_at IS NOT NULL AND ($1 IS NULL OR claimed_at < $1)",
+                )
+                .bind(&before)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(r.rows_affected())
+            }
+        }
+    }
+}
