@@ -191,7 +191,12 @@ fn main() {
             let events = make_events();
             let dir = std::env::temp_dir()
                 .join(format!("singapay-sync-dbench-{}-{round}", ulid::Ulid::new()));
-            let ledger = Ledger::open(&dir.join("ledger.db")).await.expect("ledger");
+            let ledger = if common::on_postgres() {
+                Ledger::open_postgres(&common::fresh_postgres_database(), 8).await
+            } else {
+                Ledger::open(&dir.join("ledger.db")).await
+            }
+            .expect("ledger");
             let run = ledger
                 .start_run(&account, Trigger::Manual, false, now)
                 .await
@@ -264,14 +269,15 @@ fn main() {
         let oq = median(ours.iter().map(|s| s.sqlite).collect());
         let rate = |secs: f64| n as f64 / secs;
         println!(
-            "delivery bench: {n} events ({third} on links with 3 each), one subscriber at {PER_SUBSCRIBER} in flight (the daemon's default), median of {rounds} interleaved rounds"
+            "delivery bench ({} ledger): {n} events ({third} on links with 3 each), one subscriber at {PER_SUBSCRIBER} in flight (the daemon's default), median of {rounds} interleaved rounds",
+            common::backend_name()
         );
         println!(
             "  floor (bare reqwest loop)  {:>9.0} deliveries/s  ({fw:.3} s)  cpu (this side) {fc:.2} s",
             rate(fw)
         );
         println!(
-            "  dispatcher (ledger)        {:>9.0} deliveries/s  ({ow:.3} s)  cpu (this side) {oc:.2} s (SQLite threads {oq:.2} s)  {:.2} × floor rate (target ≥ 0.8), {cpu_ratio:.2} × floor cpu (medians of the rounds' ratios)",
+            "  dispatcher (ledger)        {:>9.0} deliveries/s  ({ow:.3} s)  cpu (this side) {oc:.2} s (SQLite threads {oq:.2} s; PostgreSQL's server processes not counted)  {:.2} × floor rate (target ≥ 0.8), {cpu_ratio:.2} × floor cpu (medians of the rounds' ratios)",
             rate(ow),
             1.0 / wall_ratio
         );

@@ -63,10 +63,7 @@ CREATE TABLE sync_run (
     deletions_held   BIGINT NOT NULL DEFAULT 0,
     history_pages    BIGINT NOT NULL DEFAULT 0,
     payments_seen    BIGINT NOT NULL DEFAULT 0,
-    payments_written BIGINT NOT NULL DEFAULT 0,
-    -- The instance running it (several daemons may share this ledger): a running pass of another
-    -- live instance is not "abandoned".
-    instance         TEXT
+    payments_written BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX sync_run_account ON sync_run (account_id, id);
 
@@ -178,9 +175,7 @@ CREATE TABLE inbound_notification (
     account_id      TEXT,
     link_id         BIGINT,
     run_id          BIGINT REFERENCES sync_run (id),
-    processed_at    TEXT,
-    -- When an instance took it for processing; lapses after the lease like a delivery's claim.
-    claimed_at      TEXT
+    processed_at    TEXT
 );
 CREATE INDEX inbound_notification_due ON inbound_notification (next_attempt_at)
     WHERE state = 'pending';
