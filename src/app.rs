@@ -142,9 +142,14 @@ impl App {
         bind: bool,
         recover: bool,
     ) -> anyhow::Result<App> {
-        let ledger = Ledger::connect(&config.ledger)
-            .await
-            .with_context(|| format!("opening the ledger {}", config.ledger.path.display()))?;
+        let ledger = Ledger::connect(&config.ledger).await.with_context(|| {
+            if config.ledger.postgres.is_some() {
+                // Not the URL: it may hold a password.
+                "opening the PostgreSQL ledger (ledger.url)".to_string()
+            } else {
+                format!("opening the ledger {}", config.ledger.path.display())
+            }
+        })?;
         // On PostgreSQL other instances may be running passes and sending right now: their runs
         // are ended by whoever next takes the account's lock, their claims only once the lease
         // lapsed (the dispatcher checks at every turn).

@@ -44,7 +44,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .await?
                     .close()
                     .await;
-                println!("ledger {} is up to date", cfg.ledger.path.display());
+                if cfg.ledger.postgres.is_some() {
+                    println!("the PostgreSQL ledger (ledger.url) is up to date");
+                } else {
+                    println!("ledger {} is up to date", cfg.ledger.path.display());
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(code) => Ok(code),

@@ -55,6 +55,11 @@ impl Pool {
 }
 
 impl Tx<'_> {
+    /// Whether this is PostgreSQL.
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self, Tx::Postgres(_))
+    }
+
     /// Commits.
     pub(crate) async fn commit(self) -> sqlx::Result<()> {
         match self {

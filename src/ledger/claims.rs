@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::backend::{on_pool, sql};
-use super::deliveries::{DueDelivery, due_of};
+use super::deliveries::{DueDelivery, due_conditions, due_of};
 use super::{Ledger, LedgerResult};
 use crate::time::ledger_ts;
 
@@ -37,22 +37,15 @@ impl Ledger {
             .bind(super::cluster::CLAIM_KEY)
             .execute(&mut *tx)
             .await?;
-        let rows = sqlx::query(
+        let rows = sqlx::query(concat!(
             "UPDATE delivery SET claimed_at = $1 FROM (SELECT d.id FROM delivery d \
-             JOIN link_event e ON e.id = d.event_id \
-             WHERE d.state = 'pending' AND d.claimed_at IS NULL AND d.next_attempt_at <= $1 \
-             AND (d.channel <> 'email' OR e.run_id IS NULL \
-                  OR EXISTS (SELECT 1 FROM sync_run r WHERE r.id = e.run_id AND r.finished_at IS NOT NULL)) \
-             AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
-                 WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' \
-                 AND (d2.next_attempt_at > $1 OR d2.claimed_at IS NOT NULL) \
-                 AND e2.account_id = e.account_id AND e2.link_id = e.link_id \
-                 AND e2.payment_id IS NOT DISTINCT FROM e.payment_id AND e2.sequence < e.sequence) \
-             ORDER BY d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED) due, link_event e \
-             WHERE delivery.id = due.id AND e.id = delivery.event_id \
-             RETURNING delivery.id, delivery.event_id, delivery.subscriber, delivery.channel, \
-             delivery.attempts, e.envelope, e.run_id, e.link_id, e.payment_id, e.account_id",
-        )
+                 JOIN link_event e ON e.id = d.event_id WHERE ",
+            due_conditions!(),
+            " ORDER BY d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED) due, link_event e \
+                 WHERE delivery.id = due.id AND e.id = delivery.event_id \
+                 RETURNING delivery.id, delivery.event_id, delivery.subscriber, delivery.channel, \
+                 delivery.attempts, e.envelope, e.run_id, e.link_id, e.payment_id, e.account_id"
+        ))
         .bind(ledger_ts(now))
         .bind(limit)
         .fetch_all(&mut *tx)

@@ -133,6 +133,24 @@ pub struct DeliveryAttemptRow {
     pub error: Option<String>,
 }
 
+/// When a pending delivery `d` (of event `e`) is due at `$1`: not claimed, its attempt time
+/// reached, an e-mail's pass finished, and no earlier event of its link (or payment) for the same
+/// subscriber pending a retry or claimed by a batch in flight. One text for the query of
+/// [`Ledger::due_deliveries`] and the claim of `Ledger::claim_due`.
+macro_rules! due_conditions {
+    () => {
+        "d.state = 'pending' AND d.claimed_at IS NULL AND d.next_attempt_at <= $1 \
+         AND (d.channel <> 'email' OR e.run_id IS NULL \
+              OR EXISTS (SELECT 1 FROM sync_run r WHERE r.id = e.run_id AND r.finished_at IS NOT NULL)) \
+         AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
+             WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' \
+             AND (d2.next_attempt_at > $1 OR d2.claimed_at IS NOT NULL) \
+             AND e2.account_id = e.account_id AND e2.link_id = e.link_id \
+             AND e2.payment_id IS NOT DISTINCT FROM e.payment_id AND e2.sequence < e.sequence)"
+    };
+}
+pub(super) use due_conditions;
+
 /// Rows per delivery INSERT (6 parameters each).
 const DELIVERIES_PER_STATEMENT: usize = 1000;
 
@@ -219,20 +237,17 @@ impl Ledger {
         limit: i64,
     ) -> LedgerResult<Vec<DueDelivery>> {
         on_pool!(self.pool, |p| {
-            let rows = sqlx::query(
-                sql!(PG, "SELECT d.id, d.event_id, d.subscriber, d.channel, d.attempts, e.envelope, e.run_id, \
-                 e.link_id, e.payment_id, e.account_id \
-                 FROM delivery d INDEXED BY delivery_pending JOIN link_event e ON e.id = d.event_id \
-                 WHERE d.state = 'pending' AND d.claimed_at IS NULL AND d.next_attempt_at <= $1 \
-                 AND (d.channel <> 'email' OR e.run_id IS NULL \
-                      OR EXISTS (SELECT 1 FROM sync_run r WHERE r.id = e.run_id AND r.finished_at IS NOT NULL)) \
-                 AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
-                     WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' \
-                     AND (d2.next_attempt_at > $1 OR d2.claimed_at IS NOT NULL) \
-                     AND e2.account_id = e.account_id AND e2.link_id = e.link_id \
-                     AND e2.payment_id IS NOT DISTINCT FROM e.payment_id AND e2.sequence < e.sequence) \
-                 ORDER BY d.id LIMIT $2"),
-            )
+            let rows = sqlx::query(sql!(
+                PG,
+                concat!(
+                    "SELECT d.id, d.event_id, d.subscriber, d.channel, d.attempts, e.envelope, \
+                         e.run_id, e.link_id, e.payment_id, e.account_id \
+                         FROM delivery d INDEXED BY delivery_pending \
+                         JOIN link_event e ON e.id = d.event_id WHERE ",
+                    due_conditions!(),
+                    " ORDER BY d.id LIMIT $2"
+                )
+            ))
             .bind(ledger_ts(now))
             .bind(limit)
             .fetch_all(p)

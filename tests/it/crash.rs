@@ -68,6 +68,23 @@ async fn await_all_delivered(
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let ledger = open_ledger(conf).await;
+    // The receiver may have had an event from the killed daemon before its outcome was recorded:
+    // wait until the ledger has every delivery recorded too (on PostgreSQL the killed daemon's
+    // claims are sent again once their lease lapses).
+    for _ in 0..1200 {
+        let pending = ledger
+            .list_deliveries(&DeliveryFilter {
+                state: Some(DeliveryState::Pending),
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if pending.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let events = all_events(&ledger).await;
     ledger.close().await;
     events.into_iter().map(|e| e.event.id.0).collect()
