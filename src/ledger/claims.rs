@@ -75,10 +75,7 @@ impl Ledger {
                 "UPDATE delivery SET claimed_at = $1 WHERE id IN (SELECT value FROM json_each($2))"
             ))
             .bind(ledger_ts(now))
-            .bind(
-                serde_json::to_string(ids)
-                    .map_err(|e| super::LedgerError::Corrupt(e.to_string()))?,
-            )
+            .bind(super::ids_json(ids.iter().copied())?)
             .execute(p)
             .await?;
             Ok(())
@@ -97,10 +94,7 @@ impl Ledger {
                 "UPDATE delivery SET claimed_at = NULL \
                  WHERE claimed_at IS NOT NULL AND id IN (SELECT value FROM json_each($1))"
             ))
-            .bind(
-                serde_json::to_string(ids)
-                    .map_err(|e| super::LedgerError::Corrupt(e.to_string()))?,
-            )
+            .bind(super::ids_json(ids.iter().copied())?)
             .execute(p)
             .await?;
             Ok(())

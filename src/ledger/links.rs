@@ -94,11 +94,9 @@ pub(crate) struct LinkRows {
 
 impl LinkRows {
     /// Adds one row (its link id must not already be in this set: one statement cannot upsert
-    /// a row twice).
-    ///
-    /// Errors: none today (values are bound at commit, where a text too long for the database
-    /// fails the commit); kept fallible for the callers.
-    pub(crate) fn push(&mut self, w: LinkWrite) -> LedgerResult<()> {
+    /// a row twice). Values are bound at commit, where a text the database refuses fails the
+    /// commit.
+    pub(crate) fn push(&mut self, w: LinkWrite) {
         if self
             .statements
             .last()
@@ -108,7 +106,7 @@ impl LinkRows {
                 .push((0, Vec::with_capacity(ROWS_PER_STATEMENT * COLUMN_COUNT)));
         }
         let Some((rows, args)) = self.statements.last_mut() else {
-            return Ok(());
+            return;
         };
         let l = w.link;
         let now = ledger_ts(w.now);
@@ -142,7 +140,6 @@ impl LinkRows {
         ]);
         *rows += 1;
         self.len += 1;
-        Ok(())
     }
 
     /// Whether there are no rows.

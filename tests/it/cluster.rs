@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use singapay_sync::ledger::DeliveryFilter;
 use singapay_sync::sandbox::{AccountEntry, DaemonConfig};
 use singapay_sync::types::{AccountId, DeliveryState, EventType};
 
@@ -97,14 +96,20 @@ async fn two_instances_never_sync_one_account_at_once_and_the_survivor_finishes_
         started[0], started[1]
     );
 
-    // Kill `a` mid-burst (and mid-pass: page 2 is still on its way).
+    // Kill the instance that took more of the passes (which one wins the locks varies), mid-burst
+    // and mid-pass (page 2 is still on its way); the other survives.
+    let (victim, survivor, admin_survivor) = if started[0] >= started[1] {
+        (a, b, admin_b)
+    } else {
+        (b, a, admin_a)
+    };
     for _ in 0..4000 {
         if rx.hits().len() >= 200 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    sigkill(a).await;
+    sigkill(victim).await;
     let killed = Instant::now();
     let at_kill = rx.hits().len();
     assert!(
@@ -113,12 +118,12 @@ async fn two_instances_never_sync_one_account_at_once_and_the_survivor_finishes_
     );
 
     // The survivor is asked again (as its schedule would): it takes over the accounts whose
-    // passes died with `a`, and `a`'s claimed deliveries once their lease lapses.
+    // passes died with the killed one, and its claimed deliveries once their lease lapses.
     let ledger = open_ledger(&c).await;
     let accounts: Vec<AccountId> = ids.iter().map(|i| AccountId::parse(i).unwrap()).collect();
     let mut done_at = None;
     while killed.elapsed() < Duration::from_secs(90) {
-        admin_b.resync_runs().await;
+        admin_survivor.resync_runs().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut live = 0;
         for acc in &accounts {
@@ -132,10 +137,10 @@ async fn two_instances_never_sync_one_account_at_once_and_the_survivor_finishes_
     }
     let done_at = done_at.expect("the survivor finished the work within 90 s");
     eprintln!(
-        "killed a with {at_kill} of {LINKS} delivered; b finished {:.1} s later (lease {LEASE_SECS} s)",
+        "killed one instance with {at_kill} of {LINKS} delivered; the survivor finished {:.1} s later (lease {LEASE_SECS} s)",
         done_at.as_secs_f64()
     );
-    sigterm(b).await;
+    sigterm(survivor).await;
 
     // The ledger: one created event per link, every delivery delivered, runs never overlapping.
     let events = all_events(&ledger).await;
@@ -152,13 +157,7 @@ async fn two_instances_never_sync_one_account_at_once_and_the_survivor_finishes_
         "one event per link, none lost or doubled"
     );
     assert!(per_link.values().all(|n| *n == 1));
-    let deliveries = ledger
-        .list_deliveries(&DeliveryFilter {
-            limit: 100_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let deliveries = deliveries_of(&ledger, "erp").await;
     assert_eq!(deliveries.len(), LINKS);
     assert!(
         deliveries
@@ -177,6 +176,14 @@ async fn two_instances_never_sync_one_account_at_once_and_the_survivor_finishes_
     let interrupted = raw
         .count("SELECT COUNT(*) FROM delivery_attempt WHERE error LIKE 'interrupted%'")
         .await;
+    // The kill landed mid-pass: passes of `a` were left running, and `b` ended them when it
+    // took their accounts.
+    let cut_short = raw
+        .count(
+            "SELECT COUNT(*) FROM sync_run \
+             WHERE error = 'interrupted: the instance running the pass stopped'",
+        )
+        .await;
     let baselines = raw
         .count(
             "SELECT COUNT(DISTINCT account_id) FROM sync_run \
@@ -188,6 +195,8 @@ async fn two_instances_never_sync_one_account_at_once_and_the_survivor_finishes_
         baselines as usize, ACCOUNTS,
         "every account's baseline completed"
     );
+    assert!(cut_short > 0, "the kill landed mid-pass");
+    eprintln!("passes cut short by the kill and ended by the survivor: {cut_short}");
 
     // The receiver: every event, each signed, a duplicate only under the same id.
     let hits = rx.hits();
@@ -211,7 +220,7 @@ async fn two_instances_never_sync_one_account_at_once_and_the_survivor_finishes_
     );
     assert!(
         resent as i64 <= interrupted,
-        "only deliveries a's claims held were sent again"
+        "only deliveries the killed instance held were sent again"
     );
     ledger.close().await;
 }

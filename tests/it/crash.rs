@@ -150,13 +150,7 @@ async fn check_ledger(conf: &DaemonConfig, links: usize) {
             r.link.id
         );
     }
-    let deliveries = ledger
-        .list_deliveries(&DeliveryFilter {
-            limit: 100_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let deliveries = deliveries_of(&ledger, "erp").await;
     assert_eq!(deliveries.len(), links, "one delivery per event");
     assert!(
         deliveries

@@ -63,7 +63,7 @@ fn write(id: i64) -> LinkWrite {
 fn page(ids: impl IntoIterator<Item = i64>) -> PageCommit {
     let mut c = PageCommit::default();
     for id in ids {
-        c.writes.push(write(id)).expect("encode");
+        c.writes.push(write(id));
     }
     c
 }

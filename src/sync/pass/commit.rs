@@ -207,7 +207,7 @@ impl Pass<'_> {
                 sequence,
                 deleted_at: None,
                 now,
-            })?;
+            });
         }
         self.count(&commit);
         Ok(commit)
