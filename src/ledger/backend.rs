@@ -157,8 +157,12 @@ impl LedgerRow for sqlx::postgres::PgRow {
 }
 
 /// The PostgreSQL text of a statement written for SQLite with `$n` parameters: `INDEXED BY`
-/// hints dropped (PostgreSQL's planner needs none), and `col IN (SELECT value FROM json_each($n))`
-/// id lists read with `json_array_elements_text` (cast to `bigint` for a column named `…id`).
+/// hints dropped, and `col IN (SELECT value FROM json_each($n))` id lists read with
+/// `json_array_elements_text` (cast to `bigint` for a column named `…id`) into an array, matched
+/// with `col = ANY(…)`. The array form is an index condition beside `account_id = $1` whatever
+/// the planner believes of the table's size; the `IN (SELECT …)` form became a hash semi-join
+/// over the account's whole index when the table had no statistics yet (a fresh ledger filling
+/// in its baseline import): 15.7 ms against 0.55 ms per lookup of 100 in 20,000 links.
 pub(crate) fn to_postgres(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 32);
     let mut rest = sql;
@@ -190,7 +194,7 @@ pub(crate) fn to_postgres(sql: &str) -> String {
         let n = sql[digits_at..digits_at + digits].to_string();
         let close = digits_at + digits + "))".len();
         sql = format!(
-            "{} IN (SELECT value{cast} FROM json_array_elements_text(${n}::json) AS value){}",
+            "{} = ANY(ARRAY(SELECT value{cast} FROM json_array_elements_text(${n}::json) AS value)){}",
             &sql[..at],
             &sql[close..]
         );
@@ -228,9 +232,9 @@ mod tests {
                 "SELECT a FROM delivery INDEXED BY delivery_pending WHERE id IN \
                  (SELECT value FROM json_each($2)) AND reff_no IN (SELECT value FROM json_each($3))"
             ),
-            "SELECT a FROM delivery WHERE id IN (SELECT value::bigint FROM \
-             json_array_elements_text($2::json) AS value) AND reff_no IN (SELECT value FROM \
-             json_array_elements_text($3::json) AS value)"
+            "SELECT a FROM delivery WHERE id = ANY(ARRAY(SELECT value::bigint FROM \
+             json_array_elements_text($2::json) AS value)) AND reff_no = ANY(ARRAY(SELECT value \
+             FROM json_array_elements_text($3::json) AS value))"
         );
         assert_eq!(to_postgres("SELECT 1"), "SELECT 1");
     }
