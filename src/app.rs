@@ -293,6 +293,7 @@ impl App {
             accounts: self.config.accounts.iter().map(|a| a.id.clone()).collect(),
             clock: Arc::clone(&self.clock),
             wake: Arc::clone(&self.inbound_wake),
+            lease: self.config.ledger.lease,
         }
     }
 

@@ -41,6 +41,9 @@ pub(crate) struct Processor {
     pub clock: Arc<dyn Clock>,
     /// Woken when a notification is stored.
     pub wake: Arc<Notify>,
+    /// How long a notification taken on PostgreSQL stays this instance's before another may
+    /// take it (`ledger.lease`; unused on SQLite).
+    pub lease: Duration,
 }
 
 /// One notification resolved: where and what to read.
@@ -89,7 +92,10 @@ impl Processor {
     /// Errors: the ledger failed (the notifications stay pending).
     pub(crate) async fn drain_once(&self) -> Result<usize, LedgerError> {
         let now = self.clock.now();
-        let due = self.ledger.due_notifications(now, BATCH).await?;
+        let due = self
+            .ledger
+            .due_notifications(now, BATCH, self.lease)
+            .await?;
         if due.is_empty() {
             return Ok(0);
         }

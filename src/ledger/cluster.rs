@@ -12,6 +12,9 @@
 //!   later find a smaller one committed (ids stay monotonic per reader);
 //! - [`CLAIM_KEY`], a transaction lock around a dispatcher's claim of due deliveries: two
 //!   instances never claim two events of one link at once (per-link order across instances).
+//! - [`PRUNE_KEY`], a transaction lock tried by each retention batch: one instance prunes at a
+//!   time, the others skip the round (their deletes of the same rows would only wait on each
+//!   other, or deadlock).
 
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
@@ -29,6 +32,9 @@ pub(crate) const FEED_KEY: i32 = 1;
 
 /// Second key of the lock serialising delivery claims.
 pub(crate) const CLAIM_KEY: i32 = 2;
+
+/// Second key of the lock one retention batch holds at a time.
+pub(crate) const PRUNE_KEY: i32 = 3;
 
 /// The lock session: one connection kept apart from the pool, opened at the first lock.
 pub(crate) type LockSession = std::sync::Arc<tokio::sync::Mutex<Option<sqlx::PgConnection>>>;

@@ -184,22 +184,48 @@ impl Ledger {
         })
     }
 
-    /// Pending notifications due at `now`, oldest first, at most `limit`.
+    /// Pending notifications due at `now`, oldest first, at most `limit`, taken for processing.
+    ///
+    /// On SQLite (one daemon per ledger) they are only read. On PostgreSQL, where several
+    /// instances drain one queue, they are claimed in the same statement (`FOR UPDATE SKIP
+    /// LOCKED`): each one's `next_attempt_at` moves to `now + lease`, so no other instance takes
+    /// it while this one processes it, and it is due again, for any instance, if this one dies
+    /// before [`Ledger::finish_notifications`] records the outcome (DESIGN §16).
     pub(crate) async fn due_notifications(
         &self,
         now: DateTime<Utc>,
         limit: i64,
+        lease: std::time::Duration,
     ) -> LedgerResult<Vec<InboundRow>> {
         on_pool!(self.pool, |p| {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM inbound_notification WHERE state = 'pending' \
-                 AND next_attempt_at <= $1 ORDER BY id LIMIT $2"
-            )))
-            .bind(ledger_ts(now))
-            .bind(limit)
-            .fetch_all(p)
-            .await?;
-            rows.iter().map(row_of).collect()
+            let text = if PG {
+                format!(
+                    "UPDATE inbound_notification SET next_attempt_at = $3 WHERE id IN \
+                     (SELECT id FROM inbound_notification WHERE state = 'pending' \
+                     AND next_attempt_at <= $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                     RETURNING {COLUMNS}"
+                )
+            } else {
+                format!(
+                    "SELECT {COLUMNS} FROM inbound_notification WHERE state = 'pending' \
+                     AND next_attempt_at <= $1 ORDER BY id LIMIT $2"
+                )
+            };
+            let until = chrono::Duration::from_std(lease)
+                .ok()
+                .and_then(|l| now.checked_add_signed(l))
+                .unwrap_or(now);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(text))
+                .bind(ledger_ts(now))
+                .bind(limit);
+            if PG {
+                q = q.bind(ledger_ts(until));
+            }
+            let rows = q.fetch_all(p).await?;
+            let mut out: Vec<InboundRow> = rows.iter().map(row_of).collect::<LedgerResult<_>>()?;
+            // RETURNING keeps no order.
+            out.sort_by_key(|r| r.id);
+            Ok(out)
         })
     }
 

@@ -36,6 +36,9 @@ impl Ledger {
     /// webhook refers to; and, when `event_cutoff` is given, events created
     /// before it that no pending delivery still owes, with their deliveries and attempts.
     /// Call it again until it returns [`Pruned::is_empty`].
+    ///
+    /// On PostgreSQL a batch first tries the cluster's pruning lock (`cluster::PRUNE_KEY`): while
+    /// another instance prunes, this one removes nothing and the empty answer ends its round.
     pub async fn prune_batch(
         &self,
         cutoff: DateTime<Utc>,
@@ -45,6 +48,16 @@ impl Ledger {
         on_pool!(self.pool, |p| {
             let mut tx = p.begin().await?;
             let mut out = Pruned::default();
+            if PG {
+                let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+                    .bind(super::cluster::LOCK_CLASS)
+                    .bind(super::cluster::PRUNE_KEY)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if !ours {
+                    return Ok(out);
+                }
+            }
             let cut = ledger_ts(cutoff);
             out.attempts += sqlx::query(sql!(
                 PG,

@@ -224,3 +224,200 @@ async fn two_instances_never_sync_one_account_at_once_and_the_survivor_finishes_
     );
     ledger.close().await;
 }
+
+/// Two instances drain one inbound queue on PostgreSQL (DESIGN §16): a notification one instance
+/// took is not taken by the other while the first processes it; when the first dies in the
+/// middle of its targeted pass, the other takes it once the lease lapsed, processes it once
+/// (the killed attempt not counted) and the payment reaches the subscriber once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_taken_by_one_instance_is_taken_by_another_only_once_its_lease_lapsed() {
+    use std::sync::Arc;
+
+    use singapay_sync::app::App;
+    use singapay_sync::ledger::{InboundState, NewNotification, Stored};
+    use singapay_sync::time::ManualClock;
+
+    if !on_postgres() {
+        eprintln!(
+            "SKIPPED on SQLite: two instances need the PostgreSQL ledger \
+             (SINGAPAY_TEST_LEDGER=postgres, run by .ci/run)"
+        );
+        return;
+    }
+    const LEASE: Duration = Duration::from_secs(60);
+    let dir = tempfile::tempdir().unwrap();
+    let sb = TestSandbox::start().await;
+    let rx = Receiver::start(vec![]).await;
+    let mut c = test_config(&dir, &sb);
+    subscribe(&mut c, "erp", &rx, Some(&["payment_link.paid"]));
+    c.ledger_lease = Some("60s".into());
+    // Whole milliseconds: the ledger keeps times to the microsecond.
+    let start = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3);
+    let clock_a = Arc::new(ManualClock::new(start));
+    let clock_b = Arc::new(ManualClock::new(start));
+    let a = Arc::new(
+        App::build_with_clock(c.build().unwrap(), clock_a.clone(), false)
+            .await
+            .unwrap(),
+    );
+    let b = App::build_with_clock(c.build().unwrap(), clock_b.clone(), false)
+        .await
+        .unwrap();
+    sync_ok(&a).await;
+
+    // Link 103 is paid; SingaPay's webhook for it is stored (as the doorbell stores it).
+    sb.pay(103).await;
+    let stored = a
+        .ledger
+        .store_notification(&NewNotification {
+            dedupe_key: "transaction-103".into(),
+            event: Some("payment-link-transaction".into()),
+            partner_id: Some("sandbox-partner-id".into()),
+            x_timestamp: None,
+            body: crate::doorbell::transaction_body("NOT-THE-ATTEMPT"),
+            received_at: start,
+            state: InboundState::Pending,
+            link_id: Some(singapay_sync::types::LinkId(103)),
+        })
+        .await
+        .unwrap();
+    let Stored::New(id) = stored else {
+        panic!("{stored:?}")
+    };
+    let row = |ledger: singapay_sync::ledger::Ledger| async move {
+        ledger
+            .list_notifications(None, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.id == id)
+            .unwrap()
+    };
+
+    // A takes it; its targeted pass hangs on the show.
+    sb.fault(json!({"route": "show", "delay_ms": 30_000})).await;
+    let taker = Arc::clone(&a);
+    let a_drain = tokio::spawn(async move { taker.process_inbound().await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sb.requests().await.iter().any(|r| r.path.ends_with("/103")) {
+        assert!(Instant::now() < deadline, "A never asked for link 103");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // B finds nothing to take while A holds it, even when it is due by B's clock…
+    clock_b.advance(Duration::from_secs(5));
+    assert_eq!(
+        b.process_inbound().await.unwrap(),
+        0,
+        "B took A's notification"
+    );
+    let held = row(b.ledger.clone()).await;
+    assert_eq!(held.state, "pending");
+    assert_eq!(held.attempts, 0);
+    assert_eq!(
+        held.next_attempt_at,
+        Some(start + chrono::Duration::from_std(LEASE).unwrap()),
+        "the claim runs until the lease ends"
+    );
+
+    // …A dies in the middle of its pass…
+    a_drain.abort();
+    assert!(a_drain.await.unwrap_err().is_cancelled());
+    drop(a);
+    sb.http
+        .delete(format!("{}/_sandbox/faults", sb.base))
+        .send()
+        .await
+        .unwrap();
+
+    // …and once the lease lapsed B takes it and processes it once.
+    clock_b.advance(LEASE);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let done = loop {
+        assert!(b.process_inbound().await.unwrap() <= 1);
+        let r = row(b.ledger.clone()).await;
+        if r.state == "processed" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "never processed: {r:?}");
+        // A's lock is released as its session notices; B's busy attempt is due again soon.
+        clock_b.advance(Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done.attempts, 1, "the killed attempt is not counted");
+    let run = b
+        .ledger
+        .get_run(done.run_id.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (run.trigger.as_str(), run.outcome.as_str()),
+        ("webhook", "succeeded")
+    );
+    let paid_events: Vec<_> = all_events(&b.ledger)
+        .await
+        .into_iter()
+        .filter(|e| e.event.event_type == EventType::Paid)
+        .collect();
+    assert_eq!(paid_events.len(), 1, "{paid_events:?}");
+    assert_eq!(paid_events[0].run_id, Some(run.id));
+    b.dispatcher.dispatch_due().await.unwrap();
+    let paid: Vec<_> = rx
+        .hits()
+        .into_iter()
+        .filter(|h| h.body["type"] == "payment_link.paid")
+        .collect();
+    assert_eq!(paid.len(), 1, "{paid:?}");
+    assert_eq!(paid[0].body["data"]["object"]["id"], 103);
+    // A's interrupted pass was ended by B, not left running.
+    let raw = RawLedger::connect(&c).await;
+    assert_eq!(
+        raw.count("SELECT COUNT(*) FROM sync_run WHERE outcome = 'running'")
+            .await,
+        0
+    );
+    raw.close().await;
+}
+
+/// Retention on PostgreSQL prunes on one instance at a time (DESIGN §16): while another
+/// instance holds the pruning lock, a batch removes nothing and says so (its round ends); once
+/// the lock is free, the same batch removes the old rows.
+#[tokio::test]
+async fn while_another_instance_prunes_a_retention_batch_removes_nothing() {
+    use sqlx::Connection;
+
+    if !on_postgres() {
+        eprintln!("SKIPPED on SQLite: the pruning lock is PostgreSQL's (run by .ci/run)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sb = TestSandbox::start().await;
+    let c = test_config(&dir, &sb);
+    let ledger = open_ledger(&c).await;
+    let raw = RawLedger::connect(&c).await;
+    raw.execute(
+        "INSERT INTO sync_run (account_id, trigger, started_at, finished_at, outcome) \
+         SELECT 'acc', 'schedule', '2025-01-01T00:00:00.000000Z', \
+         '2025-01-01T00:00:00.000000Z', 'succeeded' FROM generate_series(1, 12)",
+    )
+    .await;
+    // Another instance's batch: the pruning lock (class "SPSY", key 3) in an open transaction.
+    let mut other = sqlx::PgConnection::connect(c.ledger_url.as_deref().unwrap())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(1397773145, 3)")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let p = ledger.prune_batch(now, None, 100).await.unwrap();
+    assert!(p.is_empty(), "{p:?}");
+    assert_eq!(raw.count("SELECT COUNT(*) FROM sync_run").await, 12);
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let p = ledger.prune_batch(now, None, 100).await.unwrap();
+    assert_eq!(p.runs, 12, "{p:?}");
+    assert_eq!(raw.count("SELECT COUNT(*) FROM sync_run").await, 0);
+    raw.close().await;
+    ledger.close().await;
+}

@@ -216,7 +216,7 @@ impl Forged<'_> {
 }
 
 /// SingaPay's transaction body (reference §5.3) for link 103 and an attempt.
-fn transaction_body(attempt: &str) -> String {
+pub(crate) fn transaction_body(attempt: &str) -> String {
     json!({
         "status": 200, "success": true, "event": "payment-link-transaction",
         "timestamp": "10 Nov 2025 09:46:38",

@@ -10,6 +10,8 @@ use crate::types::{AccountId, Channel, DeliveryState, EventId, EventType, LinkId
 mod deliveries;
 
 const ACCOUNT: &str = "01K7P073Q8RE2A9PQT8Q7MXPN4";
+/// The claim lease of the inbound queue (PostgreSQL only; these unit tests are SQLite).
+const LEASE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A fresh ledger in a temporary directory with one started run of [`ACCOUNT`].
 struct Fixture {
@@ -412,16 +414,21 @@ async fn a_notification_is_stored_once_retried_with_its_attempts_and_processed()
         f.l.store_notification(&n).await.unwrap(),
         Stored::Duplicate(id)
     );
-    assert_eq!(f.l.due_notifications(t0, 10).await.unwrap().len(), 1);
+    assert_eq!(f.l.due_notifications(t0, 10, LEASE).await.unwrap().len(), 1);
     let later = t0 + chrono::Duration::seconds(1);
     let retry = InboundOutcome::Retry {
         error: "show failed".into(),
         next: Some(later),
     };
     f.l.finish_notifications(&[id], &retry, t0).await.unwrap();
-    assert!(f.l.due_notifications(t0, 10).await.unwrap().is_empty());
+    assert!(
+        f.l.due_notifications(t0, 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(f.l.next_notification_due().await.unwrap(), Some(later));
-    let due = f.l.due_notifications(later, 10).await.unwrap();
+    let due = f.l.due_notifications(later, 10, LEASE).await.unwrap();
     assert_eq!((due[0].attempts, due[0].duplicates), (1, 1));
     assert_eq!(due[0].last_error.as_deref(), Some("show failed"));
     let done = InboundOutcome::Processed {
