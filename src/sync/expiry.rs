@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Syncer, Targets};
+use super::{SyncError, Syncer, Targets};
 use crate::ledger::{Expiry, ExpiryTarget};
 use crate::types::{AccountId, Trigger};
 
@@ -26,6 +26,8 @@ const LOOKAHEAD: i64 = 1000;
 const IDLE: Duration = Duration::from_secs(60);
 /// How long a firing waits for the account's running sweep.
 const BUSY_WAIT: Duration = Duration::from_secs(120);
+/// How often a waiting firing tries again (and reads what is still due).
+const BUSY_POLL: Duration = Duration::from_millis(100);
 
 /// The expiry timer.
 pub(crate) struct ExpiryTimer {
@@ -59,7 +61,7 @@ impl ExpiryTimer {
             let now = ctx.clock.now();
             let due: Vec<&Expiry> = upcoming.iter().filter(|e| e.at + GRACE <= now).collect();
             if let Some(last) = due.iter().map(|e| e.at).max() {
-                self.fire(&due, &stop).await;
+                self.fire(&due, handled, &stop).await;
                 handled = Some(last);
                 continue;
             }
@@ -76,8 +78,14 @@ impl ExpiryTimer {
         }
     }
 
-    /// One targeted pass per account for the expiries `due`.
-    async fn fire(&self, due: &[&Expiry], stop: &CancellationToken) {
+    /// One targeted pass per account for the expiries `due` (read with `since`, the expiries
+    /// already handled then).
+    ///
+    /// When another pass of the account is running (a sweep, or on PostgreSQL another instance's
+    /// timer firing for the same expiry), this waits for it, at most [`BUSY_WAIT`], and asks the
+    /// ledger again what is still due before each new try: what that pass saw expire is not shown
+    /// again.
+    async fn fire(&self, due: &[&Expiry], since: Option<DateTime<Utc>>, stop: &CancellationToken) {
         let mut per_account: BTreeMap<&AccountId, Targets> = BTreeMap::new();
         for e in due {
             let t = per_account.entry(&e.account).or_default();
@@ -90,22 +98,77 @@ impl ExpiryTimer {
                 }
             }
         }
-        for (account, targets) in per_account {
-            let (links, rows) = (targets.links.len(), targets.attempts.len());
-            if stop.is_cancelled() {
-                return;
-            }
-            match self
-                .syncer
-                .sync_targeted_when_free(account, Trigger::Schedule, targets, BUSY_WAIT)
-                .await
-            {
-                Ok(s) => {
-                    info!(account_id = %account, run_id = s.run_id, links, rows, events = s.events, "expiry.fired")
+        for (account, mut targets) in per_account {
+            let until = tokio::time::Instant::now() + BUSY_WAIT;
+            loop {
+                let (links, rows) = (targets.links.len(), targets.attempts.len());
+                if stop.is_cancelled() {
+                    return;
                 }
-                // The next sweep sees the expiry anyway.
-                Err(e) => warn!(account_id = %account, error = %e, "expiry.pass_failed"),
+                match self
+                    .syncer
+                    .sync_targeted(account, Trigger::Schedule, targets.clone())
+                    .await
+                {
+                    Ok(s) => {
+                        info!(account_id = %account, run_id = s.run_id, links, rows, events = s.events, "expiry.fired");
+                        break;
+                    }
+                    Err(SyncError::Busy(_)) if tokio::time::Instant::now() < until => {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(BUSY_POLL) => {}
+                        }
+                        targets = self.still_due(account, since, targets).await;
+                        if targets.is_empty() {
+                            info!(account_id = %account, links, rows, "expiry.seen_by_another_pass");
+                            break;
+                        }
+                    }
+                    // The next sweep sees the expiry anyway.
+                    Err(e) => {
+                        warn!(account_id = %account, error = %e, "expiry.pass_failed");
+                        break;
+                    }
+                }
             }
         }
+    }
+
+    /// What of `targets` the ledger still holds as open links and pending rows due to expire
+    /// (after `since`, up to now): a pass that showed a link after its expiry took it out. On a
+    /// ledger error, `targets` as they were (showing twice is harmless).
+    async fn still_due(
+        &self,
+        account: &AccountId,
+        since: Option<DateTime<Utc>>,
+        targets: Targets,
+    ) -> Targets {
+        let ctx = self.syncer.context();
+        let upcoming = match ctx
+            .ledger
+            .next_expiries(std::slice::from_ref(account), since, LOOKAHEAD)
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(error = %e, "expiry.read_failed");
+                return targets;
+            }
+        };
+        let now = ctx.clock.now();
+        let mut left = Targets::default();
+        for e in upcoming.iter().filter(|e| e.at + GRACE <= now) {
+            match &e.target {
+                ExpiryTarget::Link(id) if targets.links.contains(id) => {
+                    left.links.insert(*id);
+                }
+                ExpiryTarget::Attempt(r) if targets.attempts.contains(r) => {
+                    left.attempts.insert(r.clone());
+                }
+                _ => {}
+            }
+        }
+        left
     }
 }

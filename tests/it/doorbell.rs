@@ -11,6 +11,7 @@ use singapay_sync::app::App;
 use singapay_sync::inbound::signature::{normalize, sha256_hex, sign, string_to_sign};
 use singapay_sync::sandbox::{DaemonConfig, SANDBOX_CLIENT_SECRET};
 use singapay_sync::time::SystemClock;
+use singapay_sync::types::EventType;
 
 use crate::harness::*;
 
@@ -395,6 +396,58 @@ async fn a_link_expiring_after_the_last_sweep_changes_status_on_the_clock() {
         seen - expires
     );
     assert_eq!(bell.sweep_requests().await, Vec::<String>::new());
+    bell.served.shutdown().await;
+}
+
+/// The timer fires while a sweep holds the account and that sweep reads the link after its
+/// expiry: the timer waits, finds the link no longer open in the ledger and does not show it
+/// (on PostgreSQL the same check keeps a second instance's timer from showing it again).
+#[tokio::test]
+async fn an_expiry_a_running_sweep_already_saw_is_not_shown_again() {
+    let bell = Bell::start(json!({}), |_| {}).await;
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let added = bell
+        .sandbox
+        .add(json!({"title": "Expires soon", "total_amount": 30000,
+                    "expired_at": expires.timestamp_millis()}))
+        .await;
+    let id = added["data"]["id"].as_i64().unwrap();
+    let run = bell.served.admin.resync_and_wait().await;
+    assert_eq!(run["outcome"], "succeeded");
+    bell.hit("payment_link.created", id).await;
+    // The next sweep's first page answers 2 s after the link expired (the timer fires at +1 s).
+    let wait = (expires - chrono::Utc::now()).num_milliseconds().max(0) as u64 + 2_000;
+    bell.sandbox
+        .fault(json!({"route": "list", "page": 1, "delay_ms": wait}))
+        .await;
+    bell.sandbox.clear_requests().await;
+    let sweep = bell.served.admin.resync().await;
+    let changed = bell.hit("payment_link.status_changed", id).await;
+    assert_eq!(changed.body["data"]["object"]["status_computed"], "expired");
+    let done = bell.served.admin.wait_run(sweep).await;
+    assert_eq!(done["outcome"], "succeeded", "{done}");
+    assert_eq!(done["changes"], 1, "{done}");
+    // Give the waiting timer its turn: it reads the ledger and drops the link.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shows: Vec<String> = bell
+        .sandbox
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/{id}")))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        shows,
+        Vec::<String>::new(),
+        "the timer showed the link again"
+    );
+    let events = all_events(&bell.served.ledger).await;
+    let changes = events
+        .iter()
+        .filter(|e| e.link_id.0 == id && e.event.event_type == EventType::StatusChanged)
+        .count();
+    assert_eq!(changes, 1);
     bell.served.shutdown().await;
 }
 
