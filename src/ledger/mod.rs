@@ -122,7 +122,8 @@ pub type LedgerResult<T> = Result<T, LedgerError>;
 #[derive(Clone, Debug)]
 pub struct Ledger {
     pool: Pool,
-    /// Held while a background checkpoint runs (at most one at a time).
+    /// Held while a background checkpoint (SQLite) or statistics refresh (PostgreSQL) runs (at
+    /// most one at a time).
     checkpointing: Arc<tokio::sync::Mutex<()>>,
     /// The WAL file (`<path>-wal`), synced by [`Ledger::make_durable`]; `None` on PostgreSQL
     /// (a commit there is durable when it returns).
@@ -302,6 +303,35 @@ impl Ledger {
         tokio::spawn(async move {
             if let Err(e) = ledger.checkpoint().await {
                 tracing::warn!(error = %e, "ledger.checkpoint_failed");
+            }
+            drop(guard);
+        });
+    }
+
+    /// Starts refreshing PostgreSQL's planner statistics of the mirror's tables (`ANALYZE
+    /// payment_link, payment`) on another connection and returns at once; nothing happens on
+    /// SQLite or while a refresh is running. A bulk writer calls it as the tables grow: a fresh
+    /// ledger fills up within its baseline import, long before autovacuum (if it is on) samples
+    /// it, and until then the planner believes the tables tiny and reads a whole account's rows
+    /// where an index range would do (the no-change pass after an import of 100,000 links:
+    /// 2.67 × its floor's wall time without this). Errors are logged.
+    pub(crate) fn analyze_in_background(&self) {
+        if !self.is_postgres() {
+            return;
+        }
+        let Ok(guard) = self.checkpointing.clone().try_lock_owned() else {
+            return;
+        };
+        let ledger = self.clone();
+        tokio::spawn(async move {
+            let done = on_pool!(ledger.pool, |p| sqlx::query(
+                "ANALYZE payment_link, payment"
+            )
+            .execute(p)
+            .await
+            .map(drop));
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "ledger.analyze_failed");
             }
             drop(guard);
         });
