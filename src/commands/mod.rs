@@ -104,6 +104,17 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
     })
 }
 
+/// The SQLite ledger's process lock for a command that recovers and runs passes (`run`, `sync`):
+/// `None` on PostgreSQL, where instances coordinate through the database instead.
+///
+/// Errors: another process holds it ([`crate::ledger::lock_sqlite_ledger`]).
+fn lock_ledger(cfg: &Config) -> anyhow::Result<Option<std::fs::File>> {
+    if cfg.ledger.postgres.is_some() {
+        return Ok(None);
+    }
+    crate::ledger::lock_sqlite_ledger(&cfg.ledger.path).map(Some)
+}
+
 /// A token cancelled at the first SIGTERM or SIGINT.
 fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();

@@ -30,6 +30,7 @@ pub(super) async fn run(
             return Ok(ExitCode::from(2));
         }
     };
+    let _ledger_lock = super::lock_ledger(&cfg)?;
     let app =
         App::build_with_clock(cfg, std::sync::Arc::new(crate::time::SystemClock), false).await?;
     let results = app.sync_all_with(only.as_ref(), opts).await;

@@ -420,6 +420,45 @@ impl Ledger {
     }
 }
 
+/// Takes the exclusive lock of the SQLite ledger at `path`: an OS file lock (`flock`) on
+/// `<path>.lock`, created if missing, held as long as the returned file is open and released by
+/// the OS when the process dies (a SIGKILL leaves nothing to clean up). The daemon and the `sync`
+/// command hold it: one process at a time marks interrupted runs failed, re-sends interrupted
+/// deliveries and runs passes on one SQLite ledger (several instances need PostgreSQL, DESIGN
+/// §16). Commands that only read or act beside a daemon do not take it.
+///
+/// Errors: another process holds it (the message says which kinds of process and what to do
+/// instead), or the lock file cannot be created or locked.
+pub fn lock_sqlite_ledger(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use anyhow::Context;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("creating the ledger's lock file {}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "the ledger {} is in use by another singapay-sync process (a running daemon or a \
+             `sync` command; lock file {}): one process at a time syncs an SQLite ledger. Ask a \
+             running daemon for a pass with POST /resync; several instances need the \
+             PostgreSQL ledger (ledger.url)",
+            path.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", lock_path.display()))
+        }
+    }
+}
+
 /// Ids as one JSON array, bound to `json_each(?)`: one parameter whatever their number.
 pub(super) fn ids_json(ids: impl IntoIterator<Item = i64>) -> LedgerResult<String> {
     serde_json::to_string(&ids.into_iter().collect::<Vec<_>>())

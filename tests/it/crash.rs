@@ -334,3 +334,78 @@ async fn a_kill_mid_burst_sends_again_at_most_the_attempts_in_flight_and_one_gro
     );
     check_ledger(&conf, N).await;
 }
+
+/// One process at a time syncs an SQLite ledger: `sync` beside a running daemon is refused (exit
+/// 1, saying why and what to do instead) and leaves the daemon's running pass alone; after a
+/// SIGKILL the lock is gone with the process and `sync` runs (and ends the killed pass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_beside_a_running_daemon_is_refused_and_runs_once_the_daemon_is_gone() {
+    if on_postgres() {
+        eprintln!(
+            "SKIPPED on PostgreSQL: the process lock is SQLite's (instances share PostgreSQL)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sb = TestSandbox::start().await;
+    let rx = Receiver::start(vec![]).await;
+    let port = free_port();
+    let (cfg, conf) = setup_for(&dir, &sb, &rx, port);
+    let sync = || {
+        Command::new(env!("CARGO_BIN_EXE_singapay-sync"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(["sync", "--json"])
+            .env("RUST_LOG", "off")
+            .output()
+    };
+    // The daemon's pass is caught on its second page.
+    sb.fault(json!({"route": "list", "page": 2, "delay_ms": 60_000}))
+        .await;
+    let daemon = spawn_daemon(&cfg, port).await;
+    let run = Admin::on_port(port).resync().await;
+
+    let refused = sync().await.unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("in use by another singapay-sync process") && stderr.contains("/resync"),
+        "{stderr}"
+    );
+    let ledger = open_ledger(&conf).await;
+    let r = ledger.get_run(run).await.unwrap().unwrap();
+    assert_eq!(
+        r.outcome, "running",
+        "the refused command touched the daemon's run"
+    );
+    let raw = RawLedger::connect(&conf).await;
+    assert_eq!(
+        raw.count("SELECT COUNT(*) FROM sync_run").await,
+        1,
+        "only the daemon's pass"
+    );
+    raw.close().await;
+
+    sigkill(daemon).await;
+    sb.http
+        .delete(format!("{}/_sandbox/faults", sb.base))
+        .send()
+        .await
+        .unwrap();
+    let ran = sync().await.unwrap();
+    assert_eq!(
+        ran.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    assert_eq!(
+        summary["accounts"][0]["summary"]["links_seen"], 103,
+        "{summary}"
+    );
+    let r = ledger.get_run(run).await.unwrap().unwrap();
+    assert_eq!(r.outcome, "failed");
+    assert!(r.error.unwrap().contains("interrupted"));
+    ledger.close().await;
+}
