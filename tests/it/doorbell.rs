@@ -73,6 +73,21 @@ impl Bell {
         self.rx.wait_for(event, |b| link_of(b) == Some(link)).await
     }
 
+    /// Adds an open link expiring at `expires`, syncs it (its `created` event delivered) and
+    /// returns its id.
+    async fn link_expiring_at(&self, expires: chrono::DateTime<chrono::Utc>) -> i64 {
+        let added = self
+            .sandbox
+            .add(json!({"title": "Expires soon", "total_amount": 30000,
+                        "expired_at": expires.timestamp_millis()}))
+            .await;
+        let id = added["data"]["id"].as_i64().unwrap();
+        let run = self.served.admin.resync_and_wait().await;
+        assert_eq!(run["outcome"], "succeeded");
+        self.hit("payment_link.created", id).await;
+        id
+    }
+
     /// What the sandbox posted, with the daemon's answers.
     async fn posted(&self) -> Vec<Value> {
         let v = json_of(
@@ -372,15 +387,7 @@ async fn a_failing_show_leaves_the_notification_pending_and_it_is_retried_once_i
 async fn a_link_expiring_after_the_last_sweep_changes_status_on_the_clock() {
     let bell = Bell::start(json!({}), |_| {}).await;
     let expires = chrono::Utc::now() + chrono::Duration::seconds(3);
-    let added = bell
-        .sandbox
-        .add(json!({"title": "Expires soon", "total_amount": 30000,
-                    "expired_at": expires.timestamp_millis()}))
-        .await;
-    let id = added["data"]["id"].as_i64().unwrap();
-    let run = bell.served.admin.resync_and_wait().await;
-    assert_eq!(run["outcome"], "succeeded");
-    bell.hit("payment_link.created", id).await;
+    let id = bell.link_expiring_at(expires).await;
     bell.sandbox.clear_requests().await;
     let changed = bell.hit("payment_link.status_changed", id).await;
     let seen = chrono::Utc::now();
@@ -406,15 +413,7 @@ async fn a_link_expiring_after_the_last_sweep_changes_status_on_the_clock() {
 async fn an_expiry_a_running_sweep_already_saw_is_not_shown_again() {
     let bell = Bell::start(json!({}), |_| {}).await;
     let expires = chrono::Utc::now() + chrono::Duration::seconds(2);
-    let added = bell
-        .sandbox
-        .add(json!({"title": "Expires soon", "total_amount": 30000,
-                    "expired_at": expires.timestamp_millis()}))
-        .await;
-    let id = added["data"]["id"].as_i64().unwrap();
-    let run = bell.served.admin.resync_and_wait().await;
-    assert_eq!(run["outcome"], "succeeded");
-    bell.hit("payment_link.created", id).await;
+    let id = bell.link_expiring_at(expires).await;
     // The next sweep's first page answers 2 s after the link expired (the timer fires at +1 s).
     let wait = (expires - chrono::Utc::now()).num_milliseconds().max(0) as u64 + 2_000;
     bell.sandbox
