@@ -14,11 +14,6 @@ const WRITER_QUEUE: usize = 8;
 /// inside a commit).
 const CHECKPOINT_ROWS: usize = 1000;
 
-/// Rows (links and payments) a [`PageWriter`] commits before the first refresh of PostgreSQL's
-/// planner statistics; the next one waits for twice as many, and so on (a baseline import of
-/// 100,000 links and 300,000 payments refreshes them six times).
-const ANALYZE_ROWS: usize = 5000;
-
 /// Commits prepared pages in order on a background task, so that the next page is decoded and
 /// diffed while the previous one is written. When pages arrive faster than they commit, the
 /// queued ones share one transaction (group commit: one BEGIN/COMMIT and one WAL append for
@@ -40,10 +35,9 @@ impl PageWriter {
         let handle = tokio::spawn(async move {
             let mut group = Vec::with_capacity(WRITER_QUEUE);
             let mut rows_since_checkpoint = 0;
-            let (mut rows_since_analyze, mut analyze_at) = (0, ANALYZE_ROWS);
             while rx.recv_many(&mut group, WRITER_QUEUE).await > 0 {
                 let rows = group.iter().map(|c| c.writes.len()).sum::<usize>();
-                rows_since_analyze += rows + group.iter().map(|c| c.payments.len()).sum::<usize>();
+                let payments = group.iter().map(|c| c.payments.len()).sum::<usize>();
                 let wake_dispatcher = group.iter().any(|c| !c.deliveries.is_empty());
                 ledger
                     .commit_pages(run_id, std::mem::take(&mut group))
@@ -53,11 +47,7 @@ impl PageWriter {
                     ledger.checkpoint_in_background();
                     rows_since_checkpoint = 0;
                 }
-                if rows_since_analyze >= analyze_at {
-                    ledger.analyze_in_background();
-                    rows_since_analyze = 0;
-                    analyze_at = analyze_at.saturating_mul(2);
-                }
+                ledger.wrote_rows(rows + payments);
                 if wake_dispatcher && let Some(w) = &wake {
                     w.notify_one();
                 }
