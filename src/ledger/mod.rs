@@ -318,17 +318,17 @@ impl Ledger {
         });
     }
 
-    /// Counts `rows` (links and payments) a pass committed; on PostgreSQL, once the count since
-    /// the last refresh reaches the next threshold, starts refreshing the planner statistics of
-    /// the mirror's tables (`ANALYZE payment_link, payment`) on another connection and returns
-    /// at once. The first threshold is 5,000 rows, each next one twice the last (up to 1,000,000):
+    /// Counts `rows` (links, payments, events, deliveries) a commit of pages wrote; on
+    /// PostgreSQL, once the count since the last refresh reaches the next threshold, starts
+    /// refreshing the planner statistics of those tables (`ANALYZE payment_link, payment,
+    /// link_event, delivery`) on another connection and returns at once. The first threshold is 5,000 rows, each next one twice the last (up to 1,000,000):
     /// a baseline import of 100,000 links and 300,000 payments refreshes them six times, and
     /// 200 accounts of 500 links imported one after another four times. A fresh ledger fills up
     /// long before autovacuum (if it is on) samples it, and until then the planner believes the
     /// tables tiny and reads a whole account's rows where an index range would do (the no-change
     /// pass after an import of 100,000 links: 2.67 × its floor's wall time without this). Nothing
     /// happens on SQLite. Errors are logged.
-    pub(crate) fn wrote_rows(&self, rows: usize) {
+    fn wrote_rows(&self, rows: usize) {
         if !self.is_postgres() || rows == 0 {
             return;
         }
@@ -349,7 +349,7 @@ impl Ledger {
         }
     }
 
-    /// Starts `ANALYZE payment_link, payment` on another connection (nothing while a refresh
+    /// Starts the `ANALYZE` on another connection (nothing while a refresh
     /// runs); see [`Ledger::wrote_rows`].
     fn analyze_in_background(&self) {
         let Ok(guard) = self.checkpointing.clone().try_lock_owned() else {
@@ -358,7 +358,7 @@ impl Ledger {
         let ledger = self.clone();
         tokio::spawn(async move {
             let done = on_pool!(ledger.pool, |p| sqlx::query(
-                "ANALYZE payment_link, payment"
+                "ANALYZE payment_link, payment, link_event, delivery"
             )
             .execute(p)
             .await
@@ -449,6 +449,7 @@ impl Ledger {
         .await
         .map(drop)?);
         tx.commit().await?;
+        self.wrote_rows(written + payments.len() + events.len() + deliveries.len());
         Ok(())
     }
 }

@@ -37,7 +37,6 @@ impl PageWriter {
             let mut rows_since_checkpoint = 0;
             while rx.recv_many(&mut group, WRITER_QUEUE).await > 0 {
                 let rows = group.iter().map(|c| c.writes.len()).sum::<usize>();
-                let payments = group.iter().map(|c| c.payments.len()).sum::<usize>();
                 let wake_dispatcher = group.iter().any(|c| !c.deliveries.is_empty());
                 ledger
                     .commit_pages(run_id, std::mem::take(&mut group))
@@ -47,7 +46,6 @@ impl PageWriter {
                     ledger.checkpoint_in_background();
                     rows_since_checkpoint = 0;
                 }
-                ledger.wrote_rows(rows + payments);
                 if wake_dispatcher && let Some(w) = &wake {
                     w.notify_one();
                 }
