@@ -176,7 +176,13 @@ impl Manager {
         };
         match self
             .syncer
-            .sync_targeted_when_free(account, Trigger::Manual, targets, Duration::from_secs(60))
+            .sync_targeted_when_free(
+                account,
+                Trigger::Manual,
+                targets,
+                Duration::from_secs(60),
+                std::future::ready,
+            )
             .await
         {
             Ok(_) => Ok(()),

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{SyncError, Syncer, Targets};
+use super::{Syncer, Targets};
 use crate::ledger::{Expiry, ExpiryTarget};
 use crate::types::{AccountId, Trigger};
 
@@ -26,8 +26,6 @@ const LOOKAHEAD: i64 = 1000;
 const IDLE: Duration = Duration::from_secs(60);
 /// How long a firing waits for the account's running sweep.
 const BUSY_WAIT: Duration = Duration::from_secs(120);
-/// How often a waiting firing tries again (and reads what is still due).
-const BUSY_POLL: Duration = Duration::from_millis(100);
 
 /// The expiry timer.
 pub(crate) struct ExpiryTimer {
@@ -82,9 +80,9 @@ impl ExpiryTimer {
     /// already handled then).
     ///
     /// When another pass of the account is running (a sweep, or on PostgreSQL another instance's
-    /// timer firing for the same expiry), this waits for it, at most [`BUSY_WAIT`], and asks the
-    /// ledger again what is still due before each new try: what that pass saw expire is not shown
-    /// again.
+    /// timer firing for the same expiry), this waits for it, at most [`BUSY_WAIT`], asking the
+    /// ledger again what is still due before each new try ([`Self::still_due`]): what that pass
+    /// saw expire is not shown again.
     async fn fire(&self, due: &[&Expiry], since: Option<DateTime<Utc>>, stop: &CancellationToken) {
         let mut per_account: BTreeMap<&AccountId, Targets> = BTreeMap::new();
         for e in due {
@@ -98,39 +96,30 @@ impl ExpiryTimer {
                 }
             }
         }
-        for (account, mut targets) in per_account {
-            let until = tokio::time::Instant::now() + BUSY_WAIT;
-            loop {
-                let (links, rows) = (targets.links.len(), targets.attempts.len());
-                if stop.is_cancelled() {
-                    return;
+        for (account, targets) in per_account {
+            let (links, rows) = (targets.links.len(), targets.attempts.len());
+            if stop.is_cancelled() {
+                return;
+            }
+            match self
+                .syncer
+                .sync_targeted_when_free(
+                    account,
+                    Trigger::Schedule,
+                    targets,
+                    BUSY_WAIT,
+                    async |t| self.still_due(account, since, t).await,
+                )
+                .await
+            {
+                Ok(Some(s)) => {
+                    info!(account_id = %account, run_id = s.run_id, links, rows, events = s.events, "expiry.fired")
                 }
-                match self
-                    .syncer
-                    .sync_targeted(account, Trigger::Schedule, targets.clone())
-                    .await
-                {
-                    Ok(s) => {
-                        info!(account_id = %account, run_id = s.run_id, links, rows, events = s.events, "expiry.fired");
-                        break;
-                    }
-                    Err(SyncError::Busy(_)) if tokio::time::Instant::now() < until => {
-                        tokio::select! {
-                            _ = stop.cancelled() => return,
-                            _ = tokio::time::sleep(BUSY_POLL) => {}
-                        }
-                        targets = self.still_due(account, since, targets).await;
-                        if targets.is_empty() {
-                            info!(account_id = %account, links, rows, "expiry.seen_by_another_pass");
-                            break;
-                        }
-                    }
-                    // The next sweep sees the expiry anyway.
-                    Err(e) => {
-                        warn!(account_id = %account, error = %e, "expiry.pass_failed");
-                        break;
-                    }
+                Ok(None) => {
+                    info!(account_id = %account, links, rows, "expiry.seen_by_another_pass")
                 }
+                // The next sweep sees the expiry anyway.
+                Err(e) => warn!(account_id = %account, error = %e, "expiry.pass_failed"),
             }
         }
     }

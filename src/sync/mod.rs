@@ -264,17 +264,20 @@ impl Syncer {
 
     /// [`Syncer::sync_targeted`], waiting (at most `wait`, checking every 100 ms) while another
     /// pass of the account runs: the expiry timer and link management, which must not drop
-    /// their reads (the doorbell's queue defers instead).
+    /// their reads (the doorbell's queue defers instead). Before each new try `still_due` is
+    /// asked what of the targets is left to read (the pass that ran meanwhile may have read
+    /// them: a sweep, or on PostgreSQL another instance); `Ok(None)` when nothing is.
     ///
     /// Errors: [`SyncError::Busy`] after `wait`; [`SyncError::Interrupted`] when the daemon
     /// stops meanwhile; the pass's error.
-    pub async fn sync_targeted_when_free(
+    pub async fn sync_targeted_when_free<F: std::future::Future<Output = Targets>>(
         &self,
         account: &AccountId,
         trigger: Trigger,
-        targets: Targets,
+        mut targets: Targets,
         wait: std::time::Duration,
-    ) -> Result<SyncSummary, SyncError> {
+        still_due: impl Fn(Targets) -> F,
+    ) -> Result<Option<SyncSummary>, SyncError> {
         let until = tokio::time::Instant::now() + wait;
         loop {
             match self.sync_targeted(account, trigger, targets.clone()).await {
@@ -286,8 +289,12 @@ impl Syncer {
                         _ = self.cancel.cancelled() => return Err(SyncError::Interrupted),
                         _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
                     }
+                    targets = still_due(targets).await;
+                    if targets.is_empty() {
+                        return Ok(None);
+                    }
                 }
-                other => return other,
+                other => return other.map(Some),
             }
         }
     }

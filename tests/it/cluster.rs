@@ -421,3 +421,52 @@ async fn while_another_instance_prunes_a_retention_batch_removes_nothing() {
     raw.close().await;
     ledger.close().await;
 }
+
+/// A fresh PostgreSQL ledger gets planner statistics from the daemon itself as a pass fills it
+/// (`Ledger::wrote_rows`: after 5,000 rows), not only when autovacuum (off on the test server)
+/// gets round to it; a small pass does not trigger one.
+#[tokio::test]
+async fn a_baseline_import_refreshes_the_planner_statistics_of_a_fresh_postgres_ledger() {
+    use std::sync::Arc;
+
+    use singapay_sync::time::SystemClock;
+
+    if !on_postgres() {
+        eprintln!("SKIPPED on SQLite: planner statistics are PostgreSQL's (run by .ci/run)");
+        return;
+    }
+    let analysed = "SELECT COUNT(*) FROM pg_stat_user_tables WHERE relname = 'payment_link' \
+                    AND (last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL)";
+    let small = TestApp::spawn().await;
+    assert_eq!(small.sync_ok().await.links_seen, 103);
+    let raw = RawLedger::connect(&small.config).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        raw.count(analysed).await,
+        0,
+        "103 rows refreshed the statistics"
+    );
+    raw.close().await;
+
+    let t = TestApp::start(
+        TestSandbox::start_with(6_000).await,
+        Arc::new(SystemClock),
+        |_| {},
+    )
+    .await;
+    assert_eq!(t.sync_ok().await.links_seen, 6_000);
+    let raw = RawLedger::connect(&t.config).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while raw.count(analysed).await == 0 {
+        assert!(Instant::now() < deadline, "no ANALYZE after 6,000 rows");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let estimated = raw
+        .count("SELECT reltuples::bigint FROM pg_class WHERE relname = 'payment_link'")
+        .await;
+    assert!(
+        (5_000..=6_000).contains(&estimated),
+        "{estimated} rows estimated"
+    );
+    raw.close().await;
+}
