@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use futures_util::StreamExt;
 use singapay_sync::event::{Event, EventData};
 use singapay_sync::ledger::{Ledger, NewDelivery, NewEvent, PageCommit};
@@ -34,21 +34,76 @@ const PER_SUBSCRIBER: usize = 8;
 const SEED_004: &str = include_str!("../tests/fixtures/seed_004_list_page1.json");
 
 mod common;
-use common::{ACCOUNT, cpu_seconds, env_count, median, threads_cpu_seconds};
+use common::{ACCOUNT, callgrind, cpu_seconds, env_count, median, threads_cpu_seconds};
 
-/// Starts the receiver on a thread of its own (so its CPU can be told apart): counts and answers
-/// 204. Returns its URL, its counter and its thread's stat path.
-fn start_receiver() -> (String, Arc<AtomicU64>, String) {
+/// The receiver, as its own process (this bench binary again with `DELIVERY_BENCH_RECEIVER`
+/// set), so that neither its CPU nor its instructions count as the daemon's side: it counts
+/// each `POST /hooks` and answers 204; `GET /hits` answers the count so far. Killed on drop.
+struct Receiver {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    base: String,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::BufRead;
+        let exe = std::env::var_os("SINGAPAY_BENCH_EXE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::env::current_exe().expect("this bench's path"));
+        let mut child = std::process::Command::new(exe)
+            .arg("--bench")
+            .env("DELIVERY_BENCH_RECEIVER", "1")
+            .env_remove("SINGAPAY_BENCH_COUNTING")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the receiver");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("receiver stdout"))
+            .read_line(&mut line)
+            .expect("receiver address");
+        Receiver {
+            child,
+            base: line.trim().to_owned(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/hooks", self.base)
+    }
+
+    async fn hits(&self, client: &reqwest::Client) -> u64 {
+        client
+            .get(format!("{}/hits", self.base))
+            .send()
+            .await
+            .expect("hits")
+            .text()
+            .await
+            .expect("hits body")
+            .parse()
+            .expect("hits count")
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The receiver process's body: prints its base URL on one line, then serves until killed.
+fn serve_receiver() {
     let hits = Arc::new(AtomicU64::new(0));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h2 = Arc::clone(&hits);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("receiver runtime");
-        rt.block_on(async move {
-            let app = Router::new().route(
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("receiver runtime");
+    rt.block_on(async move {
+        let h2 = Arc::clone(&hits);
+        let app = Router::new()
+            .route(
                 "/hooks",
                 post(move || {
                     let h = Arc::clone(&h2);
@@ -57,20 +112,20 @@ fn start_receiver() -> (String, Arc<AtomicU64>, String) {
                         StatusCode::NO_CONTENT
                     }
                 }),
+            )
+            .route(
+                "/hits",
+                get(move || {
+                    let h = Arc::clone(&hits);
+                    async move { h.load(Ordering::Relaxed).to_string() }
+                }),
             );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
-            // SAFETY: gettid has no preconditions.
-            let tid = unsafe { libc::gettid() };
-            tx.send((url, format!("/proc/self/task/{tid}/stat")))
-                .expect("hand over the URL");
-            let _ = axum::serve(listener, app).await;
-        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!("http://{}", listener.local_addr().expect("addr"));
+        let _ = axum::serve(listener, app).await;
     });
-    let (url, stat) = rx.recv().expect("receiver started");
-    (url, hits, stat)
 }
 
 /// One measured step: wall seconds and the daemon side's CPU seconds.
@@ -81,21 +136,22 @@ struct Sample {
     sqlite: f64,
 }
 
-async fn measured<T>(
-    receiver_stat: &str,
-    step: impl std::future::Future<Output = T>,
-) -> (Sample, T) {
-    let (p0, r0) = (cpu_seconds("/proc/self/stat"), cpu_seconds(receiver_stat));
+/// Measures `step` (named `name` in the instruction counts under callgrind): wall time, this
+/// process's CPU (the receiver is another process) and its SQLite threads' CPU.
+async fn measured<T>(name: &str, step: impl std::future::Future<Output = T>) -> (Sample, T) {
+    let p0 = cpu_seconds("/proc/self/stat");
     let q0 = threads_cpu_seconds("sqlx-sqlite");
     let t = Instant::now();
+    callgrind::begin();
     let out = step.await;
+    callgrind::end(name);
     let wall = t.elapsed().as_secs_f64();
-    let (p1, r1) = (cpu_seconds("/proc/self/stat"), cpu_seconds(receiver_stat));
+    let p1 = cpu_seconds("/proc/self/stat");
     let q1 = threads_cpu_seconds("sqlx-sqlite");
     (
         Sample {
             wall,
-            cpu: (p1 - p0) - (r1 - r0),
+            cpu: p1 - p0,
             sqlite: q1 - q0,
         },
         out,
@@ -105,7 +161,12 @@ async fn measured<T>(
 fn main() {
     let n = env_count("DELIVERY_BENCH_EVENTS", 10_000);
     let rounds = env_count("DELIVERY_BENCH_ROUNDS", 5).max(1);
-    let (url, hits, receiver_stat) = start_receiver();
+    if std::env::var_os("DELIVERY_BENCH_RECEIVER").is_some() {
+        serve_receiver();
+        return;
+    }
+    let receiver = Receiver::start();
+    let url = receiver.url();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -159,7 +220,7 @@ fn main() {
                 .iter()
                 .map(|e| (e.id.0.clone(), e.to_json().expect("envelope")))
                 .collect();
-            let (f, ()) = measured(&receiver_stat, async {
+            let (f, ()) = measured("floor", async {
                 futures_util::stream::iter(bodies.iter())
                     .map(|(id, body)| {
                         let client = client.clone();
@@ -237,8 +298,8 @@ fn main() {
             )
             .expect("dispatcher")
             .with_per_subscriber_limit(PER_SUBSCRIBER);
-            hits.store(0, Ordering::Relaxed);
-            let (d, delivered) = measured(&receiver_stat, async {
+            let hits0 = receiver.hits(&client).await;
+            let (d, delivered) = measured("dispatcher", async {
                 let mut delivered = 0;
                 while delivered < n {
                     let s = dispatcher.dispatch_due().await.expect("dispatch");
@@ -252,7 +313,7 @@ fn main() {
             })
             .await;
             assert_eq!(delivered, n);
-            assert_eq!(hits.load(Ordering::Relaxed) as usize, n);
+            assert_eq!((receiver.hits(&client).await - hits0) as usize, n);
             ours.push(d);
             ledger.close().await;
             let _ = std::fs::remove_dir_all(&dir);
@@ -282,4 +343,34 @@ fn main() {
             1.0 / wall_ratio
         );
     });
+    if !callgrind::counting() {
+        instructions();
+    }
+}
+
+/// The same rounds again as instruction counts of this process (callgrind), smaller
+/// (`DELIVERY_BENCH_COUNT_EVENTS`, default 2,000 events; `DELIVERY_BENCH_COUNT_ROUNDS`,
+/// default 3; `DELIVERY_BENCH_INSTRUCTIONS=0` skips them): the dispatcher's count against the
+/// floor's just before it, median of the rounds.
+fn instructions() {
+    if std::env::var("DELIVERY_BENCH_INSTRUCTIONS").is_ok_and(|v| v == "0") {
+        return;
+    }
+    let n = env_count("DELIVERY_BENCH_COUNT_EVENTS", 2_000);
+    let rounds = env_count("DELIVERY_BENCH_COUNT_ROUNDS", 3).max(1);
+    match callgrind::run(&[
+        ("DELIVERY_BENCH_EVENTS", n.to_string()),
+        ("DELIVERY_BENCH_ROUNDS", rounds.to_string()),
+    ]) {
+        Ok(steps) => {
+            let rows = callgrind::paired(&steps, "floor", &["dispatcher"]);
+            println!(
+                "  instructions (callgrind, this process only; {n} events, median of {rounds} rounds): floor {:.1} M, dispatcher {:.1} M = {:.2} × the floor's",
+                rows[0].1 / 1e6,
+                rows[1].1 / 1e6,
+                rows[1].2
+            );
+        }
+        Err(why) => println!("  instructions: not counted: {why}"),
+    }
 }

@@ -28,8 +28,8 @@ use singapay_sync::types::AccountId;
 
 mod common;
 use common::{
-    ACCOUNT, Sandbox, backend_name, bench_config, clear_requests, cpu_seconds, env_count, median,
-    peak_rss_mb, requests,
+    ACCOUNT, Sandbox, backend_name, bench_config, callgrind, clear_requests, cpu_seconds,
+    env_count, median, peak_rss_mb, requests,
 };
 
 /// CPU seconds used so far by process `pid` ("self" for this one).
@@ -170,10 +170,17 @@ impl WriteCounter {
 }
 
 /// Runs one step and measures it: wall time and the CPU both processes spent on it.
-async fn measure<T>(sandbox_pid: &str, step: impl std::future::Future<Output = T>) -> (Sample, T) {
+/// `name` names the step's instruction count when the bench runs under callgrind.
+async fn measure<T>(
+    sandbox_pid: &str,
+    name: &str,
+    step: impl std::future::Future<Output = T>,
+) -> (Sample, T) {
     let (c0, s0) = (cpu_of("self"), cpu_of(sandbox_pid));
     let t = Instant::now();
+    callgrind::begin();
     let out = step.await;
+    callgrind::end(name);
     let wall = t.elapsed().as_secs_f64();
     let (c1, s1) = (cpu_of("self"), cpu_of(sandbox_pid));
     let sample = Sample {
@@ -415,7 +422,7 @@ async fn profile(links: usize, what: &str) {
             ),
             _ => None,
         };
-        let (s, _) = measure(&sandbox.pid(), async {
+        let (s, _) = measure(&sandbox.pid(), what, async {
             match (what, &fresh) {
                 ("floor", _) => {
                     fetch_only(&client, &account, 100, 4).await;
@@ -455,7 +462,7 @@ async fn history_bench(links: usize, history: usize, recent: usize) {
         .await
         .expect("app");
     clear_requests(&http, &base).await;
-    let (b, s) = measure(&sandbox_pid, pass(&app)).await;
+    let (b, s) = measure(&sandbox_pid, "history-baseline", pass(&app)).await;
     let (b_list, b_hist) = requests(&http, &base).await;
     assert!(s.baseline && s.history_full);
     let total_rows = s.payments_seen;
@@ -469,14 +476,14 @@ async fn history_bench(links: usize, history: usize, recent: usize) {
     for _ in 0..rounds() {
         clear_requests(&http, &base).await;
         let before = counter.count().await;
-        let (sample, s) = measure(&sandbox_pid, pass(&app)).await;
+        let (sample, s) = measure(&sandbox_pid, "history-nochange", pass(&app)).await;
         counts = requests(&http, &base).await;
         written = written.max(counter.count().await - before);
         events = events.max(s.events);
         hist_pages = s.history_pages;
         hist_ms.push(s.history_ms as f64);
         nc.add(sample);
-        let (f, h) = measure(&sandbox_pid, async {
+        let (f, h) = measure(&sandbox_pid, "history-floor", async {
             fetch_only(&client, &account, 100, 4).await;
             let t = Instant::now();
             fetch_history(&client, &account, hist_pages).await;
@@ -540,7 +547,7 @@ async fn links_bench(links: usize) {
         let split = || fetch_split(&client, &account, 100, 4);
 
         // Warm up (token, connections).
-        let (_, (_, n)) = measure(&sandbox_pid, fetch()).await;
+        let (_, (_, n)) = measure(&sandbox_pid, "warm-up", fetch()).await;
         assert_eq!(n as usize, links);
 
         // Every figure is the median of `rounds()`; in each round the floor is measured before
@@ -564,7 +571,7 @@ async fn links_bench(links: usize) {
         let http = reqwest::Client::new();
         let mut app0: Option<(App, WriteCounter)> = None;
         for round in 0..rounds() {
-            let f = measure(&sandbox_pid, fetch()).await.0;
+            let f = measure(&sandbox_pid, "floor", fetch()).await.0;
             floor.add(f);
             let app = App::build_with_clock(
                 config(&format!("ledger-{round}.db")),
@@ -573,7 +580,7 @@ async fn links_bench(links: usize) {
             )
             .await
             .expect("app");
-            let (sample, s) = measure(&sandbox_pid, pass(&app)).await;
+            let (sample, s) = measure(&sandbox_pid, "baseline", pass(&app)).await;
             assert!(s.baseline);
             assert_eq!(s.links_seen as usize, links);
             b_written = app
@@ -591,12 +598,12 @@ async fn links_bench(links: usize) {
                 app.ledger.close().await;
             }
             let (app, counter) = app0.as_ref().expect("first app");
-            let f = measure(&sandbox_pid, fetch()).await.0;
+            let f = measure(&sandbox_pid, "floor", fetch()).await.0;
             floor.add(f);
-            let fs = measure(&sandbox_pid, split()).await.0;
+            let fs = measure(&sandbox_pid, "split", split()).await.0;
             split_floor.add(fs);
             let before = counter.count().await;
-            let (sample, s) = measure(&sandbox_pid, pass(app)).await;
+            let (sample, s) = measure(&sandbox_pid, "no-change", pass(app)).await;
             assert_eq!(s.events, 0);
             nc_written = nc_written.max(counter.count().await - before);
             no_change.add(sample);
@@ -620,10 +627,10 @@ async fn links_bench(links: usize) {
                 .buffer_unordered(16)
                 .collect::<Vec<_>>()
                 .await;
-            let f = measure(&sandbox_pid, fetch()).await.0;
+            let f = measure(&sandbox_pid, "floor", fetch()).await.0;
             floor.add(f);
             let before = counter.count().await;
-            let (sample, o) = measure(&sandbox_pid, pass(app)).await;
+            let (sample, o) = measure(&sandbox_pid, "1%-changed", pass(app)).await;
             assert_eq!(o.events as usize, changed.len());
             o_written = counter.count().await - before;
             o_events = o.events;
@@ -695,4 +702,52 @@ async fn links_bench(links: usize) {
         let _ = std::fs::remove_dir_all(&dir);
     }
     drop(sandbox);
+    if !callgrind::counting() {
+        links_instructions();
+    }
+}
+
+/// The link figures again as instruction counts of this process (callgrind), smaller
+/// (`SYNC_BENCH_COUNT_LINKS`, default 10,000 links; `SYNC_BENCH_COUNT_ROUNDS`, default 3 rounds;
+/// `SYNC_BENCH_INSTRUCTIONS=0` skips them): each variant's count against the floor's just
+/// before it, median of the rounds.
+fn links_instructions() {
+    if std::env::var("SYNC_BENCH_INSTRUCTIONS").is_ok_and(|v| v == "0") {
+        return;
+    }
+    let links = env_count("SYNC_BENCH_COUNT_LINKS", 10_000);
+    let rounds = env_count("SYNC_BENCH_COUNT_ROUNDS", 3).max(1);
+    let steps = match callgrind::run(&[
+        ("SYNC_BENCH_ONLY", "links".into()),
+        ("SYNC_BENCH_LINKS", links.to_string()),
+        ("SYNC_BENCH_ROUNDS", rounds.to_string()),
+    ]) {
+        Ok(steps) => steps,
+        Err(why) => {
+            println!("  instructions: not counted: {why}");
+            return;
+        }
+    };
+    println!(
+        "  instructions (callgrind, this process only; the same steps at {links} links, median of {rounds} rounds, each against the floor just before it):"
+    );
+    let rows = callgrind::paired(&steps, "floor", &["baseline", "no-change", "1%-changed"]);
+    let split = callgrind::paired(&steps, "split", &["no-change"]);
+    let labels = [
+        "fetch-only floor",
+        "baseline import",
+        "no-change pass",
+        "1%-changed pass",
+    ];
+    let split_labels = ["fetch+split floor", "no-change vs split"];
+    for (label, (_, ir, ratio)) in labels
+        .iter()
+        .zip(&rows)
+        .chain(split_labels.iter().zip(&split))
+    {
+        println!(
+            "    {label:<20} {:>9.1} M instructions  {ratio:>5.2} ×",
+            ir / 1e6
+        );
+    }
 }

@@ -222,3 +222,151 @@ pub fn ledger_key(ledger: &std::path::Path) -> String {
         format!("path = \"{}\"", ledger.display())
     }
 }
+
+/// Instruction counts of the daemon's side alone, under valgrind's callgrind (its counts do not
+/// move with the machine's load: the same binary and inputs give the same count within a
+/// fraction of a percent). The bench runs itself again, smaller, under
+/// `valgrind --tool=callgrind`; every measured step calls [`callgrind::begin`] and
+/// [`callgrind::end`], on entering which callgrind zeroes its counters (`--zero-before`) and
+/// dumps them (`--dump-before`): one dump per step, the instructions of every thread of this
+/// process. The sandbox and the delivery receiver are processes of their own and are not
+/// traced (no `--trace-children`). `perf stat -e instructions` would be cheaper but answers
+/// `<not supported>` on VMs that expose no hardware counters, as this one does.
+pub mod callgrind {
+    use std::process::Command;
+
+    /// Set in the environment of the bench run under callgrind.
+    const COUNTING: &str = "SINGAPAY_BENCH_COUNTING";
+
+    /// Where callgrind zeroes its counters: called as a measured step starts.
+    #[unsafe(no_mangle)]
+    #[inline(never)]
+    pub extern "C" fn singapay_bench_step_begin() {
+        std::hint::black_box(1u8);
+    }
+
+    /// Where callgrind dumps its counters: called as a measured step ends.
+    #[unsafe(no_mangle)]
+    #[inline(never)]
+    pub extern "C" fn singapay_bench_step_end() {
+        std::hint::black_box(2u8);
+    }
+
+    /// Whether this process is the bench run under callgrind.
+    pub fn counting() -> bool {
+        std::env::var_os(COUNTING).is_some()
+    }
+
+    /// Marks the start of the measured step `name` (a no-op outside callgrind but a call).
+    pub fn begin() {
+        singapay_bench_step_begin();
+    }
+
+    /// Marks the end of the measured step `name`; under callgrind, prints `callgrind-step NAME`
+    /// so that the parent can name the dump.
+    pub fn end(name: &str) {
+        singapay_bench_step_end();
+        if counting() {
+            println!("callgrind-step {name}");
+        }
+    }
+
+    /// Runs this bench binary again under callgrind with `env` added to its environment and
+    /// returns each measured step's name and instructions (`Ir`), in order; `Err` says why not
+    /// (valgrind missing, the run failed, no dumps).
+    pub fn run(env: &[(&str, String)]) -> Result<Vec<(String, u64)>, String> {
+        let version = Command::new("valgrind").arg("--version").output();
+        if !version.is_ok_and(|o| o.status.success()) {
+            return Err("valgrind not found (Debian's package valgrind)".into());
+        }
+        let exe = std::env::current_exe().map_err(|e| format!("this bench's path: {e}"))?;
+        let dir = std::env::temp_dir().join(format!("singapay-sync-cg-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let out_file = dir.join("cg.out");
+        let output = Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out_file.display()))
+            .arg("--zero-before=singapay_bench_step_begin")
+            .arg("--dump-before=singapay_bench_step_end")
+            .arg(&exe)
+            .arg("--bench")
+            .env(COUNTING, "1")
+            .env("SINGAPAY_BENCH_EXE", &exe)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .map_err(|e| format!("valgrind: {e}"))?;
+        let result = if output.status.success() {
+            let names: Vec<String> = String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter_map(|l| l.strip_prefix("callgrind-step ").map(str::to_owned))
+                .collect();
+            // Dump k of `--dump-before` is `cg.out.k`, numbered from 1 in order.
+            names
+                .into_iter()
+                .enumerate()
+                .map(|(k, name)| {
+                    let part = dir.join(format!("cg.out.{}", k + 1));
+                    let text = std::fs::read_to_string(&part)
+                        .map_err(|e| format!("{}: {e}", part.display()))?;
+                    let total = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("totals:").or(l.strip_prefix("summary:")))
+                        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                        .ok_or_else(|| format!("{}: no totals line", part.display()))?;
+                    Ok((name, total))
+                })
+                .collect::<Result<Vec<_>, String>>()
+        } else {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+            Err(format!(
+                "the run under callgrind failed ({}): {}",
+                output.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ))
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        result.and_then(|r| {
+            if r.is_empty() {
+                Err("callgrind dumped no step".into())
+            } else {
+                Ok(r)
+            }
+        })
+    }
+
+    /// Each step named in `variants` against the `floor` step run just before it: `(name,
+    /// median instructions, median ratio to that floor)` in the order of `variants`, from
+    /// [`run`]'s steps; the floor's own median comes first as ratio 1.
+    pub fn paired(
+        steps: &[(String, u64)],
+        floor: &str,
+        variants: &[&str],
+    ) -> Vec<(String, f64, f64)> {
+        let of_floor: Vec<f64> = steps
+            .iter()
+            .filter(|(n, _)| n == floor)
+            .map(|(_, i)| *i as f64)
+            .collect();
+        let mut rows = vec![(floor.to_owned(), super::median(of_floor), 1.0)];
+        for v in variants {
+            let (mut counts, mut ratios, mut last_floor) = (Vec::new(), Vec::new(), None);
+            for (name, ir) in steps {
+                if name == floor {
+                    last_floor = Some(*ir as f64);
+                } else if name == v {
+                    counts.push(*ir as f64);
+                    if let Some(f) = last_floor {
+                        ratios.push(*ir as f64 / f);
+                    }
+                }
+            }
+            rows.push((
+                (*v).to_owned(),
+                super::median(counts),
+                super::median(ratios),
+            ));
+        }
+        rows
+    }
+}
