@@ -7,9 +7,10 @@
 //! too. A third of the events are on links with three events each, so per-link ordering is paid
 //! for. Floor and dispatcher alternate for `DELIVERY_BENCH_ROUNDS` rounds (default 5; a fresh
 //! ledger each round) and the medians are printed: wall time (deliveries per second) and the CPU
-//! seconds of the daemon's side alone (this process minus the receiver's own thread, from
-//! `/proc/self/task/…/stat`), with the ratios for both. Target: ≥ 0.8 × the floor.
-//! `DELIVERY_BENCH_EVENTS` overrides the count.
+//! seconds of the daemon's side alone (this process: the receiver is a process of its own), with
+//! the ratios for both. Target: ≥ 0.8 × the floor. Then the same rounds, smaller, under
+//! callgrind: instructions of this process, the dispatcher's against the floor's (see
+//! `common::callgrind`). `DELIVERY_BENCH_EVENTS` overrides the count.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -14,6 +14,9 @@
 //! compared with the fetch-only floor of the same requests (the link pages and the history pages
 //! that pass read), rows written are counted by the database, and history pages read must track
 //! the window, not the 300,000 rows: the request counts are printed.
+//! After the link figures, the same steps at 10,000 links run again under callgrind and print
+//! the instructions of this process (the sandbox is not traced), each variant's against the
+//! floor's just before it (see `common::callgrind`; `SYNC_BENCH_INSTRUCTIONS=0` skips it).
 //! `SYNC_BENCH_LINKS`, `SYNC_BENCH_HISTORY`, `SYNC_BENCH_RECENT` and `SYNC_BENCH_ROUNDS` override
 //! the counts; `SYNC_BENCH_ONLY=links` or `history` runs one figure.
 
@@ -530,6 +533,43 @@ async fn history_bench(links: usize, history: usize, recent: usize) {
     app.ledger.close().await;
     drop(sandbox);
     let _ = std::fs::remove_dir_all(&dir);
+    if !callgrind::counting() {
+        history_instructions(links, history, recent);
+    }
+}
+
+/// The history figure again as instruction counts of this process (callgrind), a tenth of its
+/// size (`SYNC_BENCH_INSTRUCTIONS=0` skips it): the no-change pass against the floor of its
+/// own requests, median of `SYNC_BENCH_COUNT_ROUNDS` (default 3) rounds.
+fn history_instructions(links: usize, history: usize, recent: usize) {
+    if std::env::var("SYNC_BENCH_INSTRUCTIONS").is_ok_and(|v| v == "0") {
+        return;
+    }
+    let (links, history, recent) = (links / 10, history / 10, recent / 10);
+    let rounds = env_count("SYNC_BENCH_COUNT_ROUNDS", 3).max(1);
+    match callgrind::run(&[
+        ("SYNC_BENCH_ONLY", "history".into()),
+        ("SYNC_BENCH_LINKS", links.to_string()),
+        ("SYNC_BENCH_HISTORY", history.to_string()),
+        ("SYNC_BENCH_RECENT", recent.to_string()),
+        ("SYNC_BENCH_ROUNDS", rounds.to_string()),
+    ]) {
+        Ok(steps) => {
+            let rows = callgrind::paired(&steps, "history-floor", &["history-nochange"]);
+            let baseline = steps
+                .iter()
+                .find(|(n, _)| n == "history-baseline")
+                .map_or(f64::NAN, |(_, i)| *i as f64);
+            println!(
+                "  instructions (callgrind, this process only; {links} links + {history} history rows, {recent} recent, median of {rounds} rounds): baseline {:.1} M; floor {:.1} M, no-change pass {:.1} M = {:.2} × the floor's",
+                baseline / 1e6,
+                rows[0].1 / 1e6,
+                rows[1].1 / 1e6,
+                rows[1].2
+            );
+        }
+        Err(why) => println!("  instructions: not counted: {why}"),
+    }
 }
 
 /// The link figures (issue 5): baseline, no-change and 1%-changed passes against the floor.

@@ -335,9 +335,10 @@ pub mod callgrind {
         })
     }
 
-    /// Each step named in `variants` against the `floor` step run just before it: `(name,
-    /// median instructions, median ratio to that floor)` in the order of `variants`, from
-    /// [`run`]'s steps; the floor's own median comes first as ratio 1.
+    /// Each step named in `variants` against the `floor` step run just before it (or, for a
+    /// variant run before any floor, the first one after it): `(name, median instructions,
+    /// median ratio to that floor)` in the order of `variants`, from [`run`]'s steps; the
+    /// floor's own median comes first as ratio 1.
     pub fn paired(
         steps: &[(String, u64)],
         floor: &str,
@@ -348,15 +349,16 @@ pub mod callgrind {
             .filter(|(n, _)| n == floor)
             .map(|(_, i)| *i as f64)
             .collect();
-        let mut rows = vec![(floor.to_owned(), super::median(of_floor), 1.0)];
+        let mut rows = vec![(floor.to_owned(), super::median(of_floor.clone()), 1.0)];
         for v in variants {
             let (mut counts, mut ratios, mut last_floor) = (Vec::new(), Vec::new(), None);
+            let first_floor = of_floor.first().copied();
             for (name, ir) in steps {
                 if name == floor {
                     last_floor = Some(*ir as f64);
                 } else if name == v {
                     counts.push(*ir as f64);
-                    if let Some(f) = last_floor {
+                    if let Some(f) = last_floor.or(first_floor) {
                         ratios.push(*ir as f64 / f);
                     }
                 }
