@@ -344,9 +344,7 @@ fn main() {
             1.0 / wall_ratio
         );
     });
-    if !callgrind::counting() {
-        instructions();
-    }
+    instructions();
 }
 
 /// The same rounds again as instruction counts of this process (callgrind), smaller
@@ -354,7 +352,7 @@ fn main() {
 /// default 3; `DELIVERY_BENCH_INSTRUCTIONS=0` skips them): the dispatcher's count against the
 /// floor's just before it, median of the rounds.
 fn instructions() {
-    if std::env::var("DELIVERY_BENCH_INSTRUCTIONS").is_ok_and(|v| v == "0") {
+    if !callgrind::wanted("DELIVERY_BENCH_INSTRUCTIONS") {
         return;
     }
     let n = env_count("DELIVERY_BENCH_COUNT_EVENTS", 2_000);

@@ -533,16 +533,14 @@ async fn history_bench(links: usize, history: usize, recent: usize) {
     app.ledger.close().await;
     drop(sandbox);
     let _ = std::fs::remove_dir_all(&dir);
-    if !callgrind::counting() {
-        history_instructions(links, history, recent);
-    }
+    history_instructions(links, history, recent);
 }
 
 /// The history figure again as instruction counts of this process (callgrind), a tenth of its
 /// size (`SYNC_BENCH_INSTRUCTIONS=0` skips it): the no-change pass against the floor of its
 /// own requests, median of `SYNC_BENCH_COUNT_ROUNDS` (default 3) rounds.
 fn history_instructions(links: usize, history: usize, recent: usize) {
-    if std::env::var("SYNC_BENCH_INSTRUCTIONS").is_ok_and(|v| v == "0") {
+    if !callgrind::wanted("SYNC_BENCH_INSTRUCTIONS") {
         return;
     }
     let (links, history, recent) = (links / 10, history / 10, recent / 10);
@@ -742,9 +740,7 @@ async fn links_bench(links: usize) {
         let _ = std::fs::remove_dir_all(&dir);
     }
     drop(sandbox);
-    if !callgrind::counting() {
-        links_instructions();
-    }
+    links_instructions();
 }
 
 /// The link figures again as instruction counts of this process (callgrind), smaller
@@ -752,7 +748,7 @@ async fn links_bench(links: usize) {
 /// `SYNC_BENCH_INSTRUCTIONS=0` skips them): each variant's count against the floor's just
 /// before it, median of the rounds.
 fn links_instructions() {
-    if std::env::var("SYNC_BENCH_INSTRUCTIONS").is_ok_and(|v| v == "0") {
+    if !callgrind::wanted("SYNC_BENCH_INSTRUCTIONS") {
         return;
     }
     let links = env_count("SYNC_BENCH_COUNT_LINKS", 10_000);

@@ -252,12 +252,18 @@ pub mod callgrind {
         std::hint::black_box(2u8);
     }
 
+    /// Whether the instruction counts are wanted: not under callgrind already, and `var` (e.g.
+    /// `SYNC_BENCH_INSTRUCTIONS`) not set to `0`.
+    pub fn wanted(var: &str) -> bool {
+        !counting() && !std::env::var(var).is_ok_and(|v| v == "0")
+    }
+
     /// Whether this process is the bench run under callgrind.
     pub fn counting() -> bool {
         std::env::var_os(COUNTING).is_some()
     }
 
-    /// Marks the start of the measured step `name` (a no-op outside callgrind but a call).
+    /// Marks the start of a measured step (outside callgrind, only a call).
     pub fn begin() {
         singapay_bench_step_begin();
     }
@@ -308,11 +314,12 @@ pub mod callgrind {
                     let part = dir.join(format!("cg.out.{}", k + 1));
                     let text = std::fs::read_to_string(&part)
                         .map_err(|e| format!("{}: {e}", part.display()))?;
+                    // `summary:` is the part's whole cost (`totals:` only what it lists).
                     let total = text
                         .lines()
-                        .find_map(|l| l.strip_prefix("totals:").or(l.strip_prefix("summary:")))
+                        .find_map(|l| l.strip_prefix("summary:"))
                         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                        .ok_or_else(|| format!("{}: no totals line", part.display()))?;
+                        .ok_or_else(|| format!("{}: no summary line", part.display()))?;
                     Ok((name, total))
                 })
                 .collect::<Result<Vec<_>, String>>()
@@ -349,10 +356,10 @@ pub mod callgrind {
             .filter(|(n, _)| n == floor)
             .map(|(_, i)| *i as f64)
             .collect();
-        let mut rows = vec![(floor.to_owned(), super::median(of_floor.clone()), 1.0)];
+        let first_floor = of_floor.first().copied();
+        let mut rows = vec![(floor.to_owned(), super::median(of_floor), 1.0)];
         for v in variants {
             let (mut counts, mut ratios, mut last_floor) = (Vec::new(), Vec::new(), None);
-            let first_floor = of_floor.first().copied();
             for (name, ir) in steps {
                 if name == floor {
                     last_floor = Some(*ir as f64);
