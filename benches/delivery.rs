@@ -167,7 +167,8 @@ fn main() {
         return;
     }
     let receiver = Receiver::start();
-    let url = receiver.url();
+    // Parsed once, as the dispatcher's subscriber URL is: both sides clone it per POST.
+    let url: reqwest::Url = receiver.url().parse().expect("receiver url");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -189,7 +189,7 @@ impl App {
                     .iter()
                     .map(|w| WebhookTarget {
                         name: w.name.clone(),
-                        url: w.url.to_string(),
+                        url: w.url.clone(),
                         secret: w.secret.clone(),
                     })
                     .collect(),

@@ -151,6 +151,10 @@ macro_rules! due_conditions {
 }
 pub(super) use due_conditions;
 
+/// Outcomes per statement of [`Ledger::record_attempts`]: the dispatcher's usual group (half
+/// of its `GROUP_MAX`), so a full group is one INSERT and one UPDATE.
+const OUTCOMES_PER_STATEMENT: usize = 100;
+
 /// Rows per delivery INSERT (6 parameters each).
 const DELIVERIES_PER_STATEMENT: usize = 1000;
 
@@ -167,7 +171,7 @@ pub(super) async fn insert_many(tx: &mut Tx<'_>, deliveries: &[&NewDelivery]) ->
                 .await?
                 .into_iter()
                 .collect();
-        for chunk in deliveries.chunks(DELIVERIES_PER_STATEMENT) {
+        for chunk in super::statement_chunks(deliveries, DELIVERIES_PER_STATEMENT) {
             let mut qb: QueryBuilder<Db> = QueryBuilder::new(
                 "INSERT INTO delivery (event_id, subscriber, channel, state, next_attempt_at, created_at) ",
             );
@@ -277,15 +281,17 @@ impl Ledger {
         })
     }
 
-    /// Records a batch of attempts and their outcomes in one transaction, a few statements per
-    /// 300 attempts (one multi-row INSERT into `delivery_attempt`, one `UPDATE … FROM (VALUES …)`).
+    /// Records a batch of attempts and their outcomes in one transaction, two statements per
+    /// [`OUTCOMES_PER_STATEMENT`] attempts (one multi-row INSERT into `delivery_attempt`, one
+    /// `UPDATE … FROM (VALUES …)`), a remainder in power-of-two sets
+    /// ([`super::statement_chunks`]).
     pub(crate) async fn record_attempts(&self, outcomes: &[&AttemptOutcome]) -> LedgerResult<()> {
         on_pool!(self.pool, |p| {
             if outcomes.is_empty() {
                 return Ok(());
             }
             let mut tx = p.begin().await?;
-            for chunk in outcomes.chunks(300) {
+            for chunk in super::statement_chunks(outcomes, OUTCOMES_PER_STATEMENT) {
                 let mut ins: QueryBuilder<Db> = QueryBuilder::new(
                     "INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status, error) ",
                 );

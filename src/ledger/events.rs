@@ -116,7 +116,7 @@ pub(super) async fn insert_many(tx: &mut Tx<'_>, events: &[&NewEvent]) -> Ledger
                 .execute(&mut *c)
                 .await?;
         }
-        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+        for chunk in super::statement_chunks(events, EVENTS_PER_STATEMENT) {
             let mut qb: QueryBuilder<Db> = QueryBuilder::new(
                 "INSERT INTO link_event (id, account_id, link_id, payment_id, type, sequence, run_id, \
              created_at, usage_delta, envelope) ",

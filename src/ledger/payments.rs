@@ -59,7 +59,7 @@ const ROWS_PER_STATEMENT: usize = 100;
 /// Inserts or updates `rows`, many per statement.
 pub(super) async fn upsert_many(tx: &mut Tx<'_>, rows: &[PaymentWrite]) -> LedgerResult<()> {
     on_tx!(tx, |c| {
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        for chunk in super::statement_chunks(rows, ROWS_PER_STATEMENT) {
             let mut qb: QueryBuilder<Db> = QueryBuilder::new(
                 "INSERT INTO payment (account_id, payment_id, link_id, reff_no, payment_link_reff_no, \
              payment_method_name, payment_method_value, payment_method_additional, amount, status, \

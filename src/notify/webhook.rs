@@ -21,12 +21,12 @@ pub struct SendResult {
 
 const BODY_KEEP: usize = 512;
 
-/// POSTs a signed event (`body` is moved into the request, not copied). Any 2xx is success;
+/// POSTs a signed event to `url` (`body` is moved into the request, not copied). Any 2xx is success;
 /// redirects are not followed (a 3xx is a failure); the client's timeout cuts a receiver that
 /// never answers.
 pub async fn send(
     http: &reqwest::Client,
-    url: &str,
+    url: &reqwest::Url,
     secret: &WebhookSecret,
     event_id: &str,
     timestamp: i64,
@@ -35,7 +35,7 @@ pub async fn send(
     let started = Instant::now();
     let signature = sign(secret, event_id, timestamp, body.as_bytes());
     let resp = http
-        .post(url)
+        .post(url.clone())
         .header("content-type", "application/json")
         .header("webhook-id", event_id)
         .header("webhook-timestamp", timestamp.to_string())
