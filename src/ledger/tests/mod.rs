@@ -540,16 +540,21 @@ async fn a_create_intent_is_recorded_once_and_answers_what_became_of_it() {
 
 #[test]
 fn statement_chunks_fill_whole_statements_then_split_the_rest_in_powers_of_two() {
-    let items: Vec<u32> = (0..237).collect();
-    let sizes: Vec<usize> = statement_chunks(&items, 100).map(<[u32]>::len).collect();
+    let items: Vec<u32> = (0..300).collect();
+    let sizes: Vec<usize> = statement_chunks(&items[..237], 100)
+        .map(<[u32]>::len)
+        .collect();
     assert_eq!(sizes, [100, 100, 32, 4, 1]);
     // Every row once, in order.
-    let flat: Vec<u32> = statement_chunks(&items, 100).flatten().copied().collect();
-    assert_eq!(flat, items);
-    // Any count below `max` needs at most log2(max) + 1 distinct texts overall.
+    let flat: Vec<u32> = statement_chunks(&items[..237], 100)
+        .flatten()
+        .copied()
+        .collect();
+    assert_eq!(flat, &items[..237]);
+    // Every count from 0 to 300 together needs log2(100) + 1 distinct texts.
     let mut texts = std::collections::BTreeSet::new();
     for n in 0..=300 {
-        texts.extend(statement_chunks(&items[..n.min(items.len())], 100).map(<[u32]>::len));
+        texts.extend(statement_chunks(&items[..n], 100).map(<[u32]>::len));
     }
     assert_eq!(
         texts.into_iter().collect::<Vec<_>>(),
