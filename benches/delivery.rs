@@ -69,6 +69,11 @@ impl Receiver {
         }
     }
 
+    /// `/proc/PID/stat` of the receiver process (its CPU time).
+    fn stat(&self) -> String {
+        format!("/proc/{}/stat", self.child.id())
+    }
+
     fn url(&self) -> String {
         format!("{}/hooks", self.base)
     }
@@ -135,13 +140,22 @@ struct Sample {
     cpu: f64,
     /// Of `cpu`, SQLite's worker threads.
     sqlite: f64,
+    /// The receiver process's CPU seconds (not the daemon's side: shown to tell how much of
+    /// the machine's two cores the step left unused).
+    receiver: f64,
 }
 
 /// Measures `step` (named `name` in the instruction counts under callgrind): wall time, this
-/// process's CPU (the receiver is another process) and its SQLite threads' CPU.
-async fn measured<T>(name: &str, step: impl std::future::Future<Output = T>) -> (Sample, T) {
+/// process's CPU (the receiver is another process: `receiver_stat` is its `/proc/PID/stat`), its
+/// SQLite threads' CPU and the receiver's.
+async fn measured<T>(
+    name: &str,
+    receiver_stat: &str,
+    step: impl std::future::Future<Output = T>,
+) -> (Sample, T) {
     let p0 = cpu_seconds("/proc/self/stat");
     let q0 = threads_cpu_seconds("sqlx-sqlite");
+    let r0 = cpu_seconds(receiver_stat);
     let t = Instant::now();
     callgrind::begin();
     let out = step.await;
@@ -149,11 +163,13 @@ async fn measured<T>(name: &str, step: impl std::future::Future<Output = T>) -> 
     let wall = t.elapsed().as_secs_f64();
     let p1 = cpu_seconds("/proc/self/stat");
     let q1 = threads_cpu_seconds("sqlx-sqlite");
+    let r1 = cpu_seconds(receiver_stat);
     (
         Sample {
             wall,
             cpu: p1 - p0,
             sqlite: q1 - q0,
+            receiver: r1 - r0,
         },
         out,
     )
@@ -169,6 +185,7 @@ fn main() {
     let receiver = Receiver::start();
     // Parsed once, as the dispatcher's subscriber URL is: both sides clone it per POST.
     let url: reqwest::Url = receiver.url().parse().expect("receiver url");
+    let receiver_stat = receiver.stat();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -222,7 +239,7 @@ fn main() {
                 .iter()
                 .map(|e| (e.id.0.clone(), e.to_json().expect("envelope")))
                 .collect();
-            let (f, ()) = measured("floor", async {
+            let (f, ()) = measured("floor", &receiver_stat, async {
                 futures_util::stream::iter(bodies.iter())
                     .map(|(id, body)| {
                         let client = client.clone();
@@ -301,7 +318,7 @@ fn main() {
             .expect("dispatcher")
             .with_per_subscriber_limit(PER_SUBSCRIBER);
             let hits0 = receiver.hits(&client).await;
-            let (d, delivered) = measured("dispatcher", async {
+            let (d, delivered) = measured("dispatcher", &receiver_stat, async {
                 let mut delivered = 0;
                 while delivered < n {
                     let s = dispatcher.dispatch_due().await.expect("dispatch");
@@ -330,18 +347,25 @@ fn main() {
         let ow = median(ours.iter().map(|s| s.wall).collect());
         let oc = median(ours.iter().map(|s| s.cpu).collect());
         let oq = median(ours.iter().map(|s| s.sqlite).collect());
+        let fr = median(floor.iter().map(|s| s.receiver).collect());
+        let or = median(ours.iter().map(|s| s.receiver).collect());
+        // Cores busy on this side and the receiver's together (of the machine's).
+        let busy = |v: &[Sample]| median(v.iter().map(|s| (s.cpu + s.receiver) / s.wall).collect());
         let rate = |secs: f64| n as f64 / secs;
         println!(
             "delivery bench ({} ledger): {n} events ({third} on links with 3 each), one subscriber at {PER_SUBSCRIBER} in flight (the daemon's default), median of {rounds} interleaved rounds",
             common::backend_name()
         );
         println!(
-            "  floor (bare reqwest loop)  {:>9.0} deliveries/s  ({fw:.3} s)  cpu (this side) {fc:.2} s",
-            rate(fw)
+            "  floor (bare reqwest loop)  {:>9.0} deliveries/s  ({fw:.3} s)  cpu (this side) {fc:.2} s  (receiver {fr:.2} s; {:.2} cores busy of {})",
+            rate(fw),
+            busy(&floor),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         println!(
-            "  dispatcher (ledger)        {:>9.0} deliveries/s  ({ow:.3} s)  cpu (this side) {oc:.2} s (SQLite threads {oq:.2} s; PostgreSQL's server processes not counted)  {:.2} × floor rate (target ≥ 0.8), {cpu_ratio:.2} × floor cpu (medians of the rounds' ratios)",
+            "  dispatcher (ledger)        {:>9.0} deliveries/s  ({ow:.3} s)  cpu (this side) {oc:.2} s (SQLite threads {oq:.2} s; PostgreSQL's server processes not counted)  (receiver {or:.2} s; {:.2} cores busy)  {:.2} × floor rate (target ≥ 0.8), {cpu_ratio:.2} × floor cpu (medians of the rounds' ratios)",
             rate(ow),
+            busy(&ours),
             1.0 / wall_ratio
         );
     });

@@ -37,14 +37,17 @@ impl Ledger {
             .bind(super::cluster::CLAIM_KEY)
             .execute(&mut *tx)
             .await?;
-        let rows = sqlx::query(concat!(
-            "UPDATE delivery SET claimed_at = $1 FROM (SELECT d.id FROM delivery d \
+        let rows = sqlx::query(sql!(
+            true,
+            concat!(
+                "UPDATE delivery SET claimed_at = $1 FROM (SELECT d.id FROM delivery d \
                  JOIN link_event e ON e.id = d.event_id WHERE ",
-            due_conditions!(),
-            " ORDER BY d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED) due, link_event e \
+                due_conditions!(),
+                " ORDER BY d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED) due, link_event e \
                  WHERE delivery.id = due.id AND e.id = delivery.event_id \
                  RETURNING delivery.id, delivery.event_id, delivery.subscriber, delivery.channel, \
                  delivery.attempts, e.envelope, e.run_id, e.link_id, e.payment_id, e.account_id"
+            )
         ))
         .bind(ledger_ts(now))
         .bind(limit)

@@ -136,7 +136,11 @@ pub struct DeliveryAttemptRow {
 /// When a pending delivery `d` (of event `e`) is due at `$1`: not claimed, its attempt time
 /// reached, an e-mail's pass finished, and no earlier event of its link (or payment) for the same
 /// subscriber pending a retry or claimed by a batch in flight. One text for the query of
-/// [`Ledger::due_deliveries`] and the claim of `Ledger::claim_due`.
+/// [`Ledger::due_deliveries`] and the claim of `Ledger::claim_due` (through
+/// [`super::backend::to_postgres`] on PostgreSQL). The earlier events are looked up with the
+/// expression of the `link_event_sequence` index (`IFNULL(payment_id, -1)`, then `sequence <`),
+/// so the check reads only that link's (that payment's) earlier events; with `IS NOT DISTINCT
+/// FROM` it read every event of the link, its payments' too, for each due delivery.
 macro_rules! due_conditions {
     () => {
         "d.state = 'pending' AND d.claimed_at IS NULL AND d.next_attempt_at <= $1 \
@@ -146,10 +150,20 @@ macro_rules! due_conditions {
              WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' \
              AND (d2.next_attempt_at > $1 OR d2.claimed_at IS NOT NULL) \
              AND e2.account_id = e.account_id AND e2.link_id = e.link_id \
-             AND e2.payment_id IS NOT DISTINCT FROM e.payment_id AND e2.sequence < e.sequence)"
+             AND IFNULL(e2.payment_id, -1) = IFNULL(e.payment_id, -1) AND e2.sequence < e.sequence)"
     };
 }
 pub(super) use due_conditions;
+
+/// The query of [`Ledger::due_deliveries`] (SQLite's text): `$1` now, `$2` the limit.
+pub(super) const DUE_SQL: &str = concat!(
+    "SELECT d.id, d.event_id, d.subscriber, d.channel, d.attempts, e.envelope, \
+     e.run_id, e.link_id, e.payment_id, e.account_id \
+     FROM delivery d INDEXED BY delivery_pending \
+     JOIN link_event e ON e.id = d.event_id WHERE ",
+    due_conditions!(),
+    " ORDER BY d.id LIMIT $2"
+);
 
 /// Outcomes per statement of [`Ledger::record_attempts`]: the dispatcher's usual group (half
 /// of its `GROUP_MAX`), so a full group is one INSERT and one UPDATE.
@@ -241,21 +255,11 @@ impl Ledger {
         limit: i64,
     ) -> LedgerResult<Vec<DueDelivery>> {
         on_pool!(self.pool, |p| {
-            let rows = sqlx::query(sql!(
-                PG,
-                concat!(
-                    "SELECT d.id, d.event_id, d.subscriber, d.channel, d.attempts, e.envelope, \
-                         e.run_id, e.link_id, e.payment_id, e.account_id \
-                         FROM delivery d INDEXED BY delivery_pending \
-                         JOIN link_event e ON e.id = d.event_id WHERE ",
-                    due_conditions!(),
-                    " ORDER BY d.id LIMIT $2"
-                )
-            ))
-            .bind(ledger_ts(now))
-            .bind(limit)
-            .fetch_all(p)
-            .await?;
+            let rows = sqlx::query(sql!(PG, DUE_SQL))
+                .bind(ledger_ts(now))
+                .bind(limit)
+                .fetch_all(p)
+                .await?;
             rows.iter().map(due_of).collect()
         })
     }
@@ -265,7 +269,8 @@ impl Ledger {
     /// subscriber, or an e-mail whose pass is still running). `None` if nothing is pending.
     pub async fn next_due_at(&self) -> LedgerResult<Option<DateTime<Utc>>> {
         on_pool!(self.pool, |p| {
-            let r = sqlx::query(
+            let r = sqlx::query(sql!(
+                PG,
                 "SELECT MIN(d.next_attempt_at) FROM delivery d JOIN link_event e ON e.id = d.event_id \
                  WHERE d.state = 'pending' AND d.claimed_at IS NULL \
                  AND (d.channel <> 'email' OR e.run_id IS NULL \
@@ -273,8 +278,8 @@ impl Ledger {
                  AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
                      WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' \
                      AND e2.account_id = e.account_id AND e2.link_id = e.link_id \
-                     AND e2.payment_id IS NOT DISTINCT FROM e.payment_id AND e2.sequence < e.sequence)",
-            )
+                     AND IFNULL(e2.payment_id, -1) = IFNULL(e.payment_id, -1) AND e2.sequence < e.sequence)"
+            ))
             .fetch_one(p)
             .await?;
             parse_opt_ts(r.try_get(0)?)

@@ -267,6 +267,98 @@ async fn one_links_events_reach_a_subscriber_in_sequence_order_even_across_a_fai
 }
 
 #[tokio::test]
+async fn batches_claimed_while_one_is_in_flight_keep_each_links_order_and_send_each_event_once() {
+    // One delivery per batch: every batch is full, so each next one is claimed while the one
+    // before it is in flight, and the events of one link fall in consecutive batches. The first
+    // POST fails once.
+    let erp = Receiver::start(vec![500]).await;
+    let clock = manual();
+    let t = TestApp::start(TestSandbox::start().await, clock.clone(), |c| {
+        subscribe(c, "erp", &erp, Some(LINK_EVENTS));
+    })
+    .await;
+    t.sync_ok().await;
+    // Link 78 allows 3 payments: `paid` (seq 1) and `exhausted` (seq 2); four more links paid.
+    for _ in 0..3 {
+        t.sandbox.pay(78).await;
+    }
+    for id in [5, 10, 15, 20] {
+        t.sandbox.pay(id).await;
+    }
+    let events = link_events(&t.sync_ok().await) as usize;
+    assert!(events >= 6, "{events} events");
+    let dispatcher = singapay_sync::notify::Dispatcher::new(
+        t.app.ledger.clone(),
+        vec![singapay_sync::notify::dispatcher::WebhookTarget {
+            name: "erp".into(),
+            url: erp.url.parse().unwrap(),
+            secret: singapay_sync::standard_webhooks::WebhookSecret::parse(&erp.secret).unwrap(),
+        }],
+        None,
+        singapay_sync::notify::RetrySchedule {
+            delays: DEFAULT.map(Duration::from_secs).to_vec(),
+            jitter: 0.0,
+        },
+        Duration::from_secs(5),
+        16,
+        clock.clone(),
+    )
+    .unwrap()
+    .with_batch(1);
+    let first = dispatcher.dispatch_due().await.unwrap();
+    assert_eq!((first.retrying, first.dead), (1, 0), "{first:?}");
+    // Only the failed event's later ones on its link wait for its retry.
+    let failed_link = erp.hits()[0].body["data"]["object"]["id"].as_i64().unwrap();
+    assert!(first.delivered >= events - 2, "{first:?}");
+    clock.set(t.app.ledger.next_due_at().await.unwrap().unwrap());
+    let second = dispatcher.dispatch_due().await.unwrap();
+    assert_eq!((second.retrying, second.dead), (0, 0), "{second:?}");
+    assert_eq!(first.delivered + second.delivered, events);
+    assert_eq!(dispatcher.dispatch_due().await.unwrap().attempted, 0);
+
+    let hits = erp.hits();
+    assert_eq!(hits.len(), events + 1);
+    assert!(hits.iter().all(|h| h.verified));
+    assert_eq!(hits.iter().filter(|h| h.answered == 500).count(), 1);
+    assert_eq!(hits[0].answered, 500);
+    // Each link's events arrive in sequence order, each delivered (200) exactly once.
+    let mut by_link: std::collections::BTreeMap<i64, Vec<(i64, u16)>> = Default::default();
+    for h in &hits {
+        let link = h.body["data"]["object"]["id"].as_i64().unwrap();
+        by_link
+            .entry(link)
+            .or_default()
+            .push((h.body["sequence"].as_i64().unwrap(), h.answered));
+    }
+    assert_eq!(by_link.len(), 5, "{by_link:?}");
+    for (link, seen) in &by_link {
+        let delivered: Vec<i64> = seen.iter().filter(|s| s.1 == 200).map(|s| s.0).collect();
+        let expected: Vec<i64> = (1..=delivered.len() as i64).collect();
+        assert_eq!(delivered, expected, "link {link}: {seen:?}");
+        if *link == failed_link {
+            assert_eq!(seen[..2], [(1, 500), (1, 200)], "link {link}: {seen:?}");
+        }
+    }
+    assert_eq!(by_link[&78].iter().filter(|s| s.1 == 200).count(), 2);
+    let ids: std::collections::BTreeSet<&str> = hits
+        .iter()
+        .filter(|h| h.answered == 200)
+        .map(|h| h.webhook_id.as_str())
+        .collect();
+    assert_eq!(ids.len(), events);
+    let rows = deliveries_of(&t.app.ledger, "erp").await;
+    assert_eq!(rows.len(), events);
+    assert!(
+        rows.iter().all(|r| r.state == DeliveryState::Delivered),
+        "{rows:?}"
+    );
+    assert_eq!(
+        rows.iter().map(|r| r.attempts).sum::<i64>(),
+        events as i64 + 1
+    );
+}
+
+#[tokio::test]
 async fn a_slow_subscriber_gets_at_most_its_share_of_the_requests_in_flight() {
     // 12 payments on 12 links (ids 5, 10, … 60 are open and unexpired in the seed): 12 events
     // to each of two subscribers, at most 2 in flight to each (per_subscriber_concurrency), out

@@ -86,3 +86,35 @@ async fn a_delivery_behind_a_claimed_earlier_event_of_its_link_is_not_due() {
     assert_eq!(due_ids().await.len(), 3);
     f.close().await;
 }
+
+#[tokio::test]
+async fn the_due_query_reads_only_a_links_earlier_events_through_the_sequence_index() {
+    // The plan of the ordering check: `link_event_sequence` searched on all four of its columns
+    // (the payment expression by equality, the sequence as a range), not on the link alone,
+    // which read every event of the link, its payments' too, for each due delivery.
+    let f = Fixture::new().await;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN QUERY PLAN {}",
+        super::super::deliveries::DUE_SQL
+    )))
+    .bind("2026-12-04T00:00:00.000000Z")
+    .bind(2000_i64)
+    .fetch_all(f.l.sqlite_pool())
+    .await
+    .expect("plan");
+    let plan: Vec<String> = rows
+        .iter()
+        .map(|r| sqlx::Row::get::<String, _>(r, "detail"))
+        .collect();
+    assert!(
+        plan.iter().any(|d| d
+            == "SEARCH e2 USING INDEX link_event_sequence (account_id=? AND link_id=? AND <expr>=? AND sequence<?)"),
+        "{plan:#?}"
+    );
+    assert!(
+        plan.iter()
+            .any(|d| d == "SCAN d USING INDEX delivery_pending"),
+        "{plan:#?}"
+    );
+    f.close().await;
+}
