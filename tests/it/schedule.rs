@@ -237,9 +237,10 @@ async fn a_receiver_that_never_answers_is_cut_at_the_delivery_timeout() {
     );
 }
 
-#[tokio::test]
-async fn one_links_events_reach_a_subscriber_in_sequence_order_even_across_a_failure() {
-    // The first delivery (link 78's `paid`, sequence 1) fails once.
+/// `erp` subscribed on a manual clock, answering 500 to its first POST; after the baseline, link
+/// 78 (which allows 3 payments) is paid three times in the sandbox, so the next pass makes its
+/// `paid` (sequence 1) and `exhausted` (sequence 2).
+async fn erp_failing_once_with_link_78_paid_out() -> (Receiver, Arc<ManualClock>, TestApp) {
     let erp = Receiver::start(vec![500]).await;
     let clock = manual();
     let t = TestApp::start(TestSandbox::start().await, clock.clone(), |c| {
@@ -247,10 +248,16 @@ async fn one_links_events_reach_a_subscriber_in_sequence_order_even_across_a_fai
     })
     .await;
     t.sync_ok().await;
-    // Link 78 allows 3 payments: three now make `paid` (seq 1) and `exhausted` (seq 2).
     for _ in 0..3 {
         t.sandbox.pay(78).await;
     }
+    (erp, clock, t)
+}
+
+#[tokio::test]
+async fn one_links_events_reach_a_subscriber_in_sequence_order_even_across_a_failure() {
+    // The first delivery (link 78's `paid`, sequence 1) fails once.
+    let (erp, clock, t) = erp_failing_once_with_link_78_paid_out().await;
     t.sync_ok().await;
     let d = t.dispatch().await;
     // Only sequence 1 was tried; sequence 2 waits behind it, though due.
@@ -270,18 +277,8 @@ async fn one_links_events_reach_a_subscriber_in_sequence_order_even_across_a_fai
 async fn batches_claimed_while_one_is_in_flight_keep_each_links_order_and_send_each_event_once() {
     // One delivery per batch: every batch is full, so each next one is claimed while the one
     // before it is in flight, and the events of one link fall in consecutive batches. The first
-    // POST fails once.
-    let erp = Receiver::start(vec![500]).await;
-    let clock = manual();
-    let t = TestApp::start(TestSandbox::start().await, clock.clone(), |c| {
-        subscribe(c, "erp", &erp, Some(LINK_EVENTS));
-    })
-    .await;
-    t.sync_ok().await;
-    // Link 78 allows 3 payments: `paid` (seq 1) and `exhausted` (seq 2); four more links paid.
-    for _ in 0..3 {
-        t.sandbox.pay(78).await;
-    }
+    // POST fails once. Link 78 gets two events; four more links are paid.
+    let (erp, clock, t) = erp_failing_once_with_link_78_paid_out().await;
     for id in [5, 10, 15, 20] {
         t.sandbox.pay(id).await;
     }

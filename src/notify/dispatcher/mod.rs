@@ -254,12 +254,9 @@ impl Dispatcher {
                 None => (self.claim_batch().await?, false),
             };
         }
-        // The bound on batches per call was reached with one more claimed: it waits for the
-        // next call.
-        if !due.is_empty() {
-            let ids = ids_of(&due);
-            self.ledger.release_claims(&ids).await?;
-        }
+        // Empty unless the bound on batches per call was reached with one more batch claimed,
+        // which goes back to the queue for the next call.
+        self.ledger.release_claims(&ids_of(&due)).await?;
         Ok(summary)
     }
 
@@ -273,8 +270,7 @@ impl Dispatcher {
             return Ok(due);
         }
         if let Err(e) = self.ledger.make_durable().await {
-            let ids = ids_of(&due);
-            self.ledger.release_claims(&ids).await?;
+            self.ledger.release_claims(&ids_of(&due)).await?;
             return Err(e);
         }
         Ok(due)
