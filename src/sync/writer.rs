@@ -9,9 +9,11 @@ use super::{SyncContext, SyncError};
 /// pages, whatever the number of links).
 const WRITER_QUEUE: usize = 8;
 
-/// Link rows a [`PageWriter`] commits between two background checkpoints (≈ 1.5 KB each, so
-/// about 400 WAL pages: below SQLite's automatic checkpoint at 1,000, which would otherwise run
-/// inside a commit).
+/// Link rows a [`PageWriter`] commits between two background checkpoints (≈ 1.6 KB each, so
+/// ≈ 1.6 MB of table pages, ~100 of a new ledger's 16 KB pages and ~400 of an older 4 KB one's,
+/// beside the index pages: below SQLite's automatic checkpoint at 1,000 WAL pages, which would
+/// otherwise run inside a commit). 10,000 made no measurable difference
+/// (`SYNC_BENCH_PROFILE=baseline`, 2026-12-04).
 const CHECKPOINT_ROWS: usize = 1000;
 
 /// Commits prepared pages in order on a background task, so that the next page is decoded and

@@ -147,6 +147,64 @@ async fn pages_committed_together_read_back_as_states() {
 }
 
 #[tokio::test]
+async fn a_new_ledger_gets_16_kb_pages_and_a_4_kb_ledger_keeps_its_own_and_its_rows() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+    async fn page_size(l: &Ledger) -> i64 {
+        sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(l.sqlite_pool())
+            .await
+            .expect("page_size")
+    }
+    let f = Fixture::new().await;
+    assert_eq!(page_size(&f.l).await, 16_384);
+    f.close().await;
+
+    // A ledger as an earlier version made it: SQLite's default 4 KB pages, WAL, rows in it.
+    let dir = std::env::temp_dir().join(format!("singapay-ledger-4k-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("ledger.db");
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .page_size(4096)
+                .journal_mode(SqliteJournalMode::Wal)
+                .foreign_keys(true),
+        )
+        .await
+        .expect("pool");
+    MIGRATOR.run(&pool).await.expect("schema");
+    pool.close().await;
+    let account = AccountId::parse(ACCOUNT).expect("account");
+    let l = Ledger::open(&path).await.expect("open");
+    assert_eq!(page_size(&l).await, 4096);
+    let run = l
+        .start_run(&account, Trigger::Manual, true, Utc::now())
+        .await
+        .expect("run");
+    l.commit_pages(run, vec![page(1..=300)])
+        .await
+        .expect("commit");
+    l.close().await;
+
+    let l = Ledger::open(&path).await.expect("reopen");
+    assert_eq!(page_size(&l).await, 4096);
+    let all: Vec<LinkId> = (1..=300).map(LinkId).collect();
+    let states = l.load_link_states(&account, &all).await.expect("states");
+    assert_eq!(states.len(), 300);
+    assert_eq!(states[&LinkId(299)].raw_hash, write(299).raw_hash);
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(l.sqlite_pool())
+        .await
+        .expect("integrity");
+    assert_eq!(integrity, "ok");
+    l.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn a_failing_page_rolls_back_its_whole_group() {
     let f = Fixture::new().await;
     let (l, account, run) = (&f.l, &f.account, f.run);
