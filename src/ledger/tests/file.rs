@@ -1,0 +1,226 @@
+//! The ledger file: its permissions and owner, its page size, and migrations of files an
+//! earlier version made.
+
+use super::*;
+
+#[tokio::test]
+async fn a_new_ledger_gets_16_kb_pages_and_a_4_kb_ledger_keeps_its_own_and_its_rows() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+    async fn page_size(l: &Ledger) -> i64 {
+        sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(l.sqlite_pool())
+            .await
+            .expect("page_size")
+    }
+    let f = Fixture::new().await;
+    assert_eq!(page_size(&f.l).await, 16_384);
+    f.close().await;
+
+    // A ledger as an earlier version made it: SQLite's default 4 KB pages, WAL, rows in it.
+    let dir = std::env::temp_dir().join(format!("singapay-ledger-4k-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("ledger.db");
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .page_size(4096)
+                .journal_mode(SqliteJournalMode::Wal)
+                .foreign_keys(true),
+        )
+        .await
+        .expect("pool");
+    MIGRATOR.run(&pool).await.expect("schema");
+    pool.close().await;
+    let account = AccountId::parse(ACCOUNT).expect("account");
+    let l = Ledger::open(&path).await.expect("open");
+    assert_eq!(page_size(&l).await, 4096);
+    let run = l
+        .start_run(&account, Trigger::Manual, true, Utc::now())
+        .await
+        .expect("run");
+    l.commit_pages(run, vec![page(1..=300)])
+        .await
+        .expect("commit");
+    l.close().await;
+
+    let l = Ledger::open(&path).await.expect("reopen");
+    assert_eq!(page_size(&l).await, 4096);
+    let all: Vec<LinkId> = (1..=300).map(LinkId).collect();
+    let states = l.load_link_states(&account, &all).await.expect("states");
+    assert_eq!(states.len(), 300);
+    assert_eq!(states[&LinkId(299)].raw_hash, write(299).raw_hash);
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(l.sqlite_pool())
+        .await
+        .expect("integrity");
+    assert_eq!(integrity, "ok");
+    l.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_ledger_file_is_private_and_another_users_file_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let f = Fixture::new().await;
+    let path = f.dir.join("ledger.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.clone().into_os_string();
+        p.push(suffix);
+        let mode = std::fs::metadata(&p).expect("file").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "ledger.db{suffix} is mode {mode:o}");
+    }
+    let other = f.dir.join("other.db");
+    std::fs::write(&other, b"").expect("file");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&other, Some(12345), None).expect("chown");
+        let err = Ledger::open(&other)
+            .await
+            .expect_err("another user's ledger");
+        assert!(err.to_string().contains("belongs to uid 12345"), "{err}");
+        assert_eq!(std::fs::metadata(&other).expect("file").uid(), 12345);
+    }
+    f.close().await;
+}
+
+/// A ledger made by version 3 (migrations 0001-0003) with events, deliveries and attempts opens
+/// under version 4: every event keeps its id, commit order and deliveries (`payment_id` NULL),
+/// the link sequence stays unique, and payments can be recorded.
+#[tokio::test]
+async fn a_version_3_ledger_with_events_migrates_to_payments() {
+    use sqlx::Row;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let dir = std::env::temp_dir().join(format!("singapay-ledger-v3-{}", ulid::Ulid::new()));
+    let old = dir.join("migrations-v3");
+    std::fs::create_dir_all(&old).expect("dir");
+    for f in std::fs::read_dir("migrations/sqlite").expect("migrations") {
+        let f = f.expect("entry").path();
+        let name = f.file_name().expect("name").to_string_lossy().to_string();
+        if name.as_str() < "0004" {
+            std::fs::copy(&f, old.join(&name)).expect("copy");
+        }
+    }
+    let path = dir.join("ledger.db");
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .foreign_keys(true),
+        )
+        .await
+        .expect("pool");
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .expect("v3 migrator")
+        .run(&pool)
+        .await
+        .expect("v3 schema");
+    sqlx::query(
+        "INSERT INTO sync_run (account_id, trigger, started_at, baseline) \
+         VALUES (?1, 'manual', '2026-11-21T03:04:05.000000Z', 0)",
+    )
+    .bind(ACCOUNT)
+    .execute(&pool)
+    .await
+    .expect("run");
+    for (i, (link, seq)) in [(103, 1), (103, 2), (78, 1)].into_iter().enumerate() {
+        let id = format!("evt_0{i}");
+        sqlx::query(
+            "INSERT INTO link_event (id, account_id, link_id, type, sequence, run_id, created_at, \
+             envelope) VALUES (?1, ?2, ?3, 'payment_link.paid', ?4, 1, '2026-11-21T03:04:05Z', ?5)",
+        )
+        .bind(&id)
+        .bind(ACCOUNT)
+        .bind(link)
+        .bind(seq)
+        .bind(format!(r#"{{"id":"{id}"}}"#))
+        .execute(&pool)
+        .await
+        .expect("event");
+        sqlx::query(
+            "INSERT INTO delivery (event_id, subscriber, channel, state, attempts, created_at) \
+             VALUES (?1, 'erp', 'webhook', 'delivered', 1, '2026-11-21T03:04:05Z')",
+        )
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .expect("delivery");
+    }
+    sqlx::query(
+        "INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status) \
+         VALUES (1, '2026-11-21T03:04:06Z', 12, 200)",
+    )
+    .execute(&pool)
+    .await
+    .expect("attempt");
+    // Retention pruned an event with a higher seq: its number is never reused.
+    sqlx::query("UPDATE sqlite_sequence SET seq = 9 WHERE name = 'link_event'")
+        .execute(&pool)
+        .await
+        .expect("counter");
+    pool.close().await;
+
+    let l = Ledger::open(&path).await.expect("migrates to version 4");
+    let rows = sqlx::query(
+        "SELECT e.seq, e.id, e.link_id, e.payment_id, e.sequence, d.id AS delivery \
+         FROM link_event e JOIN delivery d ON d.event_id = e.id ORDER BY e.seq",
+    )
+    .fetch_all(l.sqlite_pool())
+    .await
+    .expect("events");
+    let got: Vec<(i64, String, i64, Option<i64>, i64, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "evt_00".into(), 103, None, 1, 1),
+            (2, "evt_01".into(), 103, None, 2, 2),
+            (3, "evt_02".into(), 78, None, 1, 3),
+        ]
+    );
+    let fk: Vec<sqlx::sqlite::SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(l.sqlite_pool())
+        .await
+        .expect("fk check");
+    assert!(fk.is_empty(), "no dangling reference after the rebuild");
+    // A link's sequence stays unique; a payment's sequence is its own.
+    let dup = sqlx::query(
+        "INSERT INTO link_event (id, account_id, link_id, type, sequence, created_at, envelope) \
+         VALUES ('evt_dup', ?1, 103, 'payment_link.paid', 2, 'x', '{}')",
+    )
+    .bind(ACCOUNT)
+    .execute(l.sqlite_pool())
+    .await;
+    assert!(dup.is_err(), "(account, link, sequence) is still unique");
+    sqlx::query(
+        "INSERT INTO link_event (id, account_id, link_id, payment_id, type, sequence, created_at, \
+         envelope) VALUES ('evt_pay', ?1, 103, 129, 'payment.paid', 2, 'x', '{}')",
+    )
+    .bind(ACCOUNT)
+    .execute(l.sqlite_pool())
+    .await
+    .expect("a payment's sequence 2 beside the link's");
+    let seq: i64 = sqlx::query("SELECT seq FROM link_event WHERE id = 'evt_pay'")
+        .fetch_one(l.sqlite_pool())
+        .await
+        .expect("seq")
+        .get(0);
+    assert_eq!(seq, 10, "the AUTOINCREMENT counter survived the rebuild");
+    let b = l
+        .baselines(&AccountId::parse(ACCOUNT).expect("account"))
+        .await
+        .expect("baselines");
+    assert!(
+        !b.history,
+        "an upgraded ledger has not read the history yet"
+    );
+    l.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
