@@ -3,9 +3,30 @@
 
 use super::*;
 
+/// A one-connection pool on a new file at `path` with the settings of an earlier version:
+/// SQLite's default 4 KB pages, and its rollback journal unless `journal` says otherwise.
+async fn earlier_version_pool(
+    path: &Path,
+    journal: Option<sqlx::sqlite::SqliteJournalMode>,
+) -> sqlx::SqlitePool {
+    let mut opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .page_size(4096)
+        .foreign_keys(true);
+    if let Some(j) = journal {
+        opts = opts.journal_mode(j);
+    }
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .expect("pool")
+}
+
 #[tokio::test]
 async fn a_new_ledger_gets_16_kb_pages_and_a_4_kb_ledger_keeps_its_own_and_its_rows() {
-    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+    use sqlx::sqlite::SqliteJournalMode;
     async fn page_size(l: &Ledger) -> i64 {
         sqlx::query_scalar("PRAGMA page_size")
             .fetch_one(l.sqlite_pool())
@@ -20,18 +41,7 @@ async fn a_new_ledger_gets_16_kb_pages_and_a_4_kb_ledger_keeps_its_own_and_its_r
     let dir = std::env::temp_dir().join(format!("singapay-ledger-4k-{}", ulid::Ulid::new()));
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("ledger.db");
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true)
-                .page_size(4096)
-                .journal_mode(SqliteJournalMode::Wal)
-                .foreign_keys(true),
-        )
-        .await
-        .expect("pool");
+    let pool = earlier_version_pool(&path, Some(SqliteJournalMode::Wal)).await;
     MIGRATOR.run(&pool).await.expect("schema");
     pool.close().await;
     let account = AccountId::parse(ACCOUNT).expect("account");
@@ -92,7 +102,6 @@ async fn the_ledger_file_is_private_and_another_users_file_is_refused() {
 #[tokio::test]
 async fn a_version_3_ledger_with_events_migrates_to_payments() {
     use sqlx::Row;
-    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
     let dir = std::env::temp_dir().join(format!("singapay-ledger-v3-{}", ulid::Ulid::new()));
     let old = dir.join("migrations-v3");
     std::fs::create_dir_all(&old).expect("dir");
@@ -104,16 +113,7 @@ async fn a_version_3_ledger_with_events_migrates_to_payments() {
         }
     }
     let path = dir.join("ledger.db");
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true)
-                .foreign_keys(true),
-        )
-        .await
-        .expect("pool");
+    let pool = earlier_version_pool(&path, None).await;
     sqlx::migrate::Migrator::new(old.as_path())
         .await
         .expect("v3 migrator")
