@@ -169,8 +169,8 @@ pub struct PageCommit {
 
 /// Page size of a new SQLite ledger, bytes (SQLite's default is 4,096). A link row is ~1.6 KB
 /// (`raw_json` beside its decoded columns): a 4 KB page holds two, so a baseline import of
-/// 100,000 links wrote ~190,000 WAL and checkpoint `pwrite`s and split pages twice as often.
-/// With 16 KB pages: ~71,000 writes and the import's wall time 2.2-2.4 s → 1.6-1.7 s, its CPU
+/// 100,000 links made ~191,000 `pwrite`s (WAL frames, checkpoint copies, statement journals).
+/// With 16 KB pages: ~71,000, and the import's wall time 2.2-2.4 s → 1.6-1.7 s, its CPU
 /// 2.4-2.7 s → 1.9-2.0 s (`SYNC_BENCH_PROFILE=baseline`, docs/PERFORMANCE.md); 8 KB and 64 KB
 /// were slower than 16 KB; deliveries did not change. A ledger's page size is fixed when its
 /// file is first written: an existing ledger keeps its own (the pragma does nothing in WAL mode).
