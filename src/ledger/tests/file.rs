@@ -24,15 +24,17 @@ async fn earlier_version_pool(
         .expect("pool")
 }
 
+/// The page size of `l`'s file, bytes.
+async fn page_size(l: &Ledger) -> i64 {
+    sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(l.sqlite_pool())
+        .await
+        .expect("page_size")
+}
+
 #[tokio::test]
 async fn a_new_ledger_gets_16_kb_pages_and_a_4_kb_ledger_keeps_its_own_and_its_rows() {
     use sqlx::sqlite::SqliteJournalMode;
-    async fn page_size(l: &Ledger) -> i64 {
-        sqlx::query_scalar("PRAGMA page_size")
-            .fetch_one(l.sqlite_pool())
-            .await
-            .expect("page_size")
-    }
     let f = Fixture::new().await;
     assert_eq!(page_size(&f.l).await, 16_384);
     f.close().await;
@@ -166,6 +168,8 @@ async fn a_version_3_ledger_with_events_migrates_to_payments() {
     pool.close().await;
 
     let l = Ledger::open(&path).await.expect("migrates to version 4");
+    // A rollback-journal file switched to WAL at open keeps its 4 KB pages too.
+    assert_eq!(page_size(&l).await, 4096);
     let rows = sqlx::query(
         "SELECT e.seq, e.id, e.link_id, e.payment_id, e.sequence, d.id AS delivery \
          FROM link_event e JOIN delivery d ON d.event_id = e.id ORDER BY e.seq",
