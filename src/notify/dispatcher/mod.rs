@@ -234,8 +234,20 @@ impl Dispatcher {
                     }
                 }
             );
-            // Deliveries of a group stopped behind a failure were claimed but not attempted.
-            let finished = self.ledger.release_claims(&ids).await.and(recorded);
+            // Deliveries of a group stopped behind a failure were claimed but not attempted; a
+            // recorded outcome cleared its delivery's claim already, so only the others are
+            // released (usually none: one statement over the whole batch's ids saved).
+            let finished = match recorded {
+                Ok(done) => {
+                    let left: Vec<i64> = ids
+                        .iter()
+                        .copied()
+                        .filter(|id| !done.contains(id))
+                        .collect();
+                    self.ledger.release_claims(&left).await
+                }
+                Err(e) => self.ledger.release_claims(&ids).await.and(Err(e)),
+            };
             let next = match (finished, next) {
                 (Ok(()), Ok(next)) => next,
                 (Ok(()), Err(e)) => return Err(e),

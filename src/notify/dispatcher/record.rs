@@ -67,7 +67,8 @@ pub(super) fn unrecorded_limit(concurrency: usize) -> usize {
 
 impl Dispatcher {
     /// Records the outcomes of one batch as they arrive on `rx`, in groups; returns when the
-    /// batch is sent (the channel closes) and everything is recorded. On a ledger error, fires
+    /// batch is sent (the channel closes) and everything is recorded, with the ids of the
+    /// deliveries whose outcome it recorded (their claims are cleared). On a ledger error, fires
     /// `stop` (nothing more is sent) and returns it.
     pub(super) async fn record_stream(
         &self,
@@ -76,7 +77,7 @@ impl Dispatcher {
         gone: &mut BTreeSet<String>,
         stop: &CancellationToken,
         unrecorded: &Semaphore,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<HashSet<i64>, LedgerError> {
         let r = self
             .record_all(&mut rx, summary, gone, stop, unrecorded)
             .await;
@@ -94,7 +95,7 @@ impl Dispatcher {
         gone: &mut BTreeSet<String>,
         stop: &CancellationToken,
         unrecorded: &Semaphore,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<HashSet<i64>, LedgerError> {
         let mut group: Vec<Sent> = Vec::with_capacity(GROUP_MAX);
         let mut seen: HashSet<i64> = HashSet::new();
         let mut deadline = tokio::time::Instant::now();
@@ -129,9 +130,9 @@ impl Dispatcher {
                     }
                 }
                 None => {
-                    return self
-                        .flush(&mut group, summary, gone, stop, unrecorded)
-                        .await;
+                    self.flush(&mut group, summary, gone, stop, unrecorded)
+                        .await?;
+                    return Ok(seen);
                 }
             }
         }
