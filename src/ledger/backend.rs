@@ -158,7 +158,8 @@ impl LedgerRow for sqlx::postgres::PgRow {
 
 /// The PostgreSQL text of a statement written for SQLite with `$n` parameters: `INDEXED BY`
 /// hints dropped, `IFNULL(` written `COALESCE(` (the spelling of each schema's expression index
-/// `link_event_sequence`, which a query must repeat to use it), and `col IN (SELECT value FROM json_each($n))` id lists read with
+/// `link_event_sequence`, which a query must repeat to use it), `json_array(` written
+/// `json_build_array(` (PostgreSQL 15 has no `json_array`), and `col IN (SELECT value FROM json_each($n))` id lists read with
 /// `json_array_elements_text` (cast to `bigint` for a column named `…id`) into an array, matched
 /// with `col = ANY(…)`. The array form is an index condition beside `account_id = $1` whatever
 /// the planner believes of the table's size; the `IN (SELECT …)` form became a hash semi-join
@@ -201,6 +202,7 @@ pub(crate) fn to_postgres(sql: &str) -> String {
         );
     }
     sql.replace("IFNULL(", "COALESCE(")
+        .replace("json_array(", "json_build_array(")
 }
 
 /// The statement text for the database at hand: `$text` itself on SQLite, its
@@ -241,6 +243,10 @@ mod tests {
         assert_eq!(
             to_postgres("WHERE IFNULL(e2.payment_id, -1) = IFNULL(e.payment_id, -1)"),
             "WHERE COALESCE(e2.payment_id, -1) = COALESCE(e.payment_id, -1)"
+        );
+        assert_eq!(
+            to_postgres("SELECT CAST(json_array(d.id, e.link_id) AS TEXT) AS meta"),
+            "SELECT CAST(json_build_array(d.id, e.link_id) AS TEXT) AS meta"
         );
     }
 }

@@ -45,8 +45,9 @@ impl Ledger {
                 due_conditions!(),
                 " ORDER BY d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED) due, link_event e \
                  WHERE delivery.id = due.id AND e.id = delivery.event_id \
-                 RETURNING delivery.id, delivery.event_id, delivery.subscriber, delivery.channel, \
-                 delivery.attempts, e.envelope, e.run_id, e.link_id, e.payment_id, e.account_id"
+                 RETURNING delivery.id, e.envelope, CAST(json_build_array(delivery.event_id, \
+                 delivery.subscriber, delivery.channel, delivery.attempts, e.run_id, e.link_id, \
+                 e.payment_id, e.account_id) AS TEXT) AS meta"
             )
         ))
         .bind(ledger_ts(now))

@@ -118,3 +118,45 @@ async fn the_due_query_reads_only_a_links_earlier_events_through_the_sequence_in
     );
     f.close().await;
 }
+
+#[tokio::test]
+async fn a_due_delivery_comes_back_with_every_value_as_stored() {
+    // The due query packs eight of a row's values into one JSON array (`meta`) that `due_of`
+    // unpacks: each must come back in its own place, NULLs as `None`.
+    let f = Fixture::new().await;
+    let (l, run) = (&f.l, f.run);
+    let mut c = PageCommit::default();
+    c.events.push(event("evt_m1", 42, run));
+    c.deliveries
+        .push(webhook_delivery("evt_m1", "erp-2", Utc::now()));
+    l.commit_page(run, c).await.expect("commit");
+    let first = l.due_deliveries(Utc::now(), 10).await.expect("due");
+    assert_eq!(first.len(), 1);
+    // One failed attempt, due again at once: `attempts` is 1.
+    let again = Utc::now() - chrono::Duration::seconds(1);
+    let failed = AttemptOutcome {
+        delivery_id: first[0].id,
+        attempted_at: again,
+        duration_ms: 5,
+        status: Some(500),
+        error: Some("HTTP 500".into()),
+        result: AttemptResult::Retry(again),
+    };
+    l.record_attempts(&[&failed]).await.expect("record");
+    let due = l.due_deliveries(Utc::now(), 10).await.expect("due");
+    assert_eq!(due.len(), 1);
+    let d = &due[0];
+    assert_eq!(d.id, first[0].id);
+    assert_eq!(d.event_id, "evt_m1");
+    assert_eq!(d.subscriber, "erp-2");
+    assert_eq!(d.channel, Channel::Webhook);
+    assert_eq!(d.attempts, 1);
+    assert_eq!(d.run_id, Some(run));
+    assert_eq!(d.link_id, 42);
+    assert_eq!(d.payment_id, None);
+    assert_eq!(d.account_id, ACCOUNT);
+    let envelope: serde_json::Value = serde_json::from_str(&d.envelope).expect("envelope");
+    assert_eq!(envelope["id"], "evt_m1");
+    assert_eq!(envelope["data"]["object"]["id"], 42);
+    f.close().await;
+}
