@@ -158,7 +158,8 @@ pub(super) use due_conditions;
 /// The query of [`Ledger::due_deliveries`] (SQLite's text): `$1` now, `$2` the limit. Each row
 /// is `id`, `envelope` and `meta`, the other eight values packed into one JSON array (see
 /// [`due_of`]); `json_array` is `json_build_array` on PostgreSQL
-/// ([`super::backend::to_postgres`]).
+/// ([`super::backend::to_postgres`]), whose `json` the `CAST` makes a text (on SQLite it is one
+/// already).
 pub(super) const DUE_SQL: &str = concat!(
     "SELECT d.id, e.envelope, CAST(json_array(d.event_id, d.subscriber, d.channel, d.attempts, \
      e.run_id, e.link_id, e.payment_id, e.account_id) AS TEXT) AS meta \

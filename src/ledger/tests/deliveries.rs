@@ -122,16 +122,26 @@ async fn the_due_query_reads_only_a_links_earlier_events_through_the_sequence_in
 #[tokio::test]
 async fn a_due_delivery_comes_back_with_every_value_as_stored() {
     // The due query packs eight of a row's values into one JSON array (`meta`) that `due_of`
-    // unpacks: each must come back in its own place, NULLs as `None`.
+    // unpacks: each must come back in its own place, NULLs as `None`. A payment event beside
+    // it carries a `payment_id`.
     let f = Fixture::new().await;
     let (l, run) = (&f.l, f.run);
     let mut c = PageCommit::default();
     c.events.push(event("evt_m1", 42, run));
-    c.deliveries
-        .push(webhook_delivery("evt_m1", "erp-2", Utc::now()));
+    let mut paid = event("evt_m2", 43, run);
+    paid.payment_id = Some(crate::types::PaymentId(7));
+    c.events.push(paid);
+    for id in ["evt_m1", "evt_m2"] {
+        c.deliveries.push(webhook_delivery(id, "erp-2", Utc::now()));
+    }
     l.commit_page(run, c).await.expect("commit");
     let first = l.due_deliveries(Utc::now(), 10).await.expect("due");
-    assert_eq!(first.len(), 1);
+    assert_eq!(first.len(), 2);
+    let m2 = &first[1];
+    assert_eq!(
+        (m2.event_id.as_str(), m2.link_id, m2.payment_id, m2.attempts),
+        ("evt_m2", 43, Some(7), 0)
+    );
     // One failed attempt, due again at once: `attempts` is 1.
     let again = Utc::now() - chrono::Duration::seconds(1);
     let failed = AttemptOutcome {
@@ -144,7 +154,7 @@ async fn a_due_delivery_comes_back_with_every_value_as_stored() {
     };
     l.record_attempts(&[&failed]).await.expect("record");
     let due = l.due_deliveries(Utc::now(), 10).await.expect("due");
-    assert_eq!(due.len(), 1);
+    assert_eq!(due.len(), 2);
     let d = &due[0];
     assert_eq!(d.id, first[0].id);
     assert_eq!(d.event_id, "evt_m1");
