@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::backend::{on_pool, sql};
-use super::deliveries::{DueDelivery, due_conditions, due_of};
+use super::deliveries::{DueDelivery, due_of, due_own_conditions, held_join, held_keys};
 use super::{Ledger, LedgerResult};
 use crate::time::ledger_ts;
 
@@ -40,10 +40,15 @@ impl Ledger {
         let rows = sqlx::query(sql!(
             true,
             concat!(
-                "UPDATE delivery SET claimed_at = $1 FROM (SELECT d.id FROM delivery d \
-                 JOIN link_event e ON e.id = d.event_id WHERE ",
-                due_conditions!(),
-                " ORDER BY d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED) due, link_event e \
+                "WITH ",
+                held_keys!("(d2.next_attempt_at > $1 OR d2.claimed_at IS NOT NULL)"),
+                " UPDATE delivery SET claimed_at = $1 FROM (SELECT d.id FROM delivery d \
+                 JOIN link_event e ON e.id = d.event_id",
+                held_join!(),
+                "WHERE ",
+                due_own_conditions!(),
+                " AND (h.sequence IS NULL OR h.sequence >= e.sequence) \
+                 ORDER BY d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED) due, link_event e \
                  WHERE delivery.id = due.id AND e.id = delivery.event_id \
                  RETURNING delivery.id, e.envelope, CAST(json_build_array(delivery.event_id, \
                  delivery.subscriber, delivery.channel, delivery.attempts, e.run_id, e.link_id, \

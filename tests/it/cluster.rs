@@ -470,3 +470,97 @@ async fn a_baseline_import_refreshes_the_planner_statistics_of_a_fresh_postgres_
     );
     raw.close().await;
 }
+
+/// A dispatcher sending `erp`'s deliveries to `rx`, one delivery per batch.
+fn one_per_batch(t: &TestApp, rx: &Receiver) -> singapay_sync::notify::Dispatcher {
+    singapay_sync::notify::Dispatcher::new(
+        t.app.ledger.clone(),
+        vec![singapay_sync::notify::dispatcher::WebhookTarget {
+            name: "erp".into(),
+            url: rx.url.parse().unwrap(),
+            secret: singapay_sync::standard_webhooks::WebhookSecret::parse(&rx.secret).unwrap(),
+        }],
+        None,
+        singapay_sync::notify::RetrySchedule {
+            delays: vec![Duration::from_secs(5)],
+            jitter: 0.0,
+        },
+        Duration::from_secs(10),
+        16,
+        std::sync::Arc::new(singapay_sync::time::SystemClock),
+    )
+    .unwrap()
+    .with_batch(1)
+}
+
+#[tokio::test]
+async fn a_links_later_event_waits_while_another_instance_sends_its_earlier_one() {
+    // Two dispatchers on one PostgreSQL ledger (two instances). A has link 78's first event in
+    // flight (its receiver answers after 1.5 s); B, claiming meanwhile, must leave link 78's
+    // second event alone and send only link 5's. PostgreSQL's claim finds the held events with a
+    // join on a CTE of held keys (`deliveries::held_keys`), not the `NOT EXISTS` SQLite uses.
+    if !on_postgres() {
+        eprintln!(
+            "SKIPPED on SQLite: two dispatchers claiming at once need the PostgreSQL ledger \
+             (SINGAPAY_TEST_LEDGER=postgres, run by .ci/run)"
+        );
+        return;
+    }
+    // Both receivers stand for the subscriber `erp` (each instance configured with its own URL
+    // and key for it): `slow` gets A's requests, `fast` B's.
+    let (slow, fast) = (Receiver::start(vec![]).await, Receiver::start(vec![]).await);
+    let t = TestApp::spawn_with(|c| subscribe(c, "erp", &slow, Some(LINK_EVENTS))).await;
+    t.sync_ok().await;
+    for _ in 0..3 {
+        t.sandbox.pay(78).await;
+    }
+    t.sandbox.pay(5).await;
+    t.sync_ok().await;
+    let owed = deliveries_of(&t.app.ledger, "erp").await;
+    let link_of = |h: &Hit| h.body["data"]["object"]["id"].as_i64().unwrap();
+    assert_eq!(
+        owed.len(),
+        3,
+        "link 78 paid and exhausted, link 5 paid: {owed:?}"
+    );
+
+    slow.delay_ms.store(1500, Ordering::Relaxed);
+    let (a, b) = (one_per_batch(&t, &slow), one_per_batch(&t, &fast));
+    let a_run = tokio::spawn(async move { a.dispatch_due().await.unwrap() });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while slow.max_in_flight.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "A never sent");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let by_b = b.dispatch_due().await.unwrap();
+    assert_eq!((by_b.attempted, by_b.delivered), (1, 1), "{by_b:?}");
+    let fast_hits = fast.hits();
+    assert_eq!(
+        fast_hits
+            .iter()
+            .map(|h| (link_of(h), h.body["sequence"].as_i64().unwrap()))
+            .collect::<Vec<_>>(),
+        [(5, 1)],
+        "B sent only link 5's event while A had link 78's first in flight"
+    );
+    assert!(
+        slow.hits().is_empty(),
+        "A's first request was still in flight"
+    );
+
+    let by_a = a_run.await.unwrap();
+    assert_eq!((by_a.attempted, by_a.delivered), (2, 2), "{by_a:?}");
+    let seen: Vec<(i64, i64, u16)> = slow
+        .hits()
+        .iter()
+        .map(|h| (link_of(h), h.body["sequence"].as_i64().unwrap(), h.answered))
+        .collect();
+    assert_eq!(seen, [(78, 1, 200), (78, 2, 200)]);
+    assert!(slow.hits().iter().chain(&fast_hits).all(|h| h.verified));
+    let rows = deliveries_of(&t.app.ledger, "erp").await;
+    assert!(
+        rows.iter()
+            .all(|r| r.state == DeliveryState::Delivered && r.attempts == 1),
+        "{rows:?}"
+    );
+}

@@ -213,10 +213,10 @@ impl Dispatcher {
             // A full batch may have more behind it. On SQLite the next one is claimed (and made
             // durable) while this one is sent, so the queue does not wait for the claim query;
             // that query sees this batch's deliveries claimed, so it takes no later event of
-            // their links. On PostgreSQL the same claim beside a batch in flight took 0.86 s
-            // instead of ~0.1 s for 2,000 (its anti-join against the claimed rows; delivery
-            // 0.17 × the floor instead of 0.35 ×, `BENCH_LEDGER=postgres cargo bench --bench
-            // delivery`), so there the next batch is claimed after this one is recorded.
+            // their links. On PostgreSQL the next batch is claimed after this one is recorded:
+            // the claim beside a batch in flight costs the server's CPU that the batch's outcome
+            // commits need (claim 55-70 ms instead of ~37 ms, sending 2,000 slower by as much;
+            // delivery 0.621 s either way, `BENCH_LEDGER=postgres cargo bench --bench delivery`).
             let full = ids.len() >= self.batch as usize;
             let prefetch = full && !self.ledger.is_postgres();
             let stop = CancellationToken::new();
