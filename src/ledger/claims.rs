@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::backend::{on_pool, sql};
-use super::deliveries::{DueDelivery, due_of, due_own_conditions, held_join, held_keys};
+use super::deliveries::{DueDelivery, due_of, due_own_conditions, held_keys, in_order};
 use super::{Ledger, LedgerResult};
 use crate::time::ledger_ts;
 
@@ -43,12 +43,11 @@ impl Ledger {
                 "WITH ",
                 held_keys!("(d2.next_attempt_at > $1 OR d2.claimed_at IS NOT NULL)"),
                 " UPDATE delivery SET claimed_at = $1 FROM (SELECT d.id FROM delivery d \
-                 JOIN link_event e ON e.id = d.event_id",
-                held_join!(),
-                "WHERE ",
+                 JOIN link_event e ON e.id = d.event_id WHERE ",
                 due_own_conditions!(),
-                " AND (h.sequence IS NULL OR h.sequence >= e.sequence) \
-                 ORDER BY d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED) due, link_event e \
+                " AND ",
+                in_order!(),
+                " ORDER BY d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED) due, link_event e \
                  WHERE delivery.id = due.id AND e.id = delivery.event_id \
                  RETURNING delivery.id, e.envelope, CAST(json_build_array(delivery.event_id, \
                  delivery.subscriber, delivery.channel, delivery.attempts, e.run_id, e.link_id, \
