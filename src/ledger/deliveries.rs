@@ -172,9 +172,9 @@ macro_rules! due_conditions {
 /// COALESCE(payment_id, -1))::text`. [`in_order!`] looks a due delivery's key up in it. The same
 /// rule as the correlated `NOT EXISTS`, which PostgreSQL planned, depending on its statistics,
 /// as a nested loop over every held delivery for each due one: claiming 2,000 beside 2,000
-/// claimed took 1,168 ms with 8,000 due and 374 ms with 108,000 due; with the lookup 73 and
-/// 75 ms (`EXPLAIN ANALYZE`; a join on a CTE of the keys took 302 ms with 108,000 due, again a
-/// nested loop).
+/// claimed took 1,168 ms with 8,000 due (63 ms once analysed afresh) and 355-374 ms with
+/// 108,000 due; with the lookup 73 and 69-75 ms (`EXPLAIN ANALYZE`, docs/PERFORMANCE.md; a join
+/// on a CTE of the keys took 269-302 ms with 108,000 due, again a nested loop).
 macro_rules! held_keys {
     ($held:expr) => {
         concat!(
