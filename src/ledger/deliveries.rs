@@ -135,7 +135,8 @@ pub struct DeliveryAttemptRow {
 
 /// The conditions on a pending delivery `d` (of event `e`) itself to be due at `$1`: not
 /// claimed, its attempt time reached, and an e-mail's pass finished. [`due_conditions!`] adds
-/// the ordering condition for SQLite; PostgreSQL's claim adds it as a join with [`held_keys!`].
+/// the ordering condition for SQLite; PostgreSQL's claim adds it with [`held_keys!`] and
+/// [`in_order!`].
 macro_rules! due_own_conditions {
     () => {
         "d.state = 'pending' AND d.claimed_at IS NULL AND d.next_attempt_at <= $1 \

@@ -471,34 +471,13 @@ async fn a_baseline_import_refreshes_the_planner_statistics_of_a_fresh_postgres_
     raw.close().await;
 }
 
-/// A dispatcher sending `erp`'s deliveries to `rx`, one delivery per batch.
-fn one_per_batch(t: &TestApp, rx: &Receiver) -> singapay_sync::notify::Dispatcher {
-    singapay_sync::notify::Dispatcher::new(
-        t.app.ledger.clone(),
-        vec![singapay_sync::notify::dispatcher::WebhookTarget {
-            name: "erp".into(),
-            url: rx.url.parse().unwrap(),
-            secret: singapay_sync::standard_webhooks::WebhookSecret::parse(&rx.secret).unwrap(),
-        }],
-        None,
-        singapay_sync::notify::RetrySchedule {
-            delays: vec![Duration::from_secs(5)],
-            jitter: 0.0,
-        },
-        Duration::from_secs(10),
-        16,
-        std::sync::Arc::new(singapay_sync::time::SystemClock),
-    )
-    .unwrap()
-    .with_batch(1)
-}
-
 #[tokio::test]
 async fn a_links_later_event_waits_while_another_instance_sends_its_earlier_one() {
     // Two dispatchers on one PostgreSQL ledger (two instances). A has link 78's first event in
-    // flight (its receiver answers after 1.5 s); B, claiming meanwhile, must leave link 78's
-    // second event alone and send only link 5's. PostgreSQL's claim finds the held events with a
-    // join on a CTE of held keys (`deliveries::held_keys`), not the `NOT EXISTS` SQLite uses.
+    // flight (its receiver answers after 2.5 s); B, claiming meanwhile, must leave link 78's
+    // second event alone and send only link 5's. PostgreSQL's claim finds the held events by
+    // looking each due delivery's key up in the held keys (`deliveries::held_keys`), not with
+    // the `NOT EXISTS` SQLite uses.
     if !on_postgres() {
         eprintln!(
             "SKIPPED on SQLite: two dispatchers claiming at once need the PostgreSQL ledger \
@@ -524,8 +503,11 @@ async fn a_links_later_event_waits_while_another_instance_sends_its_earlier_one(
         "link 78 paid and exhausted, link 5 paid: {owed:?}"
     );
 
-    slow.delay_ms.store(1500, Ordering::Relaxed);
-    let (a, b) = (one_per_batch(&t, &slow), one_per_batch(&t, &fast));
+    slow.delay_ms.store(2500, Ordering::Relaxed);
+    let clock: std::sync::Arc<dyn singapay_sync::time::Clock> =
+        std::sync::Arc::new(singapay_sync::time::SystemClock);
+    let a = one_per_batch(&t.app.ledger, &slow, clock.clone());
+    let b = one_per_batch(&t.app.ledger, &fast, clock);
     let a_run = tokio::spawn(async move { a.dispatch_due().await.unwrap() });
     let deadline = Instant::now() + Duration::from_secs(10);
     while slow.max_in_flight.load(Ordering::SeqCst) == 0 {

@@ -321,6 +321,36 @@ impl Receiver {
     }
 }
 
+/// A dispatcher of its own on `ledger` sending the subscriber `erp`'s webhooks to `rx` (signed
+/// with `rx`'s key), one delivery per batch, on the default retry schedule without jitter, 5 s
+/// per request, 16 in flight.
+pub fn one_per_batch(
+    ledger: &Ledger,
+    rx: &Receiver,
+    clock: Arc<dyn Clock>,
+) -> singapay_sync::notify::Dispatcher {
+    singapay_sync::notify::Dispatcher::new(
+        ledger.clone(),
+        vec![singapay_sync::notify::dispatcher::WebhookTarget {
+            name: "erp".into(),
+            url: rx.url.parse().unwrap(),
+            secret: singapay_sync::standard_webhooks::WebhookSecret::parse(&rx.secret).unwrap(),
+        }],
+        None,
+        singapay_sync::notify::RetrySchedule {
+            delays: singapay_sync::config::DEFAULT_RETRY_SCHEDULE
+                .map(Duration::from_secs)
+                .to_vec(),
+            jitter: 0.0,
+        },
+        Duration::from_secs(5),
+        16,
+        clock,
+    )
+    .unwrap()
+    .with_batch(1)
+}
+
 /// One message received over SMTP.
 #[derive(Debug, Clone)]
 pub struct Mail {

@@ -284,24 +284,7 @@ async fn batches_claimed_while_one_is_in_flight_keep_each_links_order_and_send_e
     }
     let events = link_events(&t.sync_ok().await) as usize;
     assert!(events >= 6, "{events} events");
-    let dispatcher = singapay_sync::notify::Dispatcher::new(
-        t.app.ledger.clone(),
-        vec![singapay_sync::notify::dispatcher::WebhookTarget {
-            name: "erp".into(),
-            url: erp.url.parse().unwrap(),
-            secret: singapay_sync::standard_webhooks::WebhookSecret::parse(&erp.secret).unwrap(),
-        }],
-        None,
-        singapay_sync::notify::RetrySchedule {
-            delays: DEFAULT.map(Duration::from_secs).to_vec(),
-            jitter: 0.0,
-        },
-        Duration::from_secs(5),
-        16,
-        clock.clone(),
-    )
-    .unwrap()
-    .with_batch(1);
+    let dispatcher = one_per_batch(&t.app.ledger, &erp, clock.clone());
     let first = dispatcher.dispatch_due().await.unwrap();
     assert_eq!((first.retrying, first.dead), (1, 0), "{first:?}");
     // Only the failed event's later ones on its link wait for its retry.

@@ -215,8 +215,9 @@ impl Dispatcher {
             // that query sees this batch's deliveries claimed, so it takes no later event of
             // their links. On PostgreSQL the next batch is claimed after this one is recorded:
             // the claim beside a batch in flight costs the server's CPU that the batch's outcome
-            // commits need (claim 55-70 ms instead of ~37 ms, sending 2,000 slower by as much;
-            // delivery 0.621 s either way, `BENCH_LEDGER=postgres cargo bench --bench delivery`).
+            // commits need (with the claim of 9790f92: 55-70 ms instead of ~37 ms, sending 2,000
+            // slower by as much; delivery 0.621 s either way, `BENCH_LEDGER=postgres cargo bench
+            // --bench delivery`).
             let full = ids.len() >= self.batch as usize;
             let prefetch = full && !self.ledger.is_postgres();
             let stop = CancellationToken::new();
