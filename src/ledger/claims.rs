@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::backend::{on_pool, sql};
-use super::deliveries::{DueDelivery, due_of, due_own_conditions, held_keys, in_order};
+use super::deliveries::{DueDelivery, due_of, due_own_conditions, held_keys, holds_back, in_order};
 use super::{Ledger, LedgerResult};
 use crate::time::ledger_ts;
 
@@ -41,7 +41,7 @@ impl Ledger {
             true,
             concat!(
                 "WITH ",
-                held_keys!("(d2.next_attempt_at > $1 OR d2.claimed_at IS NOT NULL)"),
+                held_keys!(),
                 " UPDATE delivery SET claimed_at = $1 FROM (SELECT d.id FROM delivery d \
                  JOIN link_event e ON e.id = d.event_id WHERE ",
                 due_own_conditions!(),

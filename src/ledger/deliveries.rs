@@ -146,6 +146,16 @@ macro_rules! due_own_conditions {
 }
 pub(super) use due_own_conditions;
 
+/// Whether delivery `d2` holds back the later events of its link (or payment) for its
+/// subscriber at `$1`: pending, and retrying later or claimed by a batch in flight. Shared by
+/// SQLite's [`due_conditions!`] and PostgreSQL's [`held_keys!`].
+macro_rules! holds_back {
+    () => {
+        "d2.state = 'pending' AND (d2.next_attempt_at > $1 OR d2.claimed_at IS NOT NULL)"
+    };
+}
+pub(super) use holds_back;
+
 /// When a pending delivery `d` (of event `e`) is due at `$1`: [`due_own_conditions!`], and no
 /// earlier event of its link (or payment) for the same subscriber pending a retry or claimed by
 /// a batch in flight. The text of [`Ledger::due_deliveries`] and of SQLite's claim
@@ -158,9 +168,9 @@ macro_rules! due_conditions {
         concat!(
             due_own_conditions!(),
             " AND NOT EXISTS (SELECT 1 FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
-             WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' \
-             AND (d2.next_attempt_at > $1 OR d2.claimed_at IS NOT NULL) \
-             AND e2.account_id = e.account_id AND e2.link_id = e.link_id \
+             WHERE d2.subscriber = d.subscriber AND ",
+            holds_back!(),
+            " AND e2.account_id = e.account_id AND e2.link_id = e.link_id \
              AND IFNULL(e2.payment_id, -1) = IFNULL(e.payment_id, -1) AND e2.sequence < e.sequence)"
         )
     };
@@ -168,7 +178,7 @@ macro_rules! due_conditions {
 
 /// PostgreSQL's form of the ordering condition of [`due_conditions!`], in two parts. This CTE,
 /// `held`, is one JSON object computed once per statement: for each (subscriber, account, link,
-/// payment) with a pending delivery matching `$held` (a condition on `d2`), the lowest event
+/// payment) with a delivery that [`holds_back!`], the lowest event
 /// `sequence` among them, keyed by `jsonb_build_array(subscriber, account_id, link_id,
 /// COALESCE(payment_id, -1))::text`. [`in_order!`] looks a due delivery's key up in it. The same
 /// rule as the correlated `NOT EXISTS`, which PostgreSQL planned, depending on its statistics,
@@ -177,14 +187,13 @@ macro_rules! due_conditions {
 /// 108,000 due; with the lookup 73 and 69-75 ms (`EXPLAIN ANALYZE`, docs/PERFORMANCE.md; a join
 /// on a CTE of the keys took 269-302 ms with 108,000 due, again a nested loop).
 macro_rules! held_keys {
-    ($held:expr) => {
+    () => {
         concat!(
             "held AS MATERIALIZED (SELECT COALESCE(jsonb_object_agg(k, s), '{}'::jsonb) AS keys \
              FROM (SELECT jsonb_build_array(d2.subscriber, e2.account_id, e2.link_id, \
              COALESCE(e2.payment_id, -1))::text AS k, MIN(e2.sequence) AS s \
-             FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id \
-             WHERE d2.state = 'pending' AND ",
-            $held,
+             FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id WHERE ",
+            holds_back!(),
             " GROUP BY 1) g)"
         )
     };
