@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use sqlx::{Arguments, Row};
@@ -65,61 +66,9 @@ const COLUMNS: &str = "account_id, link_id, reff_no, title, payment_url, status,
     items_json, whitelisted_payment_method, redirect_url, payment_date, created_at, updated_at, \
     raw_json, first_seen_at, last_seen_at, deleted_at, sequence, raw_hash";
 
-/// The most rows per upsert statement (25 parameters each: 25,000, under SQLite's 32,766 and
-/// PostgreSQL's 65,535). The pages a writer commits together go in as few statements as this
-/// allows ([`statement_rows`]): each statement is one round trip to the driver's connection
-/// thread, and during a baseline import, which the writer paces, each round trip waited for
-/// a core (the SQLite threads spent about as long runnable and waiting as running, per
-/// `/proc/*/schedstat`). One statement per page, 11 round trips for a group of 8 pages: 2.56–3.55
-/// s per import; up to 1,000 rows per statement, 4 round trips: 2.04–2.79 s
-/// (`SYNC_BENCH_PROFILE=baseline`, 6 alternating pairs of one experimental build; the final
-/// code against the previous one in docs/PERFORMANCE.md).
-const ROWS_PER_STATEMENT: usize = 1000;
-
-/// Below [`ROWS_PER_STATEMENT`], a statement's rows are a multiple of this (a sweep's page
-/// size), then a power of two below it, so a backend has at most 17 upsert texts, each compiled
-/// once per connection.
-const ROWS_STEP: usize = 100;
-
-/// The row counts of the statements that upsert `rows` rows: as many of
-/// [`ROWS_PER_STATEMENT`] as fit, then the largest multiple of [`ROWS_STEP`], then decreasing
-/// powers of two (2,350 rows: 1,000, 1,000, 300, 32, 16, 2).
-fn statement_rows(rows: usize) -> impl Iterator<Item = usize> {
-    let mut rest = rows;
-    std::iter::from_fn(move || {
-        let n = if rest >= ROWS_PER_STATEMENT {
-            ROWS_PER_STATEMENT
-        } else if rest >= ROWS_STEP {
-            rest / ROWS_STEP * ROWS_STEP
-        } else if rest > 0 {
-            1 << rest.ilog2()
-        } else {
-            return None;
-        };
-        rest -= n;
-        Some(n)
-    })
-}
-
-/// The upsert text for `rows` rows, one of [`statement_rows`]'s sizes (built once per process
-/// and backend; another size is built each time).
-fn upsert_text(rows: usize, pg: bool) -> Cow<'static, str> {
-    const SIZES: usize = ROWS_PER_STATEMENT / ROWS_STEP + 7;
-    static TEXTS: [[std::sync::OnceLock<String>; SIZES]; 2] =
-        [const { [const { std::sync::OnceLock::new() }; SIZES] }; 2];
-    let slot = if rows.is_multiple_of(ROWS_STEP) && (ROWS_STEP..=ROWS_PER_STATEMENT).contains(&rows)
-    {
-        Some(rows / ROWS_STEP - 1)
-    } else if rows.is_power_of_two() && rows < ROWS_STEP {
-        Some(ROWS_PER_STATEMENT / ROWS_STEP + rows.ilog2() as usize)
-    } else {
-        None
-    };
-    match slot.and_then(|i| TEXTS[usize::from(pg)].get(i)) {
-        Some(cell) => Cow::Borrowed(cell.get_or_init(|| upsert_sql(rows, pg))),
-        None => Cow::Owned(upsert_sql(rows, pg)),
-    }
-}
+/// Rows per INSERT statement (25 parameters each, well under SQLite's 32,766 and PostgreSQL's
+/// 65,535).
+const ROWS_PER_STATEMENT: usize = 200;
 
 /// Number of [`COLUMNS`].
 const COLUMN_COUNT: usize = 25;
@@ -136,15 +85,13 @@ enum Value {
 
 /// Link rows to insert or update, encoded into column values as they are added: the pass
 /// encodes a page while the ledger writer is still committing earlier ones, and the writer only
-/// binds and executes. The rows of the pages committed together go in multi-row statements of
-/// up to [`ROWS_PER_STATEMENT`] rows. Memory: the rows' texts (moved, not copied) until the
-/// commit.
+/// binds and executes. Rows go in multi-row statements of up to 200 rows. Memory: the rows'
+/// texts (moved, not copied) until the commit.
 #[derive(Debug, Default)]
 pub(crate) struct LinkRows {
-    /// [`COLUMN_COUNT`] values per row, in [`COLUMNS`] order.
-    values: Vec<Value>,
-    /// Each row's link id (one statement cannot upsert a row twice).
-    ids: Vec<i64>,
+    /// Values of each statement, with its number of rows; only the last one is not full.
+    statements: Vec<(usize, Vec<Value>)>,
+    len: usize,
 }
 
 impl LinkRows {
@@ -152,9 +99,18 @@ impl LinkRows {
     /// a row twice). Values are bound at commit, where a text the database refuses fails the
     /// commit.
     pub(crate) fn push(&mut self, w: LinkWrite) {
-        let args = &mut self.values;
+        if self
+            .statements
+            .last()
+            .is_none_or(|(rows, _)| *rows == ROWS_PER_STATEMENT)
+        {
+            self.statements
+                .push((0, Vec::with_capacity(ROWS_PER_STATEMENT * COLUMN_COUNT)));
+        }
+        let Some((rows, args)) = self.statements.last_mut() else {
+            return;
+        };
         let l = w.link;
-        self.ids.push(l.id.0);
         let now = ledger_ts(w.now);
         let text = |v: String| Value::Text(Some(v));
         args.extend([
@@ -184,16 +140,18 @@ impl LinkRows {
             Value::Int(Some(w.sequence)),
             text(w.raw_hash),
         ]);
+        *rows += 1;
+        self.len += 1;
     }
 
     /// Whether there are no rows.
     pub(crate) fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.len == 0
     }
 
     /// Number of rows.
     pub(crate) fn len(&self) -> usize {
-        self.ids.len()
+        self.len
     }
 }
 
@@ -204,9 +162,9 @@ impl LinkRows {
 /// (`cargo bench --bench sync`: 8.1 × the floor instead of 2.2 ×).
 fn upsert_sql(rows: usize, pg: bool) -> String {
     use std::fmt::Write as _;
-    // One buffer, no string per parameter: 5,000 small strings joined were 6% of a baseline
-    // import's instructions (callgrind) when a text was built per statement; [`upsert_text`]
-    // now builds each size once.
+    // One buffer, no string per parameter: this text is built for every statement that is not
+    // full (a commit's last one), and 5,000 small strings joined were 6% of a baseline import's
+    // instructions (callgrind).
     let mut values = String::with_capacity(rows * COLUMN_COUNT * 7);
     for r in 0..rows {
         values.push_str(if r == 0 { "(" } else { ", (" });
@@ -241,36 +199,27 @@ fn upsert_sql(rows: usize, pg: bool) -> String {
     )
 }
 
-/// Executes the encoded upserts of `rows` (consumed, in order) inside `tx`, the rows of all the
-/// sets together in as few statements as [`statement_rows`] gives. A set's link ids are
-/// distinct ([`LinkRows::push`]); if two sets share one (a pass does not write a link twice,
-/// so this is a defence), each set goes in statements of its own, in order.
+/// Executes the encoded upserts of `rows` (consumed) inside `tx`.
 pub(super) async fn upsert_many(
     tx: &mut Tx<'_>,
     rows: impl IntoIterator<Item = LinkRows>,
 ) -> LedgerResult<()> {
+    // The statement text of a full chunk is built once per process (sqlx caches the prepared
+    // statement by its text).
+    static FULL_SQLITE: LazyLock<String> = LazyLock::new(|| upsert_sql(ROWS_PER_STATEMENT, false));
+    static FULL_POSTGRES: LazyLock<String> = LazyLock::new(|| upsert_sql(ROWS_PER_STATEMENT, true));
     let pg = tx.is_postgres();
-    let sets: Vec<LinkRows> = rows.into_iter().collect();
-    let mut seen = std::collections::HashSet::new();
-    let distinct = sets.iter().flat_map(|s| &s.ids).all(|id| seen.insert(*id));
-    let batches: Vec<(usize, Vec<Value>)> = if distinct {
-        let total = sets.iter().map(LinkRows::len).sum();
-        let mut values = Vec::with_capacity(total * COLUMN_COUNT);
-        for set in sets {
-            values.extend(set.values);
-        }
-        vec![(total, values)]
-    } else {
-        sets.into_iter().map(|s| (s.len(), s.values)).collect()
-    };
-    for (total, values) in batches {
-        let mut values = values.into_iter();
-        for n in statement_rows(total) {
-            let sql = upsert_text(n, pg);
-            let row_values = values.by_ref().take(n * COLUMN_COUNT);
+    let full: &'static str = if pg { &FULL_POSTGRES } else { &FULL_SQLITE };
+    for set in rows {
+        for (n, values) in set.statements {
+            let sql: Cow<'static, str> = if n == ROWS_PER_STATEMENT {
+                Cow::Borrowed(full)
+            } else {
+                Cow::Owned(upsert_sql(n, pg))
+            };
             on_tx!(&mut *tx, |c| {
                 let mut args = <Db as sqlx::Database>::Arguments::default();
-                for v in row_values {
+                for v in values {
                     match v {
                         Value::Int(i) => args.add(i),
                         Value::Text(t) => args.add(t),
@@ -478,30 +427,6 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn statements_take_up_to_a_thousand_rows_then_page_multiples_then_powers_of_two() {
-        let sizes = |n: usize| statement_rows(n).collect::<Vec<_>>();
-        assert_eq!(sizes(0), Vec::<usize>::new());
-        assert_eq!(sizes(800), vec![800]);
-        assert_eq!(sizes(2350), vec![1000, 1000, 300, 32, 16, 2]);
-        assert_eq!(sizes(99), vec![64, 32, 2, 1]);
-        for n in [1, 57, 100, 999, 1000, 1001, 12_345] {
-            assert_eq!(statement_rows(n).sum::<usize>(), n, "{n}");
-            assert!(statement_rows(n).all(|r| r <= ROWS_PER_STATEMENT));
-        }
-        // Every size it gives has a text built once per backend.
-        for n in (1..=3000).flat_map(statement_rows) {
-            for pg in [false, true] {
-                assert!(matches!(upsert_text(n, pg), Cow::Borrowed(_)), "{n} rows");
-            }
-        }
-        assert_eq!(
-            upsert_text(800, false).matches('?').count(),
-            800 * COLUMN_COUNT
-        );
-        assert!(upsert_text(3, true).contains(&format!("${}", 3 * COLUMN_COUNT)));
-    }
 
     #[test]
     fn upsert_sql_numbers_postgres_parameters_across_rows_and_counts_sqlite_ones() {
