@@ -159,10 +159,8 @@ pub(super) use holds_back;
 /// When a pending delivery `d` (of event `e`) is due at `$1`: [`due_own_conditions!`], and no
 /// earlier event of its link (or payment) for the same subscriber pending a retry or claimed by
 /// a batch in flight. The text of [`Ledger::due_deliveries`] and of SQLite's claim
-/// (`Ledger::claim_due`). The earlier events are looked up with the expression of the
-/// `link_event_sequence` index (`IFNULL(payment_id, -1)`, then `sequence <`), so the check reads
-/// only that link's (that payment's) earlier events; with `IS NOT DISTINCT FROM` it read every
-/// event of the link, its payments' too, for each due delivery.
+/// (`Ledger::claim_due`). The earlier events are looked up with the `link_event_sequence` index's
+/// expression (`IFNULL(payment_id, -1)`, then `sequence <`): only that link's (payment's) are read.
 macro_rules! due_conditions {
     () => {
         concat!(
@@ -177,36 +175,53 @@ macro_rules! due_conditions {
 }
 
 /// PostgreSQL's form of the ordering condition of [`due_conditions!`], in two parts. This CTE,
-/// `held`, is one JSON object computed once per statement: for each (subscriber, account, link,
-/// payment) with a delivery that [`holds_back!`], the lowest event
-/// `sequence` among them, keyed by `jsonb_build_array(subscriber, account_id, link_id,
-/// COALESCE(payment_id, -1))::text`. [`in_order!`] looks a due delivery's key up in it. The same
-/// rule as the correlated `NOT EXISTS`, which PostgreSQL planned, depending on its statistics,
-/// as a nested loop over every held delivery for each due one: claiming 2,000 beside 2,000
-/// claimed took 1,168 ms with 8,000 due (63 ms once analysed afresh) and 355-374 ms with
-/// 108,000 due; with the lookup 73 and 69-75 ms (`EXPLAIN ANALYZE`, docs/PERFORMANCE.md; a join
-/// on a CTE of the keys took 269-302 ms with 108,000 due, again a nested loop).
+/// `held`, is one JSON object computed once per statement: for each [`order_key!`] with a
+/// delivery that [`holds_back!`], the lowest event `sequence`; [`in_order!`] looks a due
+/// delivery's key up in it. PostgreSQL planned a correlated `NOT EXISTS` as a nested loop over
+/// every held delivery for each due one (1,168 ms against 73 ms, docs/PERFORMANCE.md).
 macro_rules! held_keys {
     () => {
         concat!(
             "held AS MATERIALIZED (SELECT COALESCE(jsonb_object_agg(k, s), '{}'::jsonb) AS keys \
-             FROM (SELECT jsonb_build_array(d2.subscriber, e2.account_id, e2.link_id, \
-             COALESCE(e2.payment_id, -1))::text AS k, MIN(e2.sequence) AS s \
+             FROM (SELECT ",
+            order_key!(d2, e2),
+            " AS k, MIN(e2.sequence) AS s \
              FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id WHERE ",
             holds_back!(),
             " GROUP BY 1) g)"
         )
     };
 }
+
+/// Delivery `$d`'s ordering key (subscriber, account, link, payment or -1; `$e` its event).
+macro_rules! order_key {
+    ($d:ident, $e:ident) => {
+        concat!(
+            "jsonb_build_array(",
+            stringify!($d),
+            ".subscriber, ",
+            stringify!($e),
+            ".account_id, ",
+            stringify!($e),
+            ".link_id, COALESCE(",
+            stringify!($e),
+            ".payment_id, -1))::text"
+        )
+    };
+}
 pub(super) use held_keys;
+pub(super) use order_key;
 
 /// Whether delivery `d` of event `e` is next in its order: its key in [`held_keys!`]'s CTE
 /// `held` (read once, as a scalar subquery) is absent, or its lowest held sequence is not below
 /// `e.sequence`.
 macro_rules! in_order {
     () => {
-        "COALESCE(((SELECT keys FROM held) ->> jsonb_build_array(d.subscriber, e.account_id, \
-         e.link_id, COALESCE(e.payment_id, -1))::text)::bigint, e.sequence) >= e.sequence"
+        concat!(
+            "COALESCE(((SELECT keys FROM held) ->> ",
+            order_key!(d, e),
+            ")::bigint, e.sequence) >= e.sequence"
+        )
     };
 }
 pub(super) use in_order;
