@@ -103,10 +103,32 @@ fn event_at(id: &str, link: i64, run_id: i64, at: chrono::DateTime<Utc>) -> NewE
 }
 
 #[tokio::test]
+async fn a_link_on_two_pages_committed_together_keeps_the_later_pages_row() {
+    let f = Fixture::new().await;
+    let (l, account, run) = (&f.l, &f.account, f.run);
+    // One statement cannot upsert a row twice (PostgreSQL refuses it): the pages then go in
+    // statements of their own, in order.
+    let mut later = PageCommit::default();
+    let mut again = write(3);
+    again.sequence = 7;
+    later.writes.push(again);
+    later.writes.push(write(9));
+    l.commit_pages(run, vec![page(1..=5), later])
+        .await
+        .expect("commit");
+    let ids: Vec<LinkId> = (1..=9).map(LinkId).collect();
+    let states = l.load_link_states(account, &ids).await.expect("states");
+    assert_eq!(states.len(), 6);
+    assert_eq!(states[&LinkId(3)].sequence, 7);
+    assert_eq!(states[&LinkId(2)].sequence, 2);
+    assert_eq!(states[&LinkId(9)].sequence, 0);
+}
+
+#[tokio::test]
 async fn pages_committed_together_read_back_as_states() {
     let f = Fixture::new().await;
     let (l, account, run) = (&f.l, &f.account, f.run);
-    // 450 rows: three statements (200, 200, 50) in the first page, then a small second page.
+    // 460 rows of two pages in five statements (400, then 32, 16, 8, 4).
     l.commit_pages(run, vec![page(1..=450), page(451..=460)])
         .await
         .expect("commit");
