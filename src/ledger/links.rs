@@ -72,9 +72,10 @@ const COLUMNS: &str = "account_id, link_id, reff_no, title, payment_url, status,
 /// core (SQLite's threads spent about as long runnable and waiting as running, per
 /// `/proc/*/schedstat`). A group of 8 pages of 100 takes 5 round trips instead of 11. Medians of
 /// 5 alternating rounds of `SYNC_BENCH_PROFILE=baseline` (each the median of 10 imports): one
-/// statement per page 2.42 s, at most 200 rows 2.21 s, 400 rows 2.15 s, 800 rows 2.15 s; 800
-/// rows also raised the process's peak RSS from 79 to 105–114 MB (each connection keeps every
-/// size it compiled, with its last bound values), 400 left it at 79 MB.
+/// statement per page 2.42 s, at most 200 rows 2.21 s, 400 rows 2.15 s, 800 rows 2.15 s. Each
+/// connection keeps every size it compiled, with its last bound values: the bench's peak RSS
+/// (`SYNC_BENCH_ONLY=links`) was 51–53 MB at one statement per page, 66.5 MB at 400 rows and
+/// 117 MB at 1,000.
 const ROWS_PER_STATEMENT: usize = 400;
 
 /// Below [`ROWS_PER_STATEMENT`], a statement's rows are a multiple of this (a sweep's page
