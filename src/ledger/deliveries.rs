@@ -192,6 +192,7 @@ macro_rules! held_keys {
         )
     };
 }
+pub(super) use held_keys;
 
 /// Delivery `$d`'s ordering key (subscriber, account, link, payment or -1; `$e` its event).
 macro_rules! order_key {
@@ -209,7 +210,6 @@ macro_rules! order_key {
         )
     };
 }
-pub(super) use held_keys;
 pub(super) use order_key;
 
 /// Whether delivery `d` of event `e` is next in its order: its key in [`held_keys!`]'s CTE

@@ -83,24 +83,10 @@ const ROWS_PER_STATEMENT: usize = 400;
 /// once per connection.
 const ROWS_STEP: usize = 100;
 
-/// The row counts of the statements that upsert `rows` rows: as many of
-/// [`ROWS_PER_STATEMENT`] as fit, then the largest multiple of [`ROWS_STEP`], then decreasing
-/// powers of two (1,150 rows: 400, 400, 300, 32, 16, 2).
+/// The row counts of the statements that upsert `rows` rows ([`super::statement_sizes`] with
+/// [`ROWS_PER_STATEMENT`] and [`ROWS_STEP`]; 1,150 rows: 400, 400, 300, 32, 16, 2).
 fn statement_rows(rows: usize) -> impl Iterator<Item = usize> {
-    let mut rest = rows;
-    std::iter::from_fn(move || {
-        let n = if rest >= ROWS_PER_STATEMENT {
-            ROWS_PER_STATEMENT
-        } else if rest >= ROWS_STEP {
-            rest / ROWS_STEP * ROWS_STEP
-        } else if rest > 0 {
-            1 << rest.ilog2()
-        } else {
-            return None;
-        };
-        rest -= n;
-        Some(n)
-    })
+    super::statement_sizes(rows, ROWS_PER_STATEMENT, ROWS_STEP)
 }
 
 /// The upsert text for `rows` rows, one of [`statement_rows`]'s sizes (built once per process
@@ -243,29 +229,31 @@ fn upsert_sql(rows: usize, pg: bool) -> String {
     )
 }
 
-/// Executes the encoded upserts of `rows` (consumed, in order) inside `tx`, the rows of all the
-/// sets together in as few statements as [`statement_rows`] gives. A set's link ids are
-/// distinct ([`LinkRows::push`]); if two sets share one (a pass does not write a link twice,
-/// so this is a defence), each set goes in statements of its own, in order.
+/// The rows of `sets` as `(rows, values)` batches, each cut into statements by
+/// [`statement_rows`]: all the sets in one batch, in order. A set's link ids are distinct
+/// ([`LinkRows::push`]); if two sets share one (a pass does not write a link twice, so this is a
+/// defence: PostgreSQL refuses an upsert that touches a row twice), one batch per set, in order.
+fn batches(sets: Vec<LinkRows>) -> Vec<(usize, Vec<Value>)> {
+    let mut seen = std::collections::HashSet::new();
+    if !sets.iter().flat_map(|s| &s.ids).all(|id| seen.insert(*id)) {
+        return sets.into_iter().map(|s| (s.len(), s.values)).collect();
+    }
+    let total = sets.iter().map(LinkRows::len).sum();
+    let mut values = Vec::with_capacity(total * COLUMN_COUNT);
+    for set in sets {
+        values.extend(set.values);
+    }
+    vec![(total, values)]
+}
+
+/// Executes the encoded upserts of `rows` (consumed, in order) inside `tx`, in the statements
+/// of [`batches`].
 pub(super) async fn upsert_many(
     tx: &mut Tx<'_>,
     rows: impl IntoIterator<Item = LinkRows>,
 ) -> LedgerResult<()> {
     let pg = tx.is_postgres();
-    let sets: Vec<LinkRows> = rows.into_iter().collect();
-    let mut seen = std::collections::HashSet::new();
-    let distinct = sets.iter().flat_map(|s| &s.ids).all(|id| seen.insert(*id));
-    let batches: Vec<(usize, Vec<Value>)> = if distinct {
-        let total = sets.iter().map(LinkRows::len).sum();
-        let mut values = Vec::with_capacity(total * COLUMN_COUNT);
-        for set in sets {
-            values.extend(set.values);
-        }
-        vec![(total, values)]
-    } else {
-        sets.into_iter().map(|s| (s.len(), s.values)).collect()
-    };
-    for (total, values) in batches {
+    for (total, values) in batches(rows.into_iter().collect()) {
         let mut values = values.into_iter();
         for n in statement_rows(total) {
             let sql = upsert_text(n, pg);
@@ -503,6 +491,38 @@ mod tests {
             300 * COLUMN_COUNT
         );
         assert!(upsert_text(3, true).contains(&format!("${}", 3 * COLUMN_COUNT)));
+    }
+
+    #[test]
+    fn pages_sharing_a_link_id_keep_batches_of_their_own_and_others_share_one() {
+        let set = |ids: &[i64]| LinkRows {
+            values: ids
+                .iter()
+                .flat_map(|&id| (0..COLUMN_COUNT).map(move |_| Value::Int(Some(id))))
+                .collect(),
+            ids: ids.to_vec(),
+        };
+        let shape = |b: Vec<(usize, Vec<Value>)>| -> Vec<(usize, usize)> {
+            b.into_iter().map(|(n, v)| (n, v.len())).collect()
+        };
+        let together = batches(vec![set(&[1, 2, 3]), set(&[4, 5])]);
+        assert_eq!(shape(together), vec![(5, 5 * COLUMN_COUNT)]);
+        let apart = batches(vec![set(&[1, 2, 3]), set(&[3, 9])]);
+        let first_ids: Vec<Option<i64>> = apart[1]
+            .1
+            .iter()
+            .step_by(COLUMN_COUNT)
+            .map(|v| match v {
+                Value::Int(i) => *i,
+                Value::Text(_) => None,
+            })
+            .collect();
+        assert_eq!(first_ids, vec![Some(3), Some(9)]);
+        assert_eq!(
+            shape(apart),
+            vec![(3, 3 * COLUMN_COUNT), (2, 2 * COLUMN_COUNT)]
+        );
+        assert!(batches(Vec::new()).iter().all(|(n, _)| *n == 0));
     }
 
     #[test]

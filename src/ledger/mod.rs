@@ -504,27 +504,42 @@ pub fn lock_sqlite_ledger(path: &std::path::Path) -> anyhow::Result<std::fs::Fil
     }
 }
 
-/// Splits `items` into the row sets of one multi-row statement each: as many sets of `max` rows
-/// as fit, then the rest in decreasing powers of two (`max` 100, 237 rows: 100, 100, 32, 4, 1).
-/// A statement's text depends only on its number of rows, and each distinct text is compiled
-/// once per connection (sqlx caches prepared statements by text, 100 per connection): with
-/// remainders of any size, every new size of the dispatcher's outcome groups was a new
-/// compilation (~1.1 M instructions for a 100-row text; 24.6 M, 3.8% of the dispatcher's
-/// instructions for 2,000 deliveries, callgrind on `cargo bench --bench delivery`; 17.7 M after)
-/// and a new cache entry, without bound over a daemon's life. With these sizes a statement kind
-/// has at most `1 + log2(max)` texts. `max` 0 is taken as 1.
-pub(super) fn statement_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
-    let max = max.max(1);
-    let mut rest = items;
+/// The row counts of the multi-row statements that write `rows` rows: as many of `max` as fit,
+/// then the largest multiple of `step` (when `step` < `max`), then decreasing powers of two
+/// (`max` 400, `step` 100, 1,150 rows: 400, 400, 300, 32, 16, 2; `step` = `max` 100, 237 rows:
+/// 100, 100, 32, 4, 1). A statement's text depends only on its number of rows, and each
+/// distinct text is compiled once per connection (sqlx caches prepared statements by text, 100
+/// per connection): with remainders of any size, every new size of the dispatcher's outcome
+/// groups was a new compilation (~1.1 M instructions for a 100-row text; 24.6 M, 3.8% of the
+/// dispatcher's instructions for 2,000 deliveries, callgrind on `cargo bench --bench delivery`;
+/// 17.7 M after) and a new cache entry, without bound over a daemon's life. With these sizes a
+/// statement kind has at most `max / step + log2(step)` texts. `max` or `step` 0 is taken as 1.
+pub(super) fn statement_sizes(rows: usize, max: usize, step: usize) -> impl Iterator<Item = usize> {
+    let (max, step) = (max.max(1), step.max(1));
+    let mut rest = rows;
     std::iter::from_fn(move || {
-        let len = rest.len();
-        if len == 0 {
+        let n = if rest >= max {
+            max
+        } else if rest >= step {
+            rest / step * step
+        } else if rest > 0 {
+            1 << rest.ilog2()
+        } else {
             return None;
-        }
-        let n = if len >= max { max } else { 1 << len.ilog2() };
+        };
+        rest -= n;
+        Some(n)
+    })
+}
+
+/// Splits `items` into the row sets of one multi-row statement each, as [`statement_sizes`]
+/// with `step` = `max`: as many sets of `max` rows as fit, then decreasing powers of two.
+pub(super) fn statement_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    statement_sizes(items.len(), max, max).map(move |n| {
         let (head, tail) = rest.split_at(n);
         rest = tail;
-        Some(head)
+        head
     })
 }
 
