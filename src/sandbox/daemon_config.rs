@@ -124,6 +124,8 @@ pub struct DaemonConfig {
     pub retry_schedule: Option<Vec<String>>,
     /// `delivery.timeout`.
     pub delivery_timeout: Option<String>,
+    /// `delivery.concurrency`.
+    pub delivery_concurrency: Option<u64>,
     /// `delivery.per_subscriber_concurrency`.
     pub per_subscriber_concurrency: Option<u64>,
     /// `[[webhooks]]`.
@@ -162,6 +164,7 @@ impl DaemonConfig {
             header_timeout: None,
             retry_schedule: None,
             delivery_timeout: None,
+            delivery_concurrency: None,
             per_subscriber_concurrency: None,
             webhooks: Vec::new(),
             email: None,
@@ -265,6 +268,9 @@ impl DaemonConfig {
         }
         if let Some(t) = &self.delivery_timeout {
             line(format!("timeout = {}", quoted(t)));
+        }
+        if let Some(n) = self.delivery_concurrency {
+            line(format!("concurrency = {n}"));
         }
         if let Some(n) = self.per_subscriber_concurrency {
             line(format!("per_subscriber_concurrency = {n}"));

@@ -376,3 +376,46 @@ async fn a_slow_subscriber_gets_at_most_its_share_of_the_requests_in_flight() {
     assert_eq!(slow.hits().len(), 12);
     assert_eq!(fast.hits().len(), 12);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_waiting_for_its_own_slots_never_holds_the_others() {
+    // 12 events to each of two subscribers, 4 requests in flight in all, 2 to one subscriber.
+    // The slow one comes first in every order of the batch (its name, its deliveries' ids) and
+    // answers in 600 ms: while 2 of its requests are on their way, its other groups wait for its
+    // own bound, never in the 2 slots left to the fast one, which gets all 12 events through
+    // before the slow one's first answer.
+    use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+    let slow = Receiver::start(vec![]).await;
+    let fast = Receiver::start(vec![]).await;
+    slow.delay_ms.store(600, Relaxed);
+    fast.delay_ms.store(20, Relaxed);
+    let t = TestApp::spawn_with(|c| {
+        subscribe(c, "a-slow", &slow, Some(LINK_EVENTS));
+        subscribe(c, "b-fast", &fast, Some(LINK_EVENTS));
+        c.delivery_concurrency = Some(4);
+        c.per_subscriber_concurrency = Some(2);
+    })
+    .await;
+    t.sync_ok().await;
+    for id in (5..=60).step_by(5) {
+        t.sandbox.pay(id).await;
+    }
+    assert_eq!(link_events(&t.sync_ok().await), 12);
+    let watch = async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while fast.hits().len() < 12 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        (fast.hits().len(), slow.hits().len())
+    };
+    let (d, (fast_done, slow_then)) = tokio::join!(t.dispatch(), watch);
+    assert_eq!(fast_done, 12);
+    assert_eq!(
+        slow_then, 0,
+        "the fast subscriber's 12 went out while the slow one's first 2 were on their way"
+    );
+    assert_eq!(d.delivered, 24, "{d:?}");
+    assert_eq!(slow.max_in_flight.load(SeqCst), 2);
+    assert_eq!(fast.max_in_flight.load(SeqCst), 2);
+    assert_eq!(slow.hits().len(), 12);
+}

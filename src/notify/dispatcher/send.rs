@@ -3,7 +3,6 @@
 //! to the recorder the moment it is known.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
@@ -227,6 +226,13 @@ impl Dispatcher {
 
     /// Sends one claimed batch, bounded in total and per subscriber; outcomes go to `out`. A
     /// group that panics (a defect) fails its deliveries (retried) and leaves the others alone.
+    ///
+    /// Each subscriber is a lane of its own: its groups start oldest first (by their first
+    /// delivery's id, the claim's order), at most `per_subscriber` of them at once for a webhook,
+    /// and each group takes one of the batch's `concurrency` slots only once its lane let it
+    /// start. Slots are handed out in the order they were asked for (tokio's fair semaphore), so
+    /// a slow subscriber holds at most its own share of the slots, and groups waiting for that
+    /// share never sit in the others'. The batch ends when its slowest lane does.
     pub(super) async fn send_batch(
         &self,
         due: Vec<DueDelivery>,
@@ -234,84 +240,178 @@ impl Dispatcher {
         stop: &CancellationToken,
         unrecorded: &Semaphore,
     ) {
-        let mut hooks: BTreeMap<(String, String, i64, Option<i64>), Vec<DueDelivery>> =
-            BTreeMap::new();
-        let mut mails: BTreeMap<(String, Option<i64>), Vec<DueDelivery>> = BTreeMap::new();
-        for d in due {
-            match d.channel {
-                Channel::Email => mails
-                    .entry((d.subscriber.clone(), d.run_id))
-                    .or_default()
-                    .push(d),
-                Channel::Webhook => hooks.entry(link_key(&d)).or_default().push(d),
-            }
-        }
-        let limits: HashMap<String, Arc<tokio::sync::Semaphore>> = hooks
-            .keys()
-            .map(|(sub, ..)| {
-                (
-                    sub.clone(),
-                    Arc::new(tokio::sync::Semaphore::new(self.per_subscriber)),
-                )
-            })
-            .collect();
-        let groups = hooks
-            .into_values()
-            .map(Group::Webhook)
-            .chain(mails.into_values().map(Group::Email));
+        let slots = Semaphore::new(self.concurrency);
+        let lanes = lanes(due).into_iter().map(|(channel, groups)| {
+            let limit = match channel {
+                Channel::Webhook => self.per_subscriber,
+                Channel::Email => self.concurrency,
+            };
+            self.run_lane(groups, limit, &slots, &out, stop, unrecorded)
+        });
+        futures_util::future::join_all(lanes).await;
+    }
+
+    /// One subscriber's lane of [`Self::send_batch`]: its groups in order, at most `limit` at
+    /// once, each sending once it holds one of the batch's `slots`.
+    async fn run_lane(
+        &self,
+        groups: Vec<Group>,
+        limit: usize,
+        slots: &Semaphore,
+        out: &UnboundedSender<Sent>,
+        stop: &CancellationToken,
+        unrecorded: &Semaphore,
+    ) {
         futures_util::stream::iter(groups)
-            .for_each_concurrent(self.concurrency, |g| {
-                let (limits, out) = (&limits, &out);
-                async move {
-                    let _permit = match g.deliveries().first() {
-                        Some(d) if matches!(g, Group::Webhook(_)) => {
-                            match limits.get(&d.subscriber) {
-                                Some(s) => s.acquire().await.ok(),
-                                None => None,
-                            }
-                        }
-                        _ => None,
-                    };
-                    if stop.is_cancelled() {
-                        return;
-                    }
-                    // What a panic fails: (id, attempts) of each delivery, and their subscriber.
-                    let doomed: Vec<(i64, i64)> =
-                        g.deliveries().iter().map(|d| (d.id, d.attempts)).collect();
-                    let (subscriber, channel) = g
-                        .deliveries()
-                        .first()
-                        .map(|d| (d.subscriber.clone(), d.channel))
-                        .unwrap_or((String::new(), Channel::Webhook));
-                    let run = async {
-                        match g {
-                            Group::Webhook(v) => {
-                                self.run_webhook_group(v, out, stop, unrecorded).await
-                            }
-                            Group::Email(v) => self.run_email_group(v, out).await,
-                        }
-                    };
-                    if let Err(panic) = std::panic::AssertUnwindSafe(run).catch_unwind().await {
-                        let msg = format!(
-                            "sending panicked: {}",
-                            crate::sync::pass::panic_message(&*panic)
-                        );
-                        tracing::error!(error = %msg, "delivery.panicked");
-                        let at = self.clock.now();
-                        for &(id, attempts) in &doomed {
-                            let o = self.failure_outcome(id, attempts, at, msg.clone());
-                            let _ = out.send(Sent {
-                                outcome: o,
-                                subscriber: subscriber.clone(),
-                                channel,
-                                // Whether the group had taken a permit for it is not known:
-                                // give one back (a looser bound after a defect, never a hang).
-                                permit: true,
-                            });
-                        }
-                    }
+            .for_each_concurrent(limit, |g| async move {
+                let Ok(_slot) = slots.acquire().await else {
+                    return;
+                };
+                if stop.is_cancelled() {
+                    return;
                 }
+                self.run_group(g, out, stop, unrecorded).await;
             })
             .await;
+    }
+
+    /// Runs one group; a panic (a defect) fails the group's deliveries (retried) and leaves the
+    /// others alone.
+    async fn run_group(
+        &self,
+        g: Group,
+        out: &UnboundedSender<Sent>,
+        stop: &CancellationToken,
+        unrecorded: &Semaphore,
+    ) {
+        // What a panic fails: (id, attempts) of each delivery, and their subscriber.
+        let doomed: Vec<(i64, i64)> = g.deliveries().iter().map(|d| (d.id, d.attempts)).collect();
+        let (subscriber, channel) = g
+            .deliveries()
+            .first()
+            .map(|d| (d.subscriber.clone(), d.channel))
+            .unwrap_or((String::new(), Channel::Webhook));
+        let run = async {
+            match g {
+                Group::Webhook(v) => self.run_webhook_group(v, out, stop, unrecorded).await,
+                Group::Email(v) => self.run_email_group(v, out).await,
+            }
+        };
+        if let Err(panic) = std::panic::AssertUnwindSafe(run).catch_unwind().await {
+            let msg = format!(
+                "sending panicked: {}",
+                crate::sync::pass::panic_message(&*panic)
+            );
+            tracing::error!(error = %msg, "delivery.panicked");
+            let at = self.clock.now();
+            for &(id, attempts) in &doomed {
+                let o = self.failure_outcome(id, attempts, at, msg.clone());
+                let _ = out.send(Sent {
+                    outcome: o,
+                    subscriber: subscriber.clone(),
+                    channel,
+                    // Whether the group had taken a permit for it is not known:
+                    // give one back (a looser bound after a defect, never a hang).
+                    permit: true,
+                });
+            }
+        }
+    }
+}
+
+/// A batch in lanes, one per (channel, subscriber): webhook groups per [`link_key`] (in sequence
+/// order, the claim's), e-mail groups per (recipient group, pass); each lane's groups oldest
+/// first, by their first delivery's id.
+fn lanes(due: Vec<DueDelivery>) -> Vec<(Channel, Vec<Group>)> {
+    let mut hooks: HashMap<(String, String, i64, Option<i64>), Vec<DueDelivery>> = HashMap::new();
+    let mut mails: HashMap<(String, Option<i64>), Vec<DueDelivery>> = HashMap::new();
+    for d in due {
+        match d.channel {
+            Channel::Email => mails
+                .entry((d.subscriber.clone(), d.run_id))
+                .or_default()
+                .push(d),
+            Channel::Webhook => hooks.entry(link_key(&d)).or_default().push(d),
+        }
+    }
+    let mut lanes: BTreeMap<(Channel, String), Vec<Group>> = BTreeMap::new();
+    let groups = hooks
+        .into_values()
+        .map(Group::Webhook)
+        .chain(mails.into_values().map(Group::Email));
+    for g in groups {
+        if let Some(d) = g.deliveries().first() {
+            lanes
+                .entry((d.channel, d.subscriber.clone()))
+                .or_default()
+                .push(g);
+        }
+    }
+    lanes
+        .into_iter()
+        .map(|((channel, _), mut groups)| {
+            groups.sort_by_key(|g| g.deliveries().first().map_or(i64::MAX, |d| d.id));
+            (channel, groups)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due(id: i64, subscriber: &str, channel: Channel, link_id: i64, run_id: i64) -> DueDelivery {
+        DueDelivery {
+            id,
+            event_id: format!("evt_{id}"),
+            subscriber: subscriber.into(),
+            channel,
+            attempts: 0,
+            envelope: String::new(),
+            run_id: Some(run_id),
+            link_id,
+            payment_id: None,
+            account_id: "acc".into(),
+        }
+    }
+
+    /// (channel, subscriber, each group's delivery ids) of every lane.
+    fn shape(lanes: Vec<(Channel, Vec<Group>)>) -> Vec<(Channel, String, Vec<Vec<i64>>)> {
+        lanes
+            .into_iter()
+            .map(|(channel, groups)| {
+                let subscriber = groups[0].deliveries()[0].subscriber.clone();
+                let ids = groups
+                    .iter()
+                    .map(|g| g.deliveries().iter().map(|d| d.id).collect())
+                    .collect();
+                (channel, subscriber, ids)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lanes_are_per_subscriber_with_each_links_group_in_order_and_the_oldest_group_first() {
+        use Channel::{Email, Webhook};
+        // Link 9's first delivery is older than link 1's: its group starts first in the lane.
+        let batch = vec![
+            due(1, "erp", Webhook, 9, 1),
+            due(2, "a-slow", Webhook, 9, 1),
+            due(3, "erp", Webhook, 1, 1),
+            due(4, "erp", Webhook, 9, 2),
+            due(5, "finance", Email, 9, 1),
+            due(6, "finance", Email, 1, 1),
+            due(7, "finance", Email, 1, 2),
+            due(8, "erp", Webhook, 1, 2),
+        ];
+        assert_eq!(
+            shape(lanes(batch)),
+            vec![
+                (Webhook, "a-slow".into(), vec![vec![2]]),
+                (Webhook, "erp".into(), vec![vec![1, 4], vec![3, 8]]),
+                (Email, "finance".into(), vec![vec![5, 6], vec![7]]),
+            ]
+        );
+        assert!(lanes(Vec::new()).is_empty());
     }
 }
