@@ -338,20 +338,23 @@ async fn batches_claimed_while_one_is_in_flight_keep_each_links_order_and_send_e
     );
 }
 
-#[tokio::test]
-async fn a_slow_subscriber_gets_at_most_its_share_of_the_requests_in_flight() {
-    // 12 payments on 12 links (ids 5, 10, … 60 are open and unexpired in the seed): 12 events
-    // to each of two subscribers, at most 2 in flight to each (per_subscriber_concurrency), out
-    // of 16 in total. Without the per-subscriber bound the slow one would hold up to 12.
+/// A slow and a fast subscriber (`names`, answering in `delays_ms`), each owed one event of each
+/// of 12 payments on 12 links (ids 5, 10, … 60 are open and unexpired in the seed), at most 2
+/// requests in flight to each (`per_subscriber_concurrency`) and `concurrency` in all.
+async fn slow_and_fast(
+    names: [&str; 2],
+    delays_ms: [u64; 2],
+    concurrency: Option<u64>,
+) -> (TestApp, Receiver, Receiver) {
+    use std::sync::atomic::Ordering::Relaxed;
     let slow = Receiver::start(vec![]).await;
     let fast = Receiver::start(vec![]).await;
-    slow.delay_ms
-        .store(150, std::sync::atomic::Ordering::Relaxed);
-    fast.delay_ms
-        .store(20, std::sync::atomic::Ordering::Relaxed);
+    slow.delay_ms.store(delays_ms[0], Relaxed);
+    fast.delay_ms.store(delays_ms[1], Relaxed);
     let t = TestApp::spawn_with(|c| {
-        subscribe(c, "slow", &slow, Some(LINK_EVENTS));
-        subscribe(c, "fast", &fast, Some(LINK_EVENTS));
+        subscribe(c, names[0], &slow, Some(LINK_EVENTS));
+        subscribe(c, names[1], &fast, Some(LINK_EVENTS));
+        c.delivery_concurrency = concurrency;
         c.per_subscriber_concurrency = Some(2);
     })
     .await;
@@ -360,6 +363,14 @@ async fn a_slow_subscriber_gets_at_most_its_share_of_the_requests_in_flight() {
         t.sandbox.pay(id).await;
     }
     assert_eq!(link_events(&t.sync_ok().await), 12);
+    (t, slow, fast)
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_gets_at_most_its_share_of_the_requests_in_flight() {
+    // 16 in flight in all (the default): without the per-subscriber bound the slow one would
+    // hold up to 12.
+    let (t, slow, fast) = slow_and_fast(["slow", "fast"], [150, 20], None).await;
     let d = t.dispatch().await;
     assert_eq!(d.delivered, 24, "{d:?}");
     use std::sync::atomic::Ordering::SeqCst;
@@ -379,28 +390,11 @@ async fn a_slow_subscriber_gets_at_most_its_share_of_the_requests_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_waiting_for_its_own_slots_never_holds_the_others() {
-    // 12 events to each of two subscribers, 4 requests in flight in all, 2 to one subscriber.
-    // The slow one comes first in every order of the batch (its name, its deliveries' ids) and
-    // answers in 600 ms: while 2 of its requests are on their way, its other groups wait for its
-    // own bound, never in the 2 slots left to the fast one, which gets all 12 events through
-    // before the slow one's first answer.
-    use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-    let slow = Receiver::start(vec![]).await;
-    let fast = Receiver::start(vec![]).await;
-    slow.delay_ms.store(600, Relaxed);
-    fast.delay_ms.store(20, Relaxed);
-    let t = TestApp::spawn_with(|c| {
-        subscribe(c, "a-slow", &slow, Some(LINK_EVENTS));
-        subscribe(c, "b-fast", &fast, Some(LINK_EVENTS));
-        c.delivery_concurrency = Some(4);
-        c.per_subscriber_concurrency = Some(2);
-    })
-    .await;
-    t.sync_ok().await;
-    for id in (5..=60).step_by(5) {
-        t.sandbox.pay(id).await;
-    }
-    assert_eq!(link_events(&t.sync_ok().await), 12);
+    // 4 requests in flight in all. The slow one comes first in every order of the batch (its
+    // name, its deliveries' ids) and answers in 600 ms: while 2 of its requests are on their way,
+    // its other groups wait for its own bound, never in the 2 slots left to the fast one, which
+    // gets all 12 events through before the slow one's first answer.
+    let (t, slow, fast) = slow_and_fast(["a-slow", "b-fast"], [600, 20], Some(4)).await;
     let watch = async {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while fast.hits().len() < 12 && std::time::Instant::now() < deadline {
@@ -415,6 +409,7 @@ async fn a_slow_subscriber_waiting_for_its_own_slots_never_holds_the_others() {
         "the fast subscriber's 12 went out while the slow one's first 2 were on their way"
     );
     assert_eq!(d.delivered, 24, "{d:?}");
+    use std::sync::atomic::Ordering::SeqCst;
     assert_eq!(slow.max_in_flight.load(SeqCst), 2);
     assert_eq!(fast.max_in_flight.load(SeqCst), 2);
     assert_eq!(slow.hits().len(), 12);
