@@ -19,7 +19,8 @@ use crate::types::{AccountId, LinkId, PaymentId};
 pub(crate) struct PaymentState {
     /// Sequence of the payment's last event (0 = none yet).
     pub sequence: i64,
-    /// SHA-256 (hex) of SingaPay's verbatim JSON when last written.
+    /// SingaPay's verbatim JSON when last written, hashed (`sync::pass::commit::ContentHash`: 32 hex
+    /// digits, or the full SHA-256's 64 in a row written before 2026-12-07).
     pub raw_hash: String,
 }
 
@@ -45,7 +46,7 @@ pub(crate) struct PaymentWrite {
     pub link_id: Option<LinkId>,
     /// SingaPay's JSON, verbatim.
     pub raw_json: String,
-    /// SHA-256 (hex) of `raw_json`.
+    /// `raw_json` hashed (`sync::pass::commit::ContentHash`, 32 hex digits).
     pub raw_hash: String,
     /// Sequence after this pass's events.
     pub sequence: i64,

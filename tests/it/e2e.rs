@@ -257,3 +257,75 @@ async fn a_pass_that_exhausts_a_link_emits_paid_then_exhausted_with_rising_seque
         ]
     );
 }
+
+/// A ledger whose `raw_hash`es are the full 64-digit SHA-256 (as written before 2026-12-07, when
+/// new rows began to store its first 128 bits) sees no change where there was none, links and
+/// payments alike, and a row that changed is rewritten with the short hash. The stored read of
+/// link 103 is edited behind the hash's back (its title): the pass must trust the 64-digit hash,
+/// as it trusted it before, and not decode the link (which would find the edit and announce it).
+#[tokio::test]
+async fn a_ledger_holding_full_sha256_hashes_sees_no_change_and_rewrites_only_what_changed() {
+    use sha2::{Digest, Sha256};
+    let t = TestApp::spawn_with(|_| {}).await;
+    t.sync_ok().await;
+    t.sandbox.pay(103).await;
+    let paid = t.sync_ok().await;
+    assert!(paid.payments_written >= 1, "{paid:?}");
+    let raw = RawLedger::connect(&t.config).await;
+    let mut rewritten = 0;
+    for (table, key) in [("payment_link", "link_id"), ("payment", "payment_id")] {
+        let rows = raw
+            .pairs(&format!(
+                "SELECT CAST({key} AS TEXT), raw_json FROM {table}"
+            ))
+            .await;
+        for (id, json) in rows {
+            let full = hex::encode(Sha256::digest(json.as_bytes()));
+            raw.execute(&format!(
+                "UPDATE {table} SET raw_hash = '{full}' WHERE {key} = {id}"
+            ))
+            .await;
+            rewritten += 1;
+        }
+    }
+    raw.execute(
+        "UPDATE payment_link SET raw_json = REPLACE(raw_json, '\"title\":\"', '\"title\":\"was ') \
+         WHERE link_id = 103",
+    )
+    .await;
+    assert_eq!(
+        raw.count("SELECT COUNT(*) FROM payment_link WHERE raw_json LIKE '%\"title\":\"was %'")
+            .await,
+        1
+    );
+    let long = "SELECT COUNT(*) FROM payment_link WHERE LENGTH(raw_hash) = 64";
+    let long_payments = "SELECT COUNT(*) FROM payment WHERE LENGTH(raw_hash) = 64";
+    let (links, payments) = (raw.count(long).await, raw.count(long_payments).await);
+    assert_eq!(links, 103);
+    assert!(payments >= 1);
+    assert_eq!(rewritten, links + payments);
+
+    let idle = t.sync_ok().await;
+    assert_eq!(
+        (idle.events, idle.links_written, idle.payments_written),
+        (0, 0, 0),
+        "{idle:?}"
+    );
+    assert_eq!(idle.links_seen, 103);
+    assert!(idle.payments_seen >= 1, "{idle:?}");
+    assert_eq!(raw.count(long).await, 103);
+    assert_eq!(raw.count(long_payments).await, payments);
+
+    // Link 5 is paid: its row is written with 32 digits, the other links keep theirs.
+    t.sandbox.pay(5).await;
+    let changed = t.sync_ok().await;
+    assert_eq!(changed.links_written, 1, "{changed:?}");
+    assert_eq!(raw.count(long).await, 102);
+    assert_eq!(
+        raw.count("SELECT COUNT(*) FROM payment_link WHERE link_id = 5 AND LENGTH(raw_hash) = 32")
+            .await,
+        1
+    );
+    assert_eq!(raw.count(long_payments).await, payments);
+    raw.close().await;
+}

@@ -546,6 +546,16 @@ impl RawLedger {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// The rows of `sql`, which selects two `TEXT` columns.
+    pub async fn pairs(&self, sql: &str) -> Vec<(String, String)> {
+        let q = || sqlx::AssertSqlSafe(sql.to_string());
+        match self {
+            Self::Sqlite(p) => sqlx::query_as(q()).fetch_all(p).await,
+            Self::Postgres(p) => sqlx::query_as(q()).fetch_all(p).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// Closes the pool.
     pub async fn close(self) {
         match self {
