@@ -276,8 +276,9 @@ pub(crate) fn content_hash(text: &str) -> String {
 /// of the SHA-256; their first 32 are compared, so an existing ledger sees no change where there
 /// was none. Half the digits keep `payment_link`'s and `payment`'s rows and their state indexes
 /// (`payment_link_state`, `payment_state`) 64 bytes per row smaller: the baseline import of
-/// 100,000 links 1.603–1.617 s → 1.529–1.558 s, client CPU 1.87–1.94 s → 1.81–1.85 s (three
-/// alternating pairs of `SYNC_BENCH_PROFILE=baseline`, docs/PERFORMANCE.md).
+/// 100,000 links 2.8% faster (the median of nine alternating pairs of
+/// `SYNC_BENCH_PROFILE=baseline`, −5.3% to +1.7%), its client CPU lower in all nine
+/// (docs/PERFORMANCE.md).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct ContentHash([u8; 16]);
 
