@@ -167,9 +167,11 @@ pub struct PageCommit {
     )>,
 }
 
-/// Page size of a new SQLite ledger, bytes (SQLite's default is 4,096). A link row is ~1.6 KB
-/// (`raw_json` beside its decoded columns): a 4 KB page holds two, so a baseline import of
-/// 100,000 links made ~191,000 `pwrite`s (WAL frames, checkpoint copies, statement journals).
+/// Page size of a new SQLite ledger, bytes (SQLite's default is 4,096). A link row is ~1 KB
+/// (`raw_json` beside its decoded columns), ~1.3 KB of the file with its index entries (`dbstat`
+/// on a bench ledger of 100,000 links, 2026-12-07: 134 MB, `payment_link` 104 MB of pages): a
+/// 4 KB page holds three, and a baseline import of 100,000 links made ~191,000 `pwrite`s (WAL
+/// frames, checkpoint copies, statement journals; measured 2026-12-04, with larger rows).
 /// With 16 KB pages: ~71,000, and the import's wall time 2.2-2.4 s → 1.6-1.7 s, its CPU
 /// 2.4-2.7 s → 1.9-2.0 s (`SYNC_BENCH_PROFILE=baseline`, docs/PERFORMANCE.md); 8 KB and 64 KB
 /// were slower than 16 KB; deliveries did not change. A ledger's page size is fixed when its

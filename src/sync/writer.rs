@@ -9,9 +9,9 @@ use super::{SyncContext, SyncError};
 /// pages, whatever the number of links).
 const WRITER_QUEUE: usize = 8;
 
-/// Link rows a [`PageWriter`] commits between two background checkpoints (≈ 1.6 KB each, so
-/// ≈ 1.6 MB of table pages, ~100 of a new ledger's 16 KB pages and ~400 of an older 4 KB one's,
-/// beside the index pages: below SQLite's automatic checkpoint at 1,000 WAL pages, which would
+/// Link rows a [`PageWriter`] commits between two background checkpoints (≈ 1.3 KB of the file
+/// each with their index entries, so ≈ 1.3 MB, ~80 of a new ledger's 16 KB pages and ~330 of an
+/// older 4 KB one's: below SQLite's automatic checkpoint at 1,000 WAL pages, which would
 /// otherwise run inside a commit). 10,000 made no measurable difference
 /// (`SYNC_BENCH_PROFILE=baseline`, 2026-12-04).
 const CHECKPOINT_ROWS: usize = 1000;

@@ -260,9 +260,10 @@ async fn a_pass_that_exhausts_a_link_emits_paid_then_exhausted_with_rising_seque
 
 /// A ledger whose `raw_hash`es are the full 64-digit SHA-256 (as written before 2026-12-07, when
 /// new rows began to store its first 128 bits) sees no change where there was none, links and
-/// payments alike, and a row that changed is rewritten with the short hash. The stored read of
-/// link 103 is edited behind the hash's back (its title): the pass must trust the 64-digit hash,
-/// as it trusted it before, and not decode the link (which would find the edit and announce it).
+/// payments alike, and a row that changed is rewritten with the short hash. The stored reads of
+/// link 103 (its title) and of every payment (its customer's name) are edited behind the hash's
+/// back: the pass must trust the 64-digit hashes, as it trusted them before, and not decode the
+/// rows (which would find the edits and write them back, the link's with an event).
 #[tokio::test]
 async fn a_ledger_holding_full_sha256_hashes_sees_no_change_and_rewrites_only_what_changed() {
     use sha2::{Digest, Sha256};
@@ -298,11 +299,23 @@ async fn a_ledger_holding_full_sha256_hashes_sees_no_change_and_rewrites_only_wh
             .await,
         1
     );
+    raw.execute(
+        "UPDATE payment SET raw_json = \
+         REPLACE(raw_json, '\"customer_name\":\"', '\"customer_name\":\"was ')",
+    )
+    .await;
+    let edited_payments = raw
+        .count("SELECT COUNT(*) FROM payment WHERE raw_json LIKE '%\"customer_name\":\"was %'")
+        .await;
     let long = "SELECT COUNT(*) FROM payment_link WHERE LENGTH(raw_hash) = 64";
     let long_payments = "SELECT COUNT(*) FROM payment WHERE LENGTH(raw_hash) = 64";
     let (links, payments) = (raw.count(long).await, raw.count(long_payments).await);
     assert_eq!(links, 103);
     assert!(payments >= 1);
+    assert_eq!(
+        edited_payments, payments,
+        "every payment's stored read edited"
+    );
     assert_eq!(rewritten, links + payments);
 
     let idle = t.sync_ok().await;
