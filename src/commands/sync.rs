@@ -80,11 +80,16 @@ pub(super) async fn run(
             "{}",
             json!({"accounts": out, "deliveries": {
                 "attempted": dispatched.attempted, "delivered": dispatched.delivered,
-                "retrying": dispatched.retrying, "dead": dispatched.dead}})
+                "retrying": dispatched.retrying, "dead": dispatched.dead,
+                "deferred": dispatched.deferred}})
         );
     } else {
+        let put_off = match dispatched.deferred {
+            0 => String::new(),
+            n => format!(", {n} put off (their subscriber timed out)"),
+        };
         println!(
-            "deliveries: {} attempted, {} delivered, {} to retry, {} dead",
+            "deliveries: {} attempted, {} delivered, {} to retry, {} dead{put_off}",
             dispatched.attempted, dispatched.delivered, dispatched.retrying, dispatched.dead
         );
     }

@@ -111,6 +111,39 @@ impl Ledger {
         })
     }
 
+    /// Puts off the pending deliveries among `ids` until `until` without attempting them: their
+    /// subscriber timed out on others of the batch (`Dispatcher::send_batch`), so they are not
+    /// sent into it now. Their claim is cleared, `next_attempt_at` becomes `until` (so, while
+    /// they wait, they hold back the later events of their links like any delivery retrying), and
+    /// `last_error` says why; `attempts`, `last_status` and the attempt log are left as they are,
+    /// since nothing was sent. Returns how many were put off.
+    ///
+    /// Errors: the update failed (the caller's release of the batch's claims then makes them due
+    /// at once, as before this existed).
+    pub(crate) async fn defer_deliveries(
+        &self,
+        ids: &[i64],
+        until: DateTime<Utc>,
+        why: &str,
+    ) -> LedgerResult<u64> {
+        on_pool!(self.pool, |p| {
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            let r = sqlx::query(sql!(
+                PG,
+                "UPDATE delivery SET next_attempt_at = $1, last_error = $2, claimed_at = NULL \
+                 WHERE state = 'pending' AND id IN (SELECT value FROM json_each($3))"
+            ))
+            .bind(ledger_ts(until))
+            .bind(why)
+            .bind(super::ids_json(ids.iter().copied())?)
+            .execute(p)
+            .await?;
+            Ok(r.rows_affected())
+        })
+    }
+
     /// The deliveries a crash or a kill left claimed (their batch was being sent: some were in
     /// flight, some perhaps delivered): each gets an attempt row saying so (without counting
     /// against its retry schedule) and is due again. Returns how many.

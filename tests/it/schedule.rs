@@ -414,3 +414,101 @@ async fn a_slow_subscriber_waiting_for_its_own_slots_never_holds_the_others() {
     assert_eq!(fast.max_in_flight.load(SeqCst), 2);
     assert_eq!(slow.hits().len(), 12);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_hangs_is_given_up_on_for_the_batch_and_its_other_deliveries_wait() {
+    // One request in flight per subscriber, a 300 ms timeout, 12 events for each. The hung
+    // subscriber times out twice in a row; its other 10 are then put off to the timed-out
+    // attempts' retry time, unsent and not counted, instead of holding the batch (and the
+    // claim of the next one) for 12 × 300 ms. The other subscriber gets all of its 12.
+    use std::sync::atomic::Ordering::Relaxed;
+    let hung = Receiver::start(vec![]).await;
+    let fast = Receiver::start(vec![]).await;
+    hung.delay_ms.store(10_000, Relaxed);
+    let clock = manual();
+    let t = TestApp::start(TestSandbox::start().await, clock.clone(), |c| {
+        subscribe(c, "hung", &hung, Some(LINK_EVENTS));
+        subscribe(c, "fast", &fast, Some(LINK_EVENTS));
+        c.per_subscriber_concurrency = Some(1);
+        c.delivery_timeout = Some("300ms".into());
+    })
+    .await;
+    t.sync_ok().await;
+    for id in (5..=60).step_by(5) {
+        t.sandbox.pay(id).await;
+    }
+    assert_eq!(link_events(&t.sync_ok().await), 12);
+    let at = clock.now();
+
+    let started = std::time::Instant::now();
+    let d = t.dispatch().await;
+    let took = started.elapsed();
+    assert_eq!(
+        (d.attempted, d.delivered, d.retrying, d.dead, d.deferred),
+        (14, 12, 2, 0, 10),
+        "{d:?}"
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "two timeouts, not twelve: {took:?}"
+    );
+    assert_eq!(fast.hits().len(), 12);
+    let rows = t.deliveries_of("hung").await;
+    assert_eq!(rows.len(), 12);
+    let (timed_out, put_off): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r.attempts == 1);
+    assert_eq!((timed_out.len(), put_off.len()), (2, 10), "{rows:?}");
+    // A timeout's retry waits the 60 s floor (the 5 s slot is below it); the put-off ones wait
+    // for the same time, with no attempt logged and their count untouched.
+    // (The ledger keeps microseconds.)
+    let due = chrono::SubsecRound::trunc_subsecs(at + chrono::Duration::seconds(60), 6);
+    for r in &timed_out {
+        assert_eq!(r.state, DeliveryState::Pending);
+        assert!(
+            r.last_error.as_deref().unwrap().contains("timed out"),
+            "{r:?}"
+        );
+        assert_eq!(r.next_attempt_at, Some(due), "{r:?}");
+        assert_eq!(t.app.ledger.delivery_attempts(r.id).await.unwrap().len(), 1);
+    }
+    for r in &put_off {
+        assert_eq!(
+            (r.state, r.attempts, r.last_status),
+            (DeliveryState::Pending, 0, None)
+        );
+        assert_eq!(r.next_attempt_at, Some(due), "{r:?}");
+        assert!(
+            r.last_error.as_deref().unwrap().contains("put off"),
+            "{r:?}"
+        );
+        assert!(
+            t.app
+                .ledger
+                .delivery_attempts(r.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    // Nothing is claimed or due before then.
+    assert_eq!(t.app.ledger.next_due_at().await.unwrap(), Some(due));
+    assert_eq!(t.dispatch().await.attempted, 0);
+
+    // The subscriber is back: at the retry time every one of its 12 goes out, once.
+    hung.delay_ms.store(0, Relaxed);
+    clock.set(due);
+    let d = t.dispatch().await;
+    assert_eq!((d.attempted, d.delivered), (12, 12), "{d:?}");
+    let rows = t.deliveries_of("hung").await;
+    assert!(
+        rows.iter().all(|r| r.state == DeliveryState::Delivered),
+        "{rows:?}"
+    );
+    assert_eq!(rows.iter().map(|r| r.attempts).sum::<i64>(), 14);
+    let delivered: std::collections::BTreeSet<String> = hung
+        .hits()
+        .into_iter()
+        .filter(|h| h.verified && h.answered == 200)
+        .map(|h| h.webhook_id)
+        .collect();
+    assert_eq!(delivered.len(), 12);
+}

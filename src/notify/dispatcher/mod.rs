@@ -73,6 +73,9 @@ pub struct DispatchSummary {
     pub dead: usize,
     /// Parked because the subscriber answered 410 Gone.
     pub disabled: usize,
+    /// Put off unsent, not counted as attempts: their webhook subscriber timed out twice in a
+    /// row in the same batch, so they wait for the timed-out attempts' retry time.
+    pub deferred: usize,
 }
 
 /// The dispatcher. Cheap to share (`Arc`).
@@ -224,7 +227,7 @@ impl Dispatcher {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let unrecorded =
                 tokio::sync::Semaphore::new(record::unrecorded_limit(self.concurrency));
-            let (_, recorded, next) = tokio::join!(
+            let (put_off, recorded, next) = tokio::join!(
                 self.send_batch(batch, tx, &stop, &unrecorded),
                 self.record_stream(rx, &mut summary, &mut gone, &stop, &unrecorded),
                 async {
@@ -235,6 +238,7 @@ impl Dispatcher {
                     }
                 }
             );
+            summary.deferred += put_off;
             // Deliveries of a group stopped behind a failure were claimed but not attempted; a
             // recorded outcome cleared its delivery's claim already, so only the others are
             // released (usually none: one statement over the whole batch's ids saved).

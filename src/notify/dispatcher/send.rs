@@ -1,9 +1,14 @@
 //! Sending a claimed batch: webhooks grouped per (subscriber, link) in sequence order, e-mail as
 //! one digest per (recipient group, pass), bounded in total and per subscriber. Each outcome goes
-//! to the recorder the moment it is known.
+//! to the recorder the moment it is known. A webhook subscriber that times out twice in a row gets
+//! nothing more in the batch: what it has left is put off, so that the batch (and the next one,
+//! which waits for it) is not held for a `delivery.timeout` per delivery.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
@@ -15,7 +20,7 @@ use super::record::Sent;
 use crate::event::Event;
 use crate::ledger::{AttemptOutcome, AttemptResult, DueDelivery};
 use crate::notify::email::{build_message, render_digest};
-use crate::notify::retry::FailureKind;
+use crate::notify::retry::{FailureKind, SLOW_DOWN_FLOOR};
 use crate::notify::webhook::send;
 use crate::types::Channel;
 
@@ -38,6 +43,76 @@ impl Group {
     fn deliveries(&self) -> &[DueDelivery] {
         match self {
             Group::Webhook(v) | Group::Email(v) => v,
+        }
+    }
+}
+
+/// Timeouts in a row (no answer from the subscriber between them) after which a lane sends
+/// nothing more in its batch. One alone is not enough: a receiver that is slow on one request in
+/// a hundred still gets the others of the batch. A hung one reaches two at once, since its first
+/// `per_subscriber` requests were all in flight together.
+const TIMEOUTS_IN_A_ROW: u32 = 2;
+
+/// One webhook subscriber's state while its lane of a batch is sent: once it timed out
+/// [`TIMEOUTS_IN_A_ROW`] times with no answer between, its deliveries not yet sent are put off
+/// instead of each waiting out `delivery.timeout` in turn.
+#[derive(Default)]
+struct Lane {
+    state: Mutex<LaneState>,
+}
+
+#[derive(Default)]
+struct LaneState {
+    /// Timeouts since the subscriber last answered (any status).
+    streak: u32,
+    /// The latest retry time of those timed-out attempts.
+    latest: Option<DateTime<Utc>>,
+    /// Once given up on: when the put-off deliveries are due (`latest`, kept up to date by any
+    /// later timeout; an answer no longer resets it).
+    until: Option<DateTime<Utc>>,
+    /// The deliveries put off so far.
+    put_off: Vec<i64>,
+}
+
+impl Lane {
+    /// Notes how a POST ended: `answered` (any status), or `timed_out`, with the attempt's retry
+    /// time.
+    fn ended(&self, answered: bool, timed_out: Option<DateTime<Utc>>) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        if answered && s.until.is_none() {
+            s.streak = 0;
+            s.latest = None;
+        }
+        if let Some(retry) = timed_out {
+            s.streak += 1;
+            s.latest = Some(s.latest.map_or(retry, |l| l.max(retry)));
+            if s.streak >= TIMEOUTS_IN_A_ROW {
+                s.until = s.latest;
+            }
+        }
+    }
+
+    /// Whether the lane gave up on its subscriber in this batch; if so, `ids` are put off (not
+    /// sent).
+    fn puts_off(&self, ids: impl IntoIterator<Item = i64>) -> bool {
+        let Ok(mut s) = self.state.lock() else {
+            return false;
+        };
+        if s.until.is_none() {
+            return false;
+        }
+        s.put_off.extend(ids);
+        true
+    }
+
+    /// When the put-off deliveries are due, and their ids (`None` if none was put off).
+    fn into_put_off(self) -> Option<(DateTime<Utc>, Vec<i64>)> {
+        let s = self.state.into_inner().ok()?;
+        match s.until {
+            Some(until) if !s.put_off.is_empty() => Some((until, s.put_off)),
+            _ => None,
         }
     }
 }
@@ -108,16 +183,22 @@ impl Dispatcher {
     }
 
     /// Sends one (subscriber, link) group in sequence order, each outcome to `out` as it comes;
-    /// stops after a failure (later events wait behind it) or when `stop` fires.
+    /// stops after a failure (later events wait behind it) or when `stop` fires. Once the lane
+    /// gave up on the subscriber (`Lane`: it timed out), the rest of the group is put off, unsent.
     async fn run_webhook_group(
         &self,
         group: Vec<DueDelivery>,
         out: &UnboundedSender<Sent>,
         stop: &CancellationToken,
         unrecorded: &Semaphore,
+        lane: &Lane,
     ) {
-        for mut d in group {
+        let mut group = group.into_iter();
+        while let Some(mut d) = group.next() {
             if stop.is_cancelled() {
+                return;
+            }
+            if lane.puts_off(std::iter::once(d.id).chain(group.by_ref().map(|d| d.id))) {
                 return;
             }
             let at = self.clock.now();
@@ -153,6 +234,7 @@ impl Dispatcher {
             )
             .await;
             let failed = r.failure.is_some();
+            let timed_out = matches!(r.failure, Some((FailureKind::Timeout, _)));
             let o = self.outcome_for(
                 &d,
                 at,
@@ -160,6 +242,13 @@ impl Dispatcher {
                 r.status.map(i64::from),
                 r.failure,
                 r.gone,
+            );
+            lane.ended(
+                o.status.is_some(),
+                timed_out.then(|| match o.result {
+                    AttemptResult::Retry(until) => until,
+                    _ => at + SLOW_DOWN_FLOOR,
+                }),
             );
             let _ = out.send(Sent::posted(o, &d));
             if failed {
@@ -224,22 +313,29 @@ impl Dispatcher {
             .map_err(|e| (e.message, e.code.map(i64::from)))
     }
 
-    /// Sends one claimed batch, bounded in total and per subscriber; outcomes go to `out`. A
-    /// group that panics (a defect) fails its deliveries (retried) and leaves the others alone.
+    /// Sends one claimed batch, bounded in total and per subscriber; outcomes go to `out`; returns
+    /// how many deliveries were put off (below). A group that panics (a defect) fails its
+    /// deliveries (retried) and leaves the others alone.
     ///
     /// Each subscriber is a lane of its own: its groups start oldest first (by their first
     /// delivery's id, the claim's order), at most `per_subscriber` of them at once for a webhook,
     /// and each group takes one of the batch's `concurrency` slots only once its lane let it
     /// start. Slots are handed out in the order they were asked for (tokio's fair semaphore), so
     /// a slow subscriber holds at most its own share of the slots, and groups waiting for that
-    /// share never sit in the others'. The batch ends when its slowest lane does.
+    /// share never sit in the others'. The batch ends when its slowest lane does, but a webhook
+    /// lane whose subscriber timed out [`TIMEOUTS_IN_A_ROW`] times with no answer between sends
+    /// nothing more: its groups not yet sent are put off until the timed-out attempts' retry time
+    /// ([`Ledger::defer_deliveries`]), so a subscriber that hangs holds the batch for about one
+    /// `delivery.timeout`, not one per `per_subscriber` of its deliveries.
+    ///
+    /// [`Ledger::defer_deliveries`]: crate::ledger::Ledger
     pub(super) async fn send_batch(
         &self,
         due: Vec<DueDelivery>,
         out: UnboundedSender<Sent>,
         stop: &CancellationToken,
         unrecorded: &Semaphore,
-    ) {
+    ) -> usize {
         let slots = Semaphore::new(self.concurrency);
         let lanes = lanes(due).into_iter().map(|(channel, groups)| {
             let limit = match channel {
@@ -248,11 +344,15 @@ impl Dispatcher {
             };
             self.run_lane(groups, limit, &slots, &out, stop, unrecorded)
         });
-        futures_util::future::join_all(lanes).await;
+        futures_util::future::join_all(lanes)
+            .await
+            .into_iter()
+            .sum()
     }
 
     /// One subscriber's lane of [`Self::send_batch`]: its groups in order, at most `limit` at
-    /// once, each sending once it holds one of the batch's `slots`.
+    /// once, each sending once it holds one of the batch's `slots`; once the lane gave up on its
+    /// subscriber, the groups not yet sent are put off without taking a slot.
     async fn run_lane(
         &self,
         groups: Vec<Group>,
@@ -261,18 +361,54 @@ impl Dispatcher {
         out: &UnboundedSender<Sent>,
         stop: &CancellationToken,
         unrecorded: &Semaphore,
-    ) {
+    ) -> usize {
+        let subscriber = groups
+            .first()
+            .and_then(|g| g.deliveries().first())
+            .map(|d| d.subscriber.clone())
+            .unwrap_or_default();
+        let lane = Lane::default();
+        let lane_ref = &lane;
         futures_util::stream::iter(groups)
             .for_each_concurrent(limit, |g| async move {
+                if matches!(g, Group::Webhook(_))
+                    && lane_ref.puts_off(g.deliveries().iter().map(|d| d.id))
+                {
+                    return;
+                }
                 let Ok(_slot) = slots.acquire().await else {
                     return;
                 };
                 if stop.is_cancelled() {
                     return;
                 }
-                self.run_group(g, out, stop, unrecorded).await;
+                self.run_group(g, out, stop, unrecorded, lane_ref).await;
             })
             .await;
+        match lane.into_put_off() {
+            Some((until, ids)) => self.put_off(&subscriber, until, &ids).await,
+            None => 0,
+        }
+    }
+
+    /// Records that `subscriber`'s deliveries `ids` were put off until `until` because it timed
+    /// out (not counted as attempts); returns how many were. A ledger error is logged and counts
+    /// none: the batch's release of its claims then makes them due at once.
+    async fn put_off(&self, subscriber: &str, until: DateTime<Utc>, ids: &[i64]) -> usize {
+        let why = "not sent: the subscriber timed out on another delivery of the same batch; \
+                   put off to its retry time (not counted as an attempt)";
+        match self.ledger.defer_deliveries(ids, until, why).await {
+            Ok(n) => {
+                tracing::warn!(subscriber, put_off = n, until = %until,
+                    "delivery.subscriber_timed_out: its other deliveries of the batch wait");
+                metrics::counter!("singapay_sync_deliveries_deferred_total").increment(n);
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }
+            Err(e) => {
+                tracing::error!(subscriber, error = %e, "delivery.defer_failed");
+                0
+            }
+        }
     }
 
     /// Runs one group; a panic (a defect) fails the group's deliveries (retried) and leaves the
@@ -283,6 +419,7 @@ impl Dispatcher {
         out: &UnboundedSender<Sent>,
         stop: &CancellationToken,
         unrecorded: &Semaphore,
+        lane: &Lane,
     ) {
         // What a panic fails: (id, attempts) of each delivery, and their subscriber.
         let doomed: Vec<(i64, i64)> = g.deliveries().iter().map(|d| (d.id, d.attempts)).collect();
@@ -293,7 +430,7 @@ impl Dispatcher {
             .unwrap_or((String::new(), Channel::Webhook));
         let run = async {
             match g {
-                Group::Webhook(v) => self.run_webhook_group(v, out, stop, unrecorded).await,
+                Group::Webhook(v) => self.run_webhook_group(v, out, stop, unrecorded, lane).await,
                 Group::Email(v) => self.run_email_group(v, out).await,
             }
         };
@@ -388,6 +525,41 @@ mod tests {
                 (channel, subscriber, ids)
             })
             .collect()
+    }
+
+    #[test]
+    fn a_lane_gives_up_after_two_timeouts_with_no_answer_between_until_the_latest_retry() {
+        let t = |s: i64| {
+            Utc.timestamp_opt(1_765_000_000 + s, 0)
+                .single()
+                .expect("time")
+        };
+        use chrono::TimeZone;
+        // A receiver slow on one request in a hundred: a timeout, answers, a timeout.
+        let lane = Lane::default();
+        lane.ended(false, Some(t(60)));
+        assert!(!lane.puts_off([1]));
+        lane.ended(true, None);
+        lane.ended(false, Some(t(61)));
+        assert!(!lane.puts_off([2]));
+        assert_eq!(lane.into_put_off(), None);
+        // A hung one: two in a row; the later of their retry times decides, and a timeout after
+        // that moves it later still.
+        let lane = Lane::default();
+        lane.ended(false, Some(t(62)));
+        lane.ended(false, None); // no answer, no timeout (refused): the streak stands
+        lane.ended(false, Some(t(61)));
+        assert!(lane.puts_off([3, 4]));
+        assert_eq!(lane.state.lock().expect("lane").until, Some(t(62)));
+        lane.ended(false, Some(t(65)));
+        lane.ended(true, None); // an answer after giving up does not take it back
+        assert!(lane.puts_off([5]));
+        assert_eq!(lane.into_put_off(), Some((t(65), vec![3, 4, 5])));
+        // Given up on with nothing left to put off.
+        let lane = Lane::default();
+        lane.ended(false, Some(t(60)));
+        lane.ended(false, Some(t(60)));
+        assert_eq!(lane.into_put_off(), None);
     }
 
     #[test]
