@@ -111,36 +111,57 @@ impl Ledger {
         })
     }
 
-    /// Puts off the pending deliveries among `ids` until `until` without attempting them: their
-    /// subscriber timed out on others of the batch (`Dispatcher::send_batch`), so they are not
-    /// sent into it now. Their claim is cleared, `next_attempt_at` becomes `until` (so, while
-    /// they wait, they hold back the later events of their links like any delivery retrying), and
-    /// `last_error` says why; `attempts`, `last_status` and the attempt log are left as they are,
-    /// since nothing was sent. Returns how many were put off.
+    /// Puts off pending deliveries until `until` without attempting them, because their
+    /// webhook subscriber timed out (`Dispatcher::send_batch`): those among `ids` (claimed by the
+    /// batch, which does not send them), and, with `subscriber`, every other pending webhook
+    /// delivery to it that no batch has claimed and that is due before `until` (so that the next
+    /// batches do not try it again before then). Their claim is cleared, `next_attempt_at`
+    /// becomes `until` (so, while they wait, they hold back the later events of their links like
+    /// any delivery retrying; none is moved earlier), and `last_error` says why; `attempts`,
+    /// `last_status` and the attempt log are left as they are, since nothing was sent. One
+    /// transaction. Returns how many were put off.
     ///
     /// Errors: the update failed (the caller's release of the batch's claims then makes them due
     /// at once, as before this existed).
     pub(crate) async fn defer_deliveries(
         &self,
         ids: &[i64],
+        subscriber: Option<&str>,
         until: DateTime<Utc>,
         why: &str,
     ) -> LedgerResult<u64> {
+        let until = ledger_ts(until);
         on_pool!(self.pool, |p| {
-            if ids.is_empty() {
-                return Ok(0);
+            let mut tx = p.begin().await?;
+            let mut n = 0;
+            if !ids.is_empty() {
+                n += sqlx::query(sql!(
+                    PG,
+                    "UPDATE delivery SET next_attempt_at = $1, last_error = $2, claimed_at = NULL \
+                     WHERE state = 'pending' AND id IN (SELECT value FROM json_each($3))"
+                ))
+                .bind(&until)
+                .bind(why)
+                .bind(super::ids_json(ids.iter().copied())?)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             }
-            let r = sqlx::query(sql!(
-                PG,
-                "UPDATE delivery SET next_attempt_at = $1, last_error = $2, claimed_at = NULL \
-                 WHERE state = 'pending' AND id IN (SELECT value FROM json_each($3))"
-            ))
-            .bind(ledger_ts(until))
-            .bind(why)
-            .bind(super::ids_json(ids.iter().copied())?)
-            .execute(p)
-            .await?;
-            Ok(r.rows_affected())
+            if let Some(subscriber) = subscriber {
+                n += sqlx::query(
+                    "UPDATE delivery SET next_attempt_at = $1, last_error = $2 \
+                     WHERE state = 'pending' AND next_attempt_at < $1 AND subscriber = $3 \
+                     AND channel = 'webhook' AND claimed_at IS NULL",
+                )
+                .bind(&until)
+                .bind(why)
+                .bind(subscriber)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+            Ok(n)
         })
     }
 

@@ -512,3 +512,99 @@ async fn a_subscriber_that_hangs_is_given_up_on_for_the_batch_and_its_other_deli
         .collect();
     assert_eq!(delivered.len(), 12);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_given_up_on_is_not_tried_again_by_later_batches_before_its_retry_time() {
+    // The same hung and fast subscribers, in batches of 6 (3 events of each): the first batch
+    // gives up on the hung one after 2 timeouts; its other deliveries, in later batches or
+    // not claimed yet, and an event that comes after, are put off without a POST, and every
+    // batch after the first goes out at the fast one's pace.
+    use std::sync::atomic::Ordering::Relaxed;
+    let hung = Receiver::start(vec![]).await;
+    let fast = Receiver::start(vec![]).await;
+    hung.delay_ms.store(10_000, Relaxed);
+    let clock = manual();
+    let t = TestApp::start(TestSandbox::start().await, clock.clone(), |c| {
+        subscribe(c, "hung", &hung, Some(LINK_EVENTS));
+        subscribe(c, "fast", &fast, Some(LINK_EVENTS));
+    })
+    .await;
+    t.sync_ok().await;
+    for id in (5..=55).step_by(5) {
+        t.sandbox.pay(id).await;
+    }
+    assert_eq!(link_events(&t.sync_ok().await), 11);
+    let target = |name: &str, rx: &Receiver| singapay_sync::notify::dispatcher::WebhookTarget {
+        name: name.into(),
+        url: rx.url.parse().unwrap(),
+        secret: singapay_sync::standard_webhooks::WebhookSecret::parse(&rx.secret).unwrap(),
+    };
+    let dispatcher = singapay_sync::notify::Dispatcher::new(
+        t.app.ledger.clone(),
+        vec![target("hung", &hung), target("fast", &fast)],
+        None,
+        singapay_sync::notify::RetrySchedule {
+            delays: singapay_sync::config::DEFAULT_RETRY_SCHEDULE
+                .map(Duration::from_secs)
+                .to_vec(),
+            jitter: 0.0,
+        },
+        Duration::from_millis(300),
+        16,
+        clock.clone(),
+    )
+    .unwrap()
+    .with_per_subscriber_limit(1)
+    .with_batch(6);
+    let at = clock.now();
+
+    let started = std::time::Instant::now();
+    let d = dispatcher.dispatch_due().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(
+        (d.attempted, d.delivered, d.retrying, d.deferred),
+        (13, 11, 2, 9),
+        "{d:?}"
+    );
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    let due = chrono::SubsecRound::trunc_subsecs(at + chrono::Duration::seconds(60), 6);
+    let rows = t.deliveries_of("hung").await;
+    assert_eq!(rows.len(), 11);
+    assert_eq!(
+        rows.iter().map(|r| r.attempts).sum::<i64>(),
+        2,
+        "two POSTs to the hung subscriber in all: {rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.state == DeliveryState::Pending && r.next_attempt_at == Some(due)),
+        "{rows:?}"
+    );
+    assert_eq!(fast.hits().len(), 11);
+
+    // A new event while the hung subscriber is given up on: put off at once, no POST.
+    t.sandbox.pay(60).await;
+    assert_eq!(link_events(&t.sync_ok().await), 1);
+    let d = dispatcher.dispatch_due().await.unwrap();
+    assert_eq!((d.attempted, d.delivered, d.deferred), (1, 1, 1), "{d:?}");
+    let rows = t.deliveries_of("hung").await;
+    assert_eq!(rows.len(), 12);
+    assert_eq!(rows.iter().map(|r| r.attempts).sum::<i64>(), 2);
+    assert!(
+        rows.iter().all(|r| r.next_attempt_at == Some(due)),
+        "{rows:?}"
+    );
+
+    // At the retry time the subscriber is tried again, and it answers: all 12 go out, once.
+    hung.delay_ms.store(0, Relaxed);
+    clock.set(due);
+    let d = dispatcher.dispatch_due().await.unwrap();
+    assert_eq!((d.attempted, d.delivered, d.deferred), (12, 12, 0), "{d:?}");
+    let delivered: std::collections::BTreeSet<String> = hung
+        .hits()
+        .into_iter()
+        .filter(|h| h.verified && h.answered == 200)
+        .map(|h| h.webhook_id)
+        .collect();
+    assert_eq!(delivered.len(), 12);
+}

@@ -4,6 +4,7 @@
 //! ~100 ms or 100 outcomes, and at most 200 beside those in flight sent and not yet committed,
 //! so a kill re-sends at most that many).
 
+mod give_up;
 mod record;
 mod send;
 
@@ -74,7 +75,8 @@ pub struct DispatchSummary {
     /// Parked because the subscriber answered 410 Gone.
     pub disabled: usize,
     /// Put off unsent, not counted as attempts: their webhook subscriber timed out twice in a
-    /// row in the same batch, so they wait for the timed-out attempts' retry time.
+    /// row, so they wait for the timed-out attempts' retry time (the batch's, and every other
+    /// pending delivery to it due before then).
     pub deferred: usize,
 }
 
@@ -96,6 +98,10 @@ pub struct Dispatcher {
     /// Unix milliseconds (real time) of the last sign of progress: an outcome recorded, or a
     /// loop turn that found nothing to send. The watchdog pings systemd only while it is recent.
     progress: AtomicI64,
+    /// Webhook subscribers given up on (`give_up::Lane`: they timed out twice in a row), with when
+    /// their put-off deliveries are due; until then a batch puts theirs off without sending.
+    /// Kept in memory only: after a restart the first batch tries them again.
+    unreachable: std::sync::Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>,
     /// Notified after a sync commits deliveries, so they go out at once.
     pub wake: Arc<Notify>,
 }
@@ -133,6 +139,7 @@ impl Dispatcher {
             per_subscriber: concurrency.max(1),
             lease: None,
             progress: AtomicI64::new(chrono::Utc::now().timestamp_millis()),
+            unreachable: std::sync::Mutex::default(),
             wake: Arc::new(Notify::new()),
         })
     }

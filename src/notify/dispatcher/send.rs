@@ -2,13 +2,10 @@
 //! one digest per (recipient group, pass), bounded in total and per subscriber. Each outcome goes
 //! to the recorder the moment it is known. A webhook subscriber that times out twice in a row gets
 //! nothing more in the batch: what it has left is put off, so that the batch (and the next one,
-//! which waits for it) is not held for a `delivery.timeout` per delivery.
+//! which waits for it) is not held for a `delivery.timeout` per delivery (`give_up`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::time::Duration;
-
-use chrono::{DateTime, Utc};
 
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
@@ -16,6 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::Dispatcher;
+use super::give_up::Lane;
 use super::record::Sent;
 use crate::event::Event;
 use crate::ledger::{AttemptOutcome, AttemptResult, DueDelivery};
@@ -43,76 +41,6 @@ impl Group {
     fn deliveries(&self) -> &[DueDelivery] {
         match self {
             Group::Webhook(v) | Group::Email(v) => v,
-        }
-    }
-}
-
-/// Timeouts in a row (no answer from the subscriber between them) after which a lane sends
-/// nothing more in its batch. One alone is not enough: a receiver that is slow on one request in
-/// a hundred still gets the others of the batch. A hung one reaches two at once, since its first
-/// `per_subscriber` requests were all in flight together.
-const TIMEOUTS_IN_A_ROW: u32 = 2;
-
-/// One webhook subscriber's state while its lane of a batch is sent: once it timed out
-/// [`TIMEOUTS_IN_A_ROW`] times with no answer between, its deliveries not yet sent are put off
-/// instead of each waiting out `delivery.timeout` in turn.
-#[derive(Default)]
-struct Lane {
-    state: Mutex<LaneState>,
-}
-
-#[derive(Default)]
-struct LaneState {
-    /// Timeouts since the subscriber last answered (any status).
-    streak: u32,
-    /// The latest retry time of those timed-out attempts.
-    latest: Option<DateTime<Utc>>,
-    /// Once given up on: when the put-off deliveries are due (`latest`, kept up to date by any
-    /// later timeout; an answer no longer resets it).
-    until: Option<DateTime<Utc>>,
-    /// The deliveries put off so far.
-    put_off: Vec<i64>,
-}
-
-impl Lane {
-    /// Notes how a POST ended: `answered` (any status), or `timed_out`, with the attempt's retry
-    /// time.
-    fn ended(&self, answered: bool, timed_out: Option<DateTime<Utc>>) {
-        let Ok(mut s) = self.state.lock() else {
-            return;
-        };
-        if answered && s.until.is_none() {
-            s.streak = 0;
-            s.latest = None;
-        }
-        if let Some(retry) = timed_out {
-            s.streak += 1;
-            s.latest = Some(s.latest.map_or(retry, |l| l.max(retry)));
-            if s.streak >= TIMEOUTS_IN_A_ROW {
-                s.until = s.latest;
-            }
-        }
-    }
-
-    /// Whether the lane gave up on its subscriber in this batch; if so, `ids` are put off (not
-    /// sent).
-    fn puts_off(&self, ids: impl IntoIterator<Item = i64>) -> bool {
-        let Ok(mut s) = self.state.lock() else {
-            return false;
-        };
-        if s.until.is_none() {
-            return false;
-        }
-        s.put_off.extend(ids);
-        true
-    }
-
-    /// When the put-off deliveries are due, and their ids (`None` if none was put off).
-    fn into_put_off(self) -> Option<(DateTime<Utc>, Vec<i64>)> {
-        let s = self.state.into_inner().ok()?;
-        match s.until {
-            Some(until) if !s.put_off.is_empty() => Some((until, s.put_off)),
-            _ => None,
         }
     }
 }
@@ -323,10 +251,13 @@ impl Dispatcher {
     /// start. Slots are handed out in the order they were asked for (tokio's fair semaphore), so
     /// a slow subscriber holds at most its own share of the slots, and groups waiting for that
     /// share never sit in the others'. The batch ends when its slowest lane does, but a webhook
-    /// lane whose subscriber timed out [`TIMEOUTS_IN_A_ROW`] times with no answer between sends
+    /// lane whose subscriber timed out twice in a row (`give_up::TIMEOUTS_IN_A_ROW`) sends
     /// nothing more: its groups not yet sent are put off until the timed-out attempts' retry time
-    /// ([`Ledger::defer_deliveries`]), so a subscriber that hangs holds the batch for about one
-    /// `delivery.timeout`, not one per `per_subscriber` of its deliveries.
+    /// ([`Ledger::defer_deliveries`]), with every other pending delivery to it due before then,
+    /// and the dispatcher remembers the subscriber as given up on until then, so later batches
+    /// put off what is new for it without sending. A subscriber that hangs thus holds one batch
+    /// for about one `delivery.timeout` per retry time, not one per `per_subscriber` of its
+    /// deliveries in every batch.
     ///
     /// [`Ledger::defer_deliveries`]: crate::ledger::Ledger
     pub(super) async fn send_batch(
@@ -367,7 +298,11 @@ impl Dispatcher {
             .and_then(|g| g.deliveries().first())
             .map(|d| d.subscriber.clone())
             .unwrap_or_default();
-        let lane = Lane::default();
+        let webhook = matches!(groups.first(), Some(Group::Webhook(_)));
+        let lane = match self.given_up_until(&subscriber) {
+            Some(until) if webhook => Lane::given_up_until(until),
+            _ => Lane::default(),
+        };
         let lane_ref = &lane;
         futures_util::stream::iter(groups)
             .for_each_concurrent(limit, |g| async move {
@@ -385,29 +320,9 @@ impl Dispatcher {
                 self.run_group(g, out, stop, unrecorded, lane_ref).await;
             })
             .await;
-        match lane.into_put_off() {
-            Some((until, ids)) => self.put_off(&subscriber, until, &ids).await,
+        match lane.into_given_up() {
+            Some(g) => self.put_off(&subscriber, g).await,
             None => 0,
-        }
-    }
-
-    /// Records that `subscriber`'s deliveries `ids` were put off until `until` because it timed
-    /// out (not counted as attempts); returns how many were. A ledger error is logged and counts
-    /// none: the batch's release of its claims then makes them due at once.
-    async fn put_off(&self, subscriber: &str, until: DateTime<Utc>, ids: &[i64]) -> usize {
-        let why = "not sent: the subscriber timed out on another delivery of the same batch; \
-                   put off to its retry time (not counted as an attempt)";
-        match self.ledger.defer_deliveries(ids, until, why).await {
-            Ok(n) => {
-                tracing::warn!(subscriber, put_off = n, until = %until,
-                    "delivery.subscriber_timed_out: its other deliveries of the batch wait");
-                metrics::counter!("singapay_sync_deliveries_deferred_total").increment(n);
-                usize::try_from(n).unwrap_or(usize::MAX)
-            }
-            Err(e) => {
-                tracing::error!(subscriber, error = %e, "delivery.defer_failed");
-                0
-            }
         }
     }
 
@@ -525,41 +440,6 @@ mod tests {
                 (channel, subscriber, ids)
             })
             .collect()
-    }
-
-    #[test]
-    fn a_lane_gives_up_after_two_timeouts_with_no_answer_between_until_the_latest_retry() {
-        let t = |s: i64| {
-            Utc.timestamp_opt(1_765_000_000 + s, 0)
-                .single()
-                .expect("time")
-        };
-        use chrono::TimeZone;
-        // A receiver slow on one request in a hundred: a timeout, answers, a timeout.
-        let lane = Lane::default();
-        lane.ended(false, Some(t(60)));
-        assert!(!lane.puts_off([1]));
-        lane.ended(true, None);
-        lane.ended(false, Some(t(61)));
-        assert!(!lane.puts_off([2]));
-        assert_eq!(lane.into_put_off(), None);
-        // A hung one: two in a row; the later of their retry times decides, and a timeout after
-        // that moves it later still.
-        let lane = Lane::default();
-        lane.ended(false, Some(t(62)));
-        lane.ended(false, None); // no answer, no timeout (refused): the streak stands
-        lane.ended(false, Some(t(61)));
-        assert!(lane.puts_off([3, 4]));
-        assert_eq!(lane.state.lock().expect("lane").until, Some(t(62)));
-        lane.ended(false, Some(t(65)));
-        lane.ended(true, None); // an answer after giving up does not take it back
-        assert!(lane.puts_off([5]));
-        assert_eq!(lane.into_put_off(), Some((t(65), vec![3, 4, 5])));
-        // Given up on with nothing left to put off.
-        let lane = Lane::default();
-        lane.ended(false, Some(t(60)));
-        lane.ended(false, Some(t(60)));
-        assert_eq!(lane.into_put_off(), None);
     }
 
     #[test]

@@ -1,0 +1,227 @@
+//! Giving up on a webhook subscriber that hangs: a lane of a batch (`send::Dispatcher::send_batch`)
+//! whose subscriber timed out twice in a row sends it nothing more, and its deliveries are put
+//! off to the timed-out attempts' retry time, not counted as attempts
+//! (`Ledger::defer_deliveries`); the dispatcher remembers the subscriber as given up on until
+//! then, so later batches put off what they claimed for it without a POST.
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use super::Dispatcher;
+
+/// Timeouts in a row (no answer from the subscriber between them) after which a lane sends
+/// nothing more in its batch. One alone is not enough: a receiver that is slow on one request in
+/// a hundred still gets the others of the batch. A hung one reaches two at once, since its first
+/// `per_subscriber` requests were all in flight together.
+pub(super) const TIMEOUTS_IN_A_ROW: u32 = 2;
+
+/// One webhook subscriber's state while its lane of a batch is sent: once it timed out
+/// [`TIMEOUTS_IN_A_ROW`] times with no answer between (in this batch, or in an earlier one whose
+/// retry time has not come: [`Lane::given_up_until`]), its deliveries not yet sent are put off
+/// instead of each waiting out `delivery.timeout` in turn.
+#[derive(Default)]
+pub(super) struct Lane {
+    state: Mutex<LaneState>,
+    /// The lane started given up on (an earlier batch gave up on its subscriber).
+    known: bool,
+}
+
+#[derive(Default)]
+struct LaneState {
+    /// Timeouts since the subscriber last answered (any status).
+    streak: u32,
+    /// The latest retry time of those timed-out attempts.
+    latest: Option<DateTime<Utc>>,
+    /// Once given up on: when the put-off deliveries are due (`latest`, kept up to date by any
+    /// later timeout; an answer no longer resets it).
+    until: Option<DateTime<Utc>>,
+    /// The deliveries put off so far.
+    put_off: Vec<i64>,
+}
+
+impl Lane {
+    /// A lane whose subscriber an earlier batch gave up on until `until`: everything of it is
+    /// put off to then, nothing sent.
+    pub(super) fn given_up_until(until: DateTime<Utc>) -> Self {
+        Self {
+            state: Mutex::new(LaneState {
+                latest: Some(until),
+                until: Some(until),
+                ..LaneState::default()
+            }),
+            known: true,
+        }
+    }
+
+    /// Notes how a POST ended: `answered` (any status), or `timed_out`, with the attempt's retry
+    /// time.
+    pub(super) fn ended(&self, answered: bool, timed_out: Option<DateTime<Utc>>) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        if answered && s.until.is_none() {
+            s.streak = 0;
+            s.latest = None;
+        }
+        if let Some(retry) = timed_out {
+            s.streak += 1;
+            s.latest = Some(s.latest.map_or(retry, |l| l.max(retry)));
+            if s.streak >= TIMEOUTS_IN_A_ROW {
+                s.until = s.latest;
+            }
+        }
+    }
+
+    /// Whether the lane gave up on its subscriber in this batch; if so, `ids` are put off (not
+    /// sent).
+    pub(super) fn puts_off(&self, ids: impl IntoIterator<Item = i64>) -> bool {
+        let Ok(mut s) = self.state.lock() else {
+            return false;
+        };
+        if s.until.is_none() {
+            return false;
+        }
+        s.put_off.extend(ids);
+        true
+    }
+
+    /// What the lane gave up: `None` if it did not; else when the put-off deliveries are due,
+    /// their ids, and whether this batch gave up (not an earlier one).
+    pub(super) fn into_given_up(self) -> Option<GivenUp> {
+        let s = self.state.into_inner().ok()?;
+        let until = s.until?;
+        Some(GivenUp {
+            until,
+            ids: s.put_off,
+            now: !self.known,
+        })
+    }
+}
+
+/// What a lane gave up ([`Lane::into_given_up`]).
+#[derive(Debug, PartialEq)]
+pub(super) struct GivenUp {
+    /// When the put-off deliveries are due.
+    until: DateTime<Utc>,
+    /// The batch's deliveries put off.
+    ids: Vec<i64>,
+    /// This batch gave up on the subscriber (else an earlier one had).
+    now: bool,
+}
+
+impl Dispatcher {
+    /// When the put-off deliveries of `subscriber` are due, if an earlier batch gave up on it
+    /// and that time has not come (forgetting it once it has).
+    pub(super) fn given_up_until(&self, subscriber: &str) -> Option<DateTime<Utc>> {
+        let now = self.clock.now();
+        let mut known = self.unreachable.lock().ok()?;
+        known.retain(|_, until| *until > now);
+        known.get(subscriber).copied()
+    }
+
+    /// Records what a lane gave up on `subscriber`: its deliveries put off until the retry
+    /// time (not counted as attempts), and, when this batch gave up, the subscriber as given up
+    /// on until then, with every other pending delivery to it due before then put off too (so
+    /// the next batches neither try it nor wait for it). Returns how many were put off. A ledger
+    /// error is logged and counts none: the batch's release of its claims then makes the
+    /// batch's due at once.
+    pub(super) async fn put_off(&self, subscriber: &str, g: GivenUp) -> usize {
+        if g.now
+            && let Ok(mut known) = self.unreachable.lock()
+        {
+            // At the ledger's precision (microseconds, truncated): the put-off deliveries come
+            // due at that instant, and must not meet a lane still giving up on them then.
+            let at = chrono::SubsecRound::trunc_subsecs(g.until, 6);
+            let until = known.entry(subscriber.to_owned()).or_insert(at);
+            *until = (*until).max(at);
+        }
+        if g.ids.is_empty() && !g.now {
+            return 0;
+        }
+        let why = "not sent: the subscriber timed out twice in a row on other deliveries; put \
+                   off to their retry time (not counted as an attempt)";
+        let everything = g.now.then_some(subscriber);
+        match self
+            .ledger
+            .defer_deliveries(&g.ids, everything, g.until, why)
+            .await
+        {
+            Ok(n) => {
+                if g.now {
+                    tracing::warn!(subscriber, put_off = n, until = %g.until,
+                        "delivery.subscriber_timed_out: its deliveries wait until then");
+                } else {
+                    tracing::debug!(subscriber, put_off = n, until = %g.until,
+                        "delivery.subscriber_given_up: put off without sending");
+                }
+                metrics::counter!("singapay_sync_deliveries_deferred_total").increment(n);
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }
+            Err(e) => {
+                tracing::error!(subscriber, error = %e, "delivery.defer_failed");
+                0
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lane_gives_up_after_two_timeouts_with_no_answer_between_until_the_latest_retry() {
+        let t = |s: i64| {
+            Utc.timestamp_opt(1_765_000_000 + s, 0)
+                .single()
+                .expect("time")
+        };
+        use chrono::TimeZone;
+        // A receiver slow on one request in a hundred: a timeout, answers, a timeout.
+        let lane = Lane::default();
+        lane.ended(false, Some(t(60)));
+        assert!(!lane.puts_off([1]));
+        lane.ended(true, None);
+        lane.ended(false, Some(t(61)));
+        assert!(!lane.puts_off([2]));
+        assert_eq!(lane.into_given_up(), None);
+        // A hung one: two in a row; the later of their retry times decides, and a timeout after
+        // that moves it later still.
+        let lane = Lane::default();
+        lane.ended(false, Some(t(62)));
+        lane.ended(false, None); // no answer, no timeout (refused): the streak stands
+        lane.ended(false, Some(t(61)));
+        assert!(lane.puts_off([3, 4]));
+        assert_eq!(lane.state.lock().expect("lane").until, Some(t(62)));
+        lane.ended(false, Some(t(65)));
+        lane.ended(true, None); // an answer after giving up does not take it back
+        assert!(lane.puts_off([5]));
+        let given_up = GivenUp {
+            until: t(65),
+            ids: vec![3, 4, 5],
+            now: true,
+        };
+        assert_eq!(lane.into_given_up(), Some(given_up));
+        // Given up on with nothing of the batch left to put off (the rest of the subscriber's
+        // queue still is).
+        let lane = Lane::default();
+        lane.ended(false, Some(t(60)));
+        lane.ended(false, Some(t(60)));
+        let given_up = GivenUp {
+            until: t(60),
+            ids: vec![],
+            now: true,
+        };
+        assert_eq!(lane.into_given_up(), Some(given_up));
+        // Given up on by an earlier batch: everything put off, nothing new to record.
+        let lane = Lane::given_up_until(t(70));
+        assert!(lane.puts_off([6]));
+        let given_up = GivenUp {
+            until: t(70),
+            ids: vec![6],
+            now: false,
+        };
+        assert_eq!(lane.into_given_up(), Some(given_up));
+    }
+}
