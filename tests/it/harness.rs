@@ -329,13 +329,31 @@ pub fn one_per_batch(
     rx: &Receiver,
     clock: Arc<dyn Clock>,
 ) -> singapay_sync::notify::Dispatcher {
+    dispatcher_to(ledger, &[("erp", rx)], Duration::from_secs(5), clock).with_batch(1)
+}
+
+/// A dispatcher of its own on `ledger` sending each named subscriber's webhooks to its receiver
+/// (signed with that receiver's key), on the default retry schedule without jitter, `timeout`
+/// per request, 16 in flight; the batch and per-subscriber bounds are the builder's defaults.
+pub fn dispatcher_to(
+    ledger: &Ledger,
+    subscribers: &[(&str, &Receiver)],
+    timeout: Duration,
+    clock: Arc<dyn Clock>,
+) -> singapay_sync::notify::Dispatcher {
+    let targets = subscribers
+        .iter()
+        .map(
+            |(name, rx)| singapay_sync::notify::dispatcher::WebhookTarget {
+                name: (*name).into(),
+                url: rx.url.parse().unwrap(),
+                secret: singapay_sync::standard_webhooks::WebhookSecret::parse(&rx.secret).unwrap(),
+            },
+        )
+        .collect();
     singapay_sync::notify::Dispatcher::new(
         ledger.clone(),
-        vec![singapay_sync::notify::dispatcher::WebhookTarget {
-            name: "erp".into(),
-            url: rx.url.parse().unwrap(),
-            secret: singapay_sync::standard_webhooks::WebhookSecret::parse(&rx.secret).unwrap(),
-        }],
+        targets,
         None,
         singapay_sync::notify::RetrySchedule {
             delays: singapay_sync::config::DEFAULT_RETRY_SCHEDULE
@@ -343,12 +361,11 @@ pub fn one_per_batch(
                 .to_vec(),
             jitter: 0.0,
         },
-        Duration::from_secs(5),
+        timeout,
         16,
         clock,
     )
     .unwrap()
-    .with_batch(1)
 }
 
 /// One message received over SMTP.

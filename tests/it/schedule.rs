@@ -415,6 +415,32 @@ async fn a_slow_subscriber_waiting_for_its_own_slots_never_holds_the_others() {
     assert_eq!(slow.hits().len(), 12);
 }
 
+/// A subscriber `hung` whose receiver answers only after 10 s and a subscriber `fast`, on
+/// `clock` (and `edit`'s settings), each owed one event of each of `links` payments on as many
+/// links (5, 10, … at most 60: open and unexpired in the seed).
+async fn hung_and_fast(
+    clock: &Arc<ManualClock>,
+    links: i64,
+    edit: impl FnOnce(&mut singapay_sync::sandbox::DaemonConfig),
+) -> (TestApp, Receiver, Receiver) {
+    let hung = Receiver::start(vec![]).await;
+    let fast = Receiver::start(vec![]).await;
+    hung.delay_ms
+        .store(10_000, std::sync::atomic::Ordering::Relaxed);
+    let t = TestApp::start(TestSandbox::start().await, clock.clone(), |c| {
+        subscribe(c, "hung", &hung, Some(LINK_EVENTS));
+        subscribe(c, "fast", &fast, Some(LINK_EVENTS));
+        edit(c);
+    })
+    .await;
+    t.sync_ok().await;
+    for id in (1..=links).map(|i| i * 5) {
+        t.sandbox.pay(id).await;
+    }
+    assert_eq!(link_events(&t.sync_ok().await), links as u64);
+    (t, hung, fast)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_hangs_is_given_up_on_for_the_batch_and_its_other_deliveries_wait() {
     // One request in flight per subscriber, a 300 ms timeout, 12 events for each. The hung
@@ -422,22 +448,12 @@ async fn a_subscriber_that_hangs_is_given_up_on_for_the_batch_and_its_other_deli
     // attempts' retry time, unsent and not counted, instead of holding the batch (and the
     // claim of the next one) for 12 × 300 ms. The other subscriber gets all of its 12.
     use std::sync::atomic::Ordering::Relaxed;
-    let hung = Receiver::start(vec![]).await;
-    let fast = Receiver::start(vec![]).await;
-    hung.delay_ms.store(10_000, Relaxed);
     let clock = manual();
-    let t = TestApp::start(TestSandbox::start().await, clock.clone(), |c| {
-        subscribe(c, "hung", &hung, Some(LINK_EVENTS));
-        subscribe(c, "fast", &fast, Some(LINK_EVENTS));
+    let (t, hung, fast) = hung_and_fast(&clock, 12, |c| {
         c.per_subscriber_concurrency = Some(1);
         c.delivery_timeout = Some("300ms".into());
     })
     .await;
-    t.sync_ok().await;
-    for id in (5..=60).step_by(5) {
-        t.sandbox.pay(id).await;
-    }
-    assert_eq!(link_events(&t.sync_ok().await), 12);
     let at = clock.now();
 
     let started = std::time::Instant::now();
@@ -520,40 +536,14 @@ async fn a_subscriber_given_up_on_is_not_tried_again_by_later_batches_before_its
     // not claimed yet, and an event that comes after, are put off without a POST, and every
     // batch after the first goes out at the fast one's pace.
     use std::sync::atomic::Ordering::Relaxed;
-    let hung = Receiver::start(vec![]).await;
-    let fast = Receiver::start(vec![]).await;
-    hung.delay_ms.store(10_000, Relaxed);
     let clock = manual();
-    let t = TestApp::start(TestSandbox::start().await, clock.clone(), |c| {
-        subscribe(c, "hung", &hung, Some(LINK_EVENTS));
-        subscribe(c, "fast", &fast, Some(LINK_EVENTS));
-    })
-    .await;
-    t.sync_ok().await;
-    for id in (5..=55).step_by(5) {
-        t.sandbox.pay(id).await;
-    }
-    assert_eq!(link_events(&t.sync_ok().await), 11);
-    let target = |name: &str, rx: &Receiver| singapay_sync::notify::dispatcher::WebhookTarget {
-        name: name.into(),
-        url: rx.url.parse().unwrap(),
-        secret: singapay_sync::standard_webhooks::WebhookSecret::parse(&rx.secret).unwrap(),
-    };
-    let dispatcher = singapay_sync::notify::Dispatcher::new(
-        t.app.ledger.clone(),
-        vec![target("hung", &hung), target("fast", &fast)],
-        None,
-        singapay_sync::notify::RetrySchedule {
-            delays: singapay_sync::config::DEFAULT_RETRY_SCHEDULE
-                .map(Duration::from_secs)
-                .to_vec(),
-            jitter: 0.0,
-        },
+    let (t, hung, fast) = hung_and_fast(&clock, 11, |_| {}).await;
+    let dispatcher = dispatcher_to(
+        &t.app.ledger,
+        &[("hung", &hung), ("fast", &fast)],
         Duration::from_millis(300),
-        16,
         clock.clone(),
     )
-    .unwrap()
     .with_per_subscriber_limit(1)
     .with_batch(6);
     let at = clock.now();

@@ -18,7 +18,7 @@ pub(super) const TIMEOUTS_IN_A_ROW: u32 = 2;
 
 /// One webhook subscriber's state while its lane of a batch is sent: once it timed out
 /// [`TIMEOUTS_IN_A_ROW`] times with no answer between (in this batch, or in an earlier one whose
-/// retry time has not come: [`Lane::given_up_until`]), its deliveries not yet sent are put off
+/// retry time has not come: [`Lane::already_given_up`]), its deliveries not yet sent are put off
 /// instead of each waiting out `delivery.timeout` in turn.
 #[derive(Default)]
 pub(super) struct Lane {
@@ -31,11 +31,11 @@ pub(super) struct Lane {
 struct LaneState {
     /// Timeouts since the subscriber last answered (any status).
     streak: u32,
-    /// The latest retry time of those timed-out attempts.
+    /// The latest retry time of those timed-out attempts: once given up on, when the put-off
+    /// deliveries are due (kept up to date by any later timeout).
     latest: Option<DateTime<Utc>>,
-    /// Once given up on: when the put-off deliveries are due (`latest`, kept up to date by any
-    /// later timeout; an answer no longer resets it).
-    until: Option<DateTime<Utc>>,
+    /// Given up on: nothing more is sent, and an answer no longer resets the streak.
+    given_up: bool,
     /// The deliveries put off so far.
     put_off: Vec<i64>,
 }
@@ -43,11 +43,11 @@ struct LaneState {
 impl Lane {
     /// A lane whose subscriber an earlier batch gave up on until `until`: everything of it is
     /// put off to then, nothing sent.
-    pub(super) fn given_up_until(until: DateTime<Utc>) -> Self {
+    pub(super) fn already_given_up(until: DateTime<Utc>) -> Self {
         Self {
             state: Mutex::new(LaneState {
                 latest: Some(until),
-                until: Some(until),
+                given_up: true,
                 ..LaneState::default()
             }),
             known: true,
@@ -60,16 +60,14 @@ impl Lane {
         let Ok(mut s) = self.state.lock() else {
             return;
         };
-        if answered && s.until.is_none() {
+        if answered && !s.given_up {
             s.streak = 0;
             s.latest = None;
         }
         if let Some(retry) = timed_out {
             s.streak += 1;
             s.latest = Some(s.latest.map_or(retry, |l| l.max(retry)));
-            if s.streak >= TIMEOUTS_IN_A_ROW {
-                s.until = s.latest;
-            }
+            s.given_up |= s.streak >= TIMEOUTS_IN_A_ROW;
         }
     }
 
@@ -79,7 +77,7 @@ impl Lane {
         let Ok(mut s) = self.state.lock() else {
             return false;
         };
-        if s.until.is_none() {
+        if !s.given_up {
             return false;
         }
         s.put_off.extend(ids);
@@ -90,7 +88,7 @@ impl Lane {
     /// their ids, and whether this batch gave up (not an earlier one).
     pub(super) fn into_given_up(self) -> Option<GivenUp> {
         let s = self.state.into_inner().ok()?;
-        let until = s.until?;
+        let until = s.latest.filter(|_| s.given_up)?;
         Some(GivenUp {
             until,
             ids: s.put_off,
@@ -193,7 +191,10 @@ mod tests {
         lane.ended(false, None); // no answer, no timeout (refused): the streak stands
         lane.ended(false, Some(t(61)));
         assert!(lane.puts_off([3, 4]));
-        assert_eq!(lane.state.lock().expect("lane").until, Some(t(62)));
+        let state = lane.state.lock().expect("lane");
+        assert!(state.given_up);
+        assert_eq!(state.latest, Some(t(62)));
+        drop(state);
         lane.ended(false, Some(t(65)));
         lane.ended(true, None); // an answer after giving up does not take it back
         assert!(lane.puts_off([5]));
@@ -215,7 +216,7 @@ mod tests {
         };
         assert_eq!(lane.into_given_up(), Some(given_up));
         // Given up on by an earlier batch: everything put off, nothing new to record.
-        let lane = Lane::given_up_until(t(70));
+        let lane = Lane::already_given_up(t(70));
         assert!(lane.puts_off([6]));
         let given_up = GivenUp {
             until: t(70),

@@ -37,6 +37,14 @@ enum Group {
     Email(Vec<DueDelivery>),
 }
 
+/// One subscriber's part of a batch ([`lanes`]).
+struct Queue {
+    channel: Channel,
+    subscriber: String,
+    /// Oldest first.
+    groups: Vec<Group>,
+}
+
 impl Group {
     fn deliveries(&self) -> &[DueDelivery] {
         match self {
@@ -268,47 +276,44 @@ impl Dispatcher {
         unrecorded: &Semaphore,
     ) -> usize {
         let slots = Semaphore::new(self.concurrency);
-        let lanes = lanes(due).into_iter().map(|(channel, groups)| {
-            let limit = match channel {
-                Channel::Webhook => self.per_subscriber,
-                Channel::Email => self.concurrency,
-            };
-            self.run_lane(groups, limit, &slots, &out, stop, unrecorded)
-        });
+        let lanes = lanes(due)
+            .into_iter()
+            .map(|q| self.run_lane(q, &slots, &out, stop, unrecorded));
         futures_util::future::join_all(lanes)
             .await
             .into_iter()
             .sum()
     }
 
-    /// One subscriber's lane of [`Self::send_batch`]: its groups in order, at most `limit` at
-    /// once, each sending once it holds one of the batch's `slots`; once the lane gave up on its
-    /// subscriber, the groups not yet sent are put off without taking a slot.
+    /// One subscriber's lane of [`Self::send_batch`]: its groups in order, at most
+    /// `per_subscriber` at once for a webhook (e-mail: the batch's `concurrency`), each sending
+    /// once it holds one of the batch's `slots`; once the lane gave up on its webhook subscriber,
+    /// the groups not yet sent are put off without taking a slot (an e-mail lane never gives up).
     async fn run_lane(
         &self,
-        groups: Vec<Group>,
-        limit: usize,
+        queue: Queue,
         slots: &Semaphore,
         out: &UnboundedSender<Sent>,
         stop: &CancellationToken,
         unrecorded: &Semaphore,
     ) -> usize {
-        let subscriber = groups
-            .first()
-            .and_then(|g| g.deliveries().first())
-            .map(|d| d.subscriber.clone())
-            .unwrap_or_default();
-        let webhook = matches!(groups.first(), Some(Group::Webhook(_)));
-        let lane = match self.given_up_until(&subscriber) {
-            Some(until) if webhook => Lane::given_up_until(until),
-            _ => Lane::default(),
+        let Queue {
+            channel,
+            subscriber,
+            groups,
+        } = queue;
+        let (limit, lane) = match channel {
+            Channel::Webhook => (
+                self.per_subscriber,
+                self.given_up_until(&subscriber)
+                    .map_or_else(Lane::default, Lane::already_given_up),
+            ),
+            Channel::Email => (self.concurrency, Lane::default()),
         };
         let lane_ref = &lane;
         futures_util::stream::iter(groups)
             .for_each_concurrent(limit, |g| async move {
-                if matches!(g, Group::Webhook(_))
-                    && lane_ref.puts_off(g.deliveries().iter().map(|d| d.id))
-                {
+                if lane_ref.puts_off(g.deliveries().iter().map(|d| d.id)) {
                     return;
                 }
                 let Ok(_slot) = slots.acquire().await else {
@@ -374,7 +379,7 @@ impl Dispatcher {
 /// A batch in lanes, one per (channel, subscriber): webhook groups per [`link_key`] (in sequence
 /// order, the claim's), e-mail groups per (recipient group, pass); each lane's groups oldest
 /// first, by their first delivery's id.
-fn lanes(due: Vec<DueDelivery>) -> Vec<(Channel, Vec<Group>)> {
+fn lanes(due: Vec<DueDelivery>) -> Vec<Queue> {
     let mut hooks: HashMap<(String, String, i64, Option<i64>), Vec<DueDelivery>> = HashMap::new();
     let mut mails: HashMap<(String, Option<i64>), Vec<DueDelivery>> = HashMap::new();
     for d in due {
@@ -401,9 +406,13 @@ fn lanes(due: Vec<DueDelivery>) -> Vec<(Channel, Vec<Group>)> {
     }
     lanes
         .into_iter()
-        .map(|((channel, _), mut groups)| {
+        .map(|((channel, subscriber), mut groups)| {
             groups.sort_by_key(|g| g.deliveries().first().map_or(i64::MAX, |d| d.id));
-            (channel, groups)
+            Queue {
+                channel,
+                subscriber,
+                groups,
+            }
         })
         .collect()
 }
@@ -428,17 +437,29 @@ mod tests {
     }
 
     /// (channel, subscriber, each group's delivery ids) of every lane.
-    fn shape(lanes: Vec<(Channel, Vec<Group>)>) -> Vec<(Channel, String, Vec<Vec<i64>>)> {
+    fn shape(lanes: Vec<Queue>) -> Vec<(Channel, String, Vec<Vec<i64>>)> {
         lanes
             .into_iter()
-            .map(|(channel, groups)| {
-                let subscriber = groups[0].deliveries()[0].subscriber.clone();
-                let ids = groups
-                    .iter()
-                    .map(|g| g.deliveries().iter().map(|d| d.id).collect())
-                    .collect();
-                (channel, subscriber, ids)
-            })
+            .map(
+                |Queue {
+                     channel,
+                     subscriber,
+                     groups,
+                 }| {
+                    assert!(
+                        groups.iter().all(|g| g
+                            .deliveries()
+                            .iter()
+                            .all(|d| d.subscriber == subscriber && d.channel == channel)),
+                        "a lane holds its own subscriber's deliveries only"
+                    );
+                    let ids = groups
+                        .iter()
+                        .map(|g| g.deliveries().iter().map(|d| d.id).collect())
+                        .collect();
+                    (channel, subscriber, ids)
+                },
+            )
             .collect()
     }
 
