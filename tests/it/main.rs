@@ -13,6 +13,7 @@ mod faults;
 mod feed;
 mod guards;
 mod harness;
+mod hung;
 mod layout;
 mod manage;
 mod multi;

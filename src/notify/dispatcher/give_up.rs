@@ -1,8 +1,9 @@
 //! Giving up on a webhook subscriber that hangs: a lane of a batch (`send::Dispatcher::send_batch`)
-//! whose subscriber timed out twice in a row sends it nothing more, and its deliveries are put
-//! off to the timed-out attempts' retry time, not counted as attempts
-//! (`Ledger::defer_deliveries`); the dispatcher remembers the subscriber as given up on until
-//! then, so later batches put off what they claimed for it without a POST.
+//! whose subscriber has timed out twice with no answer between (in this batch, or the first time
+//! in an earlier one: the dispatcher carries the count from batch to batch) sends it nothing
+//! more, and its deliveries are put off to the timed-out attempts' retry time, not counted as
+//! attempts (`Ledger::defer_deliveries`); the dispatcher remembers the subscriber as given up on
+//! until then, so later batches put off what they claimed for it without a POST.
 
 use std::sync::Mutex;
 
@@ -10,16 +11,42 @@ use chrono::{DateTime, Utc};
 
 use super::Dispatcher;
 
-/// Timeouts in a row (no answer from the subscriber between them) after which a lane sends
-/// nothing more in its batch. One alone is not enough: a receiver that is slow on one request in
-/// a hundred still gets the others of the batch. A hung one reaches two at once, since its first
-/// `per_subscriber` requests were all in flight together.
+/// Timeouts in a row (no answer from the subscriber between them, in one batch or across
+/// batches) after which a lane sends nothing more. One alone is not enough: a receiver that is
+/// slow on one request in a hundred still gets the others. A hung one reaches two at once when
+/// it is owed several deliveries, since its first `per_subscriber` requests were all in flight
+/// together; owed one per batch, at the second batch.
 pub(super) const TIMEOUTS_IN_A_ROW: u32 = 2;
 
+/// What the dispatcher remembers of a webhook subscriber between batches (in memory only:
+/// after a restart the first batch starts afresh).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Silence {
+    /// It timed out `timeouts` times (fewer than [`TIMEOUTS_IN_A_ROW`]) since it last answered;
+    /// `latest` is the latest retry time of those attempts.
+    TimedOut {
+        timeouts: u32,
+        latest: DateTime<Utc>,
+    },
+    /// Given up on: its deliveries are put off until then.
+    GivenUp(DateTime<Utc>),
+}
+
+/// How a lane ended ([`Lane::finish`]).
+#[derive(Debug, PartialEq)]
+pub(super) enum Ended {
+    /// Not given up on: what to carry to the next batch (`None`: it answered last, or never
+    /// timed out).
+    Going(Option<Silence>),
+    /// Given up on (in this batch or an earlier one).
+    GivenUp(GivenUp),
+}
+
 /// One webhook subscriber's state while its lane of a batch is sent: once it timed out
-/// [`TIMEOUTS_IN_A_ROW`] times with no answer between (in this batch, or in an earlier one whose
-/// retry time has not come: [`Lane::already_given_up`]), its deliveries not yet sent are put off
-/// instead of each waiting out `delivery.timeout` in turn.
+/// [`TIMEOUTS_IN_A_ROW`] times with no answer between (counting from an earlier batch's
+/// timeouts, [`Lane::after`]), or an earlier batch gave up on it and its retry time has not come,
+/// its deliveries not yet sent are put off instead of each waiting out `delivery.timeout` in
+/// turn.
 #[derive(Default)]
 pub(super) struct Lane {
     state: Mutex<LaneState>,
@@ -41,16 +68,28 @@ struct LaneState {
 }
 
 impl Lane {
-    /// A lane whose subscriber an earlier batch gave up on until `until`: everything of it is
-    /// put off to then, nothing sent.
-    pub(super) fn already_given_up(until: DateTime<Utc>) -> Self {
-        Self {
-            state: Mutex::new(LaneState {
+    /// A lane for a subscriber as earlier batches left it: nothing known (a fresh lane), timed
+    /// out fewer than [`TIMEOUTS_IN_A_ROW`] times since its last answer (the count goes on from
+    /// there), or given up on until a time not yet come (everything of it is put off to then,
+    /// nothing sent).
+    pub(super) fn after(silence: Option<Silence>) -> Self {
+        let state = match silence {
+            None => LaneState::default(),
+            Some(Silence::TimedOut { timeouts, latest }) => LaneState {
+                streak: timeouts,
+                latest: Some(latest),
+                given_up: timeouts >= TIMEOUTS_IN_A_ROW,
+                ..LaneState::default()
+            },
+            Some(Silence::GivenUp(until)) => LaneState {
                 latest: Some(until),
                 given_up: true,
                 ..LaneState::default()
-            }),
-            known: true,
+            },
+        };
+        Self {
+            state: Mutex::new(state),
+            known: matches!(silence, Some(Silence::GivenUp(_))),
         }
     }
 
@@ -84,20 +123,29 @@ impl Lane {
         true
     }
 
-    /// What the lane gave up: `None` if it did not; else when the put-off deliveries are due,
-    /// their ids, and whether this batch gave up (not an earlier one).
-    pub(super) fn into_given_up(self) -> Option<GivenUp> {
-        let s = self.state.into_inner().ok()?;
-        let until = s.latest.filter(|_| s.given_up)?;
-        Some(GivenUp {
-            until,
-            ids: s.put_off,
-            now: !self.known,
-        })
+    /// How the lane ended: given up on (when the put-off deliveries are due, their ids, and
+    /// whether this batch gave up, not an earlier one), or going on with what the next batch
+    /// carries.
+    pub(super) fn finish(self) -> Ended {
+        let Ok(s) = self.state.into_inner() else {
+            return Ended::Going(None);
+        };
+        match s.latest {
+            Some(until) if s.given_up => Ended::GivenUp(GivenUp {
+                until,
+                ids: s.put_off,
+                now: !self.known,
+            }),
+            Some(latest) if s.streak > 0 => Ended::Going(Some(Silence::TimedOut {
+                timeouts: s.streak,
+                latest,
+            })),
+            _ => Ended::Going(None),
+        }
     }
 }
 
-/// What a lane gave up ([`Lane::into_given_up`]).
+/// What a lane gave up ([`Lane::finish`]).
 #[derive(Debug, PartialEq)]
 pub(super) struct GivenUp {
     /// When the put-off deliveries are due.
@@ -109,13 +157,29 @@ pub(super) struct GivenUp {
 }
 
 impl Dispatcher {
-    /// When the put-off deliveries of `subscriber` are due, if an earlier batch gave up on it
-    /// and that time has not come (forgetting it once it has).
-    pub(super) fn given_up_until(&self, subscriber: &str) -> Option<DateTime<Utc>> {
+    /// What earlier batches left of `subscriber` ([`Silence`]); a give-up whose retry time has
+    /// come is forgotten (the subscriber is tried afresh).
+    pub(super) fn silence(&self, subscriber: &str) -> Option<Silence> {
         let now = self.clock.now();
-        let mut known = self.unreachable.lock().ok()?;
-        known.retain(|_, until| *until > now);
+        let mut known = self.silent.lock().ok()?;
+        known.retain(|_, s| !matches!(s, Silence::GivenUp(until) if *until <= now));
         known.get(subscriber).copied()
+    }
+
+    /// Carries what a lane that did not give up leaves of `subscriber` to the next batch:
+    /// its timeouts since its last answer, or nothing once it answered.
+    pub(super) fn carry(&self, subscriber: &str, silence: Option<Silence>) {
+        let Ok(mut known) = self.silent.lock() else {
+            return;
+        };
+        match silence {
+            Some(s) => {
+                known.insert(subscriber.to_owned(), s);
+            }
+            None => {
+                known.remove(subscriber);
+            }
+        }
     }
 
     /// Records what a lane gave up on `subscriber`: its deliveries put off until the retry
@@ -126,13 +190,16 @@ impl Dispatcher {
     /// batch's due at once.
     pub(super) async fn put_off(&self, subscriber: &str, g: GivenUp) -> usize {
         if g.now
-            && let Ok(mut known) = self.unreachable.lock()
+            && let Ok(mut known) = self.silent.lock()
         {
             // At the ledger's precision (microseconds, truncated): the put-off deliveries come
             // due at that instant, and must not meet a lane still giving up on them then.
             let at = chrono::SubsecRound::trunc_subsecs(g.until, 6);
-            let until = known.entry(subscriber.to_owned()).or_insert(at);
-            *until = (*until).max(at);
+            let until = match known.get(subscriber) {
+                Some(Silence::GivenUp(earlier)) => (*earlier).max(at),
+                _ => at,
+            };
+            known.insert(subscriber.to_owned(), Silence::GivenUp(until));
         }
         if g.ids.is_empty() && !g.now {
             return 0;
@@ -167,15 +234,16 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_765_000_000 + s, 0)
+            .single()
+            .expect("time")
+    }
 
     #[test]
     fn a_lane_gives_up_after_two_timeouts_with_no_answer_between_until_the_latest_retry() {
-        let t = |s: i64| {
-            Utc.timestamp_opt(1_765_000_000 + s, 0)
-                .single()
-                .expect("time")
-        };
-        use chrono::TimeZone;
         // A receiver slow on one request in a hundred: a timeout, answers, a timeout.
         let lane = Lane::default();
         lane.ended(false, Some(t(60)));
@@ -183,7 +251,11 @@ mod tests {
         lane.ended(true, None);
         lane.ended(false, Some(t(61)));
         assert!(!lane.puts_off([2]));
-        assert_eq!(lane.into_given_up(), None);
+        let carried = Silence::TimedOut {
+            timeouts: 1,
+            latest: t(61),
+        };
+        assert_eq!(lane.finish(), Ended::Going(Some(carried)));
         // A hung one: two in a row; the later of their retry times decides, and a timeout after
         // that moves it later still.
         let lane = Lane::default();
@@ -203,7 +275,7 @@ mod tests {
             ids: vec![3, 4, 5],
             now: true,
         };
-        assert_eq!(lane.into_given_up(), Some(given_up));
+        assert_eq!(lane.finish(), Ended::GivenUp(given_up));
         // Given up on with nothing of the batch left to put off (the rest of the subscriber's
         // queue still is).
         let lane = Lane::default();
@@ -214,15 +286,54 @@ mod tests {
             ids: vec![],
             now: true,
         };
-        assert_eq!(lane.into_given_up(), Some(given_up));
+        assert_eq!(lane.finish(), Ended::GivenUp(given_up));
         // Given up on by an earlier batch: everything put off, nothing new to record.
-        let lane = Lane::already_given_up(t(70));
+        let lane = Lane::after(Some(Silence::GivenUp(t(70))));
         assert!(lane.puts_off([6]));
         let given_up = GivenUp {
             until: t(70),
             ids: vec![6],
             now: false,
         };
-        assert_eq!(lane.into_given_up(), Some(given_up));
+        assert_eq!(lane.finish(), Ended::GivenUp(given_up));
+        // Answers only: nothing to carry.
+        let lane = Lane::default();
+        lane.ended(true, None);
+        assert_eq!(lane.finish(), Ended::Going(None));
+    }
+
+    #[test]
+    fn a_timeout_in_an_earlier_batch_counts_until_the_subscriber_answers() {
+        let earlier = Silence::TimedOut {
+            timeouts: 1,
+            latest: t(60),
+        };
+        // Hung, owed one delivery per batch: the second batch's timeout is the second in a
+        // row; the put-off deliveries wait for the later of the two retry times.
+        let lane = Lane::after(Some(earlier));
+        assert!(!lane.puts_off([1]));
+        lane.ended(false, Some(t(90)));
+        assert!(lane.puts_off([2]));
+        let given_up = GivenUp {
+            until: t(90),
+            ids: vec![2],
+            now: true,
+        };
+        assert_eq!(lane.finish(), Ended::GivenUp(given_up));
+        // It answered in between: the count starts again.
+        let lane = Lane::after(Some(earlier));
+        lane.ended(true, None);
+        lane.ended(false, Some(t(90)));
+        assert!(!lane.puts_off([3]));
+        let carried = Silence::TimedOut {
+            timeouts: 1,
+            latest: t(90),
+        };
+        assert_eq!(lane.finish(), Ended::Going(Some(carried)));
+        // Nothing sent in the batch: the earlier timeout is carried on as it was.
+        assert_eq!(
+            Lane::after(Some(earlier)).finish(),
+            Ended::Going(Some(earlier))
+        );
     }
 }

@@ -98,10 +98,11 @@ pub struct Dispatcher {
     /// Unix milliseconds (real time) of the last sign of progress: an outcome recorded, or a
     /// loop turn that found nothing to send. The watchdog pings systemd only while it is recent.
     progress: AtomicI64,
-    /// Webhook subscribers given up on (`give_up::Lane`: they timed out twice in a row), with when
-    /// their put-off deliveries are due; until then a batch puts theirs off without sending.
-    /// Kept in memory only: after a restart the first batch tries them again.
-    unreachable: std::sync::Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>,
+    /// Webhook subscribers that timed out since they last answered, carried from batch to batch
+    /// (`give_up::Silence`): how many times, or given up on (twice in a row) with when their
+    /// put-off deliveries are due; until then a batch puts theirs off without sending. Kept in
+    /// memory only: after a restart the first batch tries them afresh.
+    silent: std::sync::Mutex<HashMap<String, give_up::Silence>>,
     /// Notified after a sync commits deliveries, so they go out at once.
     pub wake: Arc<Notify>,
 }
@@ -139,7 +140,7 @@ impl Dispatcher {
             per_subscriber: concurrency.max(1),
             lease: None,
             progress: AtomicI64::new(chrono::Utc::now().timestamp_millis()),
-            unreachable: std::sync::Mutex::default(),
+            silent: std::sync::Mutex::default(),
             wake: Arc::new(Notify::new()),
         })
     }

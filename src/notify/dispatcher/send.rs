@@ -1,8 +1,9 @@
 //! Sending a claimed batch: webhooks grouped per (subscriber, link) in sequence order, e-mail as
 //! one digest per (recipient group, pass), bounded in total and per subscriber. Each outcome goes
-//! to the recorder the moment it is known. A webhook subscriber that times out twice in a row gets
-//! nothing more in the batch: what it has left is put off, so that the batch (and the next one,
-//! which waits for it) is not held for a `delivery.timeout` per delivery (`give_up`).
+//! to the recorder the moment it is known. A webhook subscriber that times out twice in a row (in
+//! this batch, or counting an earlier batch's timeout) gets nothing more in the batch: what it has
+//! left is put off, so that the batch (and the next one, which waits for it) is not held for a
+//! `delivery.timeout` per delivery (`give_up`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::Dispatcher;
-use super::give_up::Lane;
+use super::give_up::{Ended, Lane};
 use super::record::Sent;
 use crate::event::Event;
 use crate::ledger::{AttemptOutcome, AttemptResult, DueDelivery};
@@ -259,13 +260,14 @@ impl Dispatcher {
     /// start. Slots are handed out in the order they were asked for (tokio's fair semaphore), so
     /// a slow subscriber holds at most its own share of the slots, and groups waiting for that
     /// share never sit in the others'. The batch ends when its slowest lane does, but a webhook
-    /// lane whose subscriber timed out twice in a row (`give_up::TIMEOUTS_IN_A_ROW`) sends
-    /// nothing more: its groups not yet sent are put off until the timed-out attempts' retry time
+    /// lane whose subscriber timed out twice in a row (`give_up::TIMEOUTS_IN_A_ROW`; a timeout
+    /// of an earlier batch with no answer since counts) sends nothing more: its groups not yet
+    /// sent are put off until the timed-out attempts' retry time
     /// ([`Ledger::defer_deliveries`]), with every other pending delivery to it due before then,
     /// and the dispatcher remembers the subscriber as given up on until then, so later batches
-    /// put off what is new for it without sending. A subscriber that hangs thus holds one batch
-    /// for about one `delivery.timeout` per retry time, not one per `per_subscriber` of its
-    /// deliveries in every batch.
+    /// put off what is new for it without sending. A subscriber that hangs thus holds at most
+    /// two batches for one `delivery.timeout` each per retry time, not one per `per_subscriber`
+    /// of its deliveries in every batch.
     ///
     /// [`Ledger::defer_deliveries`]: crate::ledger::Ledger
     pub(super) async fn send_batch(
@@ -303,11 +305,7 @@ impl Dispatcher {
             groups,
         } = queue;
         let (limit, lane) = match channel {
-            Channel::Webhook => (
-                self.per_subscriber,
-                self.given_up_until(&subscriber)
-                    .map_or_else(Lane::default, Lane::already_given_up),
-            ),
+            Channel::Webhook => (self.per_subscriber, Lane::after(self.silence(&subscriber))),
             Channel::Email => (self.concurrency, Lane::default()),
         };
         let lane_ref = &lane;
@@ -325,9 +323,14 @@ impl Dispatcher {
                 self.run_group(g, out, stop, unrecorded, lane_ref).await;
             })
             .await;
-        match lane.into_given_up() {
-            Some(g) => self.put_off(&subscriber, g).await,
-            None => 0,
+        match lane.finish() {
+            Ended::GivenUp(g) => self.put_off(&subscriber, g).await,
+            Ended::Going(silence) => {
+                if channel == Channel::Webhook {
+                    self.carry(&subscriber, silence);
+                }
+                0
+            }
         }
     }
 
