@@ -178,6 +178,16 @@ pub struct PageCommit {
 /// file is first written: an existing ledger keeps its own (the pragma does nothing in WAL mode).
 const PAGE_SIZE: u32 = 16_384;
 
+/// The size, bytes, that SQLite cuts the WAL file back to when it starts it over after a
+/// checkpoint (`PRAGMA journal_size_limit`, SQLITE-JSL; without it the file stays at the
+/// largest size it ever reached until the ledger is closed). One transaction writes all it
+/// changes to the WAL before any of it is checkpointed, so a migration that rewrites a table
+/// leaves a WAL that large (778 MB for 100,000 links and 300,000 payments rebuilt,
+/// docs/PERFORMANCE.md). A pass's writes stay far below it (the WAL of a baseline import of
+/// 100,000 links peaked at 19.5 MB, checkpointed every 1,000 rows), so it is never cut and
+/// grown again in the daemon's usual work.
+const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
 impl Ledger {
     /// Opens (creating if needed) the ledger at `path`, in WAL mode, and applies migrations. A
     /// new file gets [`PAGE_SIZE`]-byte pages; an existing one keeps its own.
@@ -196,6 +206,7 @@ impl Ledger {
             .page_size(PAGE_SIZE)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()

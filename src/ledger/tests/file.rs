@@ -228,3 +228,42 @@ async fn a_version_3_ledger_with_events_migrates_to_payments() {
     l.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn the_wal_is_cut_back_to_its_limit_after_one_large_transaction() {
+    // One transaction of 80 MiB (a migration rewriting a table writes that way): the WAL grows
+    // past the limit; once checkpointed, the next write starts it over and cuts the file back.
+    let f = Fixture::new().await;
+    let wal = f.dir.join("ledger.db-wal");
+    let pool = f.l.sqlite_pool();
+    let limit: i64 = sqlx::query_scalar("PRAGMA journal_size_limit")
+        .fetch_one(pool)
+        .await
+        .expect("limit");
+    assert_eq!(limit, 64 * 1024 * 1024);
+    sqlx::query("CREATE TABLE scratch (b BLOB)")
+        .execute(pool)
+        .await
+        .expect("table");
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 80) \
+         INSERT INTO scratch SELECT zeroblob(1048576) FROM n",
+    )
+    .execute(pool)
+    .await
+    .expect("80 MiB");
+    let grown = std::fs::metadata(&wal).expect("wal").len();
+    assert!(grown > 80 * 1024 * 1024, "{grown}");
+    let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await
+        .expect("checkpoint");
+    assert_eq!(busy, 0);
+    sqlx::query("DELETE FROM scratch")
+        .execute(pool)
+        .await
+        .expect("next write");
+    let cut = std::fs::metadata(&wal).expect("wal").len();
+    assert_eq!(cut, 64 * 1024 * 1024);
+    f.close().await;
+}
