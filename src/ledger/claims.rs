@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::backend::{on_pool, sql};
-use super::deliveries::{
+use super::due::{
     DueDelivery, due_of, due_own_conditions, held_keys, holds_back, in_order, order_key,
 };
 use super::{Ledger, LedgerResult};

@@ -15,6 +15,7 @@ pub(crate) mod backend;
 mod claims;
 mod cluster;
 mod deliveries;
+mod due;
 mod events;
 mod inbound;
 mod links;
@@ -35,8 +36,9 @@ use backend::{LedgerRow, Pool, on_pool, on_tx};
 pub use crate::types::InboundState;
 pub(crate) use cluster::AccountLock;
 pub use cluster::create_postgres_database;
-pub(crate) use deliveries::{AttemptOutcome, AttemptResult, DueDelivery};
+pub(crate) use deliveries::{AttemptOutcome, AttemptResult};
 pub use deliveries::{DeliveryAttemptRow, DeliveryFilter, DeliveryRow, NewDelivery};
+pub(crate) use due::DueDelivery;
 pub use events::{EventFilter, EventRow, NewEvent};
 pub(crate) use inbound::{Expiry, ExpiryTarget, InboundOutcome};
 pub use inbound::{InboundRow, NewNotification, Stored};
@@ -460,7 +462,7 @@ impl Ledger {
             }
         });
         events::insert_many(&mut tx, &events).await?;
-        deliveries::insert_many(&mut tx, &deliveries).await?;
+        deliveries::insert_many(&mut tx, &deliveries, &events).await?;
         on_tx!(&mut tx, |c| sqlx::query(
             "UPDATE sync_run SET links_written = links_written + $1, changes = changes + $2, \
              payments_written = payments_written + $3 WHERE id = $4",

@@ -267,3 +267,118 @@ async fn the_wal_is_cut_back_to_its_limit_after_one_large_transaction() {
     assert_eq!(cut, 64 * 1024 * 1024);
     f.close().await;
 }
+
+/// A ledger made by version 7 with deliveries in every state opens under version 8: each
+/// delivery that is not delivered gets its event's ordering key (a delivered one keeps NULLs),
+/// and the due query holds a link's later event behind an earlier one retrying, through those
+/// keys, while a payment's event (another key) goes.
+#[tokio::test]
+async fn a_version_7_ledger_gets_each_deliverys_ordering_key_and_keeps_its_order() {
+    use sqlx::Row;
+    let dir = std::env::temp_dir().join(format!("singapay-ledger-v7-{}", ulid::Ulid::new()));
+    let old = dir.join("migrations-v7");
+    std::fs::create_dir_all(&old).expect("dir");
+    for f in std::fs::read_dir("migrations/sqlite").expect("migrations") {
+        let f = f.expect("entry").path();
+        let name = f.file_name().expect("name").to_string_lossy().to_string();
+        if name.as_str() < "0008" {
+            std::fs::copy(&f, old.join(&name)).expect("copy");
+        }
+    }
+    let path = dir.join("ledger.db");
+    let pool = earlier_version_pool(&path, Some(sqlx::sqlite::SqliteJournalMode::Wal)).await;
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .expect("v7 migrator")
+        .run(&pool)
+        .await
+        .expect("v7 schema");
+    // Link 103: event 1 delivered, 2 retrying in an hour, 3 due; its payment 129: event 4 due;
+    // link 78: event 1 dead.
+    let later = "2099-01-01T00:00:00.000000Z";
+    let due = "2026-11-21T03:04:05.000000Z";
+    for (id, link, payment, seq, state, next) in [
+        ("evt_1", 103, None, 1, "delivered", None),
+        ("evt_2", 103, None, 2, "pending", Some(later)),
+        ("evt_3", 103, None, 3, "pending", Some(due)),
+        ("evt_4", 103, Some(129), 4, "pending", Some(due)),
+        ("evt_5", 78, None, 1, "dead", None),
+    ] {
+        sqlx::query(
+            "INSERT INTO link_event (id, account_id, link_id, payment_id, type, sequence, \
+             created_at, envelope) VALUES (?1, ?2, ?3, ?4, 'payment_link.paid', ?5, ?6, ?7)",
+        )
+        .bind(id)
+        .bind(ACCOUNT)
+        .bind(link)
+        .bind(payment)
+        .bind(seq)
+        .bind(due)
+        .bind(format!(r#"{{"id":"{id}"}}"#))
+        .execute(&pool)
+        .await
+        .expect("event");
+        sqlx::query(
+            "INSERT INTO delivery (event_id, subscriber, channel, state, next_attempt_at, \
+             created_at) VALUES (?1, 'erp', 'webhook', ?2, ?3, ?4)",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(next)
+        .bind(due)
+        .execute(&pool)
+        .await
+        .expect("delivery");
+    }
+    pool.close().await;
+
+    let l = Ledger::open(&path).await.expect("migrates to version 8");
+    let rows = sqlx::query(
+        "SELECT event_id, account_id, link_id, payment_id, sequence FROM delivery ORDER BY id",
+    )
+    .fetch_all(l.sqlite_pool())
+    .await
+    .expect("deliveries");
+    type Key = (
+        String,
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+    );
+    let got: Vec<Key> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    let acc = || Some(ACCOUNT.to_string());
+    assert_eq!(
+        got,
+        [
+            ("evt_1".into(), None, None, None, None),
+            ("evt_2".into(), acc(), Some(103), None, Some(2)),
+            ("evt_3".into(), acc(), Some(103), None, Some(3)),
+            ("evt_4".into(), acc(), Some(103), Some(129), Some(4)),
+            ("evt_5".into(), acc(), Some(78), None, Some(1)),
+        ]
+    );
+    let now = Utc::now();
+    let due_events = |l: &Ledger| {
+        let l = l.clone();
+        async move {
+            l.due_deliveries(now, 10)
+                .await
+                .expect("due")
+                .into_iter()
+                .map(|d| d.event_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(due_events(&l).await, ["evt_4"], "evt_3 waits behind evt_2");
+    sqlx::query("UPDATE delivery SET state = 'delivered', next_attempt_at = NULL WHERE id = 2")
+        .execute(l.sqlite_pool())
+        .await
+        .expect("evt_2 delivered");
+    assert_eq!(due_events(&l).await, ["evt_3", "evt_4"]);
+    l.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
