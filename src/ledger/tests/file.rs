@@ -24,6 +24,34 @@ async fn earlier_version_pool(
         .expect("pool")
 }
 
+/// A ledger file in a new directory with the schema of an earlier version: the migrations
+/// numbered below `before` (e.g. "0004" for version 3), on [`earlier_version_pool`] with
+/// `journal`. Returns the directory (to remove), the file and the pool.
+async fn earlier_version_ledger(
+    before: &str,
+    journal: Option<sqlx::sqlite::SqliteJournalMode>,
+) -> (std::path::PathBuf, std::path::PathBuf, sqlx::SqlitePool) {
+    let dir = std::env::temp_dir().join(format!("singapay-ledger-{before}-{}", ulid::Ulid::new()));
+    let old = dir.join("migrations");
+    std::fs::create_dir_all(&old).expect("dir");
+    for f in std::fs::read_dir("migrations/sqlite").expect("migrations") {
+        let f = f.expect("entry").path();
+        let name = f.file_name().expect("name").to_string_lossy().to_string();
+        if name.as_str() < before {
+            std::fs::copy(&f, old.join(&name)).expect("copy");
+        }
+    }
+    let path = dir.join("ledger.db");
+    let pool = earlier_version_pool(&path, journal).await;
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .expect("earlier migrator")
+        .run(&pool)
+        .await
+        .expect("earlier schema");
+    (dir, path, pool)
+}
+
 /// The page size of `l`'s file, bytes.
 async fn page_size(l: &Ledger) -> i64 {
     sqlx::query_scalar("PRAGMA page_size")
@@ -104,24 +132,7 @@ async fn the_ledger_file_is_private_and_another_users_file_is_refused() {
 #[tokio::test]
 async fn a_version_3_ledger_with_events_migrates_to_payments() {
     use sqlx::Row;
-    let dir = std::env::temp_dir().join(format!("singapay-ledger-v3-{}", ulid::Ulid::new()));
-    let old = dir.join("migrations-v3");
-    std::fs::create_dir_all(&old).expect("dir");
-    for f in std::fs::read_dir("migrations/sqlite").expect("migrations") {
-        let f = f.expect("entry").path();
-        let name = f.file_name().expect("name").to_string_lossy().to_string();
-        if name.as_str() < "0004" {
-            std::fs::copy(&f, old.join(&name)).expect("copy");
-        }
-    }
-    let path = dir.join("ledger.db");
-    let pool = earlier_version_pool(&path, None).await;
-    sqlx::migrate::Migrator::new(old.as_path())
-        .await
-        .expect("v3 migrator")
-        .run(&pool)
-        .await
-        .expect("v3 schema");
+    let (dir, path, pool) = earlier_version_ledger("0004", None).await;
     sqlx::query(
         "INSERT INTO sync_run (account_id, trigger, started_at, baseline) \
          VALUES (?1, 'manual', '2026-11-21T03:04:05.000000Z', 0)",
@@ -275,24 +286,8 @@ async fn the_wal_is_cut_back_to_its_limit_after_one_large_transaction() {
 #[tokio::test]
 async fn a_version_7_ledger_gets_each_deliverys_ordering_key_and_keeps_its_order() {
     use sqlx::Row;
-    let dir = std::env::temp_dir().join(format!("singapay-ledger-v7-{}", ulid::Ulid::new()));
-    let old = dir.join("migrations-v7");
-    std::fs::create_dir_all(&old).expect("dir");
-    for f in std::fs::read_dir("migrations/sqlite").expect("migrations") {
-        let f = f.expect("entry").path();
-        let name = f.file_name().expect("name").to_string_lossy().to_string();
-        if name.as_str() < "0008" {
-            std::fs::copy(&f, old.join(&name)).expect("copy");
-        }
-    }
-    let path = dir.join("ledger.db");
-    let pool = earlier_version_pool(&path, Some(sqlx::sqlite::SqliteJournalMode::Wal)).await;
-    sqlx::migrate::Migrator::new(old.as_path())
-        .await
-        .expect("v7 migrator")
-        .run(&pool)
-        .await
-        .expect("v7 schema");
+    let (dir, path, pool) =
+        earlier_version_ledger("0008", Some(sqlx::sqlite::SqliteJournalMode::Wal)).await;
     // Link 103: event 1 delivered, 2 retrying in an hour, 3 due; its payment 129: event 4 due;
     // link 78: event 1 dead.
     let later = "2099-01-01T00:00:00.000000Z";
