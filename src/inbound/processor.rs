@@ -57,7 +57,16 @@ struct Resolved {
 
 impl Processor {
     /// Drains due notifications until `stop`; sleeps until the next is due or one arrives.
+    /// First publishes the notification counts already in the ledger and registers every
+    /// `singapay_sync_inbound_processed_total` outcome at 0.
     pub(crate) async fn run(self, stop: CancellationToken) {
+        // The series the alert rules read exist from the start (config/alerts.yml): the
+        // counts of what is in the ledger, and every outcome at 0.
+        self.publish_counts().await;
+        for outcome in ["processed", "retried", "failed"] {
+            metrics::counter!("singapay_sync_inbound_processed_total", "outcome" => outcome)
+                .increment(0);
+        }
         loop {
             if stop.is_cancelled() {
                 break;

@@ -71,6 +71,7 @@ async fn metrics_carry_every_family_an_operator_alerts_on() {
     let erp = Receiver::start(vec![500; 5]).await;
     let mut config = test_config(&dir, &sandbox);
     subscribe(&mut config, "erp", &erp, Some(LINK_EVENTS));
+    config.doorbell("/singapay/webhook");
     let daemon = serve(&config, Arc::new(SystemClock)).await;
     let admin = &daemon.admin;
     admin.resync_and_wait().await;
@@ -194,6 +195,19 @@ async fn metrics_carry_every_family_an_operator_alerts_on() {
     }
     let age = value(&s, "singapay_sync_oldest_pending_delivery_age_seconds", &[]).unwrap();
     assert!((0.0..3600.0).contains(&age), "{age}");
+    // The doorbell's request counts exist before any request (at 0 in a process of their own:
+    // an alert on "none accepted" needs the series; tests in one process share the recorder).
+    for outcome in ["accepted", "bad_signature", "stale", "no_token"] {
+        assert!(
+            value(
+                &s,
+                "singapay_sync_inbound_requests_total",
+                &[("outcome", outcome)]
+            )
+            .is_some(),
+            "{outcome}"
+        );
+    }
 
     // Every metric the example alert rules use is one of these families.
     let rules = include_str!("../../config/alerts.yml");
