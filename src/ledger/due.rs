@@ -82,15 +82,16 @@ macro_rules! due_conditions {
 /// `held`, is one JSON object computed once per statement: for each [`order_key!`] with a
 /// delivery that [`holds_back!`], the lowest event `sequence`; [`in_order!`] looks a due
 /// delivery's key up in it. PostgreSQL planned a correlated `NOT EXISTS` as a nested loop over
-/// every held delivery for each due one (1,168 ms against 73 ms, docs/PERFORMANCE.md).
+/// every held delivery for each due one (1,168 ms against 73 ms, docs/PERFORMANCE.md). The held
+/// deliveries' keys are their own columns (migration 4), a pending delivery's always filled.
 macro_rules! held_keys {
     () => {
         concat!(
             "held AS MATERIALIZED (SELECT COALESCE(jsonb_object_agg(k, s), '{}'::jsonb) AS keys \
              FROM (SELECT ",
-            order_key!(d2, e2),
-            " AS k, MIN(e2.sequence) AS s \
-             FROM delivery d2 JOIN link_event e2 ON e2.id = d2.event_id WHERE ",
+            order_key!(d2, d2),
+            " AS k, MIN(d2.sequence) AS s \
+             FROM delivery d2 WHERE ",
             holds_back!(),
             " GROUP BY 1) g)"
         )
@@ -98,7 +99,8 @@ macro_rules! held_keys {
 }
 pub(super) use held_keys;
 
-/// Delivery `$d`'s ordering key (subscriber, account, link, payment or -1; `$e` its event).
+/// Delivery `$d`'s ordering key (subscriber, account, link, payment or -1), the last three of
+/// `$e`: its event, or the delivery itself (its copy of them).
 macro_rules! order_key {
     ($d:ident, $e:ident) => {
         concat!(
