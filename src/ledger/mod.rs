@@ -158,7 +158,8 @@ pub struct PageCommit {
     pub(crate) payments: Vec<PaymentWrite>,
     /// Events, in emission order.
     pub events: Vec<NewEvent>,
-    /// Deliveries owed for those events.
+    /// Deliveries owed for those events: each one's event must be among `events` (the delivery
+    /// takes its ordering key from it; a commit with one that is not fails as `Corrupt`).
     pub deliveries: Vec<NewDelivery>,
     /// Links confirmed deleted: `(account, link, sequence after the deleted event, time)`.
     pub(crate) deletions: Vec<(
