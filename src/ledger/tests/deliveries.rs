@@ -176,3 +176,41 @@ async fn a_due_delivery_comes_back_with_every_value_as_stored() {
     assert_eq!(envelope["data"]["object"]["id"], 42);
     f.close().await;
 }
+
+#[tokio::test]
+async fn a_delivery_keyed_by_its_event_in_the_commit_or_the_commit_fails_whole() {
+    // Each delivery takes its event's ordering key; a payment event's carries the payment.
+    let f = Fixture::new().await;
+    let (l, run) = (&f.l, f.run);
+    let mut c = PageCommit::default();
+    let mut paid = event("evt_k1", 42, run);
+    paid.payment_id = Some(crate::types::PaymentId(7));
+    paid.event.sequence = 5;
+    c.events.push(paid);
+    c.deliveries
+        .push(webhook_delivery("evt_k1", "erp", Utc::now()));
+    l.commit_page(run, c).await.expect("commit");
+    let key: (String, i64, Option<i64>, i64) = sqlx::query_as(
+        "SELECT account_id, link_id, payment_id, sequence FROM delivery WHERE event_id = 'evt_k1'",
+    )
+    .fetch_one(l.sqlite_pool())
+    .await
+    .expect("key");
+    assert_eq!(key, (ACCOUNT.to_string(), 42, Some(7), 5));
+
+    // A delivery whose event is not in its commit: nothing of the commit is written.
+    let mut c = PageCommit::default();
+    c.events.push(event("evt_k2", 43, run));
+    c.deliveries
+        .push(webhook_delivery("evt_k2", "erp", Utc::now()));
+    c.deliveries
+        .push(webhook_delivery("evt_elsewhere", "erp", Utc::now()));
+    let err = l.commit_page(run, c).await.expect_err("no event for it");
+    assert!(matches!(err, LedgerError::Corrupt(_)), "{err:?}");
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM link_event WHERE id = 'evt_k2'")
+        .fetch_one(l.sqlite_pool())
+        .await
+        .expect("count");
+    assert_eq!(n, 0);
+    f.close().await;
+}
