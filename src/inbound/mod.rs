@@ -40,24 +40,19 @@ pub(crate) struct Doorbell {
     pub wake: Arc<Notify>,
 }
 
-/// Every `outcome` label of `singapay_sync_inbound_requests_total`: the verifier's rejections
-/// (`signature::Rejection::label`) and what became of a verified request.
-const OUTCOMES: [&str; 7] = [
-    "unsigned",
-    "bad_signature",
-    "stale",
-    "no_token",
-    "accepted",
-    "duplicate",
-    "error",
-];
+/// The `outcome` labels of `singapay_sync_inbound_requests_total` for a verified request; a
+/// refused one is counted under its [`signature::Rejection::label`].
+const VERIFIED_OUTCOMES: [&str; 3] = ["accepted", "duplicate", "error"];
 
 /// The inbound router: `POST {path}` only; anything else is a JSON 404/405. Registers every
 /// series of `singapay_sync_inbound_requests_total` at 0, so that an alert comparing two of them
 /// (config/alerts.yml, `SingapaySyncInboundNotVerifying`: failures and no `accepted`) sees a 0
 /// from the start rather than no series, which Prometheus' `== 0` never matches.
 pub(crate) fn router(route: &str, bell: Doorbell) -> Router {
-    for outcome in OUTCOMES {
+    for outcome in signature::Rejection::LABELS
+        .into_iter()
+        .chain(VERIFIED_OUTCOMES)
+    {
         metrics::counter!("singapay_sync_inbound_requests_total", "outcome" => outcome)
             .increment(0);
     }

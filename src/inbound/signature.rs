@@ -45,7 +45,11 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// A short label for metrics (`singapay_sync_inbound_requests_total{outcome}`).
+    /// Every [`Rejection::label`], once each.
+    pub const LABELS: [&'static str; 4] = ["unsigned", "bad_signature", "stale", "no_token"];
+
+    /// A short label for metrics (`singapay_sync_inbound_requests_total{outcome}`), one of
+    /// [`Rejection::LABELS`].
     pub fn label(&self) -> &'static str {
         match self {
             Rejection::Unsigned => "unsigned",
@@ -331,6 +335,22 @@ mod tests {
     //! JSON_UNESCAPED_UNICODE|JSON_UNESCAPED_SLASHES)` gives, written out key by key; each
     //! signature is HMAC-SHA512 computed over the string to sign built from the formula.
     use super::*;
+
+    #[test]
+    fn every_rejection_has_a_label_among_the_labels() {
+        use Rejection::*;
+        let all = [
+            Unsigned,
+            MalformedSignature,
+            BadTimestamp,
+            Stale(-400),
+            NoToken,
+            Mismatch,
+        ];
+        let used: std::collections::BTreeSet<&str> = all.iter().map(Rejection::label).collect();
+        let listed: std::collections::BTreeSet<&str> = Rejection::LABELS.into_iter().collect();
+        assert_eq!(used, listed);
+    }
 
     #[test]
     fn keys_sort_in_byte_order_recursively_and_lists_keep_their_order() {

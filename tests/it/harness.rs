@@ -299,6 +299,15 @@ impl Receiver {
         self.hits.lock().unwrap().clone()
     }
 
+    /// The `webhook-id`s of the requests it verified and answered 200 (each once).
+    pub fn delivered_ids(&self) -> std::collections::BTreeSet<String> {
+        self.hits()
+            .into_iter()
+            .filter(|h| h.verified && h.answered == 200)
+            .map(|h| h.webhook_id)
+            .collect()
+    }
+
     /// Waits (at most 10 s) for a verified hit of event type `event` whose body `matches`;
     /// fails the test, listing the hits, if none comes.
     pub async fn wait_for(&self, event: &str, matches: impl Fn(&Value) -> bool) -> Hit {

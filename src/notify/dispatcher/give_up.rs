@@ -56,15 +56,29 @@ pub(super) struct Lane {
 
 #[derive(Default)]
 struct LaneState {
-    /// Timeouts since the subscriber last answered (any status).
-    streak: u32,
-    /// The latest retry time of those timed-out attempts: once given up on, when the put-off
-    /// deliveries are due (kept up to date by any later timeout).
-    latest: Option<DateTime<Utc>>,
-    /// Given up on: nothing more is sent, and an answer no longer resets the streak.
-    given_up: bool,
+    /// The subscriber's timeouts since it last answered (`None`: none), or given up on: what
+    /// the lane carries to the next batch.
+    silence: Option<Silence>,
     /// The deliveries put off so far.
     put_off: Vec<i64>,
+}
+
+impl Silence {
+    /// After one more timed-out attempt that retries at `retry`: given up on at the
+    /// [`TIMEOUTS_IN_A_ROW`]th, until the latest retry time of them all (a timeout after giving
+    /// up moves it later still).
+    fn timed_out(this: Option<Self>, retry: DateTime<Utc>) -> Self {
+        let (timeouts, latest) = match this {
+            None => (1, retry),
+            Some(Silence::TimedOut { timeouts, latest }) => (timeouts + 1, latest.max(retry)),
+            Some(Silence::GivenUp(until)) => return Silence::GivenUp(until.max(retry)),
+        };
+        if timeouts >= TIMEOUTS_IN_A_ROW {
+            Silence::GivenUp(latest)
+        } else {
+            Silence::TimedOut { timeouts, latest }
+        }
+    }
 }
 
 impl Lane {
@@ -73,50 +87,35 @@ impl Lane {
     /// there), or given up on until a time not yet come (everything of it is put off to then,
     /// nothing sent).
     pub(super) fn after(silence: Option<Silence>) -> Self {
-        let state = match silence {
-            None => LaneState::default(),
-            Some(Silence::TimedOut { timeouts, latest }) => LaneState {
-                streak: timeouts,
-                latest: Some(latest),
-                given_up: timeouts >= TIMEOUTS_IN_A_ROW,
-                ..LaneState::default()
-            },
-            Some(Silence::GivenUp(until)) => LaneState {
-                latest: Some(until),
-                given_up: true,
-                ..LaneState::default()
-            },
-        };
         Self {
-            state: Mutex::new(state),
+            state: Mutex::new(LaneState {
+                silence,
+                put_off: Vec::new(),
+            }),
             known: matches!(silence, Some(Silence::GivenUp(_))),
         }
     }
 
     /// Notes how a POST ended: `answered` (any status), or `timed_out`, with the attempt's retry
-    /// time.
+    /// time. An answer clears the count, unless the lane already gave up.
     pub(super) fn ended(&self, answered: bool, timed_out: Option<DateTime<Utc>>) {
         let Ok(mut s) = self.state.lock() else {
             return;
         };
-        if answered && !s.given_up {
-            s.streak = 0;
-            s.latest = None;
+        if answered && !matches!(s.silence, Some(Silence::GivenUp(_))) {
+            s.silence = None;
         }
         if let Some(retry) = timed_out {
-            s.streak += 1;
-            s.latest = Some(s.latest.map_or(retry, |l| l.max(retry)));
-            s.given_up |= s.streak >= TIMEOUTS_IN_A_ROW;
+            s.silence = Some(Silence::timed_out(s.silence, retry));
         }
     }
 
-    /// Whether the lane gave up on its subscriber in this batch; if so, `ids` are put off (not
-    /// sent).
+    /// Whether the lane gave up on its subscriber; if so, `ids` are put off (not sent).
     pub(super) fn puts_off(&self, ids: impl IntoIterator<Item = i64>) -> bool {
         let Ok(mut s) = self.state.lock() else {
             return false;
         };
-        if !s.given_up {
+        if !matches!(s.silence, Some(Silence::GivenUp(_))) {
             return false;
         }
         s.put_off.extend(ids);
@@ -130,17 +129,13 @@ impl Lane {
         let Ok(s) = self.state.into_inner() else {
             return Ended::Going(None);
         };
-        match s.latest {
-            Some(until) if s.given_up => Ended::GivenUp(GivenUp {
+        match s.silence {
+            Some(Silence::GivenUp(until)) => Ended::GivenUp(GivenUp {
                 until,
                 ids: s.put_off,
                 now: !self.known,
             }),
-            Some(latest) if s.streak > 0 => Ended::Going(Some(Silence::TimedOut {
-                timeouts: s.streak,
-                latest,
-            })),
-            _ => Ended::Going(None),
+            going => Ended::Going(going),
         }
     }
 }
@@ -166,8 +161,8 @@ impl Dispatcher {
         known.get(subscriber).copied()
     }
 
-    /// Carries what a lane that did not give up leaves of `subscriber` to the next batch:
-    /// its timeouts since its last answer, or nothing once it answered.
+    /// Carries what a lane leaves of `subscriber` to the next batch: its timeouts since its
+    /// last answer, a give-up, or nothing once it answered.
     pub(super) fn carry(&self, subscriber: &str, silence: Option<Silence>) {
         let Ok(mut known) = self.silent.lock() else {
             return;
@@ -189,17 +184,12 @@ impl Dispatcher {
     /// error is logged and counts none: the batch's release of its claims then makes the
     /// batch's due at once.
     pub(super) async fn put_off(&self, subscriber: &str, g: GivenUp) -> usize {
-        if g.now
-            && let Ok(mut known) = self.silent.lock()
-        {
+        if g.now {
             // At the ledger's precision (microseconds, truncated): the put-off deliveries come
-            // due at that instant, and must not meet a lane still giving up on them then.
+            // due at that instant, and must not meet a lane still giving up on them then. (The
+            // lane started without a give-up in force, so none is replaced.)
             let at = chrono::SubsecRound::trunc_subsecs(g.until, 6);
-            let until = match known.get(subscriber) {
-                Some(Silence::GivenUp(earlier)) => (*earlier).max(at),
-                _ => at,
-            };
-            known.insert(subscriber.to_owned(), Silence::GivenUp(until));
+            self.carry(subscriber, Some(Silence::GivenUp(at)));
         }
         if g.ids.is_empty() && !g.now {
             return 0;
@@ -264,8 +254,7 @@ mod tests {
         lane.ended(false, Some(t(61)));
         assert!(lane.puts_off([3, 4]));
         let state = lane.state.lock().expect("lane");
-        assert!(state.given_up);
-        assert_eq!(state.latest, Some(t(62)));
+        assert_eq!(state.silence, Some(Silence::GivenUp(t(62))));
         drop(state);
         lane.ended(false, Some(t(65)));
         lane.ended(true, None); // an answer after giving up does not take it back
