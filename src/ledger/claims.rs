@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use super::backend::{on_pool, sql};
 use super::due::{
     DueDelivery, due_of, due_own_conditions, held_keys, holds_back, in_order, order_key,
+    unclaimed_and_ready,
 };
 use super::{Ledger, LedgerResult};
 use crate::time::ledger_ts;

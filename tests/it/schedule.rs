@@ -414,3 +414,86 @@ async fn a_slow_subscriber_waiting_for_its_own_slots_never_holds_the_others() {
     assert_eq!(fast.max_in_flight.load(SeqCst), 2);
     assert_eq!(slow.hits().len(), 12);
 }
+
+#[tokio::test]
+async fn the_next_due_time_skips_an_event_held_behind_its_link_but_not_a_payment_of_that_link() {
+    // Link 7: event 1 due in an hour, event 3 due now but held behind it; a payment's event on
+    // link 7 (sequence 2, an order of its own) fails now and retries about 5 s later. The next due
+    // time is that retry: not now (event 3 is held) nor in an hour (the payment is not behind
+    // its link's events). Then the hour, then nothing. Both ledgers (their texts differ).
+    use singapay_sync::event::{Event, EventData};
+    use singapay_sync::ledger::{NewDelivery, NewEvent, PageCommit};
+    use singapay_sync::types::{Channel, EventId, EventType, LinkId, PaymentId, Trigger};
+    let erp = Receiver::start(vec![500]).await;
+    let clock = manual();
+    let t = TestApp::start(TestSandbox::start().await, clock.clone(), |c| {
+        subscribe(c, "erp", &erp, Some(LINK_EVENTS));
+    })
+    .await;
+    let ledger = &t.app.ledger;
+    // The ledger keeps microseconds.
+    let now = chrono::SubsecRound::trunc_subsecs(clock.now(), 6);
+    let hour = now + chrono::Duration::hours(1);
+    let run = ledger
+        .start_run(&account(), Trigger::Manual, false, now)
+        .await
+        .unwrap();
+    let mut commit = PageCommit::default();
+    for (id, sequence, event_type, payment, due) in [
+        ("evt_a1", 1, EventType::Paid, None, hour),
+        ("evt_p2", 2, EventType::PaymentPaid, Some(9), now),
+        ("evt_a3", 3, EventType::Paid, None, now),
+    ] {
+        let event = Event {
+            account_id: account(),
+            created_at: now,
+            data: EventData {
+                object: serde_json::json!({"id": 7}),
+                payments: None,
+                previous_attributes: None,
+                usage_delta: None,
+            },
+            id: EventId(id.into()),
+            sequence,
+            event_type,
+        };
+        let mut e = NewEvent::new(event, LinkId(7), run).unwrap();
+        e.payment_id = payment.map(PaymentId);
+        commit.events.push(e);
+        commit.deliveries.push(NewDelivery {
+            event_id: id.into(),
+            subscriber: "erp".into(),
+            channel: Channel::Webhook,
+            next_attempt_at: due,
+        });
+    }
+    ledger.commit_page(run, commit).await.unwrap();
+    assert_eq!(ledger.next_due_at().await.unwrap(), Some(now));
+
+    let d = t.dispatch().await;
+    assert_eq!((d.attempted, d.retrying), (1, 1), "{d:?}");
+    // The retry's time (5 s, with the config's jitter).
+    let rows = t.deliveries_of("erp").await;
+    let p2 = rows.iter().find(|r| r.event_id == "evt_p2").unwrap();
+    let retry = p2.next_attempt_at.unwrap();
+    assert!(p2.attempts == 1 && retry > now && retry < hour, "{p2:?}");
+    assert_eq!(ledger.next_due_at().await.unwrap(), Some(retry));
+    clock.set(retry);
+    assert_eq!(t.dispatch().await.delivered, 1);
+    assert_eq!(ledger.next_due_at().await.unwrap(), Some(hour));
+    clock.set(hour);
+    assert_eq!(t.dispatch().await.delivered, 2);
+    assert_eq!(ledger.next_due_at().await.unwrap(), None);
+    let order: Vec<(String, u16)> = erp
+        .hits()
+        .into_iter()
+        .map(|h| (h.webhook_id, h.answered))
+        .collect();
+    let expected = [
+        ("evt_p2", 500),
+        ("evt_p2", 200),
+        ("evt_a1", 200),
+        ("evt_a3", 200),
+    ];
+    assert_eq!(order, expected.map(|(id, status)| (id.to_string(), status)));
+}

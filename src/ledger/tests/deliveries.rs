@@ -1,5 +1,7 @@
 //! The outbox: parked deliveries of a disabled subscriber, order per link across batches.
 
+use chrono::DurationRound;
+
 use super::*;
 
 #[tokio::test]
@@ -95,19 +97,7 @@ async fn the_due_query_reads_only_the_pending_deliveries_of_a_key_through_delive
     // earlier event of the link, delivered ones too, for each due delivery: 13 s per claim of
     // 2,000 new events on a link with 10,000 (docs/PERFORMANCE.md).
     let f = Fixture::new().await;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "EXPLAIN QUERY PLAN {}",
-        super::super::due::DUE_SQL
-    )))
-    .bind("2026-12-04T00:00:00.000000Z")
-    .bind(2000_i64)
-    .fetch_all(f.l.sqlite_pool())
-    .await
-    .expect("plan");
-    let plan: Vec<String> = rows
-        .iter()
-        .map(|r| sqlx::Row::get::<String, _>(r, "detail"))
-        .collect();
+    let plan = plan_of(&f, super::super::due::DUE_SQL).await;
     assert!(
         plan.iter().any(|d| d
             == "SEARCH d2 USING INDEX delivery_held (subscriber=? AND account_id=? AND link_id=? AND <expr>=? AND sequence<?)"),
@@ -122,6 +112,101 @@ async fn the_due_query_reads_only_the_pending_deliveries_of_a_key_through_delive
             .any(|d| d == "SCAN d USING INDEX delivery_pending"),
         "{plan:#?}"
     );
+    f.close().await;
+}
+
+/// SQLite's plan of `sql` (its `detail` lines), with `$1` a time and `$2` a limit if it has them.
+async fn plan_of(f: &Fixture, sql: &str) -> Vec<String> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+        .bind("2026-12-04T00:00:00.000000Z")
+        .bind(2000_i64)
+        .fetch_all(f.l.sqlite_pool())
+        .await
+        .expect("plan");
+    rows.iter()
+        .map(|r| sqlx::Row::get::<String, _>(r, "detail"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_next_due_time_reads_the_held_deliveries_of_a_key_through_delivery_held() {
+    // `next_due_at`'s ordering check reads what `claim_due`'s reads: before, it searched
+    // `link_event_sequence`, every earlier event of the link, for each delivery held behind one
+    // retrying (6.6 s a call for 2,000 new events of a link with 10,000 delivered ones).
+    let f = Fixture::new().await;
+    let plan = plan_of(&f, super::super::due::NEXT_DUE_SQL).await;
+    assert!(
+        plan.iter().any(|d| d
+            == "SEARCH d2 USING INDEX delivery_held (subscriber=? AND account_id=? AND link_id=? AND <expr>=? AND sequence<?)"),
+        "{plan:#?}"
+    );
+    assert!(
+        !plan.iter().any(|d| d.contains("link_event_sequence")),
+        "{plan:#?}"
+    );
+    f.close().await;
+}
+
+#[tokio::test]
+async fn the_next_due_time_is_not_a_delivery_held_behind_an_earlier_event() {
+    // Link 7: event 1 retrying in an hour, event 2 due now behind it; link 8: event 1 retrying
+    // in two hours; a payment of link 7 (an order of its own) retrying in half an hour. The next
+    // time the dispatcher can send is the payment's, not event 2's (held) nor an hour (the
+    // payment held behind its link's events); once event 1 is delivered, event 2's: now.
+    let f = Fixture::new().await;
+    let (l, run) = (&f.l, f.run);
+    let now = Utc::now()
+        .duration_trunc(chrono::Duration::seconds(1))
+        .expect("now");
+    let hours = |h: i64| now + chrono::Duration::hours(h);
+    let mut c = PageCommit::default();
+    for (id, link, seq, payment) in [
+        ("evt_a1", 7, 1, None),
+        ("evt_a2", 7, 2, None),
+        ("evt_b1", 8, 1, None),
+        ("evt_p1", 7, 3, Some(9)),
+    ] {
+        let mut e = event(id, link, run);
+        e.event.sequence = seq;
+        let mut e = NewEvent::new(e.event, LinkId(link), run).expect("event");
+        e.payment_id = payment.map(crate::types::PaymentId);
+        c.events.push(e);
+        c.deliveries.push(webhook_delivery(id, "erp", now));
+    }
+    l.commit_page(run, c).await.expect("commit");
+    assert_eq!(l.next_due_at().await.expect("next"), Some(now));
+    let due = l.due_deliveries(now, 10).await.expect("due");
+    let id_of = |event: &str| due.iter().find(|d| d.event_id == event).expect("due").id;
+    let outcome = |event: &str, result| AttemptOutcome {
+        delivery_id: id_of(event),
+        attempted_at: now,
+        duration_ms: 5,
+        status: Some(500),
+        error: Some("HTTP 500".into()),
+        result,
+    };
+    let retries = [
+        outcome("evt_a1", AttemptResult::Retry(hours(1))),
+        outcome("evt_b1", AttemptResult::Retry(hours(2))),
+        outcome(
+            "evt_p1",
+            AttemptResult::Retry(now + chrono::Duration::minutes(30)),
+        ),
+    ];
+    l.record_attempts(&retries.iter().collect::<Vec<_>>())
+        .await
+        .expect("record");
+    assert_eq!(
+        l.next_due_at().await.expect("next"),
+        Some(now + chrono::Duration::minutes(30))
+    );
+    let delivered = AttemptOutcome {
+        status: Some(204),
+        error: None,
+        ..outcome("evt_a1", AttemptResult::Delivered)
+    };
+    l.record_attempts(&[&delivered]).await.expect("record");
+    assert_eq!(l.next_due_at().await.expect("next"), Some(now));
     f.close().await;
 }
 
