@@ -166,36 +166,24 @@ pub(super) const DUE_SQL: &str = concat!(
     " ORDER BY d.id LIMIT $2"
 );
 
-/// The query of [`Ledger::next_due_at`] on SQLite: the earliest `next_attempt_at` among pending,
-/// unclaimed deliveries (an e-mail's pass finished) with no pending delivery of an earlier event
-/// of their key for the same subscriber, due or not. The earlier ones are found as
-/// [`due_conditions!`] finds them, in `delivery_held`. Reading them through `link_event` read a
-/// link's whole history for every delivery held behind one retrying: 6.6 s a call for 2,000 new
-/// events of a link with 10,000 delivered ones, against 1.3 ms (docs/PERFORMANCE.md), and the
-/// dispatcher asks after every turn of its loop.
+/// The query of [`Ledger::next_due_at`] (SQLite's text; PostgreSQL's the same through
+/// [`super::backend::to_postgres`]): the earliest `next_attempt_at` among pending, unclaimed
+/// deliveries (an e-mail's pass finished; a time set, as `MIN` would have it) with no pending delivery of an earlier event of their
+/// key for the same subscriber, due or not. The scan walks `delivery_due` in time order and stops
+/// at the first delivery that passes; each check is one probe of `delivery_held` by the key the
+/// delivery carries (SQLite's migration 8, PostgreSQL's 5), as [`due_conditions!`]'s. Through
+/// `link_event` it read a link's whole history for every delivery held behind one retrying (6.6 s
+/// a call on SQLite for 2,000 held on a link with 10,000 delivered events, now 1.5 ms), and
+/// PostgreSQL compared every pair of one key's pending deliveries (206 ms for 2,000, now 19-22
+/// ms; docs/PERFORMANCE.md). The dispatcher asks after every turn of its loop.
 pub(super) const NEXT_DUE_SQL: &str = concat!(
-    "SELECT MIN(d.next_attempt_at) FROM delivery d JOIN link_event e ON e.id = d.event_id WHERE ",
+    "SELECT d.next_attempt_at FROM delivery d JOIN link_event e ON e.id = d.event_id \
+     WHERE d.next_attempt_at IS NOT NULL AND ",
     unclaimed_and_ready!(),
     " AND NOT EXISTS (SELECT 1 FROM delivery d2 INDEXED BY delivery_held \
      WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' AND ",
     earlier_of_its_key!(),
-    ")"
-);
-
-/// PostgreSQL's form of [`NEXT_DUE_SQL`]: a delivery with no earlier pending one of its key is
-/// the one whose `sequence` is its key's lowest among the pending, read from one grouping of the
-/// pending deliveries (PostgreSQL has no `delivery_held`). Its `NOT EXISTS` became a hash anti-join
-/// that compared every pair of one key's pending deliveries: 206 ms against 1.5 ms for 2,000 held
-/// behind one retrying (docs/PERFORMANCE.md).
-pub(super) const NEXT_DUE_SQL_POSTGRES: &str = concat!(
-    "SELECT MIN(d.next_attempt_at) FROM delivery d JOIN link_event e ON e.id = d.event_id \
-     JOIN (SELECT d2.subscriber, d2.account_id, d2.link_id, COALESCE(d2.payment_id, -1) AS payment, \
-           MIN(d2.sequence) AS sequence FROM delivery d2 WHERE d2.state = 'pending' \
-           GROUP BY 1, 2, 3, 4) lowest \
-     ON lowest.subscriber = d.subscriber AND lowest.account_id = d.account_id \
-     AND lowest.link_id = d.link_id AND lowest.payment = COALESCE(d.payment_id, -1) \
-     AND lowest.sequence = d.sequence WHERE ",
-    unclaimed_and_ready!()
+    ") ORDER BY d.next_attempt_at LIMIT 1"
 );
 
 /// A due delivery from a row of [`DUE_SQL`] or of PostgreSQL's claim: `id`, `envelope`, and
@@ -263,16 +251,15 @@ impl Ledger {
     /// When the dispatcher next has something it may send: the earliest `next_attempt_at` of a
     /// pending delivery that is not held back (behind an earlier event of its link for the same
     /// subscriber, or an e-mail whose pass is still running). `None` if nothing is pending.
-    /// The ordering check reads only pending deliveries ([`NEXT_DUE_SQL`],
-    /// [`NEXT_DUE_SQL_POSTGRES`]).
+    /// See [`NEXT_DUE_SQL`].
     pub async fn next_due_at(&self) -> LedgerResult<Option<DateTime<Utc>>> {
         on_pool!(self.pool, |p| {
-            let text = if PG {
-                NEXT_DUE_SQL_POSTGRES
-            } else {
-                NEXT_DUE_SQL
+            let r = sqlx::query(sql!(PG, NEXT_DUE_SQL))
+                .fetch_optional(p)
+                .await?;
+            let Some(r) = r else {
+                return Ok(None);
             };
-            let r = sqlx::query(sql!(PG, text)).fetch_one(p).await?;
             parse_opt_ts(r.try_get(0)?)
         })
     }

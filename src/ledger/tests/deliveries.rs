@@ -134,7 +134,14 @@ async fn the_next_due_time_reads_the_held_deliveries_of_a_key_through_delivery_h
     // `link_event_sequence`, every earlier event of the link, for each delivery held behind one
     // retrying (6.6 s a call for 2,000 new events of a link with 10,000 delivered ones).
     let f = Fixture::new().await;
+    // The pending deliveries are walked in time order (no sort), up to the first that passes.
     let plan = plan_of(&f, super::super::due::NEXT_DUE_SQL).await;
+    assert!(
+        plan.iter()
+            .any(|d| d == "SEARCH d USING INDEX delivery_due (state=? AND next_attempt_at>?)"),
+        "{plan:#?}"
+    );
+    assert!(!plan.iter().any(|d| d.contains("TEMP B-TREE")), "{plan:#?}");
     assert!(
         plan.iter().any(|d| d
             == "SEARCH d2 USING INDEX delivery_held (subscriber=? AND account_id=? AND link_id=? AND <expr>=? AND sequence<?)"),
