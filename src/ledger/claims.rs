@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::backend::{on_pool, sql};
 use super::due::{
-    DueDelivery, due_of, due_own_conditions, held_keys, holds_back, in_order, order_key,
+    DueDelivery, due_conditions, due_of, due_own_conditions, earlier_of_its_key, holds_back,
     unclaimed_and_ready,
 };
 use super::{Ledger, LedgerResult};
@@ -43,13 +43,9 @@ impl Ledger {
         let rows = sqlx::query(sql!(
             true,
             concat!(
-                "WITH ",
-                held_keys!(),
-                " UPDATE delivery SET claimed_at = $1 FROM (SELECT d.id FROM delivery d \
+                "UPDATE delivery SET claimed_at = $1 FROM (SELECT d.id FROM delivery d \
                  JOIN link_event e ON e.id = d.event_id WHERE ",
-                due_own_conditions!(),
-                " AND ",
-                in_order!(),
+                due_conditions!(),
                 " ORDER BY d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED) due, link_event e \
                  WHERE delivery.id = due.id AND e.id = delivery.event_id \
                  RETURNING delivery.id, e.envelope, CAST(json_build_array(delivery.event_id, \

@@ -47,8 +47,7 @@ pub(super) use unclaimed_and_ready;
 
 /// The conditions on a pending delivery `d` (of event `e`) itself to be due at `$1`: not
 /// claimed, its attempt time reached, and an e-mail's pass finished. [`due_conditions!`] adds
-/// the ordering condition for SQLite; PostgreSQL's claim adds it with [`held_keys!`] and
-/// [`in_order!`].
+/// the ordering condition.
 macro_rules! due_own_conditions {
     () => {
         concat!(unclaimed_and_ready!(), " AND d.next_attempt_at <= $1")
@@ -57,8 +56,8 @@ macro_rules! due_own_conditions {
 pub(super) use due_own_conditions;
 
 /// Whether delivery `d2` holds back the later events of its link (or payment) for its
-/// subscriber at `$1`: pending, and retrying later or claimed by a batch in flight. Shared by
-/// SQLite's [`due_conditions!`] and PostgreSQL's [`held_keys!`].
+/// subscriber at `$1`: pending, and retrying later or claimed by a batch in flight (this
+/// instance's or another's).
 macro_rules! holds_back {
     () => {
         "d2.state = 'pending' AND (d2.next_attempt_at > $1 OR d2.claimed_at IS NOT NULL)"
@@ -68,12 +67,15 @@ pub(super) use holds_back;
 
 /// When a pending delivery `d` (of event `e`) is due at `$1`: [`due_own_conditions!`], and no
 /// earlier event of its link (or payment) for the same subscriber pending a retry or claimed by
-/// a batch in flight. The text of [`Ledger::due_deliveries`] and of SQLite's claim
+/// a batch in flight. The text of [`Ledger::due_deliveries`] and of both backends' claims
 /// (`Ledger::claim_due`). The earlier events' deliveries are found by the ordering key each
-/// delivery carries (account, link, payment or -1, sequence: migration 8) in the partial index
-/// of pending deliveries `delivery_held`: only the pending deliveries of that subscriber and key
-/// are read, however long the link's history (reading its earlier events in `link_event` took
-/// 13 s per claim for a link with 10,000 of them, docs/PERFORMANCE.md).
+/// delivery carries (account, link, payment or -1, sequence: SQLite's migration 8, PostgreSQL's
+/// 4) in the partial index of pending deliveries `delivery_held` (PostgreSQL's migration 5): only
+/// the pending deliveries of that subscriber and key are read, however long the link's history
+/// (reading its earlier events in `link_event` took 13 s per claim for a link with 10,000 of
+/// them) or the backlog of retries (PostgreSQL's claim gathered every held delivery's key into
+/// one JSON object per claim before it had the index: 431-604 ms with 100,000 retrying, against
+/// 61-72 ms; docs/PERFORMANCE.md).
 macro_rules! due_conditions {
     () => {
         concat!(
@@ -87,6 +89,7 @@ macro_rules! due_conditions {
         )
     };
 }
+pub(super) use due_conditions;
 
 /// Delivery `d2` is of an earlier event of delivery `d`'s link (or payment) by the ordering key
 /// both carry (migration 8): the condition after the subscriber's in an ordering check that reads
@@ -97,60 +100,7 @@ macro_rules! earlier_of_its_key {
          AND IFNULL(d2.payment_id, -1) = IFNULL(d.payment_id, -1) AND d2.sequence < d.sequence"
     };
 }
-
-/// PostgreSQL's form of the ordering condition of [`due_conditions!`], in two parts. This CTE,
-/// `held`, is one JSON object computed once per statement: for each [`order_key!`] with a
-/// delivery that [`holds_back!`], the lowest event `sequence`; [`in_order!`] looks a due
-/// delivery's key up in it. PostgreSQL planned a correlated `NOT EXISTS` as a nested loop over
-/// every held delivery for each due one (1,168 ms against 73 ms, docs/PERFORMANCE.md). The held
-/// deliveries' keys are their own columns (migration 4), a pending delivery's always filled.
-macro_rules! held_keys {
-    () => {
-        concat!(
-            "held AS MATERIALIZED (SELECT COALESCE(jsonb_object_agg(k, s), '{}'::jsonb) AS keys \
-             FROM (SELECT ",
-            order_key!(d2, d2),
-            " AS k, MIN(d2.sequence) AS s \
-             FROM delivery d2 WHERE ",
-            holds_back!(),
-            " GROUP BY 1) g)"
-        )
-    };
-}
-pub(super) use held_keys;
-
-/// Delivery `$d`'s ordering key (subscriber, account, link, payment or -1), the last three of
-/// `$e`: its event, or the delivery itself (its copy of them).
-macro_rules! order_key {
-    ($d:ident, $e:ident) => {
-        concat!(
-            "jsonb_build_array(",
-            stringify!($d),
-            ".subscriber, ",
-            stringify!($e),
-            ".account_id, ",
-            stringify!($e),
-            ".link_id, COALESCE(",
-            stringify!($e),
-            ".payment_id, -1))::text"
-        )
-    };
-}
-pub(super) use order_key;
-
-/// Whether delivery `d` of event `e` is next in its order: its key in [`held_keys!`]'s CTE
-/// `held` (read once, as a scalar subquery) is absent, or its lowest held sequence is not below
-/// `e.sequence`.
-macro_rules! in_order {
-    () => {
-        concat!(
-            "COALESCE(((SELECT keys FROM held) ->> ",
-            order_key!(d, e),
-            ")::bigint, e.sequence) >= e.sequence"
-        )
-    };
-}
-pub(super) use in_order;
+pub(super) use earlier_of_its_key;
 
 /// The query of [`Ledger::due_deliveries`] (SQLite's text): `$1` now, `$2` the limit. Each row
 /// is `id`, `envelope` and `meta`, the other eight values packed into one JSON array (see

@@ -489,9 +489,8 @@ async fn a_baseline_import_refreshes_the_planner_statistics_of_a_fresh_postgres_
 async fn a_links_later_event_waits_while_another_instance_sends_its_earlier_one() {
     // Two dispatchers on one PostgreSQL ledger (two instances). A has link 78's first event in
     // flight (its receiver answers after 2.5 s); B, claiming meanwhile, must leave link 78's
-    // second event alone and send only link 5's. PostgreSQL's claim finds the held events by
-    // looking each due delivery's key up in the held keys (`deliveries::held_keys`), not with
-    // the `NOT EXISTS` SQLite uses.
+    // second event alone and send only link 5's: the claim's ordering check (`due_conditions`,
+    // the same text as SQLite's) sees A's claim on the earlier event.
     if !on_postgres() {
         eprintln!(
             "SKIPPED on SQLite: two dispatchers claiming at once need the PostgreSQL ledger \
