@@ -92,8 +92,8 @@ macro_rules! due_conditions {
 pub(super) use due_conditions;
 
 /// Delivery `d2` is of an earlier event of delivery `d`'s link (or payment) by the ordering key
-/// both carry (migration 8): the condition after the subscriber's in an ordering check that reads
-/// `delivery_held`, on all five of its columns.
+/// both carry (SQLite's migration 8, PostgreSQL's 4): the condition after the subscriber's in an
+/// ordering check that reads `delivery_held`, on all five of its columns.
 macro_rules! earlier_of_its_key {
     () => {
         "d2.account_id = d.account_id AND d2.link_id = d.link_id \
@@ -117,10 +117,10 @@ pub(super) const DUE_SQL: &str = concat!(
 );
 
 /// The query of [`Ledger::next_due_at`] (SQLite's text; PostgreSQL's the same through
-/// [`super::backend::to_postgres`]): the earliest `next_attempt_at` among pending, unclaimed
-/// deliveries (an e-mail's pass finished; a time set, as `MIN` would have it) with no pending delivery of an earlier event of their
-/// key for the same subscriber, due or not. The scan walks `delivery_due` in time order and stops
-/// at the first delivery that passes; each check is one probe of `delivery_held` by the key the
+/// [`super::backend::to_postgres`]): the earliest `next_attempt_at` (set, as `MIN` would skip
+/// NULLs) among pending, unclaimed deliveries (an e-mail's pass finished) with no pending delivery
+/// of an earlier event of their key for the same subscriber, due or not. The scan walks
+/// `delivery_due` in time order and stops at the first delivery that passes; each check is one probe of `delivery_held` by the key the
 /// delivery carries (SQLite's migration 8, PostgreSQL's 5), as [`due_conditions!`]'s. Through
 /// `link_event` it read a link's whole history for every delivery held behind one retrying (6.6 s
 /// a call on SQLite for 2,000 held on a link with 10,000 delivered events, now 1.5 ms), and
