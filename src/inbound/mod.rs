@@ -40,9 +40,15 @@ pub(crate) struct Doorbell {
     pub wake: Arc<Notify>,
 }
 
+/// The `outcome` of a verified request stored as new.
+const ACCEPTED: &str = "accepted";
+/// The `outcome` of a verified request already stored (SingaPay sent it again).
+const DUPLICATE: &str = "duplicate";
+/// The `outcome` of a verified request the ledger could not store (answered 503).
+const STORE_ERROR: &str = "error";
 /// The `outcome` labels of `singapay_sync_inbound_requests_total` for a verified request; a
 /// refused one is counted under its [`signature::Rejection::label`].
-const VERIFIED_OUTCOMES: [&str; 3] = ["accepted", "duplicate", "error"];
+const VERIFIED_OUTCOMES: [&str; 3] = [ACCEPTED, DUPLICATE, STORE_ERROR];
 
 /// The inbound router: `POST {path}` only; anything else is a JSON 404/405. Registers every
 /// series of `singapay_sync_inbound_requests_total` at 0, so that an alert comparing two of them
@@ -132,7 +138,7 @@ async fn receive(State(bell): State<Doorbell>, headers: HeaderMap, body: Bytes) 
     match bell.ledger.store_notification(&n).await {
         Ok(Stored::New(id)) => {
             info!(id, event = event.as_deref().unwrap_or("-"), state = %state, "inbound.accepted");
-            metrics::counter!("singapay_sync_inbound_requests_total", "outcome" => "accepted")
+            metrics::counter!("singapay_sync_inbound_requests_total", "outcome" => ACCEPTED)
                 .increment(1);
             if state == InboundState::Pending {
                 bell.wake.notify_one();
@@ -145,14 +151,14 @@ async fn receive(State(bell): State<Doorbell>, headers: HeaderMap, body: Bytes) 
                 event = event.as_deref().unwrap_or("-"),
                 "inbound.duplicate"
             );
-            metrics::counter!("singapay_sync_inbound_requests_total", "outcome" => "duplicate")
+            metrics::counter!("singapay_sync_inbound_requests_total", "outcome" => DUPLICATE)
                 .increment(1);
             answer(StatusCode::OK, json!({"status": "success"}))
         }
         Err(e) => {
             // Not stored, or not durable: SingaPay must try again (it retries a 503 four times).
             tracing::error!(error = %e, "inbound.store_failed");
-            metrics::counter!("singapay_sync_inbound_requests_total", "outcome" => "error")
+            metrics::counter!("singapay_sync_inbound_requests_total", "outcome" => STORE_ERROR)
                 .increment(1);
             answer(
                 StatusCode::SERVICE_UNAVAILABLE,

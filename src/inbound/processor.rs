@@ -55,6 +55,13 @@ struct Resolved {
     targets: Targets,
 }
 
+/// The `outcome` (`singapay_sync_inbound_processed_total`) of notifications a pass took in.
+const PROCESSED: &str = "processed";
+/// The `outcome` of notifications whose pass failed, to be tried again.
+const RETRIED: &str = "retried";
+/// The `outcome` of notifications whose last try failed (given up).
+const FAILED: &str = "failed";
+
 impl Processor {
     /// Drains due notifications until `stop`; sleeps until the next is due or one arrives.
     /// First publishes the notification counts already in the ledger and registers every
@@ -63,7 +70,7 @@ impl Processor {
         // The series the alert rules read exist from the start (config/alerts.yml): the
         // counts of what is in the ledger, and every outcome at 0.
         self.publish_counts().await;
-        for outcome in ["processed", "retried", "failed"] {
+        for outcome in [PROCESSED, RETRIED, FAILED] {
             metrics::counter!("singapay_sync_inbound_processed_total", "outcome" => outcome)
                 .increment(0);
         }
@@ -178,7 +185,7 @@ impl Processor {
                             .as_secs_f64(),
                     );
                 }
-                metrics::counter!("singapay_sync_inbound_processed_total", "outcome" => "processed")
+                metrics::counter!("singapay_sync_inbound_processed_total", "outcome" => PROCESSED)
                     .increment(ids.len() as u64);
                 Ok(())
             }
@@ -204,7 +211,7 @@ impl Processor {
             let next = RETRY_SECS
                 .get(attempts.max(0) as usize)
                 .map(|s| now + chrono::Duration::seconds(*s as i64));
-            let outcome = if next.is_some() { "retried" } else { "failed" };
+            let outcome = if next.is_some() { RETRIED } else { FAILED };
             metrics::counter!("singapay_sync_inbound_processed_total", "outcome" => outcome)
                 .increment(1);
             self.ledger

@@ -5,10 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::backend::{on_pool, sql};
-use super::due::{
-    DueDelivery, due_conditions, due_of, due_own_conditions, earlier_of_its_key, holds_back,
-    unclaimed_and_ready,
-};
+use super::due::{DueDelivery, due_conditions, due_of};
 use super::{Ledger, LedgerResult};
 use crate::time::ledger_ts;
 

@@ -50,7 +50,10 @@ pub(super) use unclaimed_and_ready;
 /// the ordering condition.
 macro_rules! due_own_conditions {
     () => {
-        concat!(unclaimed_and_ready!(), " AND d.next_attempt_at <= $1")
+        concat!(
+            $crate::ledger::due::unclaimed_and_ready!(),
+            " AND d.next_attempt_at <= $1"
+        )
     };
 }
 pub(super) use due_own_conditions;
@@ -79,12 +82,12 @@ pub(super) use holds_back;
 macro_rules! due_conditions {
     () => {
         concat!(
-            due_own_conditions!(),
+            $crate::ledger::due::due_own_conditions!(),
             " AND NOT EXISTS (SELECT 1 FROM delivery d2 INDEXED BY delivery_held \
              WHERE d2.subscriber = d.subscriber AND ",
-            holds_back!(),
+            $crate::ledger::due::holds_back!(),
             " AND ",
-            earlier_of_its_key!(),
+            $crate::ledger::due::earlier_of_its_key!(),
             ")"
         )
     };

@@ -687,6 +687,13 @@ impl TestApp {
         self.app.dispatcher.dispatch_due().await.unwrap()
     }
 
+    /// [`Self::dispatch`], and how long it took (real time).
+    pub async fn timed_dispatch(&self) -> (DispatchSummary, Duration) {
+        let started = std::time::Instant::now();
+        let d = self.dispatch().await;
+        (d, started.elapsed())
+    }
+
     /// Every event in the ledger, in commit order.
     pub async fn events(&self) -> Vec<EventRow> {
         all_events(&self.app.ledger).await

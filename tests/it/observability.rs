@@ -208,6 +208,27 @@ async fn metrics_carry_every_family_an_operator_alerts_on() {
             "{outcome}"
         );
     }
+    // And the processor's: what it did with the stored notifications, and how many wait
+    // (config/alerts.yml, `SingapaySyncInboundBacklog`).
+    for outcome in ["processed", "retried", "failed"] {
+        assert!(
+            value(
+                &s,
+                "singapay_sync_inbound_processed_total",
+                &[("outcome", outcome)]
+            )
+            .is_some(),
+            "{outcome}"
+        );
+    }
+    assert_eq!(
+        value(
+            &s,
+            "singapay_sync_inbound_notifications",
+            &[("state", "pending")]
+        ),
+        Some(0.0)
+    );
 
     // Every metric the example alert rules use is one of these families.
     let rules = include_str!("../../config/alerts.yml");

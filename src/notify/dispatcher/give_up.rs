@@ -64,6 +64,11 @@ struct LaneState {
 }
 
 impl Silence {
+    /// Whether `this` is a give-up.
+    fn given_up(this: Option<Self>) -> bool {
+        matches!(this, Some(Silence::GivenUp(_)))
+    }
+
     /// After one more timed-out attempt that retries at `retry`: given up on at the
     /// [`TIMEOUTS_IN_A_ROW`]th, until the latest retry time of them all (a timeout after giving
     /// up moves it later still).
@@ -92,7 +97,7 @@ impl Lane {
                 silence,
                 put_off: Vec::new(),
             }),
-            known: matches!(silence, Some(Silence::GivenUp(_))),
+            known: Silence::given_up(silence),
         }
     }
 
@@ -102,7 +107,7 @@ impl Lane {
         let Ok(mut s) = self.state.lock() else {
             return;
         };
-        if answered && !matches!(s.silence, Some(Silence::GivenUp(_))) {
+        if answered && !Silence::given_up(s.silence) {
             s.silence = None;
         }
         if let Some(retry) = timed_out {
@@ -115,7 +120,7 @@ impl Lane {
         let Ok(mut s) = self.state.lock() else {
             return false;
         };
-        if !matches!(s.silence, Some(Silence::GivenUp(_))) {
+        if !Silence::given_up(s.silence) {
             return false;
         }
         s.put_off.extend(ids);
