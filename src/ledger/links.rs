@@ -137,6 +137,15 @@ pub(crate) struct LinkRows {
 }
 
 impl LinkRows {
+    /// Makes room for `rows` more rows, so that adding a page's rows does not grow the values
+    /// by doubling (each growth a copy of what is there, and at tens of KB a large allocation).
+    /// With the writer's arguments reserved too: a baseline import of 10,000 links 1,842.8–1,844.7
+    /// M → 1,828.1–1,830.0 M instructions (−0.8%; callgrind in `cargo bench --bench sync`).
+    pub(crate) fn reserve(&mut self, rows: usize) {
+        self.values.reserve(rows * COLUMN_COUNT);
+        self.ids.reserve(rows);
+    }
+
     /// Adds one row (its link id must not already be in this set: one statement cannot upsert
     /// a row twice). Values are bound at commit, where a text the database refuses fails the
     /// commit.
@@ -261,6 +270,7 @@ pub(super) async fn upsert_many(
             let row_values = values.by_ref().take(n * COLUMN_COUNT);
             on_tx!(&mut *tx, |c| {
                 let mut args = <Db as sqlx::Database>::Arguments::default();
+                args.reserve(n * COLUMN_COUNT, 0);
                 for v in row_values {
                     match v {
                         Value::Int(i) => args.add(i),

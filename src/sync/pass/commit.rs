@@ -139,7 +139,7 @@ impl Pass<'_> {
         let now = ctx.clock.now();
         // Keep only the links whose verbatim JSON differs from the stored read (or that are new),
         // and decode those.
-        let mut changed = Vec::new();
+        let (mut changed, page_len) = (Vec::new(), links.len());
         for read in links {
             let raw_hash = ContentHash::of(&read.raw);
             let state = stored.get(&read.id).filter(|o| o.deleted_at.is_none());
@@ -153,6 +153,10 @@ impl Pass<'_> {
                     source: SingapayError::Malformed(m),
                 })?,
             };
+            if changed.is_empty() {
+                // Room for the page at the first change (none allocated when nothing changed).
+                changed.reserve(page_len);
+            }
             changed.push((link, read.raw, raw_hash));
         }
         // The stored links are read (and decoded) only for those.
@@ -162,6 +166,7 @@ impl Pass<'_> {
             .map(|(l, ..)| l.id)
             .collect();
         let previous_links = ctx.ledger.load_links(account, &previous_ids).await?;
+        commit.writes.reserve(changed.len());
         for (link, raw, raw_hash) in changed {
             let old: Option<&LinkState> = stored.get(&link.id);
             let previous = previous_links.get(&link.id).map(|s| &s.link);
