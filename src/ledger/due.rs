@@ -83,27 +83,30 @@ macro_rules! due_conditions {
     () => {
         concat!(
             $crate::ledger::due::due_own_conditions!(),
-            " AND NOT EXISTS (SELECT 1 FROM delivery d2 INDEXED BY delivery_held \
-             WHERE d2.subscriber = d.subscriber AND ",
-            $crate::ledger::due::holds_back!(),
             " AND ",
-            $crate::ledger::due::earlier_of_its_key!(),
-            ")"
+            $crate::ledger::due::none_earlier_of_its_key!($crate::ledger::due::holds_back!())
         )
     };
 }
 pub(super) use due_conditions;
 
-/// Delivery `d2` is of an earlier event of delivery `d`'s link (or payment) by the ordering key
-/// both carry (SQLite's migration 8, PostgreSQL's 4): the condition after the subscriber's in an
-/// ordering check that reads `delivery_held`, on all five of its columns.
-macro_rules! earlier_of_its_key {
-    () => {
-        "d2.account_id = d.account_id AND d2.link_id = d.link_id \
-         AND IFNULL(d2.payment_id, -1) = IFNULL(d.payment_id, -1) AND d2.sequence < d.sequence"
+/// The ordering check on a delivery `d`: `NOT EXISTS` a delivery `d2` for the same subscriber
+/// of an earlier event of `d`'s link (or payment), by the ordering key both carry (SQLite's
+/// migration 8, PostgreSQL's 4), that meets the condition `$held` on `d2`. One probe of
+/// `delivery_held`, on all five of its columns. [`due_conditions!`]'s with [`holds_back!`];
+/// [`NEXT_DUE_SQL`]'s with any pending `d2`.
+macro_rules! none_earlier_of_its_key {
+    ($($held:tt)+) => {
+        concat!(
+            "NOT EXISTS (SELECT 1 FROM delivery d2 INDEXED BY delivery_held \
+             WHERE d2.subscriber = d.subscriber AND ",
+            $($held)+,
+            " AND d2.account_id = d.account_id AND d2.link_id = d.link_id \
+             AND IFNULL(d2.payment_id, -1) = IFNULL(d.payment_id, -1) AND d2.sequence < d.sequence)"
+        )
     };
 }
-pub(super) use earlier_of_its_key;
+pub(super) use none_earlier_of_its_key;
 
 /// The query of [`Ledger::due_deliveries`] (SQLite's text): `$1` now, `$2` the limit. Each row
 /// is `id`, `envelope` and `meta`, the other eight values packed into one JSON array (see
@@ -133,10 +136,9 @@ pub(super) const NEXT_DUE_SQL: &str = concat!(
     "SELECT d.next_attempt_at FROM delivery d JOIN link_event e ON e.id = d.event_id \
      WHERE d.next_attempt_at IS NOT NULL AND ",
     unclaimed_and_ready!(),
-    " AND NOT EXISTS (SELECT 1 FROM delivery d2 INDEXED BY delivery_held \
-     WHERE d2.subscriber = d.subscriber AND d2.state = 'pending' AND ",
-    earlier_of_its_key!(),
-    ") ORDER BY d.next_attempt_at LIMIT 1"
+    " AND ",
+    none_earlier_of_its_key!("d2.state = 'pending'"),
+    " ORDER BY d.next_attempt_at LIMIT 1"
 );
 
 /// A due delivery from a row of [`DUE_SQL`] or of PostgreSQL's claim: `id`, `envelope`, and

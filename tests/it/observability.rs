@@ -197,7 +197,15 @@ async fn metrics_carry_every_family_an_operator_alerts_on() {
     assert!((0.0..3600.0).contains(&age), "{age}");
     // The doorbell's request counts exist before any request (at 0 in a process of their own:
     // an alert on "none accepted" needs the series; tests in one process share the recorder).
-    for outcome in ["accepted", "bad_signature", "stale", "no_token"] {
+    for outcome in [
+        "accepted",
+        "duplicate",
+        "error",
+        "unsigned",
+        "bad_signature",
+        "stale",
+        "no_token",
+    ] {
         assert!(
             value(
                 &s,

@@ -418,7 +418,7 @@ async fn the_next_due_time_skips_an_event_held_behind_its_link_but_not_a_payment
     // Link 7: event 1 due in an hour, event 3 due now but held behind it; a payment's event on
     // link 7 (sequence 2, an order of its own) fails now and retries about 5 s later. The next due
     // time is that retry: not now (event 3 is held) nor in an hour (the payment is not behind
-    // its link's events). Then the hour, then nothing. Both ledgers (their texts differ).
+    // its link's events). Then the hour, then nothing. Both ledgers (one text, two planners).
     use singapay_sync::event::{Event, EventData};
     use singapay_sync::ledger::{NewDelivery, NewEvent, PageCommit};
     use singapay_sync::types::{Channel, EventId, EventType, LinkId, PaymentId, Trigger};
