@@ -32,10 +32,14 @@ pub(crate) enum Tx<'c> {
 }
 
 impl Pool {
-    /// Begins a transaction.
+    /// Begins a write transaction. On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken
+    /// at once, any wait for another connection's commit (up to the busy timeout) happens in
+    /// sqlx's worker thread, and the statements `super::sqlite_rows` then steps on the caller's
+    /// thread never wait for it (a deferred transaction took the lock at its first write, which
+    /// blocked a single-threaded runtime while the connection holding the lock could not commit).
     pub(crate) async fn begin(&self) -> sqlx::Result<Tx<'static>> {
         Ok(match self {
-            Pool::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
             Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
     }
@@ -55,11 +59,6 @@ impl Pool {
 }
 
 impl Tx<'_> {
-    /// Whether this is PostgreSQL.
-    pub(crate) fn is_postgres(&self) -> bool {
-        matches!(self, Tx::Postgres(_))
-    }
-
     /// Commits.
     pub(crate) async fn commit(self) -> sqlx::Result<()> {
         match self {

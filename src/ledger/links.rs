@@ -10,7 +10,8 @@ use crate::singapay::PaymentLink;
 use crate::time::ledger_ts;
 use crate::types::{AccountId, LinkId};
 
-use super::backend::{LedgerRow, Tx, on_pool, on_tx, sql};
+use super::backend::{LedgerRow, Tx, on_pool, sql};
+use super::sqlite_rows::{Value, execute_rows};
 use super::{Ledger, LedgerError, LedgerResult, parse_opt_ts};
 
 /// A link row as stored: the canonical object and the bookkeeping the diff needs.
@@ -66,17 +67,15 @@ const COLUMNS: &str = "account_id, link_id, reff_no, title, payment_url, status,
     items_json, whitelisted_payment_method, redirect_url, payment_date, created_at, updated_at, \
     raw_json, first_seen_at, last_seen_at, deleted_at, sequence, raw_hash";
 
-/// The most rows per upsert statement (25 parameters each: 10,000, under SQLite's 32,766 and
-/// PostgreSQL's 65,535). The pages a writer commits together go in as few statements as this
-/// allows ([`statement_rows`]): each statement is one round trip to the driver's connection
-/// thread, and during a baseline import, which the writer paces, each round trip waited for a
-/// core (SQLite's threads spent about as long runnable and waiting as running, per
-/// `/proc/*/schedstat`). A group of 8 pages of 100 takes 5 round trips instead of 11. Medians of
-/// 5 alternating rounds of `SYNC_BENCH_PROFILE=baseline` (each the median of 10 imports): one
-/// statement per page 2.42 s, at most 200 rows 2.21 s, 400 rows 2.15 s, 800 rows 2.15 s. Each
-/// connection keeps every size it compiled, with its last bound values: the bench's peak RSS
-/// (`SYNC_BENCH_ONLY=links`) was 51–53 MB at one statement per page, 66.5 MB at 400 rows and
-/// 117 MB at 1,000.
+/// The most rows per upsert statement on PostgreSQL (25 parameters each: 10,000, under its
+/// 65,535; SQLite steps one single-row statement per row instead, [`upsert_many`]). The pages a
+/// writer commits together go in as few statements as this allows ([`statement_rows`]): each
+/// statement is one round trip to the server. The size was chosen on SQLite, when it too took
+/// multi-row statements through sqlx: medians of 5 alternating rounds of
+/// `SYNC_BENCH_PROFILE=baseline` (each the median of 10 imports): one statement per page 2.42 s,
+/// at most 200 rows 2.21 s, 400 rows 2.15 s, 800 rows 2.15 s; each connection keeps every size
+/// it compiled, with its last bound values (peak RSS 51–53 MB at one statement per page, 66.5
+/// MB at 400 rows and 117 MB at 1,000).
 const ROWS_PER_STATEMENT: usize = 400;
 
 /// Below [`ROWS_PER_STATEMENT`], a statement's rows are a multiple of this (a sweep's page
@@ -113,21 +112,11 @@ fn upsert_text(rows: usize, pg: bool) -> Cow<'static, str> {
 /// Number of [`COLUMNS`].
 const COLUMN_COUNT: usize = 25;
 
-/// One column value of a row to write, typed (PostgreSQL declares each parameter's type, so a
-/// NULL keeps its column's).
-#[derive(Debug)]
-enum Value {
-    /// An INTEGER / BIGINT column.
-    Int(Option<i64>),
-    /// A TEXT column.
-    Text(Option<String>),
-}
-
 /// Link rows to insert or update, encoded into column values as they are added: the pass
 /// encodes a page while the ledger writer is still committing earlier ones, and the writer only
-/// binds and executes. The rows of the pages committed together go in multi-row statements of
-/// up to [`ROWS_PER_STATEMENT`] rows. Memory: the rows' texts (moved, not copied) until the
-/// commit.
+/// binds and executes: on SQLite in place, row by row ([`super::sqlite_rows`]); on PostgreSQL
+/// the rows of the pages committed together go in multi-row statements of up to
+/// [`ROWS_PER_STATEMENT`] rows. Memory: the rows' texts (moved, not copied) until the commit.
 #[derive(Debug, Default)]
 pub(crate) struct LinkRows {
     /// [`COLUMN_COUNT`] values per row, in [`COLUMNS`] order.
@@ -196,10 +185,9 @@ impl LinkRows {
 }
 
 /// `INSERT … ON CONFLICT DO UPDATE` of `rows` rows of [`COLUMNS`]. Parameters are `$n` on
-/// PostgreSQL and anonymous `?` on SQLite: SQLite looks a named parameter up by a linear scan of
-/// the statement's names, and sqlx asks for every parameter's name at every execution, so
-/// thousands of `$n` in one statement made the baseline import 3-4 × slower
-/// (`cargo bench --bench sync`: 8.1 × the floor instead of 2.2 ×).
+/// PostgreSQL and anonymous `?` on SQLite, which [`super::sqlite_rows`] binds by position (when
+/// SQLite's statements went through sqlx, which asks for every parameter's name at every
+/// execution, thousands of `$n` made the baseline import 3-4 × slower).
 fn upsert_sql(rows: usize, pg: bool) -> String {
     use std::fmt::Write as _;
     // One buffer, no string per parameter: 5,000 small strings joined were 6% of a baseline
@@ -239,7 +227,7 @@ fn upsert_sql(rows: usize, pg: bool) -> String {
     )
 }
 
-/// The rows of `sets` as `(rows, values)` batches, each cut into statements by
+/// The rows of `sets` as `(rows, values)` batches for PostgreSQL, each cut into statements by
 /// [`statement_rows`]: all the sets in one batch, in order. A set's link ids are distinct
 /// ([`LinkRows::push`]); if two sets share one (a pass does not write a link twice, so this is a
 /// defence: PostgreSQL refuses an upsert that touches a row twice), one batch per set, in order.
@@ -256,32 +244,39 @@ fn batches(sets: Vec<LinkRows>) -> Vec<(usize, Vec<Value>)> {
     vec![(total, values)]
 }
 
-/// Executes the encoded upserts of `rows` (consumed, in order) inside `tx`, in the statements
-/// of [`batches`].
+/// Executes the encoded upserts of `rows` (consumed, in order) inside `tx`: on SQLite one
+/// prepared single-row statement stepped per row ([`execute_rows`]), on PostgreSQL the
+/// multi-row statements of [`batches`].
 pub(super) async fn upsert_many(
     tx: &mut Tx<'_>,
     rows: impl IntoIterator<Item = LinkRows>,
 ) -> LedgerResult<()> {
-    let pg = tx.is_postgres();
-    for (total, values) in batches(rows.into_iter().collect()) {
-        let mut values = values.into_iter();
-        for n in statement_rows(total) {
-            let sql = upsert_text(n, pg);
-            let row_values = values.by_ref().take(n * COLUMN_COUNT);
-            on_tx!(&mut *tx, |c| {
-                let mut args = <Db as sqlx::Database>::Arguments::default();
-                args.reserve(n * COLUMN_COUNT, 0);
-                for v in row_values {
-                    match v {
-                        Value::Int(i) => args.add(i),
-                        Value::Text(t) => args.add(t),
+    let sets: Vec<LinkRows> = rows.into_iter().collect();
+    match tx {
+        Tx::Sqlite(t) => {
+            // One single-row statement stepped per row, its values bound in place
+            // (`sqlite_rows`); a link written twice is simply written twice, in order.
+            let sets: Vec<&[Value]> = sets.iter().map(|s| s.values.as_slice()).collect();
+            execute_rows(t, &upsert_text(1, false), COLUMN_COUNT, &sets).await?;
+        }
+        Tx::Postgres(t) => {
+            for (total, values) in batches(sets) {
+                let mut values = values.into_iter();
+                for n in statement_rows(total) {
+                    let mut args = sqlx::postgres::PgArguments::default();
+                    args.reserve(n * COLUMN_COUNT, 0);
+                    for v in values.by_ref().take(n * COLUMN_COUNT) {
+                        match v {
+                            Value::Int(i) => args.add(i),
+                            Value::Text(t) => args.add(t),
+                        }
+                        .map_err(|e| LedgerError::Corrupt(format!("payment_link row: {e}")))?;
                     }
-                    .map_err(|e| LedgerError::Corrupt(format!("payment_link row: {e}")))?;
+                    sqlx::query_with(sqlx::AssertSqlSafe(upsert_text(n, true)), args)
+                        .execute(&mut **t)
+                        .await?;
                 }
-                sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-                    .execute(&mut *c)
-                    .await?;
-            });
+            }
         }
     }
     Ok(())

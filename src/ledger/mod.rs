@@ -23,6 +23,7 @@ mod manage;
 mod payments;
 mod retention;
 mod runs;
+mod sqlite_rows;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -57,6 +58,14 @@ pub enum LedgerError {
     /// SQLite refused or failed.
     #[error("ledger: {0}")]
     Sql(#[from] sqlx::Error),
+    /// SQLite refused or failed a statement run on its handle directly (`sqlite_rows`).
+    #[error("ledger: {message} (SQLite code {code})")]
+    Sqlite {
+        /// SQLite's extended result code.
+        code: i32,
+        /// SQLite's message.
+        message: String,
+    },
     /// Migrations could not be applied.
     #[error("ledger migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

@@ -423,3 +423,37 @@ fn statement_chunks_fill_whole_statements_then_split_the_rest_in_powers_of_two()
     assert_eq!(statement_chunks(&items[..0], 100).count(), 0);
     assert_eq!(statement_chunks(&items[..3], 0).count(), 3);
 }
+
+#[tokio::test]
+async fn a_page_commit_behind_another_connection_s_write_waits_without_holding_up_the_runtime() {
+    // A single-threaded runtime, as in these tests: the link rows are stepped on its thread
+    // (`sqlite_rows`), so the commit must have waited for the write lock in sqlx's worker
+    // (`BEGIN IMMEDIATE`) or the connection holding the lock could never commit, and the page
+    // would fail with SQLITE_BUSY after the 10 s busy timeout.
+    let f = Fixture::new().await;
+    let (l, account, run) = (&f.l, &f.account, f.run);
+    let backend::Pool::Sqlite(pool) = &l.pool else {
+        panic!("an SQLite fixture")
+    };
+    let mut held = pool.begin_with("BEGIN IMMEDIATE").await.expect("begin");
+    sqlx::query("UPDATE sync_run SET changes = changes WHERE id = $1")
+        .bind(run)
+        .execute(&mut *held)
+        .await
+        .expect("take the write lock");
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        held.commit().await.expect("commit the holder");
+    };
+    let (committed, ()) = tokio::join!(l.commit_pages(run, vec![page(1..=30)]), release);
+    committed.expect("the page commits once the holder has");
+    let ids: Vec<LinkId> = (1..=30).map(LinkId).collect();
+    assert_eq!(
+        l.load_link_states(account, &ids)
+            .await
+            .expect("states")
+            .len(),
+        30
+    );
+    f.close().await;
+}
