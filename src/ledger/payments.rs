@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{QueryBuilder, Row};
 
-use super::backend::{LedgerRow, Tx, on_pool, on_tx, sql};
+use super::backend::{LedgerRow, Tx, on_pool, sql};
+use super::sqlite_rows::{Value, execute_rows};
 use super::{Ledger, LedgerError, LedgerResult, parse_opt_ts};
 use crate::event::LinkRef;
 use crate::singapay::PaymentRecord;
@@ -54,71 +55,113 @@ pub(crate) struct PaymentWrite {
     pub now: DateTime<Utc>,
 }
 
-/// Rows per payment INSERT (26 parameters each).
+/// Rows per payment INSERT on PostgreSQL (26 parameters each; SQLite steps one single-row
+/// statement per row, [`upsert_many`]).
 const ROWS_PER_STATEMENT: usize = 100;
 
-/// Inserts or updates `rows`, many per statement.
+/// Columns of `payment`, in insert order.
+const COLUMNS: &str = "account_id, payment_id, link_id, reff_no, payment_link_reff_no, \
+    payment_method_name, payment_method_value, payment_method_additional, amount, status, \
+    status_computed, is_expired, payment_date, processed_timestamp, has_settle, settle_at, \
+    customer_name, customer_email, customer_phone, created_at, raw_json, raw_hash, \
+    first_seen_at, last_seen_at, sequence, expired_at";
+
+/// Number of [`COLUMNS`].
+const COLUMN_COUNT: usize = 26;
+
+/// What an upsert does with a payment already stored.
+const ON_CONFLICT: &str = " ON CONFLICT (account_id, payment_id) DO UPDATE SET \
+     link_id = COALESCE(excluded.link_id, payment.link_id), reff_no = excluded.reff_no, \
+     payment_link_reff_no = excluded.payment_link_reff_no, \
+     payment_method_name = excluded.payment_method_name, \
+     payment_method_value = excluded.payment_method_value, \
+     payment_method_additional = excluded.payment_method_additional, \
+     amount = excluded.amount, status = excluded.status, \
+     status_computed = excluded.status_computed, is_expired = excluded.is_expired, \
+     payment_date = excluded.payment_date, processed_timestamp = excluded.processed_timestamp, \
+     has_settle = excluded.has_settle, settle_at = excluded.settle_at, \
+     customer_name = excluded.customer_name, customer_email = excluded.customer_email, \
+     customer_phone = excluded.customer_phone, created_at = excluded.created_at, \
+     raw_json = excluded.raw_json, raw_hash = excluded.raw_hash, \
+     last_seen_at = excluded.last_seen_at, sequence = excluded.sequence, \
+     expired_at = excluded.expired_at";
+
+/// `w`'s [`COLUMNS`] values, in order, appended to `out`.
+fn push_values(out: &mut Vec<Value>, w: &PaymentWrite) {
+    let r = &w.record;
+    let now = ledger_ts(w.now);
+    let text = |v: &str| Value::Text(Some(v.to_owned()));
+    let opt = |v: Option<&str>| Value::Text(v.map(str::to_owned));
+    out.extend([
+        text(w.account_id.as_str()),
+        Value::Int(Some(r.id.0)),
+        Value::Int(w.link_id.map(|l| l.0)),
+        text(&r.reff_no),
+        text(&r.payment_link_reff_no),
+        opt(r.payment_method_name.as_deref()),
+        opt(r.payment_method_value.as_deref()),
+        opt(r.payment_method_additional.as_deref()),
+        Value::Text(Some(r.amount.to_string())),
+        text(&r.status),
+        opt(r.status_computed.as_deref()),
+        Value::Int(Some(r.is_expired as i64)),
+        Value::Text(r.payment_date.map(ledger_ts)),
+        Value::Text(r.processed_timestamp.map(ledger_ts)),
+        Value::Int(Some(r.has_settle as i64)),
+        Value::Text(r.settle_at.map(ledger_ts)),
+        text(&r.customer_name),
+        text(&r.customer_email),
+        text(&r.customer_phone),
+        Value::Text(r.created_at.map(ledger_ts)),
+        text(&w.raw_json),
+        text(&w.raw_hash),
+        Value::Text(Some(now.clone())),
+        Value::Text(Some(now)),
+        Value::Int(Some(w.sequence)),
+        Value::Text(r.expired_at.map(ledger_ts)),
+    ]);
+}
+
+/// Inserts or updates `rows`: on SQLite one prepared single-row statement stepped per row, its
+/// values bound in place ([`execute_rows`]); on PostgreSQL many rows per statement.
 pub(super) async fn upsert_many(tx: &mut Tx<'_>, rows: &[PaymentWrite]) -> LedgerResult<()> {
-    on_tx!(tx, |c| {
-        for chunk in super::statement_chunks(rows, ROWS_PER_STATEMENT) {
-            let mut qb: QueryBuilder<Db> = QueryBuilder::new(
-                "INSERT INTO payment (account_id, payment_id, link_id, reff_no, payment_link_reff_no, \
-             payment_method_name, payment_method_value, payment_method_additional, amount, status, \
-             status_computed, is_expired, payment_date, processed_timestamp, has_settle, settle_at, \
-             customer_name, customer_email, customer_phone, created_at, raw_json, raw_hash, \
-             first_seen_at, last_seen_at, sequence, expired_at) ",
-            );
-            qb.push_values(chunk, |mut b, w| {
-                let r = &w.record;
-                let now = ledger_ts(w.now);
-                b.push_bind(w.account_id.as_str())
-                    .push_bind(r.id.0)
-                    .push_bind(w.link_id.map(|l| l.0))
-                    .push_bind(r.reff_no.as_str())
-                    .push_bind(r.payment_link_reff_no.as_str())
-                    .push_bind(r.payment_method_name.as_deref())
-                    .push_bind(r.payment_method_value.as_deref())
-                    .push_bind(r.payment_method_additional.as_deref())
-                    .push_bind(r.amount.to_string())
-                    .push_bind(r.status.as_str())
-                    .push_bind(r.status_computed.as_deref())
-                    .push_bind(r.is_expired as i64)
-                    .push_bind(r.payment_date.map(ledger_ts))
-                    .push_bind(r.processed_timestamp.map(ledger_ts))
-                    .push_bind(r.has_settle as i64)
-                    .push_bind(r.settle_at.map(ledger_ts))
-                    .push_bind(r.customer_name.as_str())
-                    .push_bind(r.customer_email.as_str())
-                    .push_bind(r.customer_phone.as_str())
-                    .push_bind(r.created_at.map(ledger_ts))
-                    .push_bind(w.raw_json.as_str())
-                    .push_bind(w.raw_hash.as_str())
-                    .push_bind(now.clone())
-                    .push_bind(now)
-                    .push_bind(w.sequence)
-                    .push_bind(r.expired_at.map(ledger_ts));
+    if rows.is_empty() {
+        return Ok(());
+    }
+    match tx {
+        Tx::Sqlite(t) => {
+            static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            let sql = SQL.get_or_init(|| {
+                let params = vec!["?"; COLUMN_COUNT].join(", ");
+                format!("INSERT INTO payment ({COLUMNS}) VALUES ({params}){ON_CONFLICT}")
             });
-            qb.push(
-                " ON CONFLICT (account_id, payment_id) DO UPDATE SET \
-                 link_id = COALESCE(excluded.link_id, payment.link_id), reff_no = excluded.reff_no, \
-                 payment_link_reff_no = excluded.payment_link_reff_no, \
-                 payment_method_name = excluded.payment_method_name, \
-                 payment_method_value = excluded.payment_method_value, \
-                 payment_method_additional = excluded.payment_method_additional, \
-                 amount = excluded.amount, status = excluded.status, \
-                 status_computed = excluded.status_computed, is_expired = excluded.is_expired, \
-                 payment_date = excluded.payment_date, processed_timestamp = excluded.processed_timestamp, \
-                 has_settle = excluded.has_settle, settle_at = excluded.settle_at, \
-                 customer_name = excluded.customer_name, customer_email = excluded.customer_email, \
-                 customer_phone = excluded.customer_phone, created_at = excluded.created_at, \
-                 raw_json = excluded.raw_json, raw_hash = excluded.raw_hash, \
-                 last_seen_at = excluded.last_seen_at, sequence = excluded.sequence, \
-                 expired_at = excluded.expired_at",
-            );
-            qb.build().execute(&mut *c).await?;
+            let mut values = Vec::with_capacity(rows.len() * COLUMN_COUNT);
+            for w in rows {
+                push_values(&mut values, w);
+            }
+            execute_rows(t, sql, COLUMN_COUNT, &[&values]).await
         }
-        Ok(())
-    })
+        Tx::Postgres(t) => {
+            for chunk in super::statement_chunks(rows, ROWS_PER_STATEMENT) {
+                let mut qb: QueryBuilder<sqlx::Postgres> =
+                    QueryBuilder::new(format!("INSERT INTO payment ({COLUMNS}) "));
+                let mut values = Vec::with_capacity(COLUMN_COUNT);
+                qb.push_values(chunk, |mut b, w| {
+                    values.clear();
+                    push_values(&mut values, w);
+                    for v in values.drain(..) {
+                        match v {
+                            Value::Int(i) => b.push_bind(i),
+                            Value::Text(t) => b.push_bind(t),
+                        };
+                    }
+                });
+                qb.push(ON_CONFLICT);
+                qb.build().execute(&mut **t).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 fn stored_from_row(r: &impl LedgerRow) -> LedgerResult<StoredPayment> {
