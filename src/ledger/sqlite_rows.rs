@@ -23,7 +23,9 @@ use libsqlite3_sys as ffi;
 
 use super::{LedgerError, LedgerResult};
 
-/// One column value of a row to write.
+/// One column value of a row to write, typed: bound here on SQLite, and bound through sqlx on
+/// PostgreSQL by the same callers (which declares each parameter's type, so a NULL keeps its
+/// column's).
 #[derive(Debug)]
 pub(super) enum Value {
     /// An INTEGER column (or NULL).
