@@ -120,7 +120,7 @@ const COLUMN_COUNT: usize = 25;
 #[derive(Debug, Default)]
 pub(crate) struct LinkRows {
     /// [`COLUMN_COUNT`] values per row, in [`COLUMNS`] order.
-    values: Vec<Value>,
+    values: Vec<Value<'static>>,
     /// Each row's link id (one statement cannot upsert a row twice).
     ids: Vec<i64>,
 }
@@ -128,8 +128,9 @@ pub(crate) struct LinkRows {
 impl LinkRows {
     /// Makes room for `rows` more rows, so that adding a page's rows does not grow the values
     /// by doubling (each growth a copy of what is there, and at tens of KB a large allocation).
-    /// With the writer's arguments reserved too: a baseline import of 10,000 links 1,842.8–1,844.7
-    /// M → 1,828.1–1,830.0 M instructions (−0.8%; callgrind in `cargo bench --bench sync`).
+    /// Measured when SQLite's rows still went through sqlx, with its arguments reserved too: a
+    /// baseline import of 10,000 links 1,842.8–1,844.7 M → 1,828.1–1,830.0 M instructions
+    /// (−0.8%; callgrind in `cargo bench --bench sync`).
     pub(crate) fn reserve(&mut self, rows: usize) {
         self.values.reserve(rows * COLUMN_COUNT);
         self.ids.reserve(rows);
@@ -143,31 +144,31 @@ impl LinkRows {
         let l = w.link;
         self.ids.push(l.id.0);
         let now = ledger_ts(w.now);
-        let text = |v: String| Value::Text(Some(v));
+        let text = |v: String| Value::text(Some(v));
         args.extend([
             text(w.account_id.as_str().to_owned()),
             Value::Int(Some(l.id.0)),
             text(l.reff_no),
-            Value::Text(l.title),
-            Value::Text(l.payment_url),
+            Value::text(l.title),
+            Value::text(l.payment_url),
             text(l.status),
-            text(l.status_computed.as_str().to_owned()),
+            text(l.status_computed),
             Value::Int(Some(l.is_expired as i64)),
             Value::Int(l.required_customer_detail.map(|b| b as i64)),
             Value::Int(l.max_usage),
             Value::Int(Some(l.current_usage)),
-            Value::Text(l.expired_at.map(ledger_ts)),
-            Value::Text(l.total_amount.map(|d| d.to_string())),
-            Value::Text(json_opt(&l.items)),
-            Value::Text(json_opt(&l.whitelisted_payment_method)),
-            Value::Text(l.redirect_url),
-            Value::Text(l.payment_date.map(ledger_ts)),
-            Value::Text(l.created_at.map(ledger_ts)),
-            Value::Text(l.updated_at.map(ledger_ts)),
+            Value::text(l.expired_at.map(ledger_ts)),
+            Value::text(l.total_amount.map(|d| d.to_string())),
+            Value::text(json_opt(&l.items)),
+            Value::text(json_opt(&l.whitelisted_payment_method)),
+            Value::text(l.redirect_url),
+            Value::text(l.payment_date.map(ledger_ts)),
+            Value::text(l.created_at.map(ledger_ts)),
+            Value::text(l.updated_at.map(ledger_ts)),
             text(w.raw_json),
             text(now.clone()),
             text(now),
-            Value::Text(w.deleted_at.map(ledger_ts)),
+            Value::text(w.deleted_at.map(ledger_ts)),
             Value::Int(Some(w.sequence)),
             text(w.raw_hash),
         ]);
@@ -231,7 +232,7 @@ fn upsert_sql(rows: usize, pg: bool) -> String {
 /// [`statement_rows`]: all the sets in one batch, in order. A set's link ids are distinct
 /// ([`LinkRows::push`]); if two sets share one (a pass does not write a link twice, so this is a
 /// defence: PostgreSQL refuses an upsert that touches a row twice), one batch per set, in order.
-fn batches(sets: Vec<LinkRows>) -> Vec<(usize, Vec<Value>)> {
+fn batches(sets: Vec<LinkRows>) -> Vec<(usize, Vec<Value<'static>>)> {
     let mut seen = std::collections::HashSet::new();
     if !sets.iter().flat_map(|s| &s.ids).all(|id| seen.insert(*id)) {
         return sets.into_iter().map(|s| (s.len(), s.values)).collect();
@@ -256,7 +257,7 @@ pub(super) async fn upsert_many(
         Tx::Sqlite(t) => {
             // One single-row statement stepped per row, its values bound in place
             // (`sqlite_rows`); a link written twice is simply written twice, in order.
-            let sets: Vec<&[Value]> = sets.iter().map(|s| s.values.as_slice()).collect();
+            let sets: Vec<&[Value<'_>]> = sets.iter().map(|s| s.values.as_slice()).collect();
             execute_rows(t, &upsert_text(1, false), COLUMN_COUNT, &sets).await?;
         }
         Tx::Postgres(t) => {

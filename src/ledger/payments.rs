@@ -86,39 +86,38 @@ const ON_CONFLICT: &str = " ON CONFLICT (account_id, payment_id) DO UPDATE SET \
      last_seen_at = excluded.last_seen_at, sequence = excluded.sequence, \
      expired_at = excluded.expired_at";
 
-/// `w`'s [`COLUMNS`] values, in order, appended to `out`.
-fn push_values(out: &mut Vec<Value>, w: &PaymentWrite) {
+/// `w`'s [`COLUMNS`] values, in order, appended to `out`: its texts borrowed from `w`.
+fn push_values<'a>(out: &mut Vec<Value<'a>>, w: &'a PaymentWrite) {
     let r = &w.record;
     let now = ledger_ts(w.now);
-    let text = |v: &str| Value::Text(Some(v.to_owned()));
-    let opt = |v: Option<&str>| Value::Text(v.map(str::to_owned));
+    let text = |v: &'a str| Value::text(Some(v));
     out.extend([
         text(w.account_id.as_str()),
         Value::Int(Some(r.id.0)),
         Value::Int(w.link_id.map(|l| l.0)),
         text(&r.reff_no),
         text(&r.payment_link_reff_no),
-        opt(r.payment_method_name.as_deref()),
-        opt(r.payment_method_value.as_deref()),
-        opt(r.payment_method_additional.as_deref()),
-        Value::Text(Some(r.amount.to_string())),
+        Value::text(r.payment_method_name.as_deref()),
+        Value::text(r.payment_method_value.as_deref()),
+        Value::text(r.payment_method_additional.as_deref()),
+        Value::text(Some(r.amount.to_string())),
         text(&r.status),
-        opt(r.status_computed.as_deref()),
+        Value::text(r.status_computed.as_deref()),
         Value::Int(Some(r.is_expired as i64)),
-        Value::Text(r.payment_date.map(ledger_ts)),
-        Value::Text(r.processed_timestamp.map(ledger_ts)),
+        Value::text(r.payment_date.map(ledger_ts)),
+        Value::text(r.processed_timestamp.map(ledger_ts)),
         Value::Int(Some(r.has_settle as i64)),
-        Value::Text(r.settle_at.map(ledger_ts)),
+        Value::text(r.settle_at.map(ledger_ts)),
         text(&r.customer_name),
         text(&r.customer_email),
         text(&r.customer_phone),
-        Value::Text(r.created_at.map(ledger_ts)),
+        Value::text(r.created_at.map(ledger_ts)),
         text(&w.raw_json),
         text(&w.raw_hash),
-        Value::Text(Some(now.clone())),
-        Value::Text(Some(now)),
+        Value::text(Some(now.clone())),
+        Value::text(Some(now)),
         Value::Int(Some(w.sequence)),
-        Value::Text(r.expired_at.map(ledger_ts)),
+        Value::text(r.expired_at.map(ledger_ts)),
     ]);
 }
 

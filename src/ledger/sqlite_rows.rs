@@ -10,12 +10,14 @@
 //! caller's transaction. `cargo bench --bench sync`, a baseline import of 10,000 links under
 //! callgrind: 1,828.8 M → 1,677.4–1,678.2 M instructions (−8.3%; binding `SQLITE_TRANSIENT`
 //! instead gave 1,705.3 M, so most of the gain is sqlx's per-value and per-statement work, not
-//! the copy); a history baseline (30,000 payments more) 8,434.8–8,440.4 M → 8,093.1 M.
+//! the copy); a history baseline (30,000 payments more) 8,434.8–8,440.4 M → 7,952.9 M, its
+//! payments' texts borrowed from the pass's rows, not copied.
 //!
 //! `libsqlite3-sys` is the crate sqlx's SQLite driver links (the same major, so Cargo builds one
 //! SQLite; a sqlx that moves to another major fails the build with two `links = "sqlite3"`
 //! until this dependency follows it, as sqlx's docs on `as_raw_handle` ask).
 
+use std::borrow::Cow;
 use std::ffi::{CStr, c_char, c_int};
 use std::ptr::NonNull;
 
@@ -25,13 +27,22 @@ use super::{LedgerError, LedgerResult};
 
 /// One column value of a row to write, typed: bound here on SQLite, and bound through sqlx on
 /// PostgreSQL by the same callers (which declares each parameter's type, so a NULL keeps its
-/// column's).
+/// column's). A text is owned when it was made for the row (a link's encoded columns) and
+/// borrowed when the caller still holds it (a payment's `raw_json`): either is bound where it
+/// lies, never copied.
 #[derive(Debug)]
-pub(super) enum Value {
+pub(super) enum Value<'a> {
     /// An INTEGER column (or NULL).
     Int(Option<i64>),
     /// A TEXT column (or NULL).
-    Text(Option<String>),
+    Text(Option<Cow<'a, str>>),
+}
+
+impl<'a> Value<'a> {
+    /// A TEXT column's value, owned (`String`) or borrowed (`&str`), or NULL.
+    pub(super) fn text(t: Option<impl Into<Cow<'a, str>>>) -> Self {
+        Value::Text(t.map(Into::into))
+    }
 }
 
 /// Runs `sql`, a statement of `columns` anonymous (`?`) parameters, once per row of `sets`
@@ -55,7 +66,7 @@ pub(super) async fn execute_rows(
     conn: &mut sqlx::SqliteConnection,
     sql: &str,
     columns: usize,
-    sets: &[&[Value]],
+    sets: &[&[Value<'_>]],
 ) -> LedgerResult<()> {
     if let Some(set) = sets
         .iter()
@@ -101,7 +112,7 @@ impl Drop for Statement {
 fn run_rows<'v>(
     db: NonNull<ffi::sqlite3>,
     sql: &str,
-    rows: impl Iterator<Item = &'v [Value]>,
+    rows: impl Iterator<Item = &'v [Value<'v>]>,
 ) -> LedgerResult<()> {
     let db = db.as_ptr();
     // SAFETY: `db` is a live connection; a NULL schema asks about all of them.
@@ -199,8 +210,8 @@ mod tests {
         c
     }
 
-    fn row(n: Option<i64>, s: Option<&str>) -> [Value; 2] {
-        [Value::Int(n), Value::Text(s.map(str::to_owned))]
+    fn row(n: Option<i64>, s: Option<&'static str>) -> [Value<'static>; 2] {
+        [Value::Int(n), Value::text(s)]
     }
 
     async fn rows(c: &mut SqliteConnection) -> Vec<(Option<i64>, String)> {
@@ -210,7 +221,7 @@ mod tests {
             .unwrap()
     }
 
-    async fn written_by(c: &mut SqliteConnection, sets: &[&[Value]]) -> LedgerResult<()> {
+    async fn written_by(c: &mut SqliteConnection, sets: &[&[Value<'_>]]) -> LedgerResult<()> {
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut *c)
             .await
@@ -228,7 +239,11 @@ mod tests {
             .into_iter()
             .flatten()
             .collect();
-        let b: Vec<Value> = row(Some(i64::MIN), Some("nul \0 inside, é")).into();
+        // Owned, as a link's encoded columns are; the rows above borrow theirs.
+        let b = vec![
+            Value::Int(Some(i64::MIN)),
+            Value::text(Some(String::from("nul \0 inside, é"))),
+        ];
         written_by(&mut c, &[&a, &[], &b]).await.unwrap();
         assert_eq!(
             rows(&mut c).await,
@@ -296,28 +311,25 @@ mod tests {
             "{e}"
         );
         // No statement at all; then one that does not compile.
-        let e = {
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut c)
-                .await
-                .unwrap();
-            let e = execute_rows(&mut c, "  ", 2, &[&one]).await.unwrap_err();
-            let bad = execute_rows(&mut c, "INSERT INTO nowhere VALUES (?, ?)", 2, &[&one]).await;
-            sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
-            let bad = bad.unwrap_err().to_string();
-            assert!(bad.contains("no such table: nowhere"), "{bad}");
-            e
-        };
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let empty = execute_rows(&mut c, "  ", 2, &[&one]).await.unwrap_err();
+        let bad = execute_rows(&mut c, "INSERT INTO nowhere VALUES (?, ?)", 2, &[&one]).await;
+        sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
         assert!(
             matches!(
-                e,
+                empty,
                 LedgerError::Sqlite {
                     code: ffi::SQLITE_MISUSE,
                     ..
                 }
             ),
-            "{e:?}"
+            "{empty:?}"
         );
+        let bad = bad.unwrap_err().to_string();
+        assert!(bad.contains("no such table: nowhere"), "{bad}");
         assert!(rows(&mut c).await.is_empty());
     }
 }
