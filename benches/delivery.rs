@@ -5,10 +5,13 @@
 //! The dispatcher runs as the daemon does by default: `delivery.concurrency` 16 in all and
 //! `delivery.per_subscriber_concurrency` 8 to the one subscriber, so the floor sends 8 at a time
 //! too. A third of the events are on links with three events each, so per-link ordering is paid
-//! for. Floor and dispatcher alternate for `DELIVERY_BENCH_ROUNDS` rounds (default 5; a fresh
-//! ledger each round) and the medians are printed: wall time (deliveries per second) and the CPU
-//! seconds of the daemon's side alone (this process: the receiver is a process of its own), with
-//! the ratios for both. Target: ≥ 0.8 × the floor. Then the same rounds, smaller, under
+//! for. Floor and dispatcher alternate for `DELIVERY_BENCH_ROUNDS` rounds (default 15; a fresh
+//! ledger each round; each round's own ratios are printed too, since on this 2-core machine one
+//! round's CPU ratio strays by ±20%, and 5 rounds' medians still disagreed by 11% between
+//! invocations) and the medians are printed: wall time (deliveries per second) and the CPU
+//! seconds of the daemon's side alone (this process, from the kernel's scheduler clock: the
+//! receiver is a process of its own), with the ratios for both. Every step starts with the
+//! machine's dirty pages written back (`common::settle`). Target: ≥ 0.8 × the floor. Then the same rounds, smaller, under
 //! callgrind: instructions of this process, the dispatcher's against the floor's (see
 //! `common::callgrind`). `DELIVERY_BENCH_EVENTS` overrides the count.
 
@@ -69,9 +72,9 @@ impl Receiver {
         }
     }
 
-    /// `/proc/PID/stat` of the receiver process (its CPU time).
-    fn stat(&self) -> String {
-        format!("/proc/{}/stat", self.child.id())
+    /// The receiver process's id (for its CPU time).
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn url(&self) -> String {
@@ -146,24 +149,25 @@ struct Sample {
 }
 
 /// Measures `step` (named `name` in the instruction counts under callgrind): wall time, this
-/// process's CPU (the receiver is another process: `receiver_stat` is its `/proc/PID/stat`), its
-/// SQLite threads' CPU and the receiver's.
+/// process's CPU, its SQLite threads' CPU and the receiver's (another process: `receiver` is its
+/// id).
 async fn measured<T>(
     name: &str,
-    receiver_stat: &str,
+    receiver: u32,
     step: impl std::future::Future<Output = T>,
 ) -> (Sample, T) {
-    let p0 = cpu_seconds("/proc/self/stat");
+    common::settle();
+    let p0 = cpu_seconds(None);
     let q0 = threads_cpu_seconds("sqlx-sqlite");
-    let r0 = cpu_seconds(receiver_stat);
+    let r0 = cpu_seconds(Some(receiver));
     let t = Instant::now();
     callgrind::begin();
     let out = step.await;
     callgrind::end(name);
     let wall = t.elapsed().as_secs_f64();
-    let p1 = cpu_seconds("/proc/self/stat");
+    let p1 = cpu_seconds(None);
     let q1 = threads_cpu_seconds("sqlx-sqlite");
-    let r1 = cpu_seconds(receiver_stat);
+    let r1 = cpu_seconds(Some(receiver));
     (
         Sample {
             wall,
@@ -177,7 +181,7 @@ async fn measured<T>(
 
 fn main() {
     let n = env_count("DELIVERY_BENCH_EVENTS", 10_000);
-    let rounds = env_count("DELIVERY_BENCH_ROUNDS", 5).max(1);
+    let rounds = env_count("DELIVERY_BENCH_ROUNDS", 15).max(1);
     if std::env::var_os("DELIVERY_BENCH_RECEIVER").is_some() {
         serve_receiver();
         return;
@@ -185,7 +189,7 @@ fn main() {
     let receiver = Receiver::start();
     // Parsed once, as the dispatcher's subscriber URL is: both sides clone it per POST.
     let url: reqwest::Url = receiver.url().parse().expect("receiver url");
-    let receiver_stat = receiver.stat();
+    let receiver_pid = receiver.pid();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -239,7 +243,7 @@ fn main() {
                 .iter()
                 .map(|e| (e.id.0.clone(), e.to_json().expect("envelope")))
                 .collect();
-            let (f, ()) = measured("floor", &receiver_stat, async {
+            let (f, ()) = measured("floor", receiver_pid, async {
                 futures_util::stream::iter(bodies.iter())
                     .map(|(id, body)| {
                         let client = client.clone();
@@ -318,7 +322,7 @@ fn main() {
             .expect("dispatcher")
             .with_per_subscriber_limit(PER_SUBSCRIBER);
             let hits0 = receiver.hits(&client).await;
-            let (d, delivered) = measured("dispatcher", &receiver_stat, async {
+            let (d, delivered) = measured("dispatcher", receiver_pid, async {
                 let mut delivered = 0;
                 while delivered < n {
                     let s = dispatcher.dispatch_due().await.expect("dispatch");
@@ -367,6 +371,15 @@ fn main() {
             rate(ow),
             busy(&ours),
             1.0 / wall_ratio
+        );
+        println!(
+            "  rounds' rate/cpu ratios (SQLite threads' CPU): {}",
+            floor
+                .iter()
+                .zip(&ours)
+                .map(|(f, o)| format!("{:.2}/{:.2} ({:.2} s)", f.wall / o.wall, o.cpu / f.cpu, o.sqlite))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
     });
     instructions();

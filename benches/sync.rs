@@ -1,11 +1,14 @@
 //! `cargo bench --bench sync`: sync cost against a 100,000-link sandbox (a separate process).
 //!
-//! Prints the median of `SYNC_BENCH_ROUNDS` (default 5) interleaved rounds, each measuring the
+//! Prints the median of `SYNC_BENCH_ROUNDS` (default 15) interleaved rounds, each measuring the
 //! fetch-only floor (same client, same page concurrency, pages fetched and decoded, no ledger)
 //! before each variant: the baseline import (a fresh ledger each round), a no-change pass and a
 //! 1%-changed pass; wall time and CPU seconds of this process (the daemon's side) and of the
 //! sandbox, with the ratios to the floor for both; rows written as the database counts them (a
-//! trigger); this process's peak RSS. Targets: no-change ≤ 1.1 × floor wall and ≤ 1.25 × floor
+//! trigger); this process's peak RSS; each round's own ratios too (one round's CPU ratio strays
+//! by ±15% on this 2-core machine, and 5 rounds' medians still disagreed by up to 15% between
+//! invocations). CPU seconds come from the kernel's scheduler clock of each process, and every
+//! step starts with the machine's dirty pages written back (`common::settle`). Targets: no-change ≤ 1.1 × floor wall and ≤ 1.25 × floor
 //! CPU, baseline ≤ 1.5 ×, peak RSS ≤ 150 MB, zero row writes when nothing changed.
 //!
 //! Then the history figure (DESIGN §13): a second sandbox with the same links plus 300,000
@@ -35,15 +38,10 @@ use common::{
     env_count, median, peak_rss_mb, requests,
 };
 
-/// CPU seconds used so far by process `pid` ("self" for this one).
-fn cpu_of(pid: &str) -> f64 {
-    cpu_seconds(&format!("/proc/{pid}/stat"))
-}
-
-/// Rounds of each measured step (`SYNC_BENCH_ROUNDS`, default 5, at least 1); the median is
+/// Rounds of each measured step (`SYNC_BENCH_ROUNDS`, default 15, at least 1); the median is
 /// reported.
 fn rounds() -> usize {
-    env_count("SYNC_BENCH_ROUNDS", 5).max(1)
+    env_count("SYNC_BENCH_ROUNDS", 15).max(1)
 }
 
 /// One measured step: wall seconds and CPU seconds of this process and of the sandbox.
@@ -93,6 +91,16 @@ impl Paired {
     fn ratios(&self) -> (f64, f64) {
         let of = |f: fn(&Sample) -> f64| median(self.0.iter().map(|(a, b)| f(b) / f(a)).collect());
         (of(|s| s.wall), of(|s| s.client_cpu))
+    }
+
+    /// Each round's `wall / cpu` ratios in round order, so that a reader sees how far the
+    /// rounds spread around the median (and whether one minute of the machine moved them all).
+    fn rounds(&self) -> String {
+        self.0
+            .iter()
+            .map(|(f, v)| format!("{:.2}/{:.2}", v.wall / f.wall, v.client_cpu / f.client_cpu))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -175,17 +183,18 @@ impl WriteCounter {
 /// Runs one step and measures it: wall time and the CPU both processes spent on it.
 /// `name` names the step's instruction count when the bench runs under callgrind.
 async fn measure<T>(
-    sandbox_pid: &str,
+    sandbox_pid: u32,
     name: &str,
     step: impl std::future::Future<Output = T>,
 ) -> (Sample, T) {
-    let (c0, s0) = (cpu_of("self"), cpu_of(sandbox_pid));
+    common::settle();
+    let (c0, s0) = (cpu_seconds(None), cpu_seconds(Some(sandbox_pid)));
     let t = Instant::now();
     callgrind::begin();
     let out = step.await;
     callgrind::end(name);
     let wall = t.elapsed().as_secs_f64();
-    let (c1, s1) = (cpu_of("self"), cpu_of(sandbox_pid));
+    let (c1, s1) = (cpu_seconds(None), cpu_seconds(Some(sandbox_pid)));
     let sample = Sample {
         wall,
         client_cpu: c1 - c0,
@@ -425,7 +434,7 @@ async fn profile(links: usize, what: &str) {
             ),
             _ => None,
         };
-        let (s, _) = measure(&sandbox.pid(), what, async {
+        let (s, _) = measure(sandbox.pid(), what, async {
             match (what, &fresh) {
                 ("floor", _) => {
                     fetch_only(&client, &account, 100, 4).await;
@@ -465,7 +474,7 @@ async fn history_bench(links: usize, history: usize, recent: usize) {
         .await
         .expect("app");
     clear_requests(&http, &base).await;
-    let (b, s) = measure(&sandbox_pid, "history-baseline", pass(&app)).await;
+    let (b, s) = measure(sandbox_pid, "history-baseline", pass(&app)).await;
     let (b_list, b_hist) = requests(&http, &base).await;
     assert!(s.baseline && s.history_full);
     let total_rows = s.payments_seen;
@@ -479,14 +488,14 @@ async fn history_bench(links: usize, history: usize, recent: usize) {
     for _ in 0..rounds() {
         clear_requests(&http, &base).await;
         let before = counter.count().await;
-        let (sample, s) = measure(&sandbox_pid, "history-nochange", pass(&app)).await;
+        let (sample, s) = measure(sandbox_pid, "history-nochange", pass(&app)).await;
         counts = requests(&http, &base).await;
         written = written.max(counter.count().await - before);
         events = events.max(s.events);
         hist_pages = s.history_pages;
         hist_ms.push(s.history_ms as f64);
         nc.add(sample);
-        let (f, h) = measure(&sandbox_pid, "history-floor", async {
+        let (f, h) = measure(sandbox_pid, "history-floor", async {
             fetch_only(&client, &account, 100, 4).await;
             let t = Instant::now();
             fetch_history(&client, &account, hist_pages).await;
@@ -517,6 +526,7 @@ async fn history_bench(links: usize, history: usize, recent: usize) {
         "  no-change pass         {:>7.3} s  {wall_ratio:>5.2} × floor wall (target ≤ 1.1)  cpu: client {:>5.2} s = {cpu_ratio:>4.2} × the floor's {:.2} s (target ≤ 1.25), sandbox {:>5.2} s",
         nc.wall, nc.client_cpu, floor.client_cpu, nc.sandbox_cpu
     );
+    println!("    rounds' wall/cpu ratios: {}", pairs.rounds());
     println!(
         "    of which history {hist_ms:.0} ms (its floor {hist_floor_ms:.0} ms); rows written {written} (counted by the database; target 0), events {events}"
     );
@@ -585,7 +595,7 @@ async fn links_bench(links: usize) {
         let split = || fetch_split(&client, &account, 100, 4);
 
         // Warm up (token, connections).
-        let (_, (_, n)) = measure(&sandbox_pid, "warm-up", fetch()).await;
+        let (_, (_, n)) = measure(sandbox_pid, "warm-up", fetch()).await;
         assert_eq!(n as usize, links);
 
         // Every figure is the median of `rounds()`; in each round the floor is measured before
@@ -609,7 +619,7 @@ async fn links_bench(links: usize) {
         let http = reqwest::Client::new();
         let mut app0: Option<(App, WriteCounter)> = None;
         for round in 0..rounds() {
-            let f = measure(&sandbox_pid, "floor", fetch()).await.0;
+            let f = measure(sandbox_pid, "floor", fetch()).await.0;
             floor.add(f);
             let app = App::build_with_clock(
                 config(&format!("ledger-{round}.db")),
@@ -618,7 +628,7 @@ async fn links_bench(links: usize) {
             )
             .await
             .expect("app");
-            let (sample, s) = measure(&sandbox_pid, "baseline", pass(&app)).await;
+            let (sample, s) = measure(sandbox_pid, "baseline", pass(&app)).await;
             assert!(s.baseline);
             assert_eq!(s.links_seen as usize, links);
             b_written = app
@@ -633,15 +643,22 @@ async fn links_bench(links: usize) {
                 let counter = WriteCounter::install(&app).await;
                 app0 = Some((app, counter));
             } else {
+                // Closed and removed: fifteen rounds would leave 2.3 GB of ledgers behind.
                 app.ledger.close().await;
+                let file = &app.config.ledger.path;
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut path = file.clone().into_os_string();
+                    path.push(suffix);
+                    let _ = std::fs::remove_file(path);
+                }
             }
             let (app, counter) = app0.as_ref().expect("first app");
-            let f = measure(&sandbox_pid, "floor", fetch()).await.0;
+            let f = measure(sandbox_pid, "floor", fetch()).await.0;
             floor.add(f);
-            let fs = measure(&sandbox_pid, "split", split()).await.0;
+            let fs = measure(sandbox_pid, "split", split()).await.0;
             split_floor.add(fs);
             let before = counter.count().await;
-            let (sample, s) = measure(&sandbox_pid, "no-change", pass(app)).await;
+            let (sample, s) = measure(sandbox_pid, "no-change", pass(app)).await;
             assert_eq!(s.events, 0);
             nc_written = nc_written.max(counter.count().await - before);
             no_change.add(sample);
@@ -665,10 +682,10 @@ async fn links_bench(links: usize) {
                 .buffer_unordered(16)
                 .collect::<Vec<_>>()
                 .await;
-            let f = measure(&sandbox_pid, "floor", fetch()).await.0;
+            let f = measure(sandbox_pid, "floor", fetch()).await.0;
             floor.add(f);
             let before = counter.count().await;
-            let (sample, o) = measure(&sandbox_pid, "1%-changed", pass(app)).await;
+            let (sample, o) = measure(sandbox_pid, "1%-changed", pass(app)).await;
             assert_eq!(o.events as usize, changed.len());
             o_written = counter.count().await - before;
             o_events = o.events;
@@ -684,6 +701,9 @@ async fn links_bench(links: usize) {
                 "  {name:<18} {:>7.3} s  {w:>5.2} × floor wall  cpu: client {:>5.2} s = {c:>5.2} × floor's, sandbox {:>5.2} s  {note}",
                 s.wall, s.client_cpu, s.sandbox_cpu
             );
+            if let Some(p) = pairs {
+                println!("  {:<18} rounds' wall/cpu ratios: {}", "", p.rounds());
+            }
         };
         println!(
             "sync bench ({} ledger): {links} links, {pages} pages of 100, page concurrency 4, median of {} interleaved rounds (the floor measured before each variant: {} times; a ratio is the median of the rounds' variant / the floor just before it)",

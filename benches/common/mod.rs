@@ -37,8 +37,8 @@ impl Sandbox {
         (Sandbox(child), base)
     }
 
-    pub fn pid(&self) -> String {
-        self.0.id().to_string()
+    pub fn pid(&self) -> u32 {
+        self.0.id()
     }
 }
 
@@ -103,19 +103,40 @@ pub fn env_count(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// CPU seconds (user + system) in a `/proc/…/stat` file (`/proc/PID/stat`, `/proc/self/stat`,
-/// `/proc/self/task/TID/stat`): fields 14 and 15, in clock ticks of 1/100 s.
-pub fn cpu_seconds(stat: &str) -> f64 {
-    std::fs::read_to_string(stat)
-        .ok()
-        .and_then(|s| {
-            // The command name (field 2) may hold spaces: count fields after its ')'.
-            let rest = &s[s.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-            Some(ticks / 100.0)
-        })
-        .unwrap_or(f64::NAN)
+/// CPU seconds (user + system) used so far by process `pid` (`None`: this one), every thread
+/// counted, those that ended too: the kernel's scheduler clock of the process
+/// (`clock_getcpuclockid(3)`, `clock_gettime(2)`), kept in nanoseconds. (`/proc/PID/stat`'s
+/// fields, which the benches read before 2026-12-07, tick in 1/100 s: 4% of a 0.25 s delivery
+/// step.) NaN if the clock cannot be read (the process is gone).
+pub fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let mut clock: libc::clockid_t = libc::CLOCK_PROCESS_CPUTIME_ID;
+    if let Some(pid) = pid {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return f64::NAN;
+        };
+        // SAFETY: `clock` is a valid place for the clock id; the call only writes it.
+        if unsafe { libc::clock_getcpuclockid(pid, &mut clock) } != 0 {
+            return f64::NAN;
+        }
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid place for the time; the call only writes it.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Writes every dirty page of the machine's files back to disk (`sync(2)`) before a measured
+/// step starts, so that the kernel's write-back of an earlier step's files (a baseline's 150 MB
+/// ledger, flushed some 30 s after it was written, `vm.dirty_expire_centisecs`) does not run on
+/// the two cores during a later step, whichever it happens to be.
+pub fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
 }
 
 /// The median of `v` (NaN when empty).
@@ -162,8 +183,9 @@ admin_token = "bench-admin-token-0123456789"
 }
 
 /// CPU seconds used so far by this process's threads whose name starts with `prefix` (e.g.
-/// `sqlx-sqlite` for SQLite's worker threads), from `/proc/self/task/*/stat`. Threads that
-/// ended are not counted: take it around a step during which they all live.
+/// `sqlx-sqlite` for SQLite's worker threads): the first field of each one's
+/// `/proc/self/task/TID/schedstat` (nanoseconds on a core). Threads that ended are not counted:
+/// take it around a step during which they all live.
 #[allow(dead_code)]
 pub fn threads_cpu_seconds(prefix: &str) -> f64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
@@ -175,7 +197,12 @@ pub fn threads_cpu_seconds(prefix: &str) -> f64 {
             std::fs::read_to_string(t.path().join("comm"))
                 .is_ok_and(|c| c.trim_end().starts_with(prefix))
         })
-        .map(|t| cpu_seconds(&t.path().join("stat").to_string_lossy()))
+        .map(|t| {
+            std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+                .map_or(f64::NAN, |ns| ns * 1e-9)
+        })
         .sum()
 }
 
