@@ -6,14 +6,14 @@
 //! `delivery.per_subscriber_concurrency` 8 to the one subscriber, so the floor sends 8 at a time
 //! too. A third of the events are on links with three events each, so per-link ordering is paid
 //! for. Floor and dispatcher alternate for `DELIVERY_BENCH_ROUNDS` rounds (default 15; a fresh
-//! ledger each round; each round's own ratios are printed too, since on this 2-core machine one
-//! round's CPU ratio strays by ±20%, and 5 rounds' medians still disagreed by 11% between
-//! invocations) and the medians are printed: wall time (deliveries per second) and the CPU
+//! ledger each round) and the medians are printed: wall time (deliveries per second) and the CPU
 //! seconds of the daemon's side alone (this process, from the kernel's scheduler clock: the
-//! receiver is a process of its own), with the ratios for both. Every step starts with the
-//! machine's dirty pages written back (`common::settle`). Target: ≥ 0.8 × the floor. Then the same rounds, smaller, under
-//! callgrind: instructions of this process, the dispatcher's against the floor's (see
-//! `common::callgrind`). `DELIVERY_BENCH_EVENTS` overrides the count.
+//! receiver is a process of its own), with the ratios for both, then each round's own ratios (on
+//! this 2-core machine one round's CPU ratio strays by 20% or more from the median, and the
+//! medians of 5 rounds disagreed by 11% between invocations). Every step starts with the
+//! machine's dirty pages written back (`common::settle`). Target: ≥ 0.8 × the floor. Then the
+//! same rounds, smaller, under callgrind: instructions of this process, the dispatcher's against
+//! the floor's (see `common::callgrind`). `DELIVERY_BENCH_EVENTS` overrides the count.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
