@@ -146,7 +146,6 @@ pub(super) async fn upsert_many(tx: &mut Tx<'_>, rows: &[PaymentWrite]) -> Ledge
                     QueryBuilder::new(format!("INSERT INTO payment ({COLUMNS}) "));
                 let mut values = Vec::with_capacity(COLUMN_COUNT);
                 qb.push_values(chunk, |mut b, w| {
-                    values.clear();
                     push_values(&mut values, w);
                     for v in values.drain(..) {
                         match v {

@@ -57,7 +57,8 @@ impl<'a> Value<'a> {
 /// worker's other tasks move to another thread meanwhile.
 ///
 /// Errors: [`LedgerError::Sqlite`] with `SQLITE_MISUSE` when a set does not make whole rows,
-/// `sql` holds no statement or the connection holds no write lock (nothing is run); with
+/// `sql` holds no statement, its parameters are not `columns`, or the connection holds no write
+/// lock (nothing is run); with
 /// SQLite's code and message when the statement does not compile, a value is refused (e.g. a
 /// text over SQLite's length limit) or a row fails (a constraint, I/O): the rows before it are
 /// written, and the caller's transaction decides what happens to them. [`LedgerError::Sql`]
@@ -82,7 +83,14 @@ pub(super) async fn execute_rows(
     }
     let mut handle = conn.lock_handle().await?;
     let db = handle.as_raw_handle();
-    let run = || run_rows(db, sql, sets.iter().flat_map(|set| set.chunks(columns)));
+    let run = || {
+        run_rows(
+            db,
+            sql,
+            columns,
+            sets.iter().flat_map(|set| set.chunks(columns)),
+        )
+    };
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
         _ => run(),
@@ -108,10 +116,12 @@ impl Drop for Statement {
     }
 }
 
-/// The body of [`execute_rows`]: `db` must be locked out from sqlx's worker for the whole call.
+/// The body of [`execute_rows`]: `db` must be locked out from sqlx's worker for the whole call,
+/// and each of `rows` holds `columns` values.
 fn run_rows<'v>(
     db: NonNull<ffi::sqlite3>,
     sql: &str,
+    columns: usize,
     rows: impl Iterator<Item = &'v [Value<'v>]>,
 ) -> LedgerResult<()> {
     let db = db.as_ptr();
@@ -156,6 +166,13 @@ fn run_rows<'v>(
     };
     let stmt = Statement(stmt);
     let s = stmt.0.as_ptr();
+    // SAFETY: `s` is live.
+    let params = unsafe { ffi::sqlite3_bind_parameter_count(s) };
+    if usize::try_from(params).ok() != Some(columns) {
+        return Err(misuse(format!(
+            "the statement takes {params} parameters, the rows have {columns} values"
+        )));
+    }
     for row in rows {
         for (i, value) in (1..).zip(row) {
             // SAFETY: `s` is live; a text is bound `SQLITE_STATIC`: it stays where it is, in
@@ -316,6 +333,8 @@ mod tests {
             .await
             .unwrap();
         let empty = execute_rows(&mut c, "  ", 2, &[&one]).await.unwrap_err();
+        // Rows of three for a statement of two parameters.
+        let wide = execute_rows(&mut c, INSERT, 3, &[&odd]).await.unwrap_err();
         let bad = execute_rows(&mut c, "INSERT INTO nowhere VALUES (?, ?)", 2, &[&one]).await;
         sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
         assert!(
@@ -327,6 +346,11 @@ mod tests {
                 }
             ),
             "{empty:?}"
+        );
+        assert!(
+            wide.to_string()
+                .contains("the statement takes 2 parameters, the rows have 3 values"),
+            "{wide}"
         );
         let bad = bad.unwrap_err().to_string();
         assert!(bad.contains("no such table: nowhere"), "{bad}");
