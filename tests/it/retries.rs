@@ -150,3 +150,60 @@ async fn smtp_failures_are_retried_through_the_delivery_table() {
     assert_eq!(log.len(), 2);
     assert_eq!(log[1].status, Some(250), "SMTP reply code logged");
 }
+
+#[tokio::test]
+async fn one_group_of_mixed_outcomes_records_each_deliverys_own_status_error_and_next_attempt() {
+    // Six links paid, six events: the receiver fails three of the POSTs (whichever come first)
+    // and accepts the others. Their outcomes are recorded together (one group, or two if the
+    // group's window closes between them): each delivery must get its own outcome, whatever
+    // order they were sent and recorded in (PostgreSQL records a group as parallel arrays).
+    let erp = Receiver::start(vec![500, 500, 500]).await;
+    let t = TestApp::spawn_with(|c| {
+        subscribe(c, "erp", &erp, Some(LINK_EVENTS));
+        c.retry_schedule = Some(strings(&["1h"]));
+    })
+    .await;
+    t.sync_ok().await;
+    for id in [5, 10, 15, 20, 25, 30] {
+        t.sandbox.pay(id).await;
+    }
+    assert_eq!(link_events(&t.sync_ok().await), 6);
+    let d = t.dispatch().await;
+    assert_eq!((d.attempted, d.delivered, d.retrying), (6, 3, 3), "{d:?}");
+
+    let answered: std::collections::HashMap<String, u16> = erp
+        .hits()
+        .into_iter()
+        .map(|h| (h.webhook_id, h.answered))
+        .collect();
+    assert_eq!(answered.len(), 6);
+    let rows = t.deliveries_of("erp").await;
+    assert_eq!(rows.len(), 6);
+    for r in &rows {
+        let status = answered[&r.event_id];
+        let log = t.app.ledger.delivery_attempts(r.id).await.unwrap();
+        assert_eq!(log.len(), 1, "{r:?}: {log:?}");
+        assert_eq!(r.attempts, 1, "{r:?}");
+        assert_eq!(r.last_status, Some(i64::from(status)), "{r:?}");
+        assert_eq!(log[0].status, Some(i64::from(status)), "{log:?}");
+        assert_eq!(log[0].error, r.last_error, "{r:?}: {log:?}");
+        if status == 200 {
+            assert_eq!(r.state, DeliveryState::Delivered, "{r:?}");
+            assert_eq!(r.delivered_at, Some(log[0].attempted_at), "{r:?}");
+            assert_eq!((r.next_attempt_at, r.last_error.as_deref()), (None, None));
+        } else {
+            assert_eq!(r.state, DeliveryState::Pending, "{r:?}");
+            assert_eq!(r.delivered_at, None, "{r:?}");
+            // The one-hour slot of the schedule, ±20% jitter, from the attempt's start.
+            let wait = r.next_attempt_at.unwrap() - log[0].attempted_at;
+            assert!(
+                wait >= chrono::Duration::minutes(47) && wait <= chrono::Duration::minutes(73),
+                "{r:?}: {wait}"
+            );
+            assert!(
+                r.last_error.as_deref().unwrap().contains("HTTP 500"),
+                "{r:?}"
+            );
+        }
+    }
+}
