@@ -146,17 +146,21 @@ struct Sample {
     /// The receiver process's CPU seconds (not the daemon's side: shown to tell how much of
     /// the machine's two cores the step left unused).
     receiver: f64,
+    /// The PostgreSQL server's CPU seconds (its processes, `common::postgres_cpu`): the
+    /// ledger's side of the work on PostgreSQL; 0 on SQLite, whose work is in `cpu`.
+    server: f64,
 }
 
 /// Measures `step` (named `name` in the instruction counts under callgrind): wall time, this
-/// process's CPU, its SQLite threads' CPU and the receiver's (another process: `receiver` is its
-/// id).
+/// process's CPU, its SQLite threads' CPU, the receiver's (another process: `receiver` is its
+/// id) and, on PostgreSQL, the server's.
 async fn measured<T>(
     name: &str,
     receiver: u32,
     step: impl std::future::Future<Output = T>,
 ) -> (Sample, T) {
     common::settle();
+    let g0 = common::postgres_cpu();
     let p0 = cpu_seconds(None);
     let q0 = threads_cpu_seconds("sqlx-sqlite");
     let r0 = cpu_seconds(Some(receiver));
@@ -168,12 +172,14 @@ async fn measured<T>(
     let p1 = cpu_seconds(None);
     let q1 = threads_cpu_seconds("sqlx-sqlite");
     let r1 = cpu_seconds(Some(receiver));
+    let server = common::postgres_cpu_since(&g0);
     (
         Sample {
             wall,
             cpu: p1 - p0,
             sqlite: q1 - q0,
             receiver: r1 - r0,
+            server,
         },
         out,
     )
@@ -353,9 +359,27 @@ fn main() {
         let oq = median(ours.iter().map(|s| s.sqlite).collect());
         let fr = median(floor.iter().map(|s| s.receiver).collect());
         let or = median(ours.iter().map(|s| s.receiver).collect());
-        // Cores busy on this side and the receiver's together (of the machine's).
-        let busy = |v: &[Sample]| median(v.iter().map(|s| (s.cpu + s.receiver) / s.wall).collect());
+        // Cores busy on this side, the PostgreSQL server's (if any) and the receiver's together
+        // (of the machine's).
+        let busy = |v: &[Sample]| {
+            median(
+                v.iter()
+                    .map(|s| (s.cpu + s.server + s.receiver) / s.wall)
+                    .collect(),
+            )
+        };
         let rate = |secs: f64| n as f64 / secs;
+        // Where the ledger's work is done: SQLite's threads (in this process's CPU), or the
+        // PostgreSQL server (beside it: also given added to this side's, as a ratio).
+        let ledger_side = if common::on_postgres() {
+            let os = median(ours.iter().map(|s| s.server).collect());
+            format!(
+                "PostgreSQL server {os:.2} s; this side + server {:.2} × floor cpu",
+                paired(|s| s.cpu + s.server)
+            )
+        } else {
+            format!("SQLite threads {oq:.2} s")
+        };
         println!(
             "delivery bench ({} ledger): {n} events ({third} on links with 3 each), one subscriber at {PER_SUBSCRIBER} in flight (the daemon's default), median of {rounds} interleaved rounds",
             common::backend_name()
@@ -367,17 +391,27 @@ fn main() {
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         println!(
-            "  dispatcher (ledger)        {:>9.0} deliveries/s  ({ow:.3} s)  cpu (this side) {oc:.2} s (SQLite threads {oq:.2} s; PostgreSQL's server processes not counted)  (receiver {or:.2} s; {:.2} cores busy)  {:.2} × floor rate (target ≥ 0.8), {cpu_ratio:.2} × floor cpu (medians of the rounds' ratios)",
+            "  dispatcher (ledger)        {:>9.0} deliveries/s  ({ow:.3} s)  cpu (this side) {oc:.2} s ({ledger_side})  (receiver {or:.2} s; {:.2} cores busy)  {:.2} × floor rate (target ≥ 0.8), {cpu_ratio:.2} × floor cpu (medians of the rounds' ratios)",
             rate(ow),
             busy(&ours),
             1.0 / wall_ratio
         );
         println!(
-            "  rounds' rate/cpu ratios (SQLite threads' CPU): {}",
+            "  rounds' rate/cpu ratios ({}): {}",
+            if common::on_postgres() {
+                "PostgreSQL server's CPU"
+            } else {
+                "SQLite threads' CPU"
+            },
             floor
                 .iter()
                 .zip(&ours)
-                .map(|(f, o)| format!("{:.2}/{:.2} ({:.2} s)", f.wall / o.wall, o.cpu / f.cpu, o.sqlite))
+                .map(|(f, o)| format!(
+                    "{:.2}/{:.2} ({:.2} s)",
+                    f.wall / o.wall,
+                    o.cpu / f.cpu,
+                    if common::on_postgres() { o.server } else { o.sqlite }
+                ))
                 .collect::<Vec<_>>()
                 .join(" ")
         );

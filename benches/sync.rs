@@ -45,12 +45,24 @@ fn rounds() -> usize {
     env_count("SYNC_BENCH_ROUNDS", 15).max(1)
 }
 
-/// One measured step: wall seconds and CPU seconds of this process and of the sandbox.
+/// One measured step: wall seconds and CPU seconds of this process, of the sandbox and, on
+/// PostgreSQL, of the server's processes (`common::postgres_cpu`; 0 on SQLite, whose work is
+/// in this process's).
 #[derive(Clone, Copy)]
 struct Sample {
     wall: f64,
     client_cpu: f64,
     sandbox_cpu: f64,
+    server_cpu: f64,
+}
+
+/// `, PostgreSQL server N s` for a sample taken on PostgreSQL; empty on SQLite.
+fn server_note(s: &Sample) -> String {
+    if common::on_postgres() {
+        format!(", PostgreSQL server {:>5.2} s", s.server_cpu)
+    } else {
+        String::new()
+    }
 }
 
 /// The samples of a step; reported by their medians (wall and CPU each on its own), so that one
@@ -73,6 +85,7 @@ impl Median {
             wall: self.of(|s| s.wall),
             client_cpu: self.of(|s| s.client_cpu),
             sandbox_cpu: self.of(|s| s.sandbox_cpu),
+            server_cpu: self.of(|s| s.server_cpu),
         }
     }
 }
@@ -181,7 +194,8 @@ impl WriteCounter {
     }
 }
 
-/// Runs one step and measures it: wall time and the CPU both processes spent on it.
+/// Runs one step and measures it: wall time and the CPU both processes (and PostgreSQL's
+/// server, if the ledger is there) spent on it.
 /// `name` names the step's instruction count when the bench runs under callgrind.
 async fn measure<T>(
     sandbox_pid: u32,
@@ -189,6 +203,7 @@ async fn measure<T>(
     step: impl std::future::Future<Output = T>,
 ) -> (Sample, T) {
     common::settle();
+    let g0 = common::postgres_cpu();
     let (c0, s0) = (cpu_seconds(None), cpu_seconds(Some(sandbox_pid)));
     let t = Instant::now();
     callgrind::begin();
@@ -200,6 +215,7 @@ async fn measure<T>(
         wall,
         client_cpu: c1 - c0,
         sandbox_cpu: s1 - s0,
+        server_cpu: common::postgres_cpu_since(&g0),
     };
     (sample, out)
 }
@@ -516,16 +532,25 @@ async fn history_bench(links: usize, history: usize, recent: usize) {
         rounds()
     );
     println!(
-        "  baseline (all history) {:>7.3} s  cpu: client {:>5.2} s, sandbox {:>5.2} s  rows written {} links + {} payments; requests: {b_list} list, {b_hist} history",
-        b.wall, b.client_cpu, b.sandbox_cpu, s.links_written, s.payments_written
+        "  baseline (all history) {:>7.3} s  cpu: client {:>5.2} s, sandbox {:>5.2} s{}  rows written {} links + {} payments; requests: {b_list} list, {b_hist} history",
+        b.wall,
+        b.client_cpu,
+        b.sandbox_cpu,
+        server_note(&b),
+        s.links_written,
+        s.payments_written
     );
     println!(
         "  fetch-only floor       {:>7.3} s  (the no-change pass's requests: link pages and {hist_pages} history pages)",
         floor.wall
     );
     println!(
-        "  no-change pass         {:>7.3} s  {wall_ratio:>5.2} × floor wall (target ≤ 1.1)  cpu: client {:>5.2} s = {cpu_ratio:>4.2} × the floor's {:.2} s (target ≤ 1.25), sandbox {:>5.2} s",
-        nc.wall, nc.client_cpu, floor.client_cpu, nc.sandbox_cpu
+        "  no-change pass         {:>7.3} s  {wall_ratio:>5.2} × floor wall (target ≤ 1.1)  cpu: client {:>5.2} s = {cpu_ratio:>4.2} × the floor's {:.2} s (target ≤ 1.25), sandbox {:>5.2} s{}",
+        nc.wall,
+        nc.client_cpu,
+        floor.client_cpu,
+        nc.sandbox_cpu,
+        server_note(&nc)
     );
     println!("    rounds' wall/cpu ratios: {}", pairs.rounds());
     println!(
@@ -699,8 +724,11 @@ async fn links_bench(links: usize) {
         let row = |name: &str, s: &Sample, pairs: Option<&Paired>, note: String| {
             let (w, c) = pairs.map_or((1.0, 1.0), Paired::ratios);
             println!(
-                "  {name:<18} {:>7.3} s  {w:>5.2} × floor wall  cpu: client {:>5.2} s = {c:>5.2} × floor's, sandbox {:>5.2} s  {note}",
-                s.wall, s.client_cpu, s.sandbox_cpu
+                "  {name:<18} {:>7.3} s  {w:>5.2} × floor wall  cpu: client {:>5.2} s = {c:>5.2} × floor's, sandbox {:>5.2} s{}  {note}",
+                s.wall,
+                s.client_cpu,
+                s.sandbox_cpu,
+                server_note(s)
             );
             if let Some(p) = pairs {
                 println!("  {:<18} rounds' wall/cpu ratios: {}", "", p.rounds());

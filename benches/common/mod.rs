@@ -206,6 +206,48 @@ pub fn threads_cpu_seconds(prefix: &str) -> f64 {
         .sum()
 }
 
+/// The CPU seconds of each process of the PostgreSQL server on this machine (every process
+/// whose `comm` is `postgres`: the postmaster, its background workers and one backend per
+/// connection), by pid: `/proc/PID/schedstat`'s time on a core, nanoseconds (a PostgreSQL
+/// process has one thread). Empty off PostgreSQL (`BENCH_LEDGER`) or where `/proc` cannot be
+/// read. Meaningful when `BENCH_PG` is this machine's server (the default, 127.0.0.1).
+pub fn postgres_cpu() -> std::collections::HashMap<u32, f64> {
+    let mut cpu = std::collections::HashMap::new();
+    if !on_postgres() {
+        return cpu;
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return cpu;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::fs::read_to_string(p.path().join("comm")).is_ok_and(|c| c.trim_end() == "postgres")
+        {
+            continue;
+        }
+        if let Some(ns) = std::fs::read_to_string(p.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        {
+            cpu.insert(pid, ns * 1e-9);
+        }
+    }
+    cpu
+}
+
+/// The CPU seconds the PostgreSQL server's processes spent since `before` (a [`postgres_cpu`]
+/// snapshot): each live process's growth, one started since counted from zero. A process that
+/// ended in between is missed; the ledger's pool keeps its connections through a step. 0 off
+/// PostgreSQL.
+pub fn postgres_cpu_since(before: &std::collections::HashMap<u32, f64>) -> f64 {
+    postgres_cpu()
+        .into_iter()
+        .map(|(pid, now)| now - before.get(&pid).copied().unwrap_or(0.0))
+        .sum()
+}
+
 /// Whether the benches run on PostgreSQL: `BENCH_LEDGER=postgres` (the server of
 /// `BENCH_PG`, default `postgres://postgres@127.0.0.1:5432/test`; a database per ledger).
 pub fn on_postgres() -> bool {
