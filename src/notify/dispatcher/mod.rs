@@ -227,8 +227,10 @@ impl Dispatcher {
             // their links. On PostgreSQL the next batch is claimed after this one is recorded:
             // the claim beside a batch in flight costs the server's CPU that the batch's outcome
             // commits need (with the claim of 9790f92: 55-70 ms instead of ~37 ms, sending 2,000
-            // slower by as much; delivery 0.621 s either way, `BENCH_LEDGER=postgres cargo bench
-            // --bench delivery`).
+            // slower by as much; delivery 0.621 s either way; with today's claim 153 ms instead of
+            // 54-60 ms, and 0.22-0.23 x the floor's rate instead of 0.32-0.35 x, `BENCH_LEDGER=
+            // postgres cargo bench --bench delivery`, docs/PERFORMANCE.md), and a batch claimed
+            // early would age against `ledger.lease` while the one before it is sent.
             let full = ids.len() >= self.batch as usize;
             let prefetch = full && !self.ledger.is_postgres();
             let stop = CancellationToken::new();
