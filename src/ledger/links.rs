@@ -1,6 +1,5 @@
 //! `payment_link`: the mirror.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -67,46 +66,67 @@ const COLUMNS: &str = "account_id, link_id, reff_no, title, payment_url, status,
     items_json, whitelisted_payment_method, redirect_url, payment_date, created_at, updated_at, \
     raw_json, first_seen_at, last_seen_at, deleted_at, sequence, raw_hash";
 
-/// The most rows per upsert statement on PostgreSQL (25 parameters each: 10,000, under its
-/// 65,535; SQLite steps one single-row statement per row instead, [`upsert_many`]). The pages a
-/// writer commits together go in as few statements as this allows ([`statement_rows`]): each
-/// statement is one round trip to the server. The size was chosen on SQLite, when it too took
-/// multi-row statements through sqlx: medians of 5 alternating rounds of
-/// `SYNC_BENCH_PROFILE=baseline` (each the median of 10 imports): one statement per page 2.42 s,
-/// at most 200 rows 2.21 s, 400 rows 2.15 s, 800 rows 2.15 s; each connection keeps every size
-/// it compiled, with its last bound values (peak RSS 51–53 MB at one statement per page, 66.5
-/// MB at 400 rows and 117 MB at 1,000).
-const ROWS_PER_STATEMENT: usize = 400;
+/// The PostgreSQL type of each of [`COLUMNS`], in order: its array's element type in
+/// [`upsert_pg_text`] (the `payment_link` table of `migrations/postgres/0001_init.sql`).
+/// [`LinkRows::push`] gives a `bigint` column a [`Value::Int`] and a `text` one a
+/// [`Value::Text`].
+const PG_TYPES: [&str; COLUMN_COUNT] = [
+    "text", "bigint", "text", "text", "text", "text", "text", "bigint", "bigint", "bigint",
+    "bigint", "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
+    "text", "text", "bigint", "text",
+];
 
-/// Below [`ROWS_PER_STATEMENT`], a statement's rows are a multiple of this (a sweep's page
-/// size), then a power of two below it, so a backend has at most 11 upsert texts, each compiled
-/// once per connection.
-const ROWS_STEP: usize = 100;
+/// What an upsert of [`COLUMNS`] does to a link already stored: every column but
+/// `first_seen_at` takes the new row's value.
+const UPSERT_CONFLICT: &str = "ON CONFLICT (account_id, link_id) DO UPDATE SET \
+     reff_no = excluded.reff_no, \
+     title = excluded.title, payment_url = excluded.payment_url, status = excluded.status, \
+     status_computed = excluded.status_computed, is_expired = excluded.is_expired, \
+     required_customer_detail = excluded.required_customer_detail, \
+     max_usage = excluded.max_usage, current_usage = excluded.current_usage, \
+     expired_at = excluded.expired_at, total_amount = excluded.total_amount, \
+     items_json = excluded.items_json, \
+     whitelisted_payment_method = excluded.whitelisted_payment_method, \
+     redirect_url = excluded.redirect_url, payment_date = excluded.payment_date, \
+     created_at = excluded.created_at, updated_at = excluded.updated_at, \
+     raw_json = excluded.raw_json, last_seen_at = excluded.last_seen_at, \
+     deleted_at = excluded.deleted_at, sequence = excluded.sequence, \
+     raw_hash = excluded.raw_hash";
 
-/// The row counts of the statements that upsert `rows` rows ([`super::statement_sizes`] with
-/// [`ROWS_PER_STATEMENT`] and [`ROWS_STEP`]; 1,150 rows: 400, 400, 300, 32, 16, 2).
-fn statement_rows(rows: usize) -> impl Iterator<Item = usize> {
-    super::statement_sizes(rows, ROWS_PER_STATEMENT, ROWS_STEP)
+/// SQLite's upsert of one row of [`COLUMNS`], anonymous (`?`) parameters, which
+/// [`super::sqlite_rows`] binds by position (when SQLite's statements went through sqlx, which
+/// asks for every parameter's name at every execution, thousands of `$n` made the baseline
+/// import 3-4 × slower). Built once.
+fn upsert_sqlite_text() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "INSERT INTO payment_link ({COLUMNS}) VALUES ({}) {UPSERT_CONFLICT}",
+            ["?"; COLUMN_COUNT].join(", ")
+        )
+    })
 }
 
-/// The upsert text for `rows` rows, one of [`statement_rows`]'s sizes (built once per process
-/// and backend; another size is built each time).
-fn upsert_text(rows: usize, pg: bool) -> Cow<'static, str> {
-    const SIZES: usize = ROWS_PER_STATEMENT / ROWS_STEP + 7;
-    static TEXTS: [[std::sync::OnceLock<String>; SIZES]; 2] =
-        [const { [const { std::sync::OnceLock::new() }; SIZES] }; 2];
-    let slot = if rows.is_multiple_of(ROWS_STEP) && (ROWS_STEP..=ROWS_PER_STATEMENT).contains(&rows)
-    {
-        Some(rows / ROWS_STEP - 1)
-    } else if rows.is_power_of_two() && rows < ROWS_STEP {
-        Some(ROWS_PER_STATEMENT / ROWS_STEP + rows.ilog2() as usize)
-    } else {
-        None
-    };
-    match slot.and_then(|i| TEXTS[usize::from(pg)].get(i)) {
-        Some(cell) => Cow::Borrowed(cell.get_or_init(|| upsert_sql(rows, pg))),
-        None => Cow::Owned(upsert_sql(rows, pg)),
-    }
+/// PostgreSQL's upsert of any number of rows of [`COLUMNS`]: one array parameter per column
+/// (`$1::text[]` … `$25::text[]`, [`PG_TYPES`]), the rows made by `unnest`. One text for every
+/// row count, planned in a fraction of a millisecond. Before, the rows went as 25 parameters
+/// each in statements of up to 400 rows: 774 statements for a baseline import of 100,000 links,
+/// each planned again at every execution (`plan_cache_mode`) in 0.92 ms of the server's time
+/// (`bind` in the server's statement log) beside 2.37 ms of execution (docs/PERFORMANCE.md).
+/// Built once.
+fn upsert_pg_text() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let arrays: Vec<String> = PG_TYPES
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("${}::{t}[]", i + 1))
+            .collect();
+        format!(
+            "INSERT INTO payment_link ({COLUMNS}) SELECT * FROM unnest({}) {UPSERT_CONFLICT}",
+            arrays.join(", ")
+        )
+    })
 }
 
 /// Number of [`COLUMNS`].
@@ -115,8 +135,8 @@ const COLUMN_COUNT: usize = 25;
 /// Link rows to insert or update, encoded into column values as they are added: the pass
 /// encodes a page while the ledger writer is still committing earlier ones, and the writer only
 /// binds and executes: on SQLite in place, row by row ([`super::sqlite_rows`]); on PostgreSQL
-/// the rows of the pages committed together go in multi-row statements of up to
-/// [`ROWS_PER_STATEMENT`] rows. Memory: the rows' texts (moved, not copied) until the commit.
+/// the rows of the pages committed together go in one statement of column arrays
+/// ([`upsert_pg_text`]). Memory: the rows' texts (moved, not copied) until the commit.
 #[derive(Debug, Default)]
 pub(crate) struct LinkRows {
     /// [`COLUMN_COUNT`] values per row, in [`COLUMNS`] order.
@@ -185,51 +205,8 @@ impl LinkRows {
     }
 }
 
-/// `INSERT … ON CONFLICT DO UPDATE` of `rows` rows of [`COLUMNS`]. Parameters are `$n` on
-/// PostgreSQL and anonymous `?` on SQLite, which [`super::sqlite_rows`] binds by position (when
-/// SQLite's statements went through sqlx, which asks for every parameter's name at every
-/// execution, thousands of `$n` made the baseline import 3-4 × slower).
-fn upsert_sql(rows: usize, pg: bool) -> String {
-    use std::fmt::Write as _;
-    // One buffer, no string per parameter: 5,000 small strings joined were 6% of a baseline
-    // import's instructions (callgrind) when a text was built per statement; [`upsert_text`]
-    // now builds each size once.
-    let mut values = String::with_capacity(rows * COLUMN_COUNT * 7);
-    for r in 0..rows {
-        values.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 1..=COLUMN_COUNT {
-            if c > 1 {
-                values.push_str(", ");
-            }
-            if pg {
-                let _ = write!(values, "${}", r * COLUMN_COUNT + c);
-            } else {
-                values.push('?');
-            }
-        }
-        values.push(')');
-    }
-    format!(
-        "INSERT INTO payment_link ({COLUMNS}) VALUES {} \
-         ON CONFLICT (account_id, link_id) DO UPDATE SET reff_no = excluded.reff_no, \
-         title = excluded.title, payment_url = excluded.payment_url, status = excluded.status, \
-         status_computed = excluded.status_computed, is_expired = excluded.is_expired, \
-         required_customer_detail = excluded.required_customer_detail, \
-         max_usage = excluded.max_usage, current_usage = excluded.current_usage, \
-         expired_at = excluded.expired_at, total_amount = excluded.total_amount, \
-         items_json = excluded.items_json, \
-         whitelisted_payment_method = excluded.whitelisted_payment_method, \
-         redirect_url = excluded.redirect_url, payment_date = excluded.payment_date, \
-         created_at = excluded.created_at, updated_at = excluded.updated_at, \
-         raw_json = excluded.raw_json, last_seen_at = excluded.last_seen_at, \
-         deleted_at = excluded.deleted_at, sequence = excluded.sequence, \
-         raw_hash = excluded.raw_hash",
-        values
-    )
-}
-
-/// The rows of `sets` as `(rows, values)` batches for PostgreSQL, each cut into statements by
-/// [`statement_rows`]: all the sets in one batch, in order. A set's link ids are distinct
+/// The rows of `sets` as `(rows, values)` batches for PostgreSQL, each one statement: all the
+/// sets in one batch, in order. A set's link ids are distinct
 /// ([`LinkRows::push`]); if two sets share one (a pass does not write a link twice, so this is a
 /// defence: PostgreSQL refuses an upsert that touches a row twice), one batch per set, in order.
 fn batches(sets: Vec<LinkRows>) -> Vec<(usize, Vec<Value<'static>>)> {
@@ -246,8 +223,8 @@ fn batches(sets: Vec<LinkRows>) -> Vec<(usize, Vec<Value<'static>>)> {
 }
 
 /// Executes the encoded upserts of `rows` (consumed, in order) inside `tx`: on SQLite one
-/// prepared single-row statement stepped per row ([`execute_rows`]), on PostgreSQL the
-/// multi-row statements of [`batches`].
+/// prepared single-row statement stepped per row ([`execute_rows`]), on PostgreSQL one
+/// statement of column arrays per batch of [`batches`] ([`upsert_pg`]).
 pub(super) async fn upsert_many(
     tx: &mut Tx<'_>,
     rows: impl IntoIterator<Item = LinkRows>,
@@ -258,28 +235,52 @@ pub(super) async fn upsert_many(
             // One single-row statement stepped per row, its values bound in place
             // (`sqlite_rows`); a link written twice is simply written twice, in order.
             let sets: Vec<&[Value<'_>]> = sets.iter().map(|s| s.values.as_slice()).collect();
-            execute_rows(t, &upsert_text(1, false), COLUMN_COUNT, &sets).await?;
+            execute_rows(t, upsert_sqlite_text(), COLUMN_COUNT, &sets).await?;
         }
         Tx::Postgres(t) => {
             for (total, values) in batches(sets) {
-                let mut values = values.into_iter();
-                for n in statement_rows(total) {
-                    let mut args = sqlx::postgres::PgArguments::default();
-                    args.reserve(n * COLUMN_COUNT, 0);
-                    for v in values.by_ref().take(n * COLUMN_COUNT) {
-                        match v {
-                            Value::Int(i) => args.add(i),
-                            Value::Text(t) => args.add(t),
-                        }
-                        .map_err(|e| LedgerError::Corrupt(format!("payment_link row: {e}")))?;
-                    }
-                    sqlx::query_with(sqlx::AssertSqlSafe(upsert_text(n, true)), args)
-                        .execute(&mut **t)
-                        .await?;
+                if total > 0 {
+                    upsert_pg(t, &values).await?;
                 }
             }
         }
     }
+    Ok(())
+}
+
+/// Binds `values` (whole rows of [`COLUMNS`], row after row) as [`upsert_pg_text`]'s column
+/// arrays, borrowing the texts, and runs it on `conn`.
+///
+/// Errors: a value's kind is not its column's ([`PG_TYPES`]; [`LedgerError::Corrupt`], nothing
+/// run), or the statement fails.
+async fn upsert_pg(conn: &mut sqlx::PgConnection, values: &[Value<'static>]) -> LedgerResult<()> {
+    let mismatch =
+        |c: usize| LedgerError::Corrupt(format!("payment_link row: column {c} of the wrong kind"));
+    let mut args = sqlx::postgres::PgArguments::default();
+    for (c, ty) in PG_TYPES.iter().enumerate() {
+        let column = values.iter().skip(c).step_by(COLUMN_COUNT);
+        let added = if *ty == "bigint" {
+            let ints = column
+                .map(|v| match v {
+                    Value::Int(i) => Ok(*i),
+                    Value::Text(_) => Err(mismatch(c)),
+                })
+                .collect::<LedgerResult<Vec<Option<i64>>>>()?;
+            args.add(ints)
+        } else {
+            let texts = column
+                .map(|v| match v {
+                    Value::Text(t) => Ok(t.as_deref()),
+                    Value::Int(_) => Err(mismatch(c)),
+                })
+                .collect::<LedgerResult<Vec<Option<&str>>>>()?;
+            args.add(texts)
+        };
+        added.map_err(|e| LedgerError::Corrupt(format!("payment_link row: {e}")))?;
+    }
+    sqlx::query_with(upsert_pg_text(), args)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -477,30 +478,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statements_take_up_to_400_rows_then_page_multiples_then_powers_of_two() {
-        let sizes = |n: usize| statement_rows(n).collect::<Vec<_>>();
-        assert_eq!(sizes(0), Vec::<usize>::new());
-        assert_eq!(sizes(800), vec![400, 400]);
-        assert_eq!(sizes(1150), vec![400, 400, 300, 32, 16, 2]);
-        assert_eq!(sizes(99), vec![64, 32, 2, 1]);
-        for n in [1, 57, 100, 399, 400, 401, 999, 12_345] {
-            assert_eq!(statement_rows(n).sum::<usize>(), n, "{n}");
-            assert!(statement_rows(n).all(|r| r <= ROWS_PER_STATEMENT));
-        }
-        // Every size it gives has a text built once per backend.
-        for n in (1..=3000).flat_map(statement_rows) {
-            for pg in [false, true] {
-                assert!(matches!(upsert_text(n, pg), Cow::Borrowed(_)), "{n} rows");
-            }
-        }
-        assert_eq!(
-            upsert_text(300, false).matches('?').count(),
-            300 * COLUMN_COUNT
-        );
-        assert!(upsert_text(3, true).contains(&format!("${}", 3 * COLUMN_COUNT)));
-    }
-
-    #[test]
     fn pages_sharing_a_link_id_keep_batches_of_their_own_and_others_share_one() {
         let set = |ids: &[i64]| LinkRows {
             values: ids
@@ -533,21 +510,47 @@ mod tests {
     }
 
     #[test]
-    fn upsert_sql_numbers_postgres_parameters_across_rows_and_counts_sqlite_ones() {
-        let pg = upsert_sql(2, true);
-        let first: Vec<String> = (1..=COLUMN_COUNT).map(|c| format!("${c}")).collect();
-        let second: Vec<String> = (COLUMN_COUNT + 1..=2 * COLUMN_COUNT)
-            .map(|c| format!("${c}"))
-            .collect();
-        assert!(pg.contains(&format!(
-            "VALUES ({}), ({}) ON CONFLICT",
-            first.join(", "),
-            second.join(", ")
-        )));
-        let lite = upsert_sql(3, false);
-        assert_eq!(lite.matches('?').count(), 3 * COLUMN_COUNT);
-        let row = format!("({})", vec!["?"; COLUMN_COUNT].join(", "));
-        assert!(lite.contains(&format!("VALUES {row}, {row}, {row} ON CONFLICT")));
+    fn upsert_texts_take_one_row_on_sqlite_and_one_array_per_column_on_postgres() {
         assert_eq!(COLUMNS.split(',').count(), COLUMN_COUNT);
+        let row = format!("({})", vec!["?"; COLUMN_COUNT].join(", "));
+        let lite = upsert_sqlite_text();
+        assert_eq!(lite.matches('?').count(), COLUMN_COUNT);
+        assert!(
+            lite.contains(&format!("VALUES {row} ON CONFLICT")),
+            "{lite}"
+        );
+        let pg = upsert_pg_text();
+        assert!(
+            pg.contains(
+                "unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], \
+                 $11::bigint[], $12::text[], $13::text[], $14::text[], $15::text[], \
+                 $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], \
+                 $22::text[], $23::text[], $24::bigint[], $25::text[]) ON CONFLICT"
+            ),
+            "{pg}"
+        );
+    }
+
+    #[test]
+    fn a_pushed_rows_values_are_of_their_postgres_columns_kinds() {
+        let raw = r#"{"id":7,"reff_no":"R7","title":"Link 7","status":"open","current_usage":0,"total_amount":"20000.00","max_usage":3}"#;
+        let mut rows = LinkRows::default();
+        rows.push(LinkWrite {
+            account_id: AccountId::parse("01K7P073Q8RE2A9PQT8Q7MXPN4").expect("account"),
+            link: PaymentLink::decode(raw).expect("link"),
+            raw_hash: crate::sync::pass::content_hash(raw),
+            raw_json: raw.to_owned(),
+            sequence: 1,
+            deleted_at: None,
+            now: Utc::now(),
+        });
+        assert_eq!(rows.values.len(), COLUMN_COUNT);
+        for (c, (v, ty)) in rows.values.iter().zip(PG_TYPES).enumerate() {
+            match v {
+                Value::Int(_) => assert_eq!(ty, "bigint", "column {c}"),
+                Value::Text(_) => assert_eq!(ty, "text", "column {c}"),
+            }
+        }
     }
 }
