@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Arguments, Row};
+use sqlx::Row;
 
 use crate::singapay::PaymentLink;
 use crate::time::ledger_ts;
@@ -117,15 +117,7 @@ fn upsert_sqlite_text() -> &'static str {
 fn upsert_pg_text() -> &'static str {
     static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TEXT.get_or_init(|| {
-        let arrays: Vec<String> = PG_TYPES
-            .iter()
-            .enumerate()
-            .map(|(i, t)| format!("${}::{t}[]", i + 1))
-            .collect();
-        format!(
-            "INSERT INTO payment_link ({COLUMNS}) SELECT * FROM unnest({}) {UPSERT_CONFLICT}",
-            arrays.join(", ")
-        )
+        super::pg_arrays::insert_text("payment_link", COLUMNS, &PG_TYPES, UPSERT_CONFLICT)
     })
 }
 
@@ -254,30 +246,8 @@ pub(super) async fn upsert_many(
 /// Errors: a value's kind is not its column's ([`PG_TYPES`]; [`LedgerError::Corrupt`], nothing
 /// run), or the statement fails.
 async fn upsert_pg(conn: &mut sqlx::PgConnection, values: &[Value<'static>]) -> LedgerResult<()> {
-    let mismatch =
-        |c: usize| LedgerError::Corrupt(format!("payment_link row: column {c} of the wrong kind"));
-    let mut args = sqlx::postgres::PgArguments::default();
-    for (c, ty) in PG_TYPES.iter().enumerate() {
-        let column = values.iter().skip(c).step_by(COLUMN_COUNT);
-        let added = if *ty == "bigint" {
-            let ints = column
-                .map(|v| match v {
-                    Value::Int(i) => Ok(*i),
-                    Value::Text(_) => Err(mismatch(c)),
-                })
-                .collect::<LedgerResult<Vec<Option<i64>>>>()?;
-            args.add(ints)
-        } else {
-            let texts = column
-                .map(|v| match v {
-                    Value::Text(t) => Ok(t.as_deref()),
-                    Value::Int(_) => Err(mismatch(c)),
-                })
-                .collect::<LedgerResult<Vec<Option<&str>>>>()?;
-            args.add(texts)
-        };
-        added.map_err(|e| LedgerError::Corrupt(format!("payment_link row: {e}")))?;
-    }
+    let args = super::pg_arrays::column_arrays(values, &PG_TYPES)
+        .map_err(|e| LedgerError::Corrupt(format!("payment_link rows: {e}")))?;
     sqlx::query_with(upsert_pg_text(), args)
         .execute(conn)
         .await?;

@@ -21,6 +21,7 @@ mod inbound;
 mod links;
 mod manage;
 mod payments;
+mod pg_arrays;
 mod retention;
 mod runs;
 mod sqlite_rows;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::{QueryBuilder, Row};
+use sqlx::Row;
 
 use super::backend::{LedgerRow, Tx, on_pool, sql};
 use super::sqlite_rows::{Value, execute_rows};
@@ -55,10 +55,6 @@ pub(crate) struct PaymentWrite {
     pub now: DateTime<Utc>,
 }
 
-/// Rows per payment INSERT on PostgreSQL (26 parameters each; SQLite steps one single-row
-/// statement per row, [`upsert_many`]).
-const ROWS_PER_STATEMENT: usize = 100;
-
 /// Columns of `payment`, in insert order.
 const COLUMNS: &str = "account_id, payment_id, link_id, reff_no, payment_link_reff_no, \
     payment_method_name, payment_method_value, payment_method_additional, amount, status, \
@@ -68,6 +64,15 @@ const COLUMNS: &str = "account_id, payment_id, link_id, reff_no, payment_link_re
 
 /// Number of [`COLUMNS`].
 const COLUMN_COUNT: usize = 26;
+
+/// The PostgreSQL type of each of [`COLUMNS`], in order (the `payment` table of
+/// `migrations/postgres/0001_init.sql`): [`push_values`] gives a `bigint` column a
+/// [`Value::Int`] and a `text` one a [`Value::Text`].
+const PG_TYPES: [&str; COLUMN_COUNT] = [
+    "text", "bigint", "bigint", "text", "text", "text", "text", "text", "text", "text", "text",
+    "bigint", "text", "text", "bigint", "text", "text", "text", "text", "text", "text", "text",
+    "text", "text", "bigint", "text",
+];
 
 /// What an upsert does with a payment already stored.
 const ON_CONFLICT: &str = " ON CONFLICT (account_id, payment_id) DO UPDATE SET \
@@ -122,7 +127,8 @@ fn push_values<'a>(out: &mut Vec<Value<'a>>, w: &'a PaymentWrite) {
 }
 
 /// Inserts or updates `rows`: on SQLite one prepared single-row statement stepped per row, its
-/// values bound in place ([`execute_rows`]); on PostgreSQL many rows per statement.
+/// values bound in place ([`execute_rows`]); on PostgreSQL one statement of column arrays
+/// (`pg_arrays`) per run of [`distinct_runs`], the texts borrowed from `rows`.
 pub(super) async fn upsert_many(tx: &mut Tx<'_>, rows: &[PaymentWrite]) -> LedgerResult<()> {
     if rows.is_empty() {
         return Ok(());
@@ -141,25 +147,45 @@ pub(super) async fn upsert_many(tx: &mut Tx<'_>, rows: &[PaymentWrite]) -> Ledge
             execute_rows(t, sql, COLUMN_COUNT, &[&values]).await
         }
         Tx::Postgres(t) => {
-            for chunk in super::statement_chunks(rows, ROWS_PER_STATEMENT) {
-                let mut qb: QueryBuilder<sqlx::Postgres> =
-                    QueryBuilder::new(format!("INSERT INTO payment ({COLUMNS}) "));
-                let mut values = Vec::with_capacity(COLUMN_COUNT);
-                qb.push_values(chunk, |mut b, w| {
+            static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            let sql = SQL.get_or_init(|| {
+                super::pg_arrays::insert_text("payment", COLUMNS, &PG_TYPES, ON_CONFLICT)
+            });
+            for run in distinct_runs(rows) {
+                let mut values = Vec::with_capacity(run.len() * COLUMN_COUNT);
+                for w in run {
                     push_values(&mut values, w);
-                    for v in values.drain(..) {
-                        match v {
-                            Value::Int(i) => b.push_bind(i),
-                            Value::Text(t) => b.push_bind(t),
-                        };
-                    }
-                });
-                qb.push(ON_CONFLICT);
-                qb.build().execute(&mut **t).await?;
+                }
+                let args = super::pg_arrays::column_arrays(&values, &PG_TYPES)
+                    .map_err(|e| LedgerError::Corrupt(format!("payment rows: {e}")))?;
+                sqlx::query_with(sql.as_str(), args)
+                    .execute(&mut **t)
+                    .await?;
             }
             Ok(())
         }
     }
+}
+
+/// `rows` cut, in order, into runs in which no payment (account, id) appears twice: PostgreSQL
+/// refuses an upsert that touches a row twice ("ON CONFLICT DO UPDATE command cannot affect row
+/// a second time"), and the pages a writer commits together could hold one payment twice if
+/// the history shifted between them. Usually one run; a repeat starts the next, so the later
+/// row is written after the earlier, as SQLite writes them.
+fn distinct_runs(rows: &[PaymentWrite]) -> Vec<&[PaymentWrite]> {
+    let mut runs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut start = 0;
+    for (i, w) in rows.iter().enumerate() {
+        if !seen.insert((w.account_id.as_str(), w.record.id.0)) {
+            runs.push(&rows[start..i]);
+            start = i;
+            seen.clear();
+            seen.insert((w.account_id.as_str(), w.record.id.0));
+        }
+    }
+    runs.push(&rows[start..]);
+    runs
 }
 
 fn stored_from_row(r: &impl LedgerRow) -> LedgerResult<StoredPayment> {
@@ -404,5 +430,51 @@ impl Ledger {
             })
         });
         rx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `singapay`'s sample history row (every field the docs list) as payment `id`.
+    fn write(id: i64) -> PaymentWrite {
+        let mut record =
+            PaymentRecord::decode(crate::singapay::HISTORY_SAMPLE).expect("seed history row");
+        record.id = PaymentId(id);
+        PaymentWrite {
+            account_id: AccountId::parse("01K7P073Q8RE2A9PQT8Q7MXPN4").expect("account"),
+            record,
+            link_id: Some(LinkId(103)),
+            raw_json: crate::singapay::HISTORY_SAMPLE.to_owned(),
+            raw_hash: "00".repeat(16),
+            sequence: 1,
+            now: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_payment_written_twice_starts_a_second_run_and_others_share_one() {
+        let rows: Vec<PaymentWrite> = [1, 2, 3, 2, 4, 1, 4].into_iter().map(write).collect();
+        let ids = |run: &[PaymentWrite]| run.iter().map(|w| w.record.id.0).collect::<Vec<_>>();
+        let runs: Vec<Vec<i64>> = distinct_runs(&rows).into_iter().map(ids).collect();
+        assert_eq!(runs, vec![vec![1, 2, 3], vec![2, 4, 1], vec![4]]);
+        let once: Vec<PaymentWrite> = (1..=5).map(write).collect();
+        assert_eq!(distinct_runs(&once).len(), 1);
+    }
+
+    #[test]
+    fn a_payments_values_are_of_their_postgres_columns_kinds() {
+        let w = write(129);
+        let mut values = Vec::new();
+        push_values(&mut values, &w);
+        assert_eq!(values.len(), COLUMN_COUNT);
+        assert_eq!(COLUMNS.split(',').count(), COLUMN_COUNT);
+        for (c, (v, ty)) in values.iter().zip(PG_TYPES).enumerate() {
+            match v {
+                Value::Int(_) => assert_eq!(ty, "bigint", "column {c}"),
+                Value::Text(_) => assert_eq!(ty, "text", "column {c}"),
+            }
+        }
     }
 }

@@ -21,6 +21,9 @@ mod reads;
 
 pub use client::{ClientConfig, SingapayClient};
 pub use error::SingapayError;
+/// A history row with every field the docs list (tests of other modules).
+#[cfg(test)]
+pub(crate) use history::SAMPLE as HISTORY_SAMPLE;
 pub use history::{HistoryPage, PaymentRecord};
 pub use link::{LinkItem, PaymentLink};
 pub use list::{ListPage, RawLink, RawListPage};
