@@ -228,8 +228,8 @@ fn new_state(o: &AttemptOutcome) -> (DeliveryState, Option<String>, Option<Strin
 /// (PostgreSQL manual, 7.8.4). The attempt rows' foreign-key checks run at the statement's end
 /// and see the deliveries it updated. Measured (`BENCH_LEDGER=postgres cargo bench --bench
 /// delivery`, server statement times logged): 4.0-4.3 ms of server time per group of 100
-/// against 5.2 ms for the four statements, 0.32-0.35 x the floor's rate against 0.28-0.31 x
-/// (docs/PERFORMANCE.md).
+/// against 5.2 ms for the four statements, 0.34 x the floor's rate against 0.31 x in three
+/// alternating pairs (docs/PERFORMANCE.md).
 const RECORD_PG: &str = "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], \
      $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[]) WITH ORDINALITY \
      AS v(id, attempted_at, duration_ms, status, error, state, next_attempt_at, delivered_at, n)), \
