@@ -440,7 +440,7 @@ mod tests {
     /// `singapay`'s sample history row (every field the docs list) as payment `id`.
     fn write(id: i64) -> PaymentWrite {
         let mut record =
-            PaymentRecord::decode(crate::singapay::HISTORY_SAMPLE).expect("seed history row");
+            PaymentRecord::decode(crate::singapay::HISTORY_SAMPLE).expect("sample history row");
         record.id = PaymentId(id);
         PaymentWrite {
             account_id: AccountId::parse("01K7P073Q8RE2A9PQT8Q7MXPN4").expect("account"),
