@@ -356,7 +356,6 @@ fn main() {
         let fc = median(floor.iter().map(|s| s.cpu).collect());
         let ow = median(ours.iter().map(|s| s.wall).collect());
         let oc = median(ours.iter().map(|s| s.cpu).collect());
-        let oq = median(ours.iter().map(|s| s.sqlite).collect());
         let fr = median(floor.iter().map(|s| s.receiver).collect());
         let or = median(ours.iter().map(|s| s.receiver).collect());
         // Cores busy on this side, the PostgreSQL server's (if any) and the receiver's together
@@ -371,15 +370,24 @@ fn main() {
         let rate = |secs: f64| n as f64 / secs;
         // Where the ledger's work is done: SQLite's threads (in this process's CPU), or the
         // PostgreSQL server (beside it: also given added to this side's, as a ratio).
-        let ledger_side = if common::on_postgres() {
-            let os = median(ours.iter().map(|s| s.server).collect());
-            format!(
-                "PostgreSQL server {os:.2} s; this side + server {:.2} × floor cpu",
-                paired(|s| s.cpu + s.server)
-            )
-        } else {
-            format!("SQLite threads {oq:.2} s")
-        };
+        let (ledger_name, ledgers, ledger_cpu): (&str, &str, fn(&Sample) -> f64) =
+            if common::on_postgres() {
+                ("PostgreSQL server", "PostgreSQL server's", |s| s.server)
+            } else {
+                ("SQLite threads", "SQLite threads'", |s| s.sqlite)
+            };
+        let ledger_side = format!(
+            "{ledger_name} {:.2} s{}",
+            median(ours.iter().map(ledger_cpu).collect()),
+            if common::on_postgres() {
+                format!(
+                    "; this side + server {:.2} × floor cpu",
+                    paired(|s| s.cpu + s.server)
+                )
+            } else {
+                String::new()
+            }
+        );
         println!(
             "delivery bench ({} ledger): {n} events ({third} on links with 3 each), one subscriber at {PER_SUBSCRIBER} in flight (the daemon's default), median of {rounds} interleaved rounds",
             common::backend_name()
@@ -397,12 +405,7 @@ fn main() {
             1.0 / wall_ratio
         );
         println!(
-            "  rounds' rate/cpu ratios ({}): {}",
-            if common::on_postgres() {
-                "PostgreSQL server's CPU"
-            } else {
-                "SQLite threads' CPU"
-            },
+            "  rounds' rate/cpu ratios ({ledgers} CPU): {}",
             floor
                 .iter()
                 .zip(&ours)
@@ -410,7 +413,7 @@ fn main() {
                     "{:.2}/{:.2} ({:.2} s)",
                     f.wall / o.wall,
                     o.cpu / f.cpu,
-                    if common::on_postgres() { o.server } else { o.sqlite }
+                    ledger_cpu(o)
                 ))
                 .collect::<Vec<_>>()
                 .join(" ")

@@ -197,13 +197,16 @@ pub fn threads_cpu_seconds(prefix: &str) -> f64 {
             std::fs::read_to_string(t.path().join("comm"))
                 .is_ok_and(|c| c.trim_end().starts_with(prefix))
         })
-        .map(|t| {
-            std::fs::read_to_string(t.path().join("schedstat"))
-                .ok()
-                .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-                .map_or(f64::NAN, |ns| ns * 1e-9)
-        })
+        .map(|t| schedstat_seconds(&t.path()).unwrap_or(f64::NAN))
         .sum()
+}
+
+/// The time on a core of the task (thread or one-threaded process) whose `/proc` directory is
+/// `dir`: the first field of its `schedstat`, nanoseconds, in seconds. `None` if unreadable.
+fn schedstat_seconds(dir: &std::path::Path) -> Option<f64> {
+    let text = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+    let ns = text.split_whitespace().next()?.parse::<f64>().ok()?;
+    Some(ns * 1e-9)
 }
 
 /// The CPU seconds of each process of the PostgreSQL server on this machine (every process
@@ -227,11 +230,8 @@ pub fn postgres_cpu() -> std::collections::HashMap<u32, f64> {
         {
             continue;
         }
-        if let Some(ns) = std::fs::read_to_string(p.path().join("schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        {
-            cpu.insert(pid, ns * 1e-9);
+        if let Some(seconds) = schedstat_seconds(&p.path()) {
+            cpu.insert(pid, seconds);
         }
     }
     cpu

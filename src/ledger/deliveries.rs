@@ -296,10 +296,9 @@ impl Ledger {
             super::backend::Pool::Postgres(p) => return record_attempts_pg(p, outcomes).await,
             super::backend::Pool::Sqlite(p) => p,
         };
-        type Db = sqlx::Sqlite;
         let mut tx = p.begin().await?;
         for chunk in super::statement_chunks(outcomes, OUTCOMES_PER_STATEMENT) {
-            let mut ins: QueryBuilder<Db> = QueryBuilder::new(
+            let mut ins: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
                 "INSERT INTO delivery_attempt (delivery_id, attempted_at, duration_ms, status, error) ",
             );
             ins.push_values(chunk, |mut b, o| {
@@ -311,7 +310,7 @@ impl Ledger {
             });
             ins.build().execute(&mut *tx).await?;
 
-            let mut upd: QueryBuilder<Db> = QueryBuilder::new(
+            let mut upd: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
                 "WITH v(id, state, next_attempt_at, last_status, last_error, delivered_at) AS (",
             );
             upd.push_values(chunk, |mut b, o| {

@@ -216,7 +216,7 @@ fn batches(sets: Vec<LinkRows>) -> Vec<(usize, Vec<Value<'static>>)> {
 
 /// Executes the encoded upserts of `rows` (consumed, in order) inside `tx`: on SQLite one
 /// prepared single-row statement stepped per row ([`execute_rows`]), on PostgreSQL one
-/// statement of column arrays per batch of [`batches`] ([`upsert_pg`]).
+/// statement of column arrays per batch of [`batches`] ([`upsert_pg_text`]).
 pub(super) async fn upsert_many(
     tx: &mut Tx<'_>,
     rows: impl IntoIterator<Item = LinkRows>,
@@ -232,25 +232,18 @@ pub(super) async fn upsert_many(
         Tx::Postgres(t) => {
             for (total, values) in batches(sets) {
                 if total > 0 {
-                    upsert_pg(t, &values).await?;
+                    super::pg_arrays::execute(
+                        t,
+                        upsert_pg_text(),
+                        "payment_link",
+                        &values,
+                        &PG_TYPES,
+                    )
+                    .await?;
                 }
             }
         }
     }
-    Ok(())
-}
-
-/// Binds `values` (whole rows of [`COLUMNS`], row after row) as [`upsert_pg_text`]'s column
-/// arrays, borrowing the texts, and runs it on `conn`.
-///
-/// Errors: a value's kind is not its column's ([`PG_TYPES`]; [`LedgerError::Corrupt`], nothing
-/// run), or the statement fails.
-async fn upsert_pg(conn: &mut sqlx::PgConnection, values: &[Value<'static>]) -> LedgerResult<()> {
-    let args = super::pg_arrays::column_arrays(values, &PG_TYPES)
-        .map_err(|e| LedgerError::Corrupt(format!("payment_link rows: {e}")))?;
-    sqlx::query_with(upsert_pg_text(), args)
-        .execute(conn)
-        .await?;
     Ok(())
 }
 
@@ -504,17 +497,8 @@ mod tests {
 
     #[test]
     fn a_pushed_rows_values_are_of_their_postgres_columns_kinds() {
-        let raw = r#"{"id":7,"reff_no":"R7","title":"Link 7","status":"open","current_usage":0,"total_amount":"20000.00","max_usage":3}"#;
         let mut rows = LinkRows::default();
-        rows.push(LinkWrite {
-            account_id: AccountId::parse("01K7P073Q8RE2A9PQT8Q7MXPN4").expect("account"),
-            link: PaymentLink::decode(raw).expect("link"),
-            raw_hash: crate::sync::pass::content_hash(raw),
-            raw_json: raw.to_owned(),
-            sequence: 1,
-            deleted_at: None,
-            now: Utc::now(),
-        });
+        rows.push(super::super::tests::write(7));
         assert_eq!(rows.values.len(), COLUMN_COUNT);
         for (c, (v, ty)) in rows.values.iter().zip(PG_TYPES).enumerate() {
             match v {

@@ -156,11 +156,7 @@ pub(super) async fn upsert_many(tx: &mut Tx<'_>, rows: &[PaymentWrite]) -> Ledge
                 for w in run {
                     push_values(&mut values, w);
                 }
-                let args = super::pg_arrays::column_arrays(&values, &PG_TYPES)
-                    .map_err(|e| LedgerError::Corrupt(format!("payment rows: {e}")))?;
-                sqlx::query_with(sql.as_str(), args)
-                    .execute(&mut **t)
-                    .await?;
+                super::pg_arrays::execute(t, sql, "payment", &values, &PG_TYPES).await?;
             }
             Ok(())
         }

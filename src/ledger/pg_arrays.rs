@@ -27,22 +27,41 @@ pub(super) fn insert_text(table: &str, columns: &str, types: &[&str], tail: &str
     )
 }
 
-/// `values` (whole rows of `types.len()` columns, row after row) bound as one array per
-/// column, for [`insert_text`]: a `bigint` column's [`Value::Int`]s as `bigint[]`, any other's
-/// [`Value::Text`]s as `text[]` (encoded into the arguments, not copied first).
+/// Runs `sql`, an [`insert_text`] into `table` (named in errors) of `types`' columns, on
+/// `conn`, with `values` bound as its column arrays ([`column_arrays`]).
 ///
-/// Errors: [`LedgerError::Corrupt`] when the values do not make whole rows or a value's kind
-/// is not its column's.
-pub(super) fn column_arrays(values: &[Value<'_>], types: &[&str]) -> LedgerResult<PgArguments> {
+/// Errors: as [`column_arrays`] (nothing run), or the statement fails.
+pub(super) async fn execute(
+    conn: &mut sqlx::PgConnection,
+    sql: &'static str,
+    table: &str,
+    values: &[Value<'_>],
+    types: &[&str],
+) -> LedgerResult<()> {
+    let args = column_arrays(table, values, types)?;
+    sqlx::query_with(sql, args).execute(conn).await?;
+    Ok(())
+}
+
+/// `values` (whole rows of `types.len()` columns of `table`, row after row) bound as one array
+/// per column, for [`insert_text`]: a `bigint` column's [`Value::Int`]s as `bigint[]`, any
+/// other's [`Value::Text`]s as `text[]` (encoded into the arguments, not copied first).
+///
+/// Errors: [`LedgerError::Corrupt`], naming `table`, when the values do not make whole rows or
+/// a value's kind is not its column's.
+fn column_arrays(table: &str, values: &[Value<'_>], types: &[&str]) -> LedgerResult<PgArguments> {
     let width = types.len();
     if width == 0 || !values.len().is_multiple_of(width) {
         return Err(LedgerError::Corrupt(format!(
-            "{} values do not make rows of {width} columns",
+            "{table} rows: {} values do not make rows of {width} columns",
             values.len()
         )));
     }
-    let mismatch =
-        |c: usize| LedgerError::Corrupt(format!("column {c} holds a value of another kind"));
+    let mismatch = |c: usize| {
+        LedgerError::Corrupt(format!(
+            "{table} rows: column {c} holds a value of another kind"
+        ))
+    };
     let mut args = PgArguments::default();
     for (c, ty) in types.iter().enumerate() {
         let column = values.iter().skip(c).step_by(width);
@@ -63,7 +82,7 @@ pub(super) fn column_arrays(values: &[Value<'_>], types: &[&str]) -> LedgerResul
                 .collect::<LedgerResult<Vec<Option<&str>>>>()?;
             args.add(texts)
         };
-        added.map_err(|e| LedgerError::Corrupt(format!("column {c}: {e}")))?;
+        added.map_err(|e| LedgerError::Corrupt(format!("{table} rows: column {c}: {e}")))?;
     }
     Ok(args)
 }
@@ -91,12 +110,16 @@ mod tests {
         let types = ["bigint", "text"];
         let row = |i: i64| [Value::Int(Some(i)), Value::text(Some("x"))];
         let ok: Vec<Value> = row(1).into_iter().chain(row(2)).collect();
-        assert!(column_arrays(&ok, &types).is_ok());
+        assert!(column_arrays("t", &ok, &types).is_ok());
         let short = &ok[..3];
-        let e = column_arrays(short, &types).expect_err("3 values, rows of 2");
-        assert!(e.to_string().contains("do not make rows of 2"), "{e}");
+        let e = column_arrays("t", short, &types).expect_err("3 values, rows of 2");
+        assert!(
+            e.to_string()
+                .contains("t rows: 3 values do not make rows of 2"),
+            "{e}"
+        );
         let swapped = [Value::text(Some("x")), Value::Int(Some(1))];
-        let e = column_arrays(&swapped, &types).expect_err("kinds swapped");
-        assert!(e.to_string().contains("column 0"), "{e}");
+        let e = column_arrays("t", &swapped, &types).expect_err("kinds swapped");
+        assert!(e.to_string().contains("t rows: column 0 holds"), "{e}");
     }
 }

@@ -45,7 +45,8 @@ impl Fixture {
     }
 }
 
-fn write(id: i64) -> LinkWrite {
+/// A link row of [`ACCOUNT`] (also the links module's tests).
+pub(super) fn write(id: i64) -> LinkWrite {
     let raw = format!(
         r#"{{"id":{id},"reff_no":"R{id}","title":"Link {id}","status":"open","current_usage":0,"total_amount":"20000.00"}}"#
     );
