@@ -68,6 +68,20 @@ impl Tx<'_> {
     }
 }
 
+/// The `SET` list of an upsert's `ON CONFLICT … DO UPDATE` that gives every one of `columns`
+/// (a comma-separated list, as in the INSERT) the new row's value (`c = excluded.c`), except
+/// those in `keep` (the key, and what the stored row keeps or the caller sets otherwise). Built
+/// from the INSERT's own column list, so that a column added to it is updated too.
+pub(crate) fn set_excluded(columns: &str, keep: &[&str]) -> String {
+    columns
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !keep.contains(c))
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Runs `$body` with `$p` bound to the concrete pool (`&SqlitePool` or `&PgPool`); inside,
 /// `Db` names the database type and `PG` says whether it is PostgreSQL.
 macro_rules! on_pool {

@@ -76,22 +76,14 @@ const PG_TYPES: [&str; COLUMN_COUNT] = [
     "text", "text", "bigint", "text",
 ];
 
-/// What an upsert of [`COLUMNS`] does to a link already stored: every column but
+/// What an upsert of [`COLUMNS`] does to a link already stored: every column but the key and
 /// `first_seen_at` takes the new row's value.
-const UPSERT_CONFLICT: &str = "ON CONFLICT (account_id, link_id) DO UPDATE SET \
-     reff_no = excluded.reff_no, \
-     title = excluded.title, payment_url = excluded.payment_url, status = excluded.status, \
-     status_computed = excluded.status_computed, is_expired = excluded.is_expired, \
-     required_customer_detail = excluded.required_customer_detail, \
-     max_usage = excluded.max_usage, current_usage = excluded.current_usage, \
-     expired_at = excluded.expired_at, total_amount = excluded.total_amount, \
-     items_json = excluded.items_json, \
-     whitelisted_payment_method = excluded.whitelisted_payment_method, \
-     redirect_url = excluded.redirect_url, payment_date = excluded.payment_date, \
-     created_at = excluded.created_at, updated_at = excluded.updated_at, \
-     raw_json = excluded.raw_json, last_seen_at = excluded.last_seen_at, \
-     deleted_at = excluded.deleted_at, sequence = excluded.sequence, \
-     raw_hash = excluded.raw_hash";
+fn upsert_conflict() -> String {
+    format!(
+        "ON CONFLICT (account_id, link_id) DO UPDATE SET {}",
+        super::backend::set_excluded(COLUMNS, &["account_id", "link_id", "first_seen_at"])
+    )
+}
 
 /// SQLite's upsert of one row of [`COLUMNS`], anonymous (`?`) parameters, which
 /// [`super::sqlite_rows`] binds by position (when SQLite's statements went through sqlx, which
@@ -101,8 +93,9 @@ fn upsert_sqlite_text() -> &'static str {
     static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TEXT.get_or_init(|| {
         format!(
-            "INSERT INTO payment_link ({COLUMNS}) VALUES ({}) {UPSERT_CONFLICT}",
-            ["?"; COLUMN_COUNT].join(", ")
+            "INSERT INTO payment_link ({COLUMNS}) VALUES ({}) {}",
+            ["?"; COLUMN_COUNT].join(", "),
+            upsert_conflict()
         )
     })
 }
@@ -117,7 +110,7 @@ fn upsert_sqlite_text() -> &'static str {
 fn upsert_pg_text() -> &'static str {
     static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TEXT.get_or_init(|| {
-        super::pg_arrays::insert_text("payment_link", COLUMNS, &PG_TYPES, UPSERT_CONFLICT)
+        super::pg_arrays::insert_text("payment_link", COLUMNS, &PG_TYPES, &upsert_conflict())
     })
 }
 
@@ -493,6 +486,17 @@ mod tests {
             ),
             "{pg}"
         );
+    }
+
+    #[test]
+    fn a_stored_link_takes_every_new_value_but_its_key_and_first_seen_at() {
+        let set = upsert_conflict();
+        for c in COLUMNS.split(',').map(str::trim) {
+            let updated = set.contains(&format!(" {c} = excluded.{c}"));
+            let kept = ["account_id", "link_id", "first_seen_at"].contains(&c);
+            assert_eq!(updated, !kept, "{c}: {set}");
+        }
+        assert!(set.starts_with("ON CONFLICT (account_id, link_id) DO UPDATE SET reff_no"));
     }
 
     #[test]

@@ -74,22 +74,19 @@ const PG_TYPES: [&str; COLUMN_COUNT] = [
     "text", "text", "bigint", "text",
 ];
 
-/// What an upsert does with a payment already stored.
-const ON_CONFLICT: &str = " ON CONFLICT (account_id, payment_id) DO UPDATE SET \
-     link_id = COALESCE(excluded.link_id, payment.link_id), reff_no = excluded.reff_no, \
-     payment_link_reff_no = excluded.payment_link_reff_no, \
-     payment_method_name = excluded.payment_method_name, \
-     payment_method_value = excluded.payment_method_value, \
-     payment_method_additional = excluded.payment_method_additional, \
-     amount = excluded.amount, status = excluded.status, \
-     status_computed = excluded.status_computed, is_expired = excluded.is_expired, \
-     payment_date = excluded.payment_date, processed_timestamp = excluded.processed_timestamp, \
-     has_settle = excluded.has_settle, settle_at = excluded.settle_at, \
-     customer_name = excluded.customer_name, customer_email = excluded.customer_email, \
-     customer_phone = excluded.customer_phone, created_at = excluded.created_at, \
-     raw_json = excluded.raw_json, raw_hash = excluded.raw_hash, \
-     last_seen_at = excluded.last_seen_at, sequence = excluded.sequence, \
-     expired_at = excluded.expired_at";
+/// What an upsert does with a payment already stored: every column but the key and
+/// `first_seen_at` takes the new row's value, except `link_id`, which a row without one (its
+/// link not known to that pass) does not clear.
+fn on_conflict() -> String {
+    format!(
+        "ON CONFLICT (account_id, payment_id) DO UPDATE SET \
+         link_id = COALESCE(excluded.link_id, payment.link_id), {}",
+        super::backend::set_excluded(
+            COLUMNS,
+            &["account_id", "payment_id", "link_id", "first_seen_at"]
+        )
+    )
+}
 
 /// `w`'s [`COLUMNS`] values, in order, appended to `out`: its texts borrowed from `w`.
 fn push_values<'a>(out: &mut Vec<Value<'a>>, w: &'a PaymentWrite) {
@@ -138,7 +135,10 @@ pub(super) async fn upsert_many(tx: &mut Tx<'_>, rows: &[PaymentWrite]) -> Ledge
             static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
             let sql = SQL.get_or_init(|| {
                 let params = vec!["?"; COLUMN_COUNT].join(", ");
-                format!("INSERT INTO payment ({COLUMNS}) VALUES ({params}){ON_CONFLICT}")
+                format!(
+                    "INSERT INTO payment ({COLUMNS}) VALUES ({params}) {}",
+                    on_conflict()
+                )
             });
             let mut values = Vec::with_capacity(rows.len() * COLUMN_COUNT);
             for w in rows {
@@ -149,7 +149,7 @@ pub(super) async fn upsert_many(tx: &mut Tx<'_>, rows: &[PaymentWrite]) -> Ledge
         Tx::Postgres(t) => {
             static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
             let sql = SQL.get_or_init(|| {
-                super::pg_arrays::insert_text("payment", COLUMNS, &PG_TYPES, ON_CONFLICT)
+                super::pg_arrays::insert_text("payment", COLUMNS, &PG_TYPES, &on_conflict())
             });
             for run in distinct_runs(rows) {
                 let mut values = Vec::with_capacity(run.len() * COLUMN_COUNT);
@@ -457,6 +457,17 @@ mod tests {
         assert_eq!(runs, vec![vec![1, 2, 3], vec![2, 4, 1], vec![4]]);
         let once: Vec<PaymentWrite> = (1..=5).map(write).collect();
         assert_eq!(distinct_runs(&once).len(), 1);
+    }
+
+    #[test]
+    fn a_stored_payment_takes_every_new_value_but_its_key_first_seen_at_and_a_missing_link() {
+        let set = on_conflict();
+        for c in COLUMNS.split(',').map(str::trim) {
+            let updated = set.contains(&format!(" {c} = excluded.{c}"));
+            let kept = ["account_id", "payment_id", "link_id", "first_seen_at"].contains(&c);
+            assert_eq!(updated, !kept, "{c}: {set}");
+        }
+        assert!(set.contains(" link_id = COALESCE(excluded.link_id, payment.link_id), "));
     }
 
     #[test]
