@@ -1,5 +1,5 @@
-//! The ledger file: its permissions and owner, its page size, and migrations of files an
-//! earlier version made.
+//! The ledger file: its permissions and owner, its page size, the options its SQLite is built with,
+//! and migrations of files an earlier version made.
 
 use super::*;
 
@@ -376,4 +376,23 @@ async fn a_version_7_ledger_gets_each_deliverys_ordering_key_and_keeps_its_order
     assert_eq!(due_events(&l).await, ["evt_3", "evt_4"]);
     l.close().await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_bundled_sqlite_is_built_with_the_options_of_cargo_config() {
+    // `.cargo/config.toml` passes them to libsqlite3-sys (LIBSQLITE3_FLAGS); a build that lost
+    // them (another SQLite, the variable overridden) counts memory under a global mutex again
+    // and writes a temporary file for every statement journal past 64 KiB.
+    let f = Fixture::new().await;
+    let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+        .fetch_all(f.l.sqlite_pool())
+        .await
+        .expect("compile_options");
+    for wanted in ["DEFAULT_MEMSTATUS=0", "STMTJRNL_SPILL=1048576"] {
+        assert!(
+            options.iter().any(|o| o == wanted),
+            "{wanted} missing from {options:?}"
+        );
+    }
+    f.close().await;
 }
