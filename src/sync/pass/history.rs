@@ -67,7 +67,8 @@ impl Pass<'_> {
             return Ok(());
         }
         // Pages 2… are fetched ahead while this task diffs: several at a time for a full read,
-        // one ahead for a windowed one (which usually stops after a few pages).
+        // one ahead for a windowed one (which usually stops after a few pages, having fetched
+        // the page after the one it stopped at: one request more than the pages it read).
         let ahead = if full { self.ctx.concurrency.max(1) } else { 1 };
         let (tx, mut rx) = tokio::sync::mpsc::channel(ahead);
         let client = self.ctx.client.clone();
