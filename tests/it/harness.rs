@@ -842,6 +842,39 @@ impl Admin {
         panic!("run {id} did not finish");
     }
 
+    /// Waits for run `id` to end, whatever its outcome, and returns it.
+    pub async fn wait_run_ended(&self, id: i64) -> Value {
+        for _ in 0..1200 {
+            let r = self.get(&format!("/sync-runs/{id}")).await;
+            if r["outcome"] != "running" {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("run {id} did not finish");
+    }
+
+    /// `POST /resync`, each account's pass started by it: a resync that joined a pass already
+    /// running (`coalesced`, e.g. one that began before the test changed the sandbox) waits for
+    /// that pass to end and asks again. Returns the answer's `runs`.
+    pub async fn resync_runs_fresh(&self) -> Vec<Value> {
+        for _ in 0..100 {
+            let runs = self.resync_runs().await;
+            let joined: Vec<i64> = runs
+                .iter()
+                .filter(|r| r["coalesced"] == true)
+                .map(|r| r["run_id"].as_i64().unwrap())
+                .collect();
+            if joined.is_empty() {
+                return runs;
+            }
+            for id in joined {
+                self.wait_run_ended(id).await;
+            }
+        }
+        panic!("every resync joined a pass already running");
+    }
+
     /// `POST /resync` and wait for the run.
     pub async fn resync_and_wait(&self) -> Value {
         let id = self.resync().await;
