@@ -370,23 +370,19 @@ fn main() {
         let rate = |secs: f64| n as f64 / secs;
         // Where the ledger's work is done: SQLite's threads (in this process's CPU), or the
         // PostgreSQL server (beside it: also given added to this side's, as a ratio).
-        let (ledger_name, ledgers, ledger_cpu): (&str, &str, fn(&Sample) -> f64) =
+        let (ledger_name, ledgers, ledger_cpu, with_server): (&str, &str, fn(&Sample) -> f64, _) =
             if common::on_postgres() {
-                ("PostgreSQL server", "PostgreSQL server's", |s| s.server)
-            } else {
-                ("SQLite threads", "SQLite threads'", |s| s.sqlite)
-            };
-        let ledger_side = format!(
-            "{ledger_name} {:.2} s{}",
-            median(ours.iter().map(ledger_cpu).collect()),
-            if common::on_postgres() {
-                format!(
+                let with_server = format!(
                     "; this side + server {:.2} × floor cpu",
                     paired(|s| s.cpu + s.server)
-                )
+                );
+                ("PostgreSQL server", "PostgreSQL server's", |s| s.server, with_server)
             } else {
-                String::new()
-            }
+                ("SQLite threads", "SQLite threads'", |s| s.sqlite, String::new())
+            };
+        let ledger_side = format!(
+            "{ledger_name} {:.2} s{with_server}",
+            median(ours.iter().map(ledger_cpu).collect())
         );
         println!(
             "delivery bench ({} ledger): {n} events ({third} on links with 3 each), one subscriber at {PER_SUBSCRIBER} in flight (the daemon's default), median of {rounds} interleaved rounds",

@@ -82,6 +82,17 @@ pub(crate) fn set_excluded(columns: &str, keep: &[&str]) -> String {
         .join(", ")
 }
 
+/// Fails the test unless `set` (an upsert's `ON CONFLICT … DO UPDATE SET` clause) gives every
+/// one of `columns` but those in `kept` the new row's value (`c = excluded.c`), and none of
+/// `kept` (tests of the upserts built with [`set_excluded`]).
+#[cfg(test)]
+pub(crate) fn assert_sets_all_but(set: &str, columns: &str, kept: &[&str]) {
+    for c in columns.split(',').map(str::trim) {
+        let updated = set.contains(&format!(" {c} = excluded.{c}"));
+        assert_eq!(updated, !kept.contains(&c), "{c}: {set}");
+    }
+}
+
 /// Runs `$body` with `$p` bound to the concrete pool (`&SqlitePool` or `&PgPool`); inside,
 /// `Db` names the database type and `PG` says whether it is PostgreSQL.
 macro_rules! on_pool {

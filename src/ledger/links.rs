@@ -85,18 +85,12 @@ fn upsert_conflict() -> String {
     )
 }
 
-/// SQLite's upsert of one row of [`COLUMNS`], anonymous (`?`) parameters, which
-/// [`super::sqlite_rows`] binds by position (when SQLite's statements went through sqlx, which
-/// asks for every parameter's name at every execution, thousands of `$n` made the baseline
-/// import 3-4 × slower). Built once.
+/// SQLite's upsert of one row of [`COLUMNS`] (`sqlite_rows::insert_text`: anonymous
+/// parameters, bound by position). Built once.
 fn upsert_sqlite_text() -> &'static str {
     static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TEXT.get_or_init(|| {
-        format!(
-            "INSERT INTO payment_link ({COLUMNS}) VALUES ({}) {}",
-            ["?"; COLUMN_COUNT].join(", "),
-            upsert_conflict()
-        )
+        super::sqlite_rows::insert_text("payment_link", COLUMNS, COLUMN_COUNT, &upsert_conflict())
     })
 }
 
@@ -190,26 +184,25 @@ impl LinkRows {
     }
 }
 
-/// The rows of `sets` as `(rows, values)` batches for PostgreSQL, each one statement: all the
-/// sets in one batch, in order. A set's link ids are distinct
-/// ([`LinkRows::push`]); if two sets share one (a pass does not write a link twice, so this is a
-/// defence: PostgreSQL refuses an upsert that touches a row twice), one batch per set, in order.
-fn batches(sets: Vec<LinkRows>) -> Vec<(usize, Vec<Value<'static>>)> {
-    let mut seen = std::collections::HashSet::new();
-    if !sets.iter().flat_map(|s| &s.ids).all(|id| seen.insert(*id)) {
-        return sets.into_iter().map(|s| (s.len(), s.values)).collect();
-    }
-    let total = sets.iter().map(LinkRows::len).sum();
-    let mut values = Vec::with_capacity(total * COLUMN_COUNT);
+/// The rows of `sets` for PostgreSQL: all their values, in order, and the ranges of those
+/// values that go in one statement each. Usually one; a link id that repeats (a pass does not
+/// write a link twice, so this is a defence) starts the next ([`super::pg_arrays::distinct_runs`]).
+fn pg_statements(sets: Vec<LinkRows>) -> (Vec<Value<'static>>, Vec<std::ops::Range<usize>>) {
+    let ids: Vec<i64> = sets.iter().flat_map(|s| s.ids.iter().copied()).collect();
+    let mut values = Vec::with_capacity(ids.len() * COLUMN_COUNT);
     for set in sets {
         values.extend(set.values);
     }
-    vec![(total, values)]
+    let runs = super::pg_arrays::distinct_runs(ids)
+        .into_iter()
+        .map(|r| r.start * COLUMN_COUNT..r.end * COLUMN_COUNT)
+        .collect();
+    (values, runs)
 }
 
 /// Executes the encoded upserts of `rows` (consumed, in order) inside `tx`: on SQLite one
 /// prepared single-row statement stepped per row ([`execute_rows`]), on PostgreSQL one
-/// statement of column arrays per batch of [`batches`] ([`upsert_pg_text`]).
+/// statement of column arrays per run of [`pg_statements`] ([`upsert_pg_text`]).
 pub(super) async fn upsert_many(
     tx: &mut Tx<'_>,
     rows: impl IntoIterator<Item = LinkRows>,
@@ -223,17 +216,16 @@ pub(super) async fn upsert_many(
             execute_rows(t, upsert_sqlite_text(), COLUMN_COUNT, &sets).await?;
         }
         Tx::Postgres(t) => {
-            for (total, values) in batches(sets) {
-                if total > 0 {
-                    super::pg_arrays::execute(
-                        t,
-                        upsert_pg_text(),
-                        "payment_link",
-                        &values,
-                        &PG_TYPES,
-                    )
-                    .await?;
-                }
+            let (values, runs) = pg_statements(sets);
+            for run in runs {
+                super::pg_arrays::execute(
+                    t,
+                    upsert_pg_text(),
+                    "payment_link",
+                    &values[run],
+                    &PG_TYPES,
+                )
+                .await?;
             }
         }
     }
@@ -434,7 +426,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pages_sharing_a_link_id_keep_batches_of_their_own_and_others_share_one() {
+    fn pages_sharing_a_link_id_go_in_statements_of_their_own_and_others_share_one() {
         let set = |ids: &[i64]| LinkRows {
             values: ids
                 .iter()
@@ -442,27 +434,25 @@ mod tests {
                 .collect(),
             ids: ids.to_vec(),
         };
-        let shape = |b: Vec<(usize, Vec<Value>)>| -> Vec<(usize, usize)> {
-            b.into_iter().map(|(n, v)| (n, v.len())).collect()
-        };
-        let together = batches(vec![set(&[1, 2, 3]), set(&[4, 5])]);
-        assert_eq!(shape(together), vec![(5, 5 * COLUMN_COUNT)]);
-        let apart = batches(vec![set(&[1, 2, 3]), set(&[3, 9])]);
-        let first_ids: Vec<Option<i64>> = apart[1]
-            .1
+        let w = COLUMN_COUNT;
+        let (values, runs) = pg_statements(vec![set(&[1, 2, 3]), set(&[4, 5])]);
+        assert_eq!(
+            (values.len(), runs.len(), runs[0].clone()),
+            (5 * w, 1, 0..5 * w)
+        );
+        let (values, runs) = pg_statements(vec![set(&[1, 2, 3]), set(&[3, 9])]);
+        assert_eq!(runs, vec![0..3 * w, 3 * w..5 * w]);
+        let first_ids: Vec<Option<i64>> = values[runs[1].clone()]
             .iter()
-            .step_by(COLUMN_COUNT)
+            .step_by(w)
             .map(|v| match v {
                 Value::Int(i) => *i,
                 Value::Text(_) => None,
             })
             .collect();
         assert_eq!(first_ids, vec![Some(3), Some(9)]);
-        assert_eq!(
-            shape(apart),
-            vec![(3, 3 * COLUMN_COUNT), (2, 2 * COLUMN_COUNT)]
-        );
-        assert_eq!(shape(batches(Vec::new())), vec![(0, 0)]);
+        let (values, runs) = pg_statements(Vec::new());
+        assert!(values.is_empty() && runs.is_empty());
     }
 
     #[test]
@@ -491,11 +481,8 @@ mod tests {
     #[test]
     fn a_stored_link_takes_every_new_value_but_its_key_and_first_seen_at() {
         let set = upsert_conflict();
-        for c in COLUMNS.split(',').map(str::trim) {
-            let updated = set.contains(&format!(" {c} = excluded.{c}"));
-            let kept = ["account_id", "link_id", "first_seen_at"].contains(&c);
-            assert_eq!(updated, !kept, "{c}: {set}");
-        }
+        let kept = ["account_id", "link_id", "first_seen_at"];
+        super::super::backend::assert_sets_all_but(&set, COLUMNS, &kept);
         assert!(set.starts_with("ON CONFLICT (account_id, link_id) DO UPDATE SET reff_no"));
     }
 
@@ -504,11 +491,6 @@ mod tests {
         let mut rows = LinkRows::default();
         rows.push(super::super::tests::write(7));
         assert_eq!(rows.values.len(), COLUMN_COUNT);
-        for (c, (v, ty)) in rows.values.iter().zip(PG_TYPES).enumerate() {
-            match v {
-                Value::Int(_) => assert_eq!(ty, "bigint", "column {c}"),
-                Value::Text(_) => assert_eq!(ty, "text", "column {c}"),
-            }
-        }
+        super::super::pg_arrays::assert_binds(&rows.values, &PG_TYPES);
     }
 }

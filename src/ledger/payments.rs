@@ -125,7 +125,7 @@ fn push_values<'a>(out: &mut Vec<Value<'a>>, w: &'a PaymentWrite) {
 
 /// Inserts or updates `rows`: on SQLite one prepared single-row statement stepped per row, its
 /// values bound in place ([`execute_rows`]); on PostgreSQL one statement of column arrays
-/// (`pg_arrays`) per run of [`distinct_runs`], the texts borrowed from `rows`.
+/// (`pg_arrays`) per run of distinct payments, the texts borrowed from `rows`.
 pub(super) async fn upsert_many(tx: &mut Tx<'_>, rows: &[PaymentWrite]) -> LedgerResult<()> {
     if rows.is_empty() {
         return Ok(());
@@ -134,11 +134,7 @@ pub(super) async fn upsert_many(tx: &mut Tx<'_>, rows: &[PaymentWrite]) -> Ledge
         Tx::Sqlite(t) => {
             static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
             let sql = SQL.get_or_init(|| {
-                let params = vec!["?"; COLUMN_COUNT].join(", ");
-                format!(
-                    "INSERT INTO payment ({COLUMNS}) VALUES ({params}) {}",
-                    on_conflict()
-                )
+                super::sqlite_rows::insert_text("payment", COLUMNS, COLUMN_COUNT, &on_conflict())
             });
             let mut values = Vec::with_capacity(rows.len() * COLUMN_COUNT);
             for w in rows {
@@ -151,7 +147,11 @@ pub(super) async fn upsert_many(tx: &mut Tx<'_>, rows: &[PaymentWrite]) -> Ledge
             let sql = SQL.get_or_init(|| {
                 super::pg_arrays::insert_text("payment", COLUMNS, &PG_TYPES, &on_conflict())
             });
-            for run in distinct_runs(rows) {
+            // PostgreSQL refuses an upsert that touches a row twice, and the pages a writer
+            // commits together could hold one payment twice if the history shifted between
+            // them: a repeat starts another statement.
+            for run in super::pg_arrays::distinct_runs(rows.iter().map(key)) {
+                let run = &rows[run];
                 let mut values = Vec::with_capacity(run.len() * COLUMN_COUNT);
                 for w in run {
                     push_values(&mut values, w);
@@ -163,25 +163,9 @@ pub(super) async fn upsert_many(tx: &mut Tx<'_>, rows: &[PaymentWrite]) -> Ledge
     }
 }
 
-/// `rows` cut, in order, into runs in which no payment (account, id) appears twice: PostgreSQL
-/// refuses an upsert that touches a row twice ("ON CONFLICT DO UPDATE command cannot affect row
-/// a second time"), and the pages a writer commits together could hold one payment twice if
-/// the history shifted between them. Usually one run; a repeat starts the next, so the later
-/// row is written after the earlier, as SQLite writes them.
-fn distinct_runs(rows: &[PaymentWrite]) -> Vec<&[PaymentWrite]> {
-    let mut runs = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut start = 0;
-    for (i, w) in rows.iter().enumerate() {
-        if !seen.insert((w.account_id.as_str(), w.record.id.0)) {
-            runs.push(&rows[start..i]);
-            start = i;
-            seen.clear();
-            seen.insert((w.account_id.as_str(), w.record.id.0));
-        }
-    }
-    runs.push(&rows[start..]);
-    runs
+/// What identifies a stored payment: its account and SingaPay's id (`payment`'s primary key).
+fn key(w: &PaymentWrite) -> (&str, i64) {
+    (w.account_id.as_str(), w.record.id.0)
 }
 
 fn stored_from_row(r: &impl LedgerRow) -> LedgerResult<StoredPayment> {
@@ -452,21 +436,26 @@ mod tests {
     #[test]
     fn a_payment_written_twice_starts_a_second_run_and_others_share_one() {
         let rows: Vec<PaymentWrite> = [1, 2, 3, 2, 4, 1, 4].into_iter().map(write).collect();
-        let ids = |run: &[PaymentWrite]| run.iter().map(|w| w.record.id.0).collect::<Vec<_>>();
-        let runs: Vec<Vec<i64>> = distinct_runs(&rows).into_iter().map(ids).collect();
+        let ids = |run: std::ops::Range<usize>| {
+            rows[run].iter().map(|w| w.record.id.0).collect::<Vec<_>>()
+        };
+        let runs: Vec<Vec<i64>> = super::super::pg_arrays::distinct_runs(rows.iter().map(key))
+            .into_iter()
+            .map(ids)
+            .collect();
         assert_eq!(runs, vec![vec![1, 2, 3], vec![2, 4, 1], vec![4]]);
         let once: Vec<PaymentWrite> = (1..=5).map(write).collect();
-        assert_eq!(distinct_runs(&once).len(), 1);
+        assert_eq!(
+            super::super::pg_arrays::distinct_runs(once.iter().map(key)).len(),
+            1
+        );
     }
 
     #[test]
     fn a_stored_payment_takes_every_new_value_but_its_key_first_seen_at_and_a_missing_link() {
         let set = on_conflict();
-        for c in COLUMNS.split(',').map(str::trim) {
-            let updated = set.contains(&format!(" {c} = excluded.{c}"));
-            let kept = ["account_id", "payment_id", "link_id", "first_seen_at"].contains(&c);
-            assert_eq!(updated, !kept, "{c}: {set}");
-        }
+        let kept = ["account_id", "payment_id", "link_id", "first_seen_at"];
+        super::super::backend::assert_sets_all_but(&set, COLUMNS, &kept);
         assert!(set.contains(" link_id = COALESCE(excluded.link_id, payment.link_id), "));
     }
 
@@ -477,11 +466,6 @@ mod tests {
         push_values(&mut values, &w);
         assert_eq!(values.len(), COLUMN_COUNT);
         assert_eq!(COLUMNS.split(',').count(), COLUMN_COUNT);
-        for (c, (v, ty)) in values.iter().zip(PG_TYPES).enumerate() {
-            match v {
-                Value::Int(_) => assert_eq!(ty, "bigint", "column {c}"),
-                Value::Text(_) => assert_eq!(ty, "text", "column {c}"),
-            }
-        }
+        super::super::pg_arrays::assert_binds(&values, &PG_TYPES);
     }
 }

@@ -831,15 +831,9 @@ impl Admin {
 
     /// Waits for run `id` to succeed (fails the test if it fails) and returns it.
     pub async fn wait_run(&self, id: i64) -> Value {
-        for _ in 0..1200 {
-            let r = self.get(&format!("/sync-runs/{id}")).await;
-            if r["outcome"] == "succeeded" {
-                return r;
-            }
-            assert_ne!(r["outcome"], "failed", "{r}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("run {id} did not finish");
+        let r = self.wait_run_ended(id).await;
+        assert_eq!(r["outcome"], "succeeded", "{r}");
+        r
     }
 
     /// Waits for run `id` to end, whatever its outcome, and returns it.

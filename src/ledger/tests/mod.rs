@@ -107,9 +107,9 @@ fn event_at(id: &str, link: i64, run_id: i64, at: chrono::DateTime<Utc>) -> NewE
 async fn a_link_on_two_pages_committed_together_keeps_the_later_pages_row() {
     let f = Fixture::new().await;
     let (l, account, run) = (&f.l, &f.account, f.run);
-    // One statement cannot upsert a row twice (PostgreSQL refuses it): the pages then go in
-    // statements of their own, in order (SQLite would accept either; `links::batches`' unit
-    // test checks the split).
+    // One statement cannot upsert a row twice (PostgreSQL refuses it): the repeated link then
+    // starts another statement, in order (SQLite would accept either; `links::pg_statements`'
+    // unit test checks the split).
     let mut later = PageCommit::default();
     let mut again = write(3);
     again.sequence = 7;
