@@ -6,7 +6,8 @@
 //! `delivery.per_subscriber_concurrency` 8 to the one subscriber, so the floor sends 8 at a time
 //! too. A third of the events are on links with three events each, so per-link ordering is paid
 //! for. Floor and dispatcher alternate for `DELIVERY_BENCH_ROUNDS` rounds (default 15; a fresh
-//! ledger each round) and the medians are printed: wall time (deliveries per second) and the CPU
+//! ledger and, on both sides, a new HTTP client each round, so both open their connections to
+//! the receiver inside the step) and the medians are printed: wall time (deliveries per second) and the CPU
 //! seconds of the daemon's side alone (this process, from the kernel's scheduler clock: the
 //! receiver is a process of its own), with the ratios for both, then each round's own ratios (on
 //! this 2-core machine one round's CPU ratio strays by 20% or more from the median, and the
@@ -208,6 +209,7 @@ fn main() {
         let object = serde_json::to_value(&link).expect("object");
         let (secret, _) = WebhookSecret::generate();
         let account = AccountId::parse(ACCOUNT).expect("account");
+        // Asks the receiver for its count (not in any measured step).
         let client = reqwest::Client::new();
         let now = chrono::Utc::now();
         // The first third of the events: three per link (sequences 1, 2, 3); the rest one each.
@@ -249,10 +251,14 @@ fn main() {
                 .iter()
                 .map(|e| (e.id.0.clone(), e.to_json().expect("envelope")))
                 .collect();
+            // A new client each round, built before the step as `Dispatcher::new` builds the
+            // dispatcher's: both sides open their connections to the receiver inside the step
+            // (cold alike; the floor's connections were kept from round to round before).
+            let floor_client = reqwest::Client::new();
             let (f, ()) = measured("floor", receiver_pid, async {
                 futures_util::stream::iter(bodies.iter())
                     .map(|(id, body)| {
-                        let client = client.clone();
+                        let client = floor_client.clone();
                         let url = url.clone();
                         let secret = &secret;
                         async move {
