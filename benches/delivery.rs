@@ -4,7 +4,7 @@
 //!
 //! The dispatcher runs as the daemon does by default: `delivery.concurrency` 16 in all and
 //! `delivery.per_subscriber_concurrency` 8 to the one subscriber, so the floor sends 8 at a time
-//! too. A third of the events are on links with three events each, so per-link ordering is paid
+//! too; after each `dispatch_due` it asks `next_due_at`, as the daemon's loop does. A third of the events are on links with three events each, so per-link ordering is paid
 //! for. Floor and dispatcher alternate for `DELIVERY_BENCH_ROUNDS` rounds (default 15; a fresh
 //! ledger and, on both sides, a new HTTP client each round, so both open their connections to
 //! the receiver inside the step) and the medians are printed: wall time (deliveries per second) and the CPU
@@ -336,17 +336,22 @@ fn main() {
             let hits0 = receiver.hits(&client).await;
             let (d, delivered) = measured("dispatcher", receiver_pid, async {
                 let mut delivered = 0;
+                let mut next_due = None;
                 while delivered < n {
                     let s = dispatcher.dispatch_due().await.expect("dispatch");
                     assert_eq!(s.retrying + s.dead, 0, "{s:?}");
+                    // As the daemon's loop does after each turn: when to wake next.
+                    next_due = ledger.next_due_at().await.expect("next due");
                     if s.attempted == 0 {
                         break;
                     }
                     delivered += s.delivered;
                 }
-                delivered
+                (delivered, next_due)
             })
             .await;
+            let (delivered, next_due) = delivered;
+            assert_eq!(next_due, None, "everything was delivered");
             assert_eq!(delivered, n);
             assert_eq!((receiver.hits(&client).await - hits0) as usize, n);
             ours.push(d);
