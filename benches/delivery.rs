@@ -4,10 +4,11 @@
 //!
 //! The dispatcher runs as the daemon does by default: `delivery.concurrency` 16 in all and
 //! `delivery.per_subscriber_concurrency` 8 to the one subscriber, so the floor sends 8 at a time
-//! too; after each `dispatch_due` it asks `next_due_at`, as the daemon's loop does. A third of the events are on links with three events each, so per-link ordering is paid
-//! for. Floor and dispatcher alternate for `DELIVERY_BENCH_ROUNDS` rounds (default 15; a fresh
-//! ledger and, on both sides, a new HTTP client each round, so both open their connections to
-//! the receiver inside the step) and the medians are printed: wall time (deliveries per second) and the CPU
+//! too; after each `dispatch_due` it asks `next_due_at`, as the daemon's loop does. A third of
+//! the events are on links with three events each, so per-link ordering is paid for. Floor and
+//! dispatcher alternate for `DELIVERY_BENCH_ROUNDS` rounds (default 15; a fresh ledger and, on
+//! both sides, a new HTTP client each round, so both open their connections to the receiver
+//! inside the step) and the medians are printed: wall time (deliveries per second) and the CPU
 //! seconds of the daemon's side alone (this process, from the kernel's scheduler clock: the
 //! receiver is a process of its own), with the ratios for both, then each round's own ratios (on
 //! this 2-core machine one round's CPU ratio strays by 20% or more from the median, and the
@@ -334,7 +335,7 @@ fn main() {
             .expect("dispatcher")
             .with_per_subscriber_limit(PER_SUBSCRIBER);
             let hits0 = receiver.hits(&client).await;
-            let (d, delivered) = measured("dispatcher", receiver_pid, async {
+            let (d, (delivered, next_due)) = measured("dispatcher", receiver_pid, async {
                 let mut delivered = 0;
                 let mut next_due = None;
                 while delivered < n {
@@ -350,7 +351,6 @@ fn main() {
                 (delivered, next_due)
             })
             .await;
-            let (delivered, next_due) = delivered;
             assert_eq!(next_due, None, "everything was delivered");
             assert_eq!(delivered, n);
             assert_eq!((receiver.hits(&client).await - hits0) as usize, n);
