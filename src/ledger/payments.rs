@@ -434,20 +434,18 @@ mod tests {
     }
 
     #[test]
-    fn a_payment_written_twice_starts_a_second_run_and_others_share_one() {
-        let rows: Vec<PaymentWrite> = [1, 2, 3, 2, 4, 1, 4].into_iter().map(write).collect();
-        let ids = |run: std::ops::Range<usize>| {
-            rows[run].iter().map(|w| w.record.id.0).collect::<Vec<_>>()
+    fn a_payment_is_written_once_per_run_by_its_account_and_id() {
+        // How runs are cut is `pg_arrays::distinct_runs`' test; this one checks what a repeat
+        // is: the same id in another account is another payment, the same (account, id) again
+        // is a repeat.
+        let elsewhere = |id| PaymentWrite {
+            account_id: AccountId::parse("01K7P0B2V4GQ8W3ZJ5N6M7R8T9").expect("account"),
+            ..write(id)
         };
-        let runs: Vec<Vec<i64>> = super::super::pg_arrays::distinct_runs(rows.iter().map(key))
-            .into_iter()
-            .map(ids)
-            .collect();
-        assert_eq!(runs, vec![vec![1, 2, 3], vec![2, 4, 1], vec![4]]);
-        let once: Vec<PaymentWrite> = (1..=5).map(write).collect();
+        let rows = [write(1), elsewhere(1), write(2), elsewhere(2), write(1)];
         assert_eq!(
-            super::super::pg_arrays::distinct_runs(once.iter().map(key)).len(),
-            1
+            super::super::pg_arrays::distinct_runs(rows.iter().map(key)),
+            vec![0..4, 4..5]
         );
     }
 
